@@ -1,0 +1,95 @@
+//! `mlv log` and `mlv show`.
+
+use mlv::object::Signature;
+use mlv::ops::log::LogEntry;
+
+use super::{human, open_repo, print_json};
+
+/// Show commit history.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Where to start (default HEAD).
+    rev: Option<String>,
+    /// At most this many commits.
+    #[arg(short = 'n', long, default_value_t = usize::MAX, hide_default_value = true)]
+    max_count: usize,
+    /// Show the stored bytes each commit added.
+    #[arg(long)]
+    stat: bool,
+    /// One line per commit.
+    #[arg(long)]
+    oneline: bool,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn date(s: &Signature) -> String {
+    let sign = if s.tz_minutes < 0 { '-' } else { '+' };
+    let tz = s.tz_minutes.unsigned_abs();
+    format!("{} {sign}{:02}{:02}", s.time, tz / 60, tz % 60)
+}
+
+fn print_entry(e: &LogEntry, oneline: bool) {
+    let subject = e.message.lines().next().unwrap_or("");
+    if oneline {
+        println!("{} {subject}", e.id.short());
+        return;
+    }
+    println!("commit {}", e.id);
+    if e.parents.len() > 1 {
+        let ps: Vec<String> = e.parents.iter().map(|p| p.short()).collect();
+        println!("Merge: {}", ps.join(" "));
+    }
+    println!("Author: {} <{}>", e.author.name, e.author.email);
+    println!("Date:   {}", date(&e.author));
+    if let Some(g) = &e.git {
+        println!("Source: git {}{}", g.commit, if g.dirty { " (dirty)" } else { "" });
+    }
+    println!();
+    for l in e.message.lines() {
+        println!("    {l}");
+    }
+    match e.stored_bytes_added {
+        Some(s) => println!("\n    {} logical, {} stored added\n", human(e.logical_bytes), human(s)),
+        None => println!(),
+    }
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let repo = open_repo()?;
+    let start = repo.resolve(args.rev.as_deref().unwrap_or("HEAD"))?;
+    let entries = mlv::ops::log::log(&repo, start, args.max_count, args.stat)?;
+    if args.json {
+        return print_json(&entries);
+    }
+    entries.iter().for_each(|e| print_entry(e, args.oneline));
+    Ok(())
+}
+
+/// Show one commit and its changes against its first parent.
+#[derive(clap::Args)]
+pub struct ShowArgs {
+    /// The commit (default HEAD).
+    rev: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run_show(args: ShowArgs) -> anyhow::Result<()> {
+    let repo = open_repo()?;
+    let id = repo.resolve(args.rev.as_deref().unwrap_or("HEAD"))?;
+    let entry = mlv::ops::log::log(&repo, id, 1, true)?.into_iter().next();
+    let parent = repo.commit(&id)?.parents.first().copied();
+    let old = parent.map_or(mlv::ops::diff::Side::Empty, mlv::ops::diff::Side::Commit);
+    let files = mlv::ops::diff::diff(&repo, &old, &mlv::ops::diff::Side::Commit(id))?;
+    if args.json {
+        return print_json(&serde_json::json!({ "commit": entry, "diff": files }));
+    }
+    if let Some(e) = &entry {
+        print_entry(e, false);
+    }
+    super::diff::print_files(&files);
+    Ok(())
+}

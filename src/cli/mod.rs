@@ -1,0 +1,123 @@
+//! Command-line parsing and dispatch; each command lives in its own file.
+
+mod add;
+mod branch;
+mod checkout;
+mod commit;
+mod demo;
+mod diff;
+mod du;
+mod init;
+mod log;
+mod progress;
+mod status;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// mlv: version control for model checkpoints.
+///
+/// Safetensors files are stored as tensor objects, deduplicated across files, commits and
+/// branches; fine-tunes are stored as compressed deltas (BitX and better) against their base.
+#[derive(Parser)]
+#[command(name = "mlv", version, about, long_about, propagate_version = true)]
+pub struct Cli {
+    /// Run as if started in this directory.
+    #[arg(short = 'C', global = true, value_name = "DIR")]
+    dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create an empty repository in the current directory (or DIR).
+    Init(init::Args),
+    /// Stage files: safetensors become tensor objects (deduplicated, delta-compressed); others blobs.
+    Add(add::Args),
+    /// Unstage files and delete them from the work tree (or only unstage with --cached).
+    Rm(add::RmArgs),
+    /// Unstage files (restore --staged) or restore them from the index's commit.
+    Restore(checkout::RestoreArgs),
+    /// Show staged, unstaged and untracked changes.
+    Status(status::Args),
+    /// Record the staged snapshot as a new commit.
+    Commit(commit::Args),
+    /// Show commit history.
+    Log(log::Args),
+    /// Show a commit: metadata, provenance and what changed.
+    Show(log::ShowArgs),
+    /// Compare two revisions, or a revision with the work tree: tensors and text.
+    Diff(diff::Args),
+    /// Check out a revision (whole tree) or restore paths from one (`-- PATH...`).
+    Checkout(checkout::Args),
+    /// Switch to a branch (-c to create it, --orphan for an unrelated history).
+    Switch(branch::SwitchArgs),
+    /// List, create or delete branches.
+    Branch(branch::BranchArgs),
+    /// List, create or delete tags.
+    Tag(branch::TagArgs),
+    /// Disk usage: logical vs stored bytes per file and tensor, and how each is stored.
+    Du(du::Args),
+    /// Build a model family (or use yours), commit, check out, verify, and report sizes and speed.
+    Demo(demo::Args),
+}
+
+/// Dispatches a parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Some(dir) = &cli.dir {
+        std::env::set_current_dir(dir).map_err(|e| anyhow::anyhow!("cannot enter {}: {e}", dir.display()))?;
+    }
+    match cli.command {
+        Command::Init(a) => init::run(a),
+        Command::Add(a) => add::run(a),
+        Command::Rm(a) => add::run_rm(a),
+        Command::Restore(a) => checkout::run_restore(a),
+        Command::Status(a) => status::run(a),
+        Command::Commit(a) => commit::run(a),
+        Command::Log(a) => log::run(a),
+        Command::Show(a) => log::run_show(a),
+        Command::Diff(a) => diff::run(a),
+        Command::Checkout(a) => checkout::run(a),
+        Command::Switch(a) => branch::run_switch(a),
+        Command::Branch(a) => branch::run_branch(a),
+        Command::Tag(a) => branch::run_tag(a),
+        Command::Du(a) => du::run(a),
+        Command::Demo(a) => demo::run(a),
+    }
+}
+
+/// Prints an error as `error: ...` plus a hint line, as users expect from git.
+pub fn report_error(e: &anyhow::Error) {
+    eprintln!("error: {e}");
+    for cause in e.chain().skip(1) {
+        eprintln!("  caused by: {cause}");
+    }
+    if let Some(hint) = e.downcast_ref::<mlv::Error>().and_then(mlv::Error::hint) {
+        eprintln!("hint: {hint}");
+    }
+}
+
+/// Opens the repository containing the current directory.
+fn open_repo() -> anyhow::Result<mlv::Repository> {
+    Ok(mlv::Repository::discover(&std::env::current_dir()?)?)
+}
+
+/// Prints a value as pretty JSON.
+fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+/// Formats a byte count for people: `12.34 MiB`.
+pub fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{bytes} B") } else { format!("{v:.2} {}", UNITS[unit]) }
+}

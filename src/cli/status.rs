@@ -1,0 +1,57 @@
+//! `mlv status`.
+
+use mlv::ops::status::{Change, ChangeKind};
+
+use super::{open_repo, print_json};
+
+/// Show the working tree status.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn line(c: &Change) -> String {
+    let what = match c.kind {
+        ChangeKind::New => "new file:",
+        ChangeKind::Modified => "modified:",
+        ChangeKind::Deleted => "deleted:",
+    };
+    match c.tensors_changed {
+        Some(n) => format!("\t{what:<10} {} ({n} tensor(s) changed)", c.path),
+        None => format!("\t{what:<10} {}", c.path),
+    }
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let repo = open_repo()?;
+    let s = mlv::ops::status::status(&repo)?;
+    if args.json {
+        return print_json(&s);
+    }
+    match (&s.branch, &s.head) {
+        (Some(b), _) => println!("On branch {b}"),
+        (None, Some(h)) => println!("HEAD detached at {}", h.short()),
+        (None, None) => println!("HEAD detached"),
+    }
+    if s.head.is_none() {
+        println!("\nNo commits yet");
+    }
+    if !s.staged.is_empty() {
+        println!("\nChanges to be committed:");
+        s.staged.iter().for_each(|c| println!("{}", line(c)));
+    }
+    if !s.unstaged.is_empty() {
+        println!("\nChanges not staged for commit:\n  (use \"mlv add <path>\" to stage, \"mlv commit -a\" to commit them all)");
+        s.unstaged.iter().for_each(|c| println!("{}", line(c)));
+    }
+    if !s.untracked.is_empty() {
+        println!("\nUntracked files:\n  (use \"mlv add <path>\" to include in what will be committed)");
+        s.untracked.iter().for_each(|p| println!("\t{p}"));
+    }
+    if s.is_clean() {
+        println!("nothing to commit, working tree clean");
+    }
+    Ok(())
+}

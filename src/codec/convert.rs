@@ -1,0 +1,98 @@
+//! Converting a base tensor's elements to a fine-tune's float dtype (round to nearest even),
+//! so a BF16 or F16 fine-tune can be predicted from an F32 base.
+
+use half::{bf16, f16};
+
+use crate::object::DType;
+
+fn is_convertible(d: DType) -> bool {
+    matches!(d, DType::F64 | DType::F32 | DType::F16 | DType::BF16)
+}
+
+/// True if [`convert`] can map `from` elements to `to`.
+pub fn can_convert(from: DType, to: DType) -> bool {
+    from == to || (is_convertible(from) && is_convertible(to))
+}
+
+fn read(d: DType, c: &[u8]) -> f64 {
+    match d {
+        DType::F64 => f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]),
+        DType::F32 => f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64,
+        DType::F16 => f16::from_le_bytes([c[0], c[1]]).to_f64(),
+        _ => bf16::from_le_bytes([c[0], c[1]]).to_f64(),
+    }
+}
+
+fn write(d: DType, v: f64, out: &mut Vec<u8>) {
+    match d {
+        DType::F64 => out.extend_from_slice(&v.to_le_bytes()),
+        DType::F32 => out.extend_from_slice(&(v as f32).to_le_bytes()),
+        DType::F16 => out.extend_from_slice(&f16::from_f64(v).to_le_bytes()),
+        _ => out.extend_from_slice(&bf16::from_f64(v).to_le_bytes()),
+    }
+}
+
+/// Converts `data` (elements of `from`) to elements of `to`; None if the pair is unsupported.
+pub fn convert(data: &[u8], from: DType, to: DType) -> Option<Vec<u8>> {
+    if from == to {
+        return Some(data.to_vec());
+    }
+    if !can_convert(from, to) {
+        return None;
+    }
+    // F32 -> BF16 is the common case (an F32 base of a BF16 fine-tune): do it without f64.
+    if from == DType::F32 && to == DType::BF16 {
+        return Some(f32_to_bf16(data));
+    }
+    let w = from.width();
+    let mut out = Vec::with_capacity(data.len() / w * to.width());
+    for c in data.chunks_exact(w) {
+        write(to, read(from, c), &mut out);
+    }
+    Some(out)
+}
+
+fn f32_to_bf16(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len() / 2);
+    for c in data.chunks_exact(4) {
+        let v = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        out.extend_from_slice(&bf16::from_f32(v).to_le_bytes());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn f32_to_bf16_rounds_to_nearest_even() {
+        // 1 + 2^-8 lies halfway between two BF16 values: ties to even (1.0).
+        let v = f32::from_bits(0x3F80_8000);
+        let out = convert(&v.to_le_bytes(), DType::F32, DType::BF16).unwrap();
+        assert_eq!(u16::from_le_bytes([out[0], out[1]]), 0x3F80);
+        let v = f32::from_bits(0x3F81_8000);
+        let out = convert(&v.to_le_bytes(), DType::F32, DType::BF16).unwrap();
+        assert_eq!(u16::from_le_bytes([out[0], out[1]]), 0x3F82);
+    }
+
+    #[test]
+    fn f32_to_bf16_fast_path_matches_general_path() {
+        let vals: Vec<u8> = [1.5f32, -0.0, f32::INFINITY, 3.0e-39, 65504.0, -1.0e-3]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let fast = convert(&vals, DType::F32, DType::BF16).unwrap();
+        let mut slow = Vec::new();
+        for c in vals.chunks_exact(4) {
+            write(DType::BF16, read(DType::F32, c), &mut slow);
+        }
+        assert_eq!(fast, slow);
+    }
+
+    #[test]
+    fn integer_types_do_not_convert() {
+        assert!(convert(&[0; 8], DType::I64, DType::F32).is_none());
+        assert!(can_convert(DType::U8, DType::U8));
+    }
+}

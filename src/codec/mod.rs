@@ -1,0 +1,302 @@
+//! Chunk codecs: how one run of a tensor's elements is stored.
+//!
+//! A chunk is self-describing (codec id, stream codings, checksum, base id), so old packs stay
+//! readable as codecs are added, and every chunk decodes independently of its neighbours.
+//! Layout in `docs/FORMAT.md`.
+
+pub mod convert;
+pub mod delta;
+pub mod planes;
+pub mod rans;
+
+use xxhash_rust::xxh3::xxh3_64;
+
+use crate::encoding::{Reader, Writer};
+use crate::object::{DType, ObjectId};
+use planes::Grouping;
+
+/// A chunk that cannot be decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    /// Structurally invalid chunk.
+    #[error("corrupt chunk: {0}")]
+    Corrupt(String),
+    /// The entropy-coded stream is invalid.
+    #[error("corrupt chunk: {0}")]
+    Rans(#[from] rans::RansError),
+    /// Decoded bytes do not match the stored checksum.
+    #[error("chunk checksum mismatch")]
+    Checksum,
+}
+
+impl From<crate::encoding::DecodeError> for CodecError {
+    fn from(e: crate::encoding::DecodeError) -> Self {
+        CodecError::Corrupt(e.to_string())
+    }
+}
+
+/// How a chunk's elements were transformed before its streams were coded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Codec {
+    /// The bytes themselves.
+    Raw,
+    /// Byte-grouped planes of the elements.
+    Grouped,
+    /// Byte-grouped planes of the XOR with the base (the paper's BitX).
+    Xor,
+    /// Zigzag key difference from the base, entropy coded by base exponent.
+    DiffContext,
+}
+
+impl Codec {
+    fn code(self) -> u8 {
+        match self {
+            Codec::Raw => 0,
+            Codec::Grouped => 1,
+            Codec::Xor => 2,
+            Codec::DiffContext => 3,
+        }
+    }
+
+    fn from_code(c: u8) -> Option<Codec> {
+        Some(match c {
+            0 => Codec::Raw,
+            1 => Codec::Grouped,
+            2 => Codec::Xor,
+            3 => Codec::DiffContext,
+            _ => return None,
+        })
+    }
+
+    /// True if the chunk needs its base to decode.
+    pub fn is_delta(self) -> bool {
+        matches!(self, Codec::Xor | Codec::DiffContext)
+    }
+
+    /// Name for output.
+    pub fn name(self) -> &'static str {
+        match self {
+            Codec::Raw => "raw",
+            Codec::Grouped => "grouped",
+            Codec::Xor => "bitx-xor",
+            Codec::DiffContext => "bitx-diff-ctx",
+        }
+    }
+}
+
+const STREAM_RAW: u8 = 0;
+const STREAM_ZSTD: u8 = 1;
+
+/// Tunables for encoding.
+#[derive(Debug, Clone, Copy)]
+pub struct EncodeOptions {
+    /// zstd level for byte streams.
+    pub zstd_level: i32,
+}
+
+impl Default for EncodeOptions {
+    fn default() -> Self {
+        EncodeOptions { zstd_level: 3 }
+    }
+}
+
+/// A parsed chunk header plus its still-coded streams.
+pub struct ChunkView<'a> {
+    /// Transform used.
+    pub codec: Codec,
+    /// Decoded length in bytes.
+    pub raw_len: usize,
+    /// Base tensor for delta codecs.
+    pub base: Option<ObjectId>,
+    checksum: u64,
+    streams: Vec<(u8, &'a [u8])>,
+}
+
+/// The largest decoded chunk accepted from disk (bounds allocations on hostile input).
+pub const MAX_CHUNK_BYTES: usize = 64 << 20;
+
+impl<'a> ChunkView<'a> {
+    /// Parses a stored chunk without decoding it.
+    pub fn parse(stored: &'a [u8]) -> Result<ChunkView<'a>, CodecError> {
+        let mut r = Reader::new(stored);
+        let code = r.u8()?;
+        let codec = Codec::from_code(code).ok_or_else(|| CodecError::Corrupt(format!("unknown codec id {code}")))?;
+        let count = r.u8()? as usize;
+        let raw_len = r.u32()? as usize;
+        if raw_len > MAX_CHUNK_BYTES {
+            return Err(CodecError::Corrupt(format!("chunk claims {raw_len} bytes")));
+        }
+        let checksum = r.u64()?;
+        let base = if codec.is_delta() { Some(r.id()?) } else { None };
+        let mut lens = Vec::with_capacity(count);
+        for _ in 0..count {
+            lens.push((r.u8()?, r.u32()? as usize));
+        }
+        let mut streams = Vec::with_capacity(count);
+        for (coding, len) in lens {
+            streams.push((coding, r.bytes(len)?));
+        }
+        r.finish()?;
+        Ok(ChunkView { codec, raw_len, base, checksum, streams })
+    }
+
+    /// Decodes the chunk; `base` must be the base's elements converted to `dtype`, same length.
+    pub fn decode(&self, dtype: DType, base: Option<&[u8]>) -> Result<Vec<u8>, CodecError> {
+        let width = dtype.width();
+        if self.raw_len % width != 0 {
+            return Err(CodecError::Corrupt(format!("{} bytes is not a whole number of {dtype} elements", self.raw_len)));
+        }
+        let n = self.raw_len / width;
+        let mut out = Vec::with_capacity(self.raw_len);
+        match self.codec {
+            Codec::Raw => out = self.stream(0, self.raw_len)?,
+            Codec::Grouped => self.join_planes(dtype, n, &mut out)?,
+            Codec::Xor => {
+                let base = self.base_bytes(base)?;
+                self.join_planes(dtype, n, &mut out)?;
+                out.iter_mut().zip(base).for_each(|(o, b)| *o ^= b);
+            }
+            Codec::DiffContext => {
+                let base = self.base_bytes(base)?;
+                let coded = self.stream(0, usize::MAX)?;
+                let contexts = delta::contexts(dtype, base);
+                let mut symbols = vec![0u8; n];
+                rans::decode(&coded, &contexts, &mut symbols)?;
+                let raw_bits = self.stream(1, usize::MAX)?;
+                delta::unsymbolise_diff(dtype, &symbols, &raw_bits, base, &mut out)?;
+            }
+        }
+        if out.len() != self.raw_len {
+            return Err(CodecError::Corrupt(format!("decoded {} bytes, expected {}", out.len(), self.raw_len)));
+        }
+        if xxh3_64(&out) != self.checksum {
+            return Err(CodecError::Checksum);
+        }
+        Ok(out)
+    }
+
+    fn base_bytes<'b>(&self, base: Option<&'b [u8]>) -> Result<&'b [u8], CodecError> {
+        match base {
+            Some(b) if b.len() == self.raw_len => Ok(b),
+            Some(b) => Err(CodecError::Corrupt(format!("base has {} bytes, chunk {}", b.len(), self.raw_len))),
+            None => Err(CodecError::Corrupt("delta chunk decoded without its base".into())),
+        }
+    }
+
+    fn join_planes(&self, dtype: DType, n: usize, out: &mut Vec<u8>) -> Result<(), CodecError> {
+        let g = Grouping::of(dtype);
+        if self.streams.len() != g.planes() {
+            return Err(CodecError::Corrupt(format!("{} streams, {dtype} needs {}", self.streams.len(), g.planes())));
+        }
+        let planes = (0..g.planes()).map(|i| self.stream(i, n)).collect::<Result<Vec<_>, _>>()?;
+        if planes.iter().any(|p| p.len() != n) {
+            return Err(CodecError::Corrupt("plane length mismatch".into()));
+        }
+        g.join(&planes, n, out);
+        Ok(())
+    }
+
+    /// Decodes stream `i`, refusing to inflate beyond `limit` bytes (or the chunk bound).
+    fn stream(&self, i: usize, limit: usize) -> Result<Vec<u8>, CodecError> {
+        let (coding, bytes) = self.streams.get(i).ok_or_else(|| CodecError::Corrupt(format!("missing stream {i}")))?;
+        let limit = limit.min(MAX_CHUNK_BYTES * 2);
+        match *coding {
+            STREAM_RAW => Ok(bytes.to_vec()),
+            STREAM_ZSTD => zstd::bulk::decompress(bytes, limit).map_err(|e| CodecError::Corrupt(format!("zstd stream {i}: {e}"))),
+            c => Err(CodecError::Corrupt(format!("unknown stream coding {c}"))),
+        }
+    }
+}
+
+/// Codes a byte stream with zstd, or keeps it raw when that is not smaller.
+fn code_stream(data: Vec<u8>, level: i32) -> (u8, Vec<u8>) {
+    match zstd::bulk::compress(&data, level) {
+        Ok(z) if z.len() < data.len() => (STREAM_ZSTD, z),
+        _ => (STREAM_RAW, data),
+    }
+}
+
+fn assemble(codec: Codec, raw: &[u8], base: Option<ObjectId>, streams: Vec<(u8, Vec<u8>)>) -> Vec<u8> {
+    let body: usize = streams.iter().map(|s| s.1.len()).sum();
+    let mut out = Vec::with_capacity(14 + 32 + 5 * streams.len() + body);
+    out.push(codec.code());
+    out.push(streams.len() as u8);
+    out.put_u32(raw.len() as u32);
+    out.put_u64(xxh3_64(raw));
+    if let Some(id) = base {
+        out.extend_from_slice(&id.0);
+    }
+    for (coding, s) in &streams {
+        out.push(*coding);
+        out.put_u32(s.len() as u32);
+    }
+    for (_, s) in streams {
+        out.extend_from_slice(&s);
+    }
+    out
+}
+
+/// Encodes `data` with one specific codec. `base` is required for delta codecs.
+pub fn encode_with(codec: Codec, dtype: DType, data: &[u8], base: Option<(ObjectId, &[u8])>, opts: EncodeOptions) -> Vec<u8> {
+    let level = opts.zstd_level;
+    let grouped = |bytes: &[u8]| -> Vec<(u8, Vec<u8>)> {
+        Grouping::of(dtype).split(bytes).into_iter().map(|p| code_stream(p, level)).collect()
+    };
+    let (streams, base_id) = match (codec, base) {
+        (Codec::Xor, Some((id, b))) => (grouped(&delta::xor(data, b)), Some(id)),
+        (Codec::DiffContext, Some((id, b))) => {
+            let s = delta::symbolise_diff(dtype, data, b);
+            (vec![(STREAM_RAW, rans::encode(&s.symbols, &s.contexts)), (STREAM_RAW, s.raw_bits)], Some(id))
+        }
+        (Codec::Grouped, _) => (grouped(data), None),
+        _ => (vec![code_stream(data.to_vec(), level)], None),
+    };
+    let codec = if base_id.is_none() && codec.is_delta() { Codec::Raw } else { codec };
+    assemble(codec, data, base_id, streams)
+}
+
+/// Candidate codecs for a chunk, cheapest-to-decode first.
+pub fn candidates(dtype: DType, has_base: bool) -> Vec<Codec> {
+    let mut c = vec![Codec::Raw, Codec::Grouped];
+    if has_base {
+        c.push(Codec::Xor);
+        if dtype.width() <= 8 {
+            c.push(Codec::DiffContext);
+        }
+    }
+    c
+}
+
+/// Elements in the sample used to choose a codec for a large chunk.
+const SAMPLE_ELEMENTS: usize = 1 << 15;
+/// Number of evenly spaced sample windows.
+const SAMPLE_WINDOWS: usize = 4;
+
+/// Picks the codec whose encoding of an evenly spaced sample is smallest.
+pub fn choose(dtype: DType, data: &[u8], base: Option<(ObjectId, &[u8])>, opts: EncodeOptions) -> Codec {
+    let width = dtype.width();
+    let n = data.len() / width;
+    let (sample, base_sample) = if n <= SAMPLE_ELEMENTS * SAMPLE_WINDOWS {
+        (data.to_vec(), base.map(|b| b.1.to_vec()))
+    } else {
+        let window = SAMPLE_ELEMENTS / SAMPLE_WINDOWS * width;
+        let step = data.len() / SAMPLE_WINDOWS / width * width;
+        let pick = |bytes: &[u8]| -> Vec<u8> { (0..SAMPLE_WINDOWS).flat_map(|i| bytes[i * step..i * step + window].to_vec()).collect() };
+        (pick(data), base.map(|b| pick(b.1)))
+    };
+    let base_sample = base.zip(base_sample.as_deref()).map(|(b, s)| (b.0, s));
+    candidates(dtype, base.is_some())
+        .into_iter()
+        .min_by_key(|&c| encode_with(c, dtype, &sample, base_sample, opts).len())
+        .unwrap_or(Codec::Raw)
+}
+
+/// Encodes a chunk with the codec that wins on a sample; standalone when no base helps.
+pub fn encode_chunk(dtype: DType, data: &[u8], base: Option<(ObjectId, &[u8])>, opts: EncodeOptions) -> Vec<u8> {
+    let codec = choose(dtype, data, base, opts);
+    encode_with(codec, dtype, data, base, opts)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,170 @@
+//! Repository configuration, `.mlv/config` in TOML (example: `.zipllm-example/config`).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// The repository format version this build writes.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Repository-wide settings.
+    #[serde(default)]
+    pub core: Core,
+    /// Identity used for commits when no environment variable is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<User>,
+    /// Delta compression settings.
+    #[serde(default)]
+    pub delta: Delta,
+    /// Pack layout settings.
+    #[serde(default)]
+    pub pack: PackConfig,
+}
+
+/// `[core]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Core {
+    /// Repository format version.
+    pub format: u32,
+}
+
+impl Default for Core {
+    fn default() -> Self {
+        Core { format: FORMAT_VERSION }
+    }
+}
+
+/// `[user]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct User {
+    /// Name recorded in commits.
+    pub name: String,
+    /// E-mail recorded in commits.
+    pub email: String,
+}
+
+/// `[delta]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Delta {
+    /// Longest allowed chain of deltas on deltas.
+    pub max_chain: u8,
+    /// zstd level for byte streams (1 is fastest; 3 is the default).
+    pub zstd_level: i32,
+    /// Search the whole repository for bases of tensors that have none by path and name.
+    pub discover: bool,
+    /// Per path (file or directory in the work tree): a revision whose same path is the base.
+    pub bases: BTreeMap<String, String>,
+}
+
+impl Default for Delta {
+    fn default() -> Self {
+        Delta { max_chain: 8, zstd_level: 3, discover: true, bases: BTreeMap::new() }
+    }
+}
+
+/// `[pack]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PackConfig {
+    /// Elements per chunk of new tensors.
+    pub chunk_elems: u64,
+}
+
+impl Default for PackConfig {
+    fn default() -> Self {
+        PackConfig { chunk_elems: crate::store::DEFAULT_CHUNK_ELEMS }
+    }
+}
+
+/// The configuration file is unreadable or invalid.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Could not read it.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Not valid TOML for this schema.
+    #[error("{path}: {source}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// The cause.
+        source: Box<toml::de::Error>,
+    },
+    /// A value out of range.
+    #[error("{path}: {what}")]
+    Invalid {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        what: String,
+    },
+}
+
+impl Config {
+    /// Parses TOML text and checks ranges.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let p = path.display().to_string();
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse { path: p.clone(), source: Box::new(e) })?;
+        let invalid = |what: String| Err(ConfigError::Invalid { path: p.clone(), what });
+        if config.core.format != FORMAT_VERSION {
+            return invalid(format!("repository format {} is not supported (this mlv reads {FORMAT_VERSION})", config.core.format));
+        }
+        if !(1..=22).contains(&config.delta.zstd_level) {
+            return invalid(format!("delta.zstd_level must be 1..=22, not {}", config.delta.zstd_level));
+        }
+        if config.pack.chunk_elems == 0 || config.pack.chunk_elems > (8 << 20) {
+            return invalid(format!("pack.chunk_elems must be 1..=8388608, not {}", config.pack.chunk_elems));
+        }
+        Ok(config)
+    }
+
+    /// Reads and parses a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Io { path: path.display().to_string(), source: e })?;
+        Config::parse(&text, path)
+    }
+
+    /// TOML text of this configuration.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(".zipllm-example/config");
+        let config = Config::load(&path).unwrap();
+        assert_eq!(config.delta.max_chain, 8);
+        assert!(!config.delta.bases.is_empty());
+    }
+
+    #[test]
+    fn defaults_round_trip() {
+        let c = Config::default();
+        assert_eq!(Config::parse(&c.to_toml(), Path::new("x")).unwrap(), c);
+    }
+
+    #[test]
+    fn bad_values_are_rejected() {
+        assert!(Config::parse("[delta]\nzstd_level = 99\n", Path::new("x")).is_err());
+        assert!(Config::parse("[core]\nformat = 7\n", Path::new("x")).is_err());
+        assert!(Config::parse("[nonsense]\n", Path::new("x")).is_err());
+    }
+}

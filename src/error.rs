@@ -1,0 +1,101 @@
+//! The library's top-level error: every failure a command can report, each with a hint.
+
+use std::path::PathBuf;
+
+use crate::config::ConfigError;
+use crate::index::IndexError;
+use crate::refs::RefError;
+use crate::store::StoreError;
+use crate::worktree::WorktreeError;
+
+/// Anything an mlv operation can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No `.mlv` directory here or above.
+    #[error("not an mlv repository (or any parent up to /): {0}")]
+    NotARepository(PathBuf),
+    /// `init` where a repository exists.
+    #[error("{0} is already an mlv repository")]
+    AlreadyARepository(PathBuf),
+    /// A revision that names nothing.
+    #[error("unknown revision {0:?}")]
+    UnknownRevision(String),
+    /// A prefix matching several objects.
+    #[error("ambiguous revision {0:?}: it is a prefix of several object ids")]
+    AmbiguousRevision(String),
+    /// Commit with no change.
+    #[error("nothing to commit, working tree clean")]
+    NothingToCommit,
+    /// Checkout would lose work.
+    #[error("your local changes would be overwritten: {}", .0.join(", "))]
+    DirtyWorktree(Vec<String>),
+    /// No author configured.
+    #[error("no author identity: set MLV_AUTHOR_NAME and MLV_AUTHOR_EMAIL, or git's user.name and user.email")]
+    NoIdentity,
+    /// A path outside the work tree or not matching anything.
+    #[error("pathspec {0:?} did not match any files")]
+    NoMatch(String),
+    /// The path is outside the repository.
+    #[error("{0}: outside the repository")]
+    OutsideRepository(PathBuf),
+    /// A branch that exists already.
+    #[error("a branch or tag named {0:?} already exists")]
+    RefExists(String),
+    /// Removing the current branch.
+    #[error("cannot delete branch {0:?}: it is checked out")]
+    CurrentBranch(String),
+    /// Invalid use that is the user's to fix.
+    #[error("{0}")]
+    Usage(String),
+    /// Configuration problem.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Object store problem.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Refs problem.
+    #[error(transparent)]
+    Ref(#[from] RefError),
+    /// Index problem.
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    /// Work tree problem.
+    #[error(transparent)]
+    Worktree(#[from] WorktreeError),
+    /// Other I/O.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+impl From<crate::pack::PackError> for Error {
+    fn from(e: crate::pack::PackError) -> Self {
+        Error::Store(e.into())
+    }
+}
+
+impl Error {
+    /// A suggestion of what to do next, when there is one.
+    pub fn hint(&self) -> Option<String> {
+        Some(match self {
+            Error::NotARepository(_) => "run `mlv init` to create one, or cd into a repository".into(),
+            Error::UnknownRevision(_) => "use a branch, a tag, HEAD~N or a commit id; `mlv log` and `mlv branch` list them".into(),
+            Error::AmbiguousRevision(_) => "give more characters of the id".into(),
+            Error::NothingToCommit => "use `mlv add <path>` to stage changes, or `mlv commit -a`".into(),
+            Error::DirtyWorktree(_) => "commit your changes, or pass --force to discard them".into(),
+            Error::NoIdentity => "e.g. export MLV_AUTHOR_NAME='Your Name' MLV_AUTHOR_EMAIL=you@example.com".into(),
+            Error::NoMatch(_) => "check the path; `mlv status` shows what mlv sees".into(),
+            Error::Worktree(WorktreeError::Safetensors { .. }) => {
+                "the file is not valid safetensors; nothing was written. Re-save it, or list it in .mlvignore".into()
+            }
+            Error::Store(StoreError::Corrupt { .. }) => "the repository is damaged; restore the named pack from a backup or another clone".into(),
+            Error::Io(e) if e.raw_os_error() == Some(28) => "the disk is full; free space and retry (nothing was changed)".into(),
+            Error::Worktree(WorktreeError::Io { source, .. }) | Error::Store(StoreError::Io(source)) if source.raw_os_error() == Some(28) => {
+                "the disk is full; free space and retry (nothing was changed)".into()
+            }
+            _ => return None,
+        })
+    }
+}
+
+/// Result with the library error.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,18 @@
+//! The `mlv` command line: parses arguments and dispatches to one module per command.
+
+mod cli;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let args = cli::Cli::parse();
+    match cli::run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            cli::report_error(&e);
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! `mlv add` and `mlv rm`: staging files, storing their objects.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::bases::RepoBases;
+use crate::error::{Error, Result};
+use crate::index::{Index, IndexEntry};
+use crate::progress::Progress;
+use crate::repo::Repository;
+use crate::store::BaseChoice;
+use crate::worktree::{self, FoundFile};
+
+/// What `add` did.
+#[derive(Debug, Default, Serialize)]
+pub struct AddReport {
+    /// Files newly staged or updated.
+    pub staged: Vec<String>,
+    /// Files whose deletion was staged.
+    pub removed: Vec<String>,
+    /// Logical bytes of the staged files.
+    pub logical_bytes: u64,
+    /// Bytes written to the new pack.
+    pub stored_bytes: u64,
+    /// Tensors stored standalone, as deltas, or found already stored.
+    pub tensors_standalone: usize,
+    /// Tensors stored as deltas.
+    pub tensors_delta: usize,
+    /// Tensors already in the repository.
+    pub tensors_duplicate: usize,
+}
+
+/// Converts a user path (relative to `cwd`) into an absolute path inside the work tree.
+pub fn work_path(repo: &Repository, cwd: &Path, p: &Path) -> Result<PathBuf> {
+    let abs = std::path::absolute(cwd.join(p))?;
+    let norm: PathBuf = abs.components().fold(PathBuf::new(), |mut acc, c| {
+        match c {
+            std::path::Component::ParentDir => {
+                acc.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => acc.push(other),
+        }
+        acc
+    });
+    if norm.starts_with(&repo.root) { Ok(norm) } else { Err(Error::OutsideRepository(p.to_path_buf())) }
+}
+
+/// The `/`-separated prefix a work path stands for ("" for the root).
+pub fn rel_prefix(repo: &Repository, abs: &Path) -> Result<String> {
+    if abs == repo.root {
+        return Ok(String::new());
+    }
+    Ok(worktree::relative(&repo.root, abs)?)
+}
+
+/// True if `path` is `prefix` itself or lies under it.
+pub fn under(path: &str, prefix: &str) -> bool {
+    prefix.is_empty() || path == prefix || path.strip_prefix(prefix).is_some_and(|r| r.starts_with('/'))
+}
+
+/// Stages `paths`: stores new content and records it in the index. Deleted files under the
+/// paths are unstaged. `base` names a revision whose same paths serve as delta bases.
+pub fn add(repo: &Repository, cwd: &Path, paths: &[PathBuf], base: Option<&str>, progress: &dyn Progress) -> Result<AddReport> {
+    let mut index = repo.index()?;
+    let mut found: Vec<FoundFile> = Vec::new();
+    let mut prefixes = Vec::new();
+    for p in paths {
+        let abs = work_path(repo, cwd, p)?;
+        let prefix = rel_prefix(repo, &abs)?;
+        if abs.exists() {
+            found.extend(worktree::scan(&repo.root, &abs)?);
+        } else if !index.entries.keys().any(|k| under(k, &prefix)) {
+            return Err(Error::NoMatch(p.display().to_string()));
+        }
+        prefixes.push(prefix);
+    }
+    let mut report = stage_files(repo, &mut index, &found, base, progress)?;
+    let present: std::collections::HashSet<&str> = found.iter().map(|f| f.rel.as_str()).collect();
+    let gone: Vec<String> = index
+        .entries
+        .keys()
+        .filter(|k| prefixes.iter().any(|p| under(k, p)) && !present.contains(k.as_str()))
+        .cloned()
+        .collect();
+    for g in gone {
+        index.entries.remove(&g);
+        report.removed.push(g);
+    }
+    index.save(&repo.index_path())?;
+    Ok(report)
+}
+
+/// Hashes and stores the files not already staged with the same stat, updating `index`.
+/// The new pack is durable before the caller saves the index that refers to it.
+pub fn stage_files(repo: &Repository, index: &mut Index, files: &[FoundFile], base: Option<&str>, progress: &dyn Progress) -> Result<AddReport> {
+    let todo: Vec<&FoundFile> = files.iter().filter(|f| !index.is_stat_clean(&f.rel, &f.stat)).collect();
+    let mut report = AddReport::default();
+    if todo.is_empty() {
+        return Ok(report);
+    }
+    let mut bases = RepoBases::new(repo, repo.head_commit()?, base)?;
+    let mut writer = repo.writer()?;
+    progress.start("adding", todo.iter().map(|f| f.stat.size).sum());
+    let mut updates = Vec::new();
+    for f in todo {
+        let ingested = worktree::ingest(&f.abs, &f.rel, Some(&mut writer), &mut bases)?;
+        for t in &ingested.tensors {
+            match t.choice {
+                Some(BaseChoice::Standalone) => report.tensors_standalone += 1,
+                Some(BaseChoice::Delta(_)) => report.tensors_delta += 1,
+                Some(BaseChoice::Duplicate) | None => report.tensors_duplicate += 1,
+            }
+        }
+        report.logical_bytes += f.stat.size;
+        report.staged.push(f.rel.clone());
+        updates.push((f.rel.clone(), IndexEntry { kind: ingested.kind, id: ingested.id, stat: f.stat }));
+        progress.advance(f.stat.size);
+    }
+    report.stored_bytes = writer.written_bytes();
+    writer.finish()?;
+    progress.finish();
+    index.entries.extend(updates);
+    Ok(report)
+}
+
+/// Unstages `paths` and, unless `cached`, deletes them from the work tree.
+pub fn rm(repo: &Repository, cwd: &Path, paths: &[PathBuf], cached: bool) -> Result<Vec<String>> {
+    let mut index = repo.index()?;
+    let mut removed = Vec::new();
+    for p in paths {
+        let abs = work_path(repo, cwd, p)?;
+        let prefix = rel_prefix(repo, &abs)?;
+        let matched: Vec<String> = index.entries.keys().filter(|k| under(k, &prefix)).cloned().collect();
+        if matched.is_empty() {
+            return Err(Error::NoMatch(p.display().to_string()));
+        }
+        for m in matched {
+            index.entries.remove(&m);
+            if !cached {
+                let file = repo.root.join(&m);
+                if file.exists() {
+                    std::fs::remove_file(&file).map_err(|e| crate::fsutil::with_path(&file, e))?;
+                }
+            }
+            removed.push(m);
+        }
+    }
+    index.save(&repo.index_path())?;
+    Ok(removed)
+}

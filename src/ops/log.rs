@@ -1,0 +1,103 @@
+//! `mlv log` and `mlv show`: history, with the stored bytes each commit added.
+
+use std::collections::{BinaryHeap, HashSet};
+
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::object::{EntryKind, GitProvenance, ObjectId, Signature};
+use crate::repo::Repository;
+use crate::worktree::load_tensor_file;
+
+/// One commit in a log.
+#[derive(Debug, Serialize)]
+pub struct LogEntry {
+    /// Commit id.
+    pub id: ObjectId,
+    /// Parent ids.
+    pub parents: Vec<ObjectId>,
+    /// Author.
+    pub author: Signature,
+    /// Committer.
+    pub committer: Signature,
+    /// Source-code provenance.
+    pub git: Option<GitProvenance>,
+    /// Message.
+    pub message: String,
+    /// Logical bytes of the snapshot.
+    pub logical_bytes: u64,
+    /// Stored bytes of objects first introduced by this commit (with `--stat`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stored_bytes_added: Option<u64>,
+}
+
+/// Every object a commit's tree reaches: trees, files, tensors, blobs (not the commit itself).
+pub fn reachable(repo: &Repository, commit: &ObjectId) -> Result<HashSet<ObjectId>> {
+    let mut out = HashSet::new();
+    let mut trees = vec![repo.commit(commit)?.tree];
+    while let Some(t) = trees.pop() {
+        if !out.insert(t) {
+            continue;
+        }
+        for e in repo.tree(&t)?.entries {
+            match e.kind {
+                EntryKind::Tree => trees.push(e.id),
+                EntryKind::Blob => {
+                    out.insert(e.id);
+                }
+                EntryKind::TensorFile => {
+                    if out.insert(e.id) {
+                        out.extend(load_tensor_file(&repo.odb, &e.id)?.segments.iter().map(|s| s.id()));
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Stored bytes of the objects `commit` reaches that none of its parents reach, plus the commit.
+pub fn stored_added(repo: &Repository, commit: &ObjectId) -> Result<u64> {
+    let mut mine = reachable(repo, commit)?;
+    for p in repo.commit(commit)?.parents {
+        for id in reachable(repo, &p)? {
+            mine.remove(&id);
+        }
+    }
+    mine.insert(*commit);
+    Ok(mine.iter().filter_map(|id| repo.odb.find(id)).map(|(_, r)| r.len).sum())
+}
+
+/// Up to `limit` commits reachable from `start`, newest first.
+pub fn log(repo: &Repository, start: ObjectId, limit: usize, with_stat: bool) -> Result<Vec<LogEntry>> {
+    let mut out = Vec::new();
+    let mut seen = HashSet::new();
+    let mut queue = BinaryHeap::new();
+    let first = repo.commit(&start)?;
+    queue.push((first.committer.time, start));
+    seen.insert(start);
+    while let Some((_, id)) = queue.pop() {
+        if out.len() >= limit {
+            break;
+        }
+        let c = repo.commit(&id)?;
+        for p in &c.parents {
+            if seen.insert(*p) {
+                queue.push((repo.commit(p)?.committer.time, *p));
+            }
+        }
+        let logical_bytes = repo.flatten(&c.tree)?.values().map(|f| f.size).sum();
+        let stored_bytes_added = if with_stat { Some(stored_added(repo, &id)?) } else { None };
+        out.push(LogEntry {
+            id,
+            parents: c.parents,
+            author: c.author,
+            committer: c.committer,
+            git: c.git,
+            message: c.message,
+            logical_bytes,
+            stored_bytes_added,
+        });
+    }
+    Ok(out)
+}

@@ -1,0 +1,13 @@
+//! One module per command: the logic of each `mlv` command as a library function that takes
+//! a repository and options and returns a report for the CLI to print.
+
+pub mod add;
+pub mod bases;
+pub mod branch;
+pub mod checkout;
+pub mod commit;
+pub mod diff;
+pub mod du;
+pub mod log;
+pub mod status;
+pub mod tensors;

@@ -1,0 +1,139 @@
+//! `mlv status`: staged changes (HEAD vs index), unstaged changes (index vs work tree), untracked files.
+
+use serde::Serialize;
+
+use super::tensors::named_tensors;
+use crate::error::Result;
+use crate::index::Index;
+use crate::object::{EntryKind, ObjectId};
+use crate::refs::Head;
+use crate::repo::Repository;
+use crate::worktree::{self, NoBases, load_tensor_file};
+
+/// How a path changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChangeKind {
+    /// Not in the older side.
+    New,
+    /// Content differs.
+    Modified,
+    /// Not in the newer side.
+    Deleted,
+}
+
+/// One changed path.
+#[derive(Debug, Clone, Serialize)]
+pub struct Change {
+    /// Work-tree path.
+    pub path: String,
+    /// What happened.
+    pub kind: ChangeKind,
+    /// For modified safetensors files: tensors whose content changed, appeared or disappeared.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tensors_changed: Option<usize>,
+}
+
+/// The whole status.
+#[derive(Debug, Serialize)]
+pub struct Status {
+    /// Current branch, or None when detached.
+    pub branch: Option<String>,
+    /// HEAD commit.
+    pub head: Option<ObjectId>,
+    /// HEAD vs index.
+    pub staged: Vec<Change>,
+    /// Index vs work tree.
+    pub unstaged: Vec<Change>,
+    /// Files not in the index.
+    pub untracked: Vec<String>,
+}
+
+impl Status {
+    /// True when nothing differs anywhere.
+    pub fn is_clean(&self) -> bool {
+        self.staged.is_empty() && self.unstaged.is_empty() && self.untracked.is_empty()
+    }
+}
+
+/// Counts tensors that differ between two tensor files (by name).
+pub fn tensors_changed(repo: &Repository, old: &ObjectId, new: &[(String, ObjectId)]) -> Option<usize> {
+    let old = named_tensors(&load_tensor_file(&repo.odb, old).ok()?);
+    let changed = new.iter().filter(|(n, id)| !old.iter().any(|o| &o.name == n && &o.id == id)).count();
+    let removed = old.iter().filter(|o| !new.iter().any(|(n, _)| n == &o.name)).count();
+    Some(changed + removed)
+}
+
+/// Computes the status. Files whose stat changed but content did not get their stat refreshed
+/// in the index, so the next call is fast again.
+pub fn status(repo: &Repository) -> Result<Status> {
+    let (branch, head) = match repo.refs.head()? {
+        Head::Branch(b) => (Some(b.clone()), repo.refs.read(&format!("{}{b}", crate::refs::HEADS))?),
+        Head::Detached(id) => (None, Some(id)),
+    };
+    let mut index = repo.index()?;
+    let head_files = repo.commit_files(head)?;
+    let staged = compare_trees(repo, &head_files, &index);
+    let mut unstaged = Vec::new();
+    let mut untracked = Vec::new();
+    let mut refreshed = false;
+    let found = worktree::scan(&repo.root, &repo.root)?;
+    for f in &found {
+        let Some(entry) = index.entries.get(&f.rel).cloned() else {
+            untracked.push(f.rel.clone());
+            continue;
+        };
+        if index.is_stat_clean(&f.rel, &f.stat) {
+            continue;
+        }
+        let now = worktree::ingest(&f.abs, &f.rel, None, &mut NoBases)?;
+        if now.id == entry.id {
+            if let Some(e) = index.entries.get_mut(&f.rel) {
+                e.stat = f.stat;
+                refreshed = true;
+            }
+            continue;
+        }
+        let tensors_changed = match entry.kind {
+            EntryKind::TensorFile => {
+                let new: Vec<(String, ObjectId)> = now.tensors.iter().map(|t| (t.name.clone(), t.id)).collect();
+                tensors_changed(repo, &entry.id, &new)
+            }
+            _ => None,
+        };
+        unstaged.push(Change { path: f.rel.clone(), kind: ChangeKind::Modified, tensors_changed });
+    }
+    let present: std::collections::HashSet<&str> = found.iter().map(|f| f.rel.as_str()).collect();
+    for path in index.entries.keys().filter(|k| !present.contains(k.as_str())) {
+        unstaged.push(Change { path: path.clone(), kind: ChangeKind::Deleted, tensors_changed: None });
+    }
+    if refreshed {
+        // Best effort: a read-only repository still answers status.
+        let _ = index.save(&repo.index_path());
+    }
+    Ok(Status { branch, head, staged, unstaged, untracked })
+}
+
+fn compare_trees(repo: &Repository, head: &crate::repo::FlatTree, index: &Index) -> Vec<Change> {
+    let mut out = Vec::new();
+    for (path, e) in &index.entries {
+        match head.get(path) {
+            None => out.push(Change { path: path.clone(), kind: ChangeKind::New, tensors_changed: None }),
+            Some(h) if h.id != e.id => {
+                let tensors_changed = (e.kind == EntryKind::TensorFile && h.kind == EntryKind::TensorFile)
+                    .then(|| load_tensor_file(&repo.odb, &e.id).ok())
+                    .flatten()
+                    .and_then(|tf| {
+                        let new: Vec<(String, ObjectId)> = named_tensors(&tf).into_iter().map(|t| (t.name, t.id)).collect();
+                        tensors_changed(repo, &h.id, &new)
+                    });
+                out.push(Change { path: path.clone(), kind: ChangeKind::Modified, tensors_changed });
+            }
+            Some(_) => {}
+        }
+    }
+    for path in head.keys().filter(|p| !index.entries.contains_key(*p)) {
+        out.push(Change { path: path.clone(), kind: ChangeKind::Deleted, tensors_changed: None });
+    }
+    out
+}

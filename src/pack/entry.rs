@@ -1,0 +1,104 @@
+//! One object's entry inside a pack: a header, its chunks, and a table of chunk lengths.
+
+use crate::encoding::{DecodeError, Reader, Writer};
+use crate::object::{DType, ObjectId, ObjectKind, TensorMeta};
+
+/// Everything about an entry except its chunk bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryHeader {
+    /// Object kind.
+    pub kind: ObjectKind,
+    /// Object id.
+    pub id: ObjectId,
+    /// Element type and shape (U8 with no shape for non-tensors) and body length.
+    pub meta: TensorMeta,
+    /// Elements per chunk; the last chunk may be shorter.
+    pub chunk_elems: u64,
+}
+
+impl EntryHeader {
+    /// Number of chunks the body is cut into.
+    pub fn chunk_count(&self) -> u64 {
+        self.meta.elements().div_ceil(self.chunk_elems.max(1))
+    }
+
+    /// Byte range `start..end` of chunk `i` within the object's data.
+    pub fn chunk_range(&self, i: u64) -> (u64, u64) {
+        let w = self.meta.dtype.width() as u64;
+        let start = i * self.chunk_elems * w;
+        (start, (start + self.chunk_elems * w).min(self.meta.data_len))
+    }
+
+    /// Serialises the header; the chunks follow it.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = vec![self.kind.code()];
+        out.extend_from_slice(&self.id.0);
+        out.extend_from_slice(&self.meta.canonical_header());
+        out.put_u64(self.meta.data_len);
+        out.put_u64(self.chunk_elems);
+        out.put_u32(self.chunk_count() as u32);
+        out
+    }
+
+    fn decode(r: &mut Reader<'_>) -> Result<EntryHeader, DecodeError> {
+        let code = r.u8()?;
+        let kind = ObjectKind::from_code(code).ok_or_else(|| r.error(format!("unknown object kind {code}")))?;
+        let id = r.id()?;
+        let mut meta = TensorMeta::decode_header(r, 0)?;
+        meta.data_len = r.u64()?;
+        if meta.data_len % meta.dtype.width() as u64 != 0 {
+            return Err(r.error("data length is not a whole number of elements"));
+        }
+        let chunk_elems = r.u64()?;
+        let header = EntryHeader { kind, id, meta, chunk_elems };
+        let count = r.u32()? as u64;
+        if chunk_elems == 0 && header.meta.data_len > 0 || count != header.chunk_count() {
+            return Err(r.error(format!("chunk count {count} does not fit the data length")));
+        }
+        if kind != ObjectKind::Tensor && header.meta.dtype != DType::U8 {
+            return Err(r.error("non-tensor entry with a tensor dtype"));
+        }
+        Ok(header)
+    }
+}
+
+/// A parsed entry borrowing the pack's bytes.
+pub struct EntryView<'a> {
+    /// The header.
+    pub header: EntryHeader,
+    chunks: Vec<&'a [u8]>,
+}
+
+impl<'a> EntryView<'a> {
+    /// Parses an entry: its header, then every length-prefixed chunk, which must end exactly at the end.
+    pub fn parse(entry: &'a [u8]) -> Result<EntryView<'a>, DecodeError> {
+        let mut r = Reader::new(entry);
+        let header = EntryHeader::decode(&mut r)?;
+        let count = header.chunk_count() as usize;
+        if count > r.remaining() / 4 {
+            return Err(r.error(format!("{count} chunks cannot fit in {} bytes", r.remaining())));
+        }
+        let mut chunks = Vec::with_capacity(count);
+        for _ in 0..count {
+            let len = r.u32()? as usize;
+            chunks.push(r.bytes(len)?);
+        }
+        r.finish()?;
+        Ok(EntryView { header, chunks })
+    }
+
+    /// Stored bytes of chunk `i`.
+    pub fn chunk(&self, i: usize) -> Option<&'a [u8]> {
+        self.chunks.get(i).copied()
+    }
+
+    /// Number of chunks.
+    pub fn chunk_count(&self) -> usize {
+        self.chunks.len()
+    }
+
+    /// Stored bytes of all chunks, for accounting.
+    pub fn stored_len(&self) -> u64 {
+        self.chunks.iter().map(|c| c.len() as u64 + 4).sum()
+    }
+}

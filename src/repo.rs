@@ -1,0 +1,278 @@
+//! A repository: its directory layout, configuration, objects, refs and revision syntax.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::index::Index;
+use crate::object::{Commit, EntryKind, ObjectId, ObjectKind, Signature, Tag, Tree, TreeEntry};
+use crate::refs::{HEADS, Head, Refs, TAGS};
+use crate::store::{ObjectWriter, Odb, StoreError};
+
+/// Name of the repository directory at the work-tree root.
+pub const DIR_NAME: &str = ".mlv";
+
+/// An open repository.
+pub struct Repository {
+    /// The work-tree root.
+    pub root: PathBuf,
+    /// `<root>/.mlv`.
+    pub dir: PathBuf,
+    /// `.mlv/config`.
+    pub config: Config,
+    /// All objects.
+    pub odb: Odb,
+    /// Branches, tags, HEAD.
+    pub refs: Refs,
+}
+
+/// A file in a flattened tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlatEntry {
+    /// Blob or tensor file.
+    pub kind: EntryKind,
+    /// Its object.
+    pub id: ObjectId,
+    /// Logical size.
+    pub size: u64,
+    /// Executable bit.
+    pub executable: bool,
+}
+
+/// A tree flattened to `/`-separated paths.
+pub type FlatTree = BTreeMap<String, FlatEntry>;
+
+impl Repository {
+    /// Creates an empty repository at `root`.
+    pub fn init(root: &Path) -> Result<Repository> {
+        let dir = root.join(DIR_NAME);
+        if dir.exists() {
+            return Err(Error::AlreadyARepository(root.to_path_buf()));
+        }
+        // Build in a temporary directory and rename, so a crash never leaves half a repository.
+        let tmp = tempfile::Builder::new().prefix(".mlv-init-").tempdir_in(root)?;
+        std::fs::create_dir_all(tmp.path().join("objects/pack"))?;
+        std::fs::create_dir_all(tmp.path().join("refs/heads"))?;
+        std::fs::create_dir_all(tmp.path().join("refs/tags"))?;
+        std::fs::write(tmp.path().join("HEAD"), format!("ref: {HEADS}main\n"))?;
+        std::fs::write(tmp.path().join("config"), Config::default().to_toml())?;
+        std::fs::rename(tmp.keep(), &dir)?;
+        crate::fsutil::fsync_dir(root)?;
+        Repository::open(root)
+    }
+
+    /// Opens the repository whose work tree is `root`.
+    pub fn open(root: &Path) -> Result<Repository> {
+        let dir = root.join(DIR_NAME);
+        let config = Config::load(&dir.join("config"))?;
+        let odb = Odb::open(&dir.join("objects"))?;
+        Ok(Repository { root: root.to_path_buf(), refs: Refs::new(&dir), dir, config, odb })
+    }
+
+    /// Finds the repository containing `start` (searching parent directories).
+    pub fn discover(start: &Path) -> Result<Repository> {
+        let start = std::path::absolute(start)?;
+        let mut cur = start.as_path();
+        loop {
+            if cur.join(DIR_NAME).is_dir() {
+                return Repository::open(cur);
+            }
+            cur = cur.parent().ok_or_else(|| Error::NotARepository(start.clone()))?;
+        }
+    }
+
+    /// Re-reads the pack list after new packs were written.
+    pub fn reload(&mut self) -> Result<()> {
+        self.odb = Odb::open(&self.dir.join("objects"))?;
+        Ok(())
+    }
+
+    /// A writer for a new pack, configured from `.mlv/config`.
+    pub fn writer(&self) -> Result<ObjectWriter<'_>> {
+        let opts = crate::codec::EncodeOptions { zstd_level: self.config.delta.zstd_level };
+        Ok(ObjectWriter::new(&self.odb, opts, self.config.pack.chunk_elems, self.config.delta.max_chain)?)
+    }
+
+    /// Path of the staging index.
+    pub fn index_path(&self) -> PathBuf {
+        self.dir.join("index")
+    }
+
+    /// Loads the staging index.
+    pub fn index(&self) -> Result<Index> {
+        Ok(Index::load(&self.index_path())?)
+    }
+
+    /// The commit HEAD points at, if any.
+    pub fn head_commit(&self) -> Result<Option<ObjectId>> {
+        Ok(match self.refs.head()? {
+            Head::Branch(b) => self.refs.read(&format!("{HEADS}{b}"))?,
+            Head::Detached(id) => Some(id),
+        })
+    }
+
+    /// Reads a commit object.
+    pub fn commit(&self, id: &ObjectId) -> Result<Commit> {
+        let body = self.odb.read_kind(id, ObjectKind::Commit)?;
+        Ok(Commit::decode(&body).map_err(|e| StoreError::Corrupt { id: *id, what: e.to_string() })?)
+    }
+
+    /// Reads a tree object.
+    pub fn tree(&self, id: &ObjectId) -> Result<Tree> {
+        let body = self.odb.read_kind(id, ObjectKind::Tree)?;
+        Ok(Tree::decode(&body).map_err(|e| StoreError::Corrupt { id: *id, what: e.to_string() })?)
+    }
+
+    /// Reads an annotated tag object.
+    pub fn tag(&self, id: &ObjectId) -> Result<Tag> {
+        let body = self.odb.read_kind(id, ObjectKind::Tag)?;
+        Ok(Tag::decode(&body).map_err(|e| StoreError::Corrupt { id: *id, what: e.to_string() })?)
+    }
+
+    /// All files of a tree, by path.
+    pub fn flatten(&self, tree: &ObjectId) -> Result<FlatTree> {
+        let mut out = FlatTree::new();
+        self.flatten_into(tree, "", &mut out)?;
+        Ok(out)
+    }
+
+    fn flatten_into(&self, tree: &ObjectId, prefix: &str, out: &mut FlatTree) -> Result<()> {
+        for e in self.tree(tree)?.entries {
+            let path = format!("{prefix}{}", e.name);
+            match e.kind {
+                EntryKind::Tree => self.flatten_into(&e.id, &format!("{path}/"), out)?,
+                kind => {
+                    out.insert(path, FlatEntry { kind, id: e.id, size: e.size, executable: e.executable });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The flattened tree of a commit, or empty for None.
+    pub fn commit_files(&self, commit: Option<ObjectId>) -> Result<FlatTree> {
+        match commit {
+            Some(c) => self.flatten(&self.commit(&c)?.tree),
+            None => Ok(FlatTree::new()),
+        }
+    }
+
+    /// Writes nested tree objects for a flat file list; returns the root tree id.
+    pub fn write_tree(&self, writer: &mut ObjectWriter<'_>, files: &FlatTree) -> Result<ObjectId> {
+        Ok(write_dir(writer, files, "")?.0)
+    }
+
+    /// Resolves a revision to a commit id: `HEAD`, `HEAD~N`, `HEAD^`, `<branch>`, `<tag>`,
+    /// a full id or a unique id prefix, with any number of `~N`/`^` suffixes.
+    pub fn resolve(&self, rev: &str) -> Result<ObjectId> {
+        let unknown = || Error::UnknownRevision(rev.to_string());
+        let split = rev.find(['~', '^']).unwrap_or(rev.len());
+        let (name, mut suffix) = rev.split_at(split);
+        let mut id = self.resolve_name(name)?.ok_or_else(unknown)?;
+        while let Some(c) = suffix.chars().next() {
+            suffix = &suffix[1..];
+            let digits: String = suffix.chars().take_while(char::is_ascii_digit).collect();
+            suffix = &suffix[digits.len()..];
+            let n: usize = if digits.is_empty() { 1 } else { digits.parse().map_err(|_| unknown())? };
+            match c {
+                '~' => {
+                    for _ in 0..n {
+                        id = *self.commit(&id)?.parents.first().ok_or_else(unknown)?;
+                    }
+                }
+                _ => {
+                    if n > 0 {
+                        id = *self.commit(&id)?.parents.get(n - 1).ok_or_else(unknown)?;
+                    }
+                }
+            }
+        }
+        Ok(id)
+    }
+
+    fn resolve_name(&self, name: &str) -> Result<Option<ObjectId>> {
+        if name == "HEAD" || name == "@" {
+            return self.head_commit();
+        }
+        for prefix in [HEADS, TAGS] {
+            if crate::refs::check_name(name).is_ok() {
+                if let Some(id) = self.refs.read(&format!("{prefix}{name}"))? {
+                    return self.peel(id).map(Some);
+                }
+            }
+        }
+        if name.len() >= 4 && name.chars().all(|c| c.is_ascii_hexdigit()) {
+            return self.resolve_prefix(&name.to_ascii_lowercase());
+        }
+        Ok(None)
+    }
+
+    fn resolve_prefix(&self, prefix: &str) -> Result<Option<ObjectId>> {
+        let mut found: Option<ObjectId> = None;
+        for pack in self.odb.packs() {
+            for r in &pack.index.records {
+                if matches!(r.kind, ObjectKind::Commit | ObjectKind::Tag) && r.id.to_hex().starts_with(prefix) {
+                    if found.is_some_and(|f| f != r.id) {
+                        return Err(Error::AmbiguousRevision(prefix.into()));
+                    }
+                    found = Some(r.id);
+                }
+            }
+        }
+        found.map(|id| self.peel(id)).transpose()
+    }
+
+    /// Follows annotated tags to the commit they name.
+    pub fn peel(&self, mut id: ObjectId) -> Result<ObjectId> {
+        for _ in 0..16 {
+            match self.odb.header(&id)?.kind {
+                ObjectKind::Tag => id = self.tag(&id)?.object,
+                _ => return Ok(id),
+            }
+        }
+        Err(Error::Usage(format!("tag chain too long at {}", id.short())))
+    }
+
+    /// Commit author: `MLV_AUTHOR_NAME`/`MLV_AUTHOR_EMAIL`, then `[user]` in the config, then git config.
+    pub fn signature(&self) -> Result<Signature> {
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let (name, email) = match (env("MLV_AUTHOR_NAME"), env("MLV_AUTHOR_EMAIL")) {
+            (Some(n), Some(e)) => (n, e),
+            _ => match &self.config.user {
+                Some(u) => (u.name.clone(), u.email.clone()),
+                None => crate::provenance::git_identity(&self.root).ok_or(Error::NoIdentity)?,
+            },
+        };
+        if !Signature::is_valid_part(&name) || !Signature::is_valid_part(&email) {
+            return Err(Error::Usage("author name and e-mail must not contain '<', '>' or newlines".into()));
+        }
+        let (time, tz_minutes) = crate::provenance::now_with_zone();
+        Ok(Signature { name, email, time, tz_minutes })
+    }
+}
+
+/// Writes the trees for all files under `prefix`; returns (tree id, total size).
+fn write_dir(writer: &mut ObjectWriter<'_>, files: &FlatTree, prefix: &str) -> Result<(ObjectId, u64)> {
+    let mut entries: Vec<TreeEntry> = Vec::new();
+    let mut subdirs: Vec<String> = Vec::new();
+    for (path, e) in files.range(prefix.to_string()..) {
+        let Some(rest) = path.strip_prefix(prefix) else { break };
+        match rest.split_once('/') {
+            Some((dir, _)) => {
+                if subdirs.last().map(String::as_str) != Some(dir) {
+                    subdirs.push(dir.to_string());
+                }
+            }
+            None => entries.push(TreeEntry { name: rest.into(), kind: e.kind, executable: e.executable, id: e.id, size: e.size }),
+        }
+    }
+    for dir in subdirs {
+        let (id, size) = write_dir(writer, files, &format!("{prefix}{dir}/"))?;
+        entries.push(TreeEntry { name: dir, kind: EntryKind::Tree, executable: false, id, size });
+    }
+    entries.sort_by(|a, b| a.name.cmp(&b.name));
+    let size = entries.iter().map(|e| e.size).sum();
+    let tree = Tree { entries };
+    Ok((writer.put(ObjectKind::Tree, &tree.encode())?, size))
+}

@@ -1,0 +1,265 @@
+//! Adding objects: deduplicated by id, tensors chunked and encoded in parallel against the
+//! best delta base, everything streamed into one new pack.
+
+use memmap2::Mmap;
+use rayon::prelude::*;
+
+use super::{Odb, StoreError};
+use crate::codec::{self, EncodeOptions, convert};
+use crate::object::{DType, ObjectId, ObjectKind, TensorMeta};
+use crate::pack::{EntryHeader, PackIndex, PackWriter};
+
+/// A tensor's bytes inside a memory-mapped file.
+pub struct TensorSource<'a> {
+    /// The mapped file.
+    pub map: &'a Mmap,
+    /// Absolute offset of the first element byte.
+    pub start: u64,
+    /// Dtype, shape, length.
+    pub meta: TensorMeta,
+}
+
+impl TensorSource<'_> {
+    fn bytes(&self, start: u64, end: u64) -> &[u8] {
+        &self.map[(self.start + start) as usize..(self.start + end) as usize]
+    }
+
+    /// Tells the kernel the pages of `start..end` (relative) can go: they were read already.
+    fn release(&self, start: u64, end: u64) {
+        release_pages(self.map, self.start + start, end - start);
+    }
+}
+
+/// Drops resident pages of a read-only file mapping so peak memory stays flat.
+pub fn release_pages(map: &Mmap, start: u64, len: u64) {
+    let page = 4096u64;
+    let aligned = start / page * page;
+    let len = (len + start - aligned) as usize;
+    if len > 0 {
+        // SAFETY: the mapping is a private read-only file mapping: dropped pages are re-read from
+        // the file on the next access, so no data visible through it changes.
+        let _ = unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, aligned as usize, len) };
+    }
+}
+
+/// The base chosen for a tensor, with how it was found, for accounting and tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BaseChoice {
+    /// Stored standalone.
+    Standalone,
+    /// Stored as a delta against this tensor.
+    Delta(ObjectId),
+    /// Already stored: nothing written.
+    Duplicate,
+}
+
+/// Writes new objects into one pack.
+pub struct ObjectWriter<'a> {
+    odb: &'a Odb,
+    pack: PackWriter,
+    opts: EncodeOptions,
+    chunk_elems: u64,
+    max_chain: u8,
+    written_bytes: u64,
+}
+
+/// Chunks encoded in parallel per batch; bounds memory to a few chunks per core.
+fn window() -> u64 {
+    (rayon::current_num_threads() as u64 * 2).max(2)
+}
+
+impl<'a> ObjectWriter<'a> {
+    /// Starts a new pack in the repository.
+    pub fn new(odb: &'a Odb, opts: EncodeOptions, chunk_elems: u64, max_chain: u8) -> Result<Self, StoreError> {
+        Ok(ObjectWriter { odb, pack: PackWriter::new(odb.pack_dir())?, opts, chunk_elems: chunk_elems.max(1), max_chain, written_bytes: 0 })
+    }
+
+    /// True if the object is stored already or written in this pack.
+    pub fn contains(&self, id: &ObjectId) -> bool {
+        self.pack.contains(id) || self.odb.contains(id)
+    }
+
+    /// The repository being written to.
+    pub fn odb(&self) -> &Odb {
+        self.odb
+    }
+
+    /// Stored bytes written so far.
+    pub fn written_bytes(&self) -> u64 {
+        self.written_bytes
+    }
+
+    /// Stores a small object held in memory (tree, commit, tag, tensor file, small blob).
+    pub fn put(&mut self, kind: ObjectKind, body: &[u8]) -> Result<ObjectId, StoreError> {
+        let id = ObjectId::hash(kind, body);
+        if !self.contains(&id) {
+            let meta = TensorMeta { dtype: DType::U8, shape: Vec::new(), data_len: body.len() as u64 };
+            let header = EntryHeader { kind, id, meta, chunk_elems: self.chunk_elems };
+            let chunks: Vec<Vec<u8>> = body
+                .chunks(self.chunk_elems as usize)
+                .collect::<Vec<_>>()
+                .par_iter()
+                .map(|c| codec::encode_with(codec::Codec::Raw, DType::U8, c, None, self.opts))
+                .collect();
+            self.written_bytes += chunks.iter().map(|c| c.len() as u64).sum::<u64>();
+            self.pack.write_entry(header, &chunks, 0)?;
+        }
+        Ok(id)
+    }
+
+    /// Stores `len` bytes at `start` of a mapped file as a blob whose id is already known.
+    pub fn put_blob(&mut self, map: &Mmap, start: u64, len: u64, id: ObjectId) -> Result<BaseChoice, StoreError> {
+        let meta = TensorMeta { dtype: DType::U8, shape: Vec::new(), data_len: len };
+        let src = TensorSource { map, start, meta };
+        self.put_chunked(ObjectKind::Blob, &src, id, None)
+    }
+
+    /// Stores a tensor whose id is already known, as a delta against the best of `candidates`
+    /// (chosen by trial encoding of a sample) or standalone.
+    pub fn put_tensor(&mut self, src: &TensorSource<'_>, id: ObjectId, candidates: &[ObjectId]) -> Result<BaseChoice, StoreError> {
+        if self.contains(&id) {
+            return Ok(BaseChoice::Duplicate);
+        }
+        let base = self.pick_base(src, candidates)?;
+        self.put_chunked(ObjectKind::Tensor, src, id, base)
+    }
+
+    fn put_chunked(&mut self, kind: ObjectKind, src: &TensorSource<'_>, id: ObjectId, base: Option<Base>) -> Result<BaseChoice, StoreError> {
+        if self.contains(&id) {
+            return Ok(BaseChoice::Duplicate);
+        }
+        let header = EntryHeader { kind, id, meta: src.meta.clone(), chunk_elems: self.chunk_elems };
+        let count = header.chunk_count();
+        self.pack.begin(header.clone())?;
+        let mut first = 0;
+        while first < count {
+            let last = (first + window()).min(count);
+            let encoded: Vec<Vec<u8>> = (first..last)
+                .into_par_iter()
+                .map(|i| self.encode_chunk(&header, src, base.as_ref(), i))
+                .collect::<Result<_, _>>()?;
+            for c in &encoded {
+                self.written_bytes += c.len() as u64 + 4;
+                self.pack.push_chunk(c)?;
+            }
+            let (start, _) = header.chunk_range(first);
+            let (_, end) = header.chunk_range(last - 1);
+            src.release(start, end);
+            first = last;
+        }
+        let depth = base.as_ref().map_or(0, |b| b.depth.saturating_add(1));
+        self.pack.end(depth)?;
+        Ok(base.map_or(BaseChoice::Standalone, |b| BaseChoice::Delta(b.id)))
+    }
+
+    fn encode_chunk(&self, header: &EntryHeader, src: &TensorSource<'_>, base: Option<&Base>, i: u64) -> Result<Vec<u8>, StoreError> {
+        let (start, end) = header.chunk_range(i);
+        let data = src.bytes(start, end);
+        let dtype = header.meta.dtype;
+        let base_bytes = match base {
+            Some(b) => b.range(self.odb, dtype, start, end)?,
+            None => None,
+        };
+        let base_ref = base.zip(base_bytes.as_deref()).map(|(b, bytes)| (b.id, bytes));
+        Ok(codec::encode_chunk(dtype, data, base_ref, self.opts))
+    }
+
+    /// Trial-encodes a sample against each usable candidate and returns the one that saves most,
+    /// or None when standalone is smallest.
+    fn pick_base(&self, src: &TensorSource<'_>, candidates: &[ObjectId]) -> Result<Option<Base>, StoreError> {
+        let sample = Sample::of(src, self.chunk_elems);
+        let standalone = sample.size(self.odb, src.meta.dtype, None, self.opts)?;
+        let mut best: Option<(u64, Base)> = None;
+        for &cand in candidates {
+            let Some(base) = Base::usable(self.odb, &src.meta, cand, self.max_chain)? else { continue };
+            let size = sample.size(self.odb, src.meta.dtype, Some(&base), self.opts)?;
+            if size < standalone && best.as_ref().is_none_or(|b| size < b.0) {
+                best = Some((size, base));
+            }
+        }
+        Ok(best.map(|b| b.1))
+    }
+
+    /// Seals the pack. None when nothing new was written.
+    pub fn finish(self) -> Result<Option<PackIndex>, StoreError> {
+        Ok(self.pack.finish()?)
+    }
+}
+
+/// A delta base for one tensor.
+struct Base {
+    id: ObjectId,
+    header: EntryHeader,
+    depth: u8,
+}
+
+impl Base {
+    /// The candidate as a base for `meta`, if its dtype converts and the chain stays short.
+    fn usable(odb: &Odb, meta: &TensorMeta, id: ObjectId, max_chain: u8) -> Result<Option<Base>, StoreError> {
+        let Some((_, rec)) = odb.find(&id) else { return Ok(None) };
+        if rec.kind != ObjectKind::Tensor || rec.depth >= max_chain {
+            return Ok(None);
+        }
+        let header = odb.header(&id)?;
+        if !convert::can_convert(header.meta.dtype, meta.dtype) || header.meta.elements() == 0 {
+            return Ok(None);
+        }
+        Ok(Some(Base { id, header, depth: rec.depth }))
+    }
+
+    /// The base elements matching fine bytes `start..end`, in the fine dtype; None past its end.
+    fn range(&self, odb: &Odb, dtype: DType, start: u64, end: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        let (fw, bw) = (dtype.width() as u64, self.header.meta.dtype.width() as u64);
+        let (bs, be) = (start / fw * bw, end / fw * bw);
+        if be > self.header.meta.data_len {
+            return Ok(None);
+        }
+        let bytes = odb.read_range(&self.id, &self.header, bs, be)?;
+        Ok(convert::convert(&bytes, self.header.meta.dtype, dtype))
+    }
+}
+
+/// A few evenly spread element windows of a tensor, used to compare bases cheaply.
+struct Sample {
+    ranges: Vec<(u64, u64)>,
+    bytes: Vec<u8>,
+}
+
+/// Elements per sample window and windows per tensor.
+const SAMPLE_WINDOW: u64 = 8192;
+const SAMPLE_WINDOWS: u64 = 8;
+
+impl Sample {
+    fn of(src: &TensorSource<'_>, chunk_elems: u64) -> Sample {
+        let w = src.meta.dtype.width() as u64;
+        let n = src.meta.elements();
+        let ranges: Vec<(u64, u64)> = if n <= SAMPLE_WINDOW * SAMPLE_WINDOWS {
+            vec![(0, n * w)]
+        } else {
+            // Windows never straddle a chunk boundary, so a base read touches one chunk each.
+            (0..SAMPLE_WINDOWS)
+                .map(|k| {
+                    let s = n / SAMPLE_WINDOWS * k;
+                    let s = s.min((s / chunk_elems + 1) * chunk_elems - SAMPLE_WINDOW.min(chunk_elems)).min(n - SAMPLE_WINDOW);
+                    (s * w, (s + SAMPLE_WINDOW.min(chunk_elems)) * w)
+                })
+                .collect()
+        };
+        let bytes = ranges.iter().flat_map(|&(s, e)| src.bytes(s, e).to_vec()).collect();
+        Sample { ranges, bytes }
+    }
+
+    fn size(&self, odb: &Odb, dtype: DType, base: Option<&Base>, opts: EncodeOptions) -> Result<u64, StoreError> {
+        let Some(base) = base else {
+            return Ok(codec::encode_chunk(dtype, &self.bytes, None, opts).len() as u64);
+        };
+        let mut base_bytes = Vec::with_capacity(self.bytes.len());
+        for &(s, e) in &self.ranges {
+            match base.range(odb, dtype, s, e)? {
+                Some(b) => base_bytes.extend_from_slice(&b),
+                None => return Ok(u64::MAX),
+            }
+        }
+        Ok(codec::encode_chunk(dtype, &self.bytes, Some((base.id, &base_bytes)), opts).len() as u64)
+    }
+}

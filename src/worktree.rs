@@ -1,0 +1,270 @@
+//! The work tree: finding files, turning them into objects, and writing them back atomically.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use memmap2::Mmap;
+
+use crate::index::Stat;
+use crate::object::{EntryKind, IdHasher, ObjectId, ObjectKind, Segment, TensorFile, TensorMeta};
+use crate::safetensors::{self as st, Span, TensorSpan};
+use crate::store::{BaseChoice, ObjectWriter, Odb, StoreError, TensorSource};
+
+/// Name of the per-directory ignore file (gitignore syntax).
+pub const IGNORE_FILE: &str = ".mlvignore";
+
+/// A work-tree operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WorktreeError {
+    /// Reading or writing a file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A `.safetensors` file is invalid; nothing was written.
+    #[error("{path}: {source}")]
+    Safetensors {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong and where.
+        source: st::FormatError,
+    },
+    /// A path mlv cannot store.
+    #[error("{0}: file names must be valid UTF-8 and not contain '\\'")]
+    BadPath(PathBuf),
+    /// Object store failure.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> WorktreeError + '_ {
+    move |source| WorktreeError::Io { path: path.to_path_buf(), source }
+}
+
+/// A regular file found in the work tree.
+#[derive(Debug, Clone)]
+pub struct FoundFile {
+    /// Path relative to the root, `/`-separated.
+    pub rel: String,
+    /// Absolute path.
+    pub abs: PathBuf,
+    /// Its stat.
+    pub stat: Stat,
+}
+
+/// True if the file is stored as a tensor file rather than a blob.
+pub fn is_safetensors(rel: &str) -> bool {
+    rel.ends_with(".safetensors")
+}
+
+/// Lists regular files under `start` (inside `root`), honouring `.mlvignore` and skipping `.mlv`.
+pub fn scan(root: &Path, start: &Path) -> Result<Vec<FoundFile>, WorktreeError> {
+    let mut out = Vec::new();
+    let walker = ignore::WalkBuilder::new(start)
+        .standard_filters(false)
+        .add_custom_ignore_filename(IGNORE_FILE)
+        .filter_entry(|e| e.file_name() != ".mlv")
+        .sort_by_file_name(|a, b| a.cmp(b))
+        .build();
+    for entry in walker {
+        let entry = entry.map_err(|e| WorktreeError::Io { path: start.to_path_buf(), source: std::io::Error::other(e) })?;
+        if !entry.file_type().is_some_and(|t| t.is_file()) {
+            continue;
+        }
+        let abs = entry.path().to_path_buf();
+        let meta = entry.metadata().map_err(|e| WorktreeError::Io { path: abs.clone(), source: std::io::Error::other(e) })?;
+        out.push(FoundFile { rel: relative(root, &abs)?, abs, stat: Stat::of(&meta) });
+    }
+    Ok(out)
+}
+
+/// The `/`-separated path of `abs` relative to `root`.
+pub fn relative(root: &Path, abs: &Path) -> Result<String, WorktreeError> {
+    let rel = abs.strip_prefix(root).map_err(|_| WorktreeError::BadPath(abs.to_path_buf()))?;
+    let parts: Option<Vec<&str>> = rel.components().map(|c| c.as_os_str().to_str()).collect();
+    match parts {
+        Some(p) if p.iter().all(|s| !s.contains('\\')) => Ok(p.join("/")),
+        _ => Err(WorktreeError::BadPath(abs.to_path_buf())),
+    }
+}
+
+/// Chooses delta base candidates for a tensor of a file being added.
+pub trait BaseFinder {
+    /// Candidate base tensor ids for tensor `t` of work-tree file `rel`, best first.
+    fn candidates(&mut self, rel: &str, t: &TensorSpan) -> Vec<ObjectId>;
+}
+
+/// A finder that never proposes a base.
+pub struct NoBases;
+
+impl BaseFinder for NoBases {
+    fn candidates(&mut self, _: &str, _: &TensorSpan) -> Vec<ObjectId> {
+        Vec::new()
+    }
+}
+
+/// What adding one tensor did, for reports.
+#[derive(Debug, Clone)]
+pub struct TensorOutcome {
+    /// Tensor name.
+    pub name: String,
+    /// Its id.
+    pub id: ObjectId,
+    /// How it was stored; None when only hashing.
+    pub choice: Option<BaseChoice>,
+}
+
+/// A file turned into objects.
+#[derive(Debug, Clone)]
+pub struct Ingested {
+    /// Blob or tensor file.
+    pub kind: EntryKind,
+    /// The object id.
+    pub id: ObjectId,
+    /// Per tensor, its id and how it was stored (empty for blobs).
+    pub tensors: Vec<TensorOutcome>,
+}
+
+fn map_file(path: &Path) -> Result<(File, Mmap), WorktreeError> {
+    let file = File::open(path).map_err(io_err(path))?;
+    // SAFETY: mapped read-only; a file truncated by another program while mapped could fault,
+    // which mlv cannot prevent without reading every file into memory.
+    let map = unsafe { Mmap::map(&file) }.map_err(io_err(path))?;
+    Ok((file, map))
+}
+
+fn hash_region(map: &Mmap, kind_hasher: &mut IdHasher, start: u64, end: u64) {
+    const STEP: u64 = 64 << 20;
+    let mut pos = start;
+    while pos < end {
+        let next = (pos + STEP).min(end);
+        kind_hasher.update(&map[pos as usize..next as usize]);
+        crate::store::release_pages(map, pos, next - pos);
+        pos = next;
+    }
+}
+
+fn blob_id(map: &Mmap, start: u64, end: u64) -> ObjectId {
+    let mut h = IdHasher::new(ObjectKind::Blob, end - start);
+    hash_region(map, &mut h, start, end);
+    h.finish()
+}
+
+fn tensor_id(map: &Mmap, t: &TensorSpan) -> (TensorMeta, ObjectId) {
+    let meta = TensorMeta { dtype: t.dtype, shape: t.shape.clone(), data_len: t.len() };
+    let mut h = meta.hasher();
+    hash_region(map, &mut h, t.start, t.end);
+    (meta, h.finish())
+}
+
+/// Hashes a work-tree file and, with a writer, stores whatever the repository lacks.
+/// `.safetensors` files that do not parse are an error naming the file and byte offset.
+pub fn ingest(
+    path: &Path,
+    rel: &str,
+    mut writer: Option<&mut ObjectWriter<'_>>,
+    bases: &mut dyn BaseFinder,
+) -> Result<Ingested, WorktreeError> {
+    let (file, map) = map_file(path)?;
+    let len = map.len() as u64;
+    if !is_safetensors(rel) {
+        let id = blob_id(&map, 0, len);
+        if let Some(w) = writer.as_deref_mut() {
+            w.put_blob(&map, 0, len, id)?;
+        }
+        return Ok(Ingested { kind: EntryKind::Blob, id, tensors: Vec::new() });
+    }
+    let layout = st::read_layout(&file, len).map_err(|e| match e {
+        st::ParseError::Io(source) => WorktreeError::Io { path: path.to_path_buf(), source },
+        st::ParseError::Format(source) => WorktreeError::Safetensors { path: path.to_path_buf(), source },
+    })?;
+    let mut segments = Vec::with_capacity(layout.spans.len());
+    let mut tensors = Vec::new();
+    for span in &layout.spans {
+        match span {
+            Span::Tensor(t) => {
+                let (meta, id) = tensor_id(&map, t);
+                let choice = match writer.as_deref_mut() {
+                    Some(w) => {
+                        let candidates = if w.contains(&id) { Vec::new() } else { bases.candidates(rel, t) };
+                        let src = TensorSource { map: &map, start: t.start, meta };
+                        Some(w.put_tensor(&src, id, &candidates)?)
+                    }
+                    None => None,
+                };
+                tensors.push(TensorOutcome { name: t.name.clone(), id, choice });
+                segments.push(Segment::Tensor { id, len: t.len() });
+            }
+            Span::Bytes { start, end } => {
+                let id = blob_id(&map, *start, *end);
+                if let Some(w) = writer.as_deref_mut() {
+                    w.put_blob(&map, *start, end - start, id)?;
+                }
+                segments.push(Segment::Bytes { id, len: end - start });
+            }
+        }
+    }
+    let tf = TensorFile { prefix: layout.prefix, segments };
+    let body = tf.encode();
+    let id = match writer {
+        Some(w) => w.put(ObjectKind::TensorFile, &body)?,
+        None => ObjectId::hash(ObjectKind::TensorFile, &body),
+    };
+    Ok(Ingested { kind: EntryKind::TensorFile, id, tensors })
+}
+
+/// Reads a stored tensor-file object.
+pub fn load_tensor_file(odb: &Odb, id: &ObjectId) -> Result<TensorFile, StoreError> {
+    let body = odb.read_kind(id, ObjectKind::TensorFile)?;
+    TensorFile::decode(&body).map_err(|e| StoreError::Corrupt { id: *id, what: e.to_string() })
+}
+
+/// Streams a file's content (blob or rebuilt safetensors) into `out`, verifying every object.
+pub fn write_content(odb: &Odb, kind: EntryKind, id: &ObjectId, out: &mut dyn Write) -> Result<u64, StoreError> {
+    let mut written = 0u64;
+    let mut sink = |b: &[u8]| {
+        written += b.len() as u64;
+        out.write_all(b)
+    };
+    match kind {
+        EntryKind::TensorFile => {
+            let tf = load_tensor_file(odb, id)?;
+            sink(&tf.prefix)?;
+            for seg in &tf.segments {
+                let header = odb.stream(&seg.id(), &mut sink)?;
+                if header.meta.data_len != seg.len() {
+                    return Err(StoreError::Corrupt { id: *id, what: format!("segment {} has the wrong length", seg.id().short()) });
+                }
+            }
+        }
+        _ => {
+            odb.stream(id, &mut sink)?;
+        }
+    }
+    Ok(written)
+}
+
+/// Writes a file atomically (temporary file in the same directory, then rename), verified
+/// against its object id while writing. Work-tree files are not fsynced, as in git.
+pub fn checkout_file(odb: &Odb, kind: EntryKind, id: &ObjectId, dest: &Path, executable: bool) -> Result<u64, WorktreeError> {
+    let dir = dest.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    if dest.is_dir() {
+        std::fs::remove_dir_all(dest).map_err(io_err(dest))?;
+    }
+    let tmp = tempfile::Builder::new().prefix(".mlv-tmp-").tempfile_in(dir).map_err(io_err(dir))?;
+    let mut out = BufWriter::with_capacity(4 << 20, tmp.as_file());
+    let written = write_content(odb, kind, id, &mut out)?;
+    out.flush().map_err(io_err(dest))?;
+    drop(out);
+    // Temporary files are created 0600; checked-out files get ordinary permissions.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = if executable { 0o755 } else { 0o644 };
+    tmp.as_file().set_permissions(std::fs::Permissions::from_mode(mode)).map_err(io_err(dest))?;
+    tmp.persist(dest).map_err(|e| WorktreeError::Io { path: dest.to_path_buf(), source: e.error })?;
+    Ok(written)
+}
