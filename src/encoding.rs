@@ -34,7 +34,10 @@ impl<'a> Reader<'a> {
 
     /// An error located at the current position.
     pub fn error(&self, what: impl Into<String>) -> DecodeError {
-        DecodeError { what: what.into(), offset: self.pos }
+        DecodeError {
+            what: what.into(),
+            offset: self.pos,
+        }
     }
 
     /// The next `n` bytes.

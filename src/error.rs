@@ -78,7 +78,9 @@ impl Error {
     pub fn hint(&self) -> Option<String> {
         Some(match self {
             Error::NotARepository(_) => "run `mlv init` to create one, or cd into a repository".into(),
-            Error::UnknownRevision(_) => "use a branch, a tag, HEAD~N or a commit id; `mlv log` and `mlv branch` list them".into(),
+            Error::UnknownRevision(_) => {
+                "use a branch, a tag, HEAD~N or a commit id; `mlv log` and `mlv branch` list them".into()
+            }
             Error::AmbiguousRevision(_) => "give more characters of the id".into(),
             Error::NothingToCommit => "use `mlv add <path>` to stage changes, or `mlv commit -a`".into(),
             Error::DirtyWorktree(_) => "commit your changes, or pass --force to discard them".into(),
@@ -87,9 +89,15 @@ impl Error {
             Error::Worktree(WorktreeError::Safetensors { .. }) => {
                 "the file is not valid safetensors; nothing was written. Re-save it, or list it in .mlvignore".into()
             }
-            Error::Store(StoreError::Corrupt { .. }) => "the repository is damaged; restore the named pack from a backup or another clone".into(),
-            Error::Io(e) if e.raw_os_error() == Some(28) => "the disk is full; free space and retry (nothing was changed)".into(),
-            Error::Worktree(WorktreeError::Io { source, .. }) | Error::Store(StoreError::Io(source)) if source.raw_os_error() == Some(28) => {
+            Error::Store(StoreError::Corrupt { .. }) => {
+                "the repository is damaged; restore the named pack from a backup or another clone".into()
+            }
+            Error::Io(e) if e.raw_os_error() == Some(28) => {
+                "the disk is full; free space and retry (nothing was changed)".into()
+            }
+            Error::Worktree(WorktreeError::Io { source, .. }) | Error::Store(StoreError::Io(source))
+                if source.raw_os_error() == Some(28) =>
+            {
                 "the disk is full; free space and retry (nothing was changed)".into()
             }
             _ => return None,

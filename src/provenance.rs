@@ -7,10 +7,10 @@ use crate::object::GitProvenance;
 
 /// `user.name`/`user.email` from the enclosing git repository's config, or the global git config.
 pub fn git_identity(root: &Path) -> Option<(String, String)> {
-    if let Ok(repo) = gix::discover(root) {
-        if let Some(Ok(sig)) = repo.author() {
-            return Some((sig.name.to_string(), sig.email.to_string()));
-        }
+    if let Ok(repo) = gix::discover(root)
+        && let Some(Ok(sig)) = repo.author()
+    {
+        return Some((sig.name.to_string(), sig.email.to_string()));
     }
     let globals = gix::config::File::from_globals().ok()?;
     let name = globals.string("user.name")?.to_string();
@@ -23,7 +23,10 @@ pub fn git_source(root: &Path) -> Option<GitProvenance> {
     let repo = gix::discover(root).ok()?;
     let head = repo.head_id().ok()?;
     let dirty = repo.is_dirty().unwrap_or(true);
-    Some(GitProvenance { commit: head.to_string(), dirty })
+    Some(GitProvenance {
+        commit: head.to_string(),
+        dirty,
+    })
 }
 
 /// Now, in seconds since the epoch, with the local UTC offset in minutes.

@@ -42,7 +42,10 @@ pub enum WorktreeError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> WorktreeError + '_ {
-    move |source| WorktreeError::Io { path: path.to_path_buf(), source }
+    move |source| WorktreeError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// A regular file found in the work tree.
@@ -71,20 +74,32 @@ pub fn scan(root: &Path, start: &Path) -> Result<Vec<FoundFile>, WorktreeError> 
         .sort_by_file_name(|a, b| a.cmp(b))
         .build();
     for entry in walker {
-        let entry = entry.map_err(|e| WorktreeError::Io { path: start.to_path_buf(), source: std::io::Error::other(e) })?;
+        let entry = entry.map_err(|e| WorktreeError::Io {
+            path: start.to_path_buf(),
+            source: std::io::Error::other(e),
+        })?;
         if !entry.file_type().is_some_and(|t| t.is_file()) {
             continue;
         }
         let abs = entry.path().to_path_buf();
-        let meta = entry.metadata().map_err(|e| WorktreeError::Io { path: abs.clone(), source: std::io::Error::other(e) })?;
-        out.push(FoundFile { rel: relative(root, &abs)?, abs, stat: Stat::of(&meta) });
+        let meta = entry.metadata().map_err(|e| WorktreeError::Io {
+            path: abs.clone(),
+            source: std::io::Error::other(e),
+        })?;
+        out.push(FoundFile {
+            rel: relative(root, &abs)?,
+            abs,
+            stat: Stat::of(&meta),
+        });
     }
     Ok(out)
 }
 
 /// The `/`-separated path of `abs` relative to `root`.
 pub fn relative(root: &Path, abs: &Path) -> Result<String, WorktreeError> {
-    let rel = abs.strip_prefix(root).map_err(|_| WorktreeError::BadPath(abs.to_path_buf()))?;
+    let rel = abs
+        .strip_prefix(root)
+        .map_err(|_| WorktreeError::BadPath(abs.to_path_buf()))?;
     let parts: Option<Vec<&str>> = rel.components().map(|c| c.as_os_str().to_str()).collect();
     match parts {
         Some(p) if p.iter().all(|s| !s.contains('\\')) => Ok(p.join("/")),
@@ -155,7 +170,11 @@ fn blob_id(map: &Mmap, start: u64, end: u64) -> ObjectId {
 }
 
 fn tensor_id(map: &Mmap, t: &TensorSpan) -> (TensorMeta, ObjectId) {
-    let meta = TensorMeta { dtype: t.dtype, shape: t.shape.clone(), data_len: t.len() };
+    let meta = TensorMeta {
+        dtype: t.dtype,
+        shape: t.shape.clone(),
+        data_len: t.len(),
+    };
     let mut h = meta.hasher();
     hash_region(map, &mut h, t.start, t.end);
     (meta, h.finish())
@@ -176,11 +195,21 @@ pub fn ingest(
         if let Some(w) = writer.as_deref_mut() {
             w.put_blob(&map, 0, len, id)?;
         }
-        return Ok(Ingested { kind: EntryKind::Blob, id, tensors: Vec::new() });
+        return Ok(Ingested {
+            kind: EntryKind::Blob,
+            id,
+            tensors: Vec::new(),
+        });
     }
     let layout = st::read_layout(&file, len).map_err(|e| match e {
-        st::ParseError::Io(source) => WorktreeError::Io { path: path.to_path_buf(), source },
-        st::ParseError::Format(source) => WorktreeError::Safetensors { path: path.to_path_buf(), source },
+        st::ParseError::Io(source) => WorktreeError::Io {
+            path: path.to_path_buf(),
+            source,
+        },
+        st::ParseError::Format(source) => WorktreeError::Safetensors {
+            path: path.to_path_buf(),
+            source,
+        },
     })?;
     let mut segments = Vec::with_capacity(layout.spans.len());
     let mut tensors = Vec::new();
@@ -190,13 +219,25 @@ pub fn ingest(
                 let (meta, id) = tensor_id(&map, t);
                 let choice = match writer.as_deref_mut() {
                     Some(w) => {
-                        let candidates = if w.contains(&id) { Vec::new() } else { bases.candidates(rel, t) };
-                        let src = TensorSource { map: &map, start: t.start, meta };
+                        let candidates = if w.contains(&id) {
+                            Vec::new()
+                        } else {
+                            bases.candidates(rel, t)
+                        };
+                        let src = TensorSource {
+                            map: &map,
+                            start: t.start,
+                            meta,
+                        };
                         Some(w.put_tensor(&src, id, &candidates)?)
                     }
                     None => None,
                 };
-                tensors.push(TensorOutcome { name: t.name.clone(), id, choice });
+                tensors.push(TensorOutcome {
+                    name: t.name.clone(),
+                    id,
+                    choice,
+                });
                 segments.push(Segment::Tensor { id, len: t.len() });
             }
             Span::Bytes { start, end } => {
@@ -208,19 +249,29 @@ pub fn ingest(
             }
         }
     }
-    let tf = TensorFile { prefix: layout.prefix, segments };
+    let tf = TensorFile {
+        prefix: layout.prefix,
+        segments,
+    };
     let body = tf.encode();
     let id = match writer {
         Some(w) => w.put(ObjectKind::TensorFile, &body)?,
         None => ObjectId::hash(ObjectKind::TensorFile, &body),
     };
-    Ok(Ingested { kind: EntryKind::TensorFile, id, tensors })
+    Ok(Ingested {
+        kind: EntryKind::TensorFile,
+        id,
+        tensors,
+    })
 }
 
 /// Reads a stored tensor-file object.
 pub fn load_tensor_file(odb: &Odb, id: &ObjectId) -> Result<TensorFile, StoreError> {
     let body = odb.read_kind(id, ObjectKind::TensorFile)?;
-    TensorFile::decode(&body).map_err(|e| StoreError::Corrupt { id: *id, what: e.to_string() })
+    TensorFile::decode(&body).map_err(|e| StoreError::Corrupt {
+        id: *id,
+        what: e.to_string(),
+    })
 }
 
 /// Streams a file's content (blob or rebuilt safetensors) into `out`, verifying every object.
@@ -237,7 +288,10 @@ pub fn write_content(odb: &Odb, kind: EntryKind, id: &ObjectId, out: &mut dyn Wr
             for seg in &tf.segments {
                 let header = odb.stream(&seg.id(), &mut sink)?;
                 if header.meta.data_len != seg.len() {
-                    return Err(StoreError::Corrupt { id: *id, what: format!("segment {} has the wrong length", seg.id().short()) });
+                    return Err(StoreError::Corrupt {
+                        id: *id,
+                        what: format!("segment {} has the wrong length", seg.id().short()),
+                    });
                 }
             }
         }
@@ -250,13 +304,22 @@ pub fn write_content(odb: &Odb, kind: EntryKind, id: &ObjectId, out: &mut dyn Wr
 
 /// Writes a file atomically (temporary file in the same directory, then rename), verified
 /// against its object id while writing. Work-tree files are not fsynced, as in git.
-pub fn checkout_file(odb: &Odb, kind: EntryKind, id: &ObjectId, dest: &Path, executable: bool) -> Result<u64, WorktreeError> {
+pub fn checkout_file(
+    odb: &Odb,
+    kind: EntryKind,
+    id: &ObjectId,
+    dest: &Path,
+    executable: bool,
+) -> Result<u64, WorktreeError> {
     let dir = dest.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
     if dest.is_dir() {
         std::fs::remove_dir_all(dest).map_err(io_err(dest))?;
     }
-    let tmp = tempfile::Builder::new().prefix(".mlv-tmp-").tempfile_in(dir).map_err(io_err(dir))?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".mlv-tmp-")
+        .tempfile_in(dir)
+        .map_err(io_err(dir))?;
     let mut out = BufWriter::with_capacity(4 << 20, tmp.as_file());
     let written = write_content(odb, kind, id, &mut out)?;
     out.flush().map_err(io_err(dest))?;
@@ -264,7 +327,12 @@ pub fn checkout_file(odb: &Odb, kind: EntryKind, id: &ObjectId, dest: &Path, exe
     // Temporary files are created 0600; checked-out files get ordinary permissions.
     use std::os::unix::fs::PermissionsExt;
     let mode = if executable { 0o755 } else { 0o644 };
-    tmp.as_file().set_permissions(std::fs::Permissions::from_mode(mode)).map_err(io_err(dest))?;
-    tmp.persist(dest).map_err(|e| WorktreeError::Io { path: dest.to_path_buf(), source: e.error })?;
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(mode))
+        .map_err(io_err(dest))?;
+    tmp.persist(dest).map_err(|e| WorktreeError::Io {
+        path: dest.to_path_buf(),
+        source: e.error,
+    })?;
     Ok(written)
 }

@@ -43,7 +43,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let members = if args.from.is_empty() {
         let spec = FamilySpec::with_base_size(args.size_mb * 1_000_000, args.finetunes);
         if !args.json {
-            eprintln!("generating a model family: base {} MB FP32 + {} BF16 fine-tune(s) ...", args.size_mb, args.finetunes);
+            eprintln!(
+                "generating a model family: base {} MB FP32 + {} BF16 fine-tune(s) ...",
+                args.size_mb, args.finetunes
+            );
         }
         write_family(&spec, &work.join("family"))?.dirs
     } else {
@@ -53,19 +56,44 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if args.json {
         return print_json(&report);
     }
-    println!("{:<12} {:>12} {:>12} {:>7} {:>10}", "commit", "logical", "stored", "ratio", "ingest");
+    println!(
+        "{:<12} {:>12} {:>12} {:>7} {:>10}",
+        "commit", "logical", "stored", "ratio", "ingest"
+    );
     for i in &report.ingests {
         let ratio = i.logical as f64 / i.stored.max(1) as f64;
         let speed = i.logical as f64 / 1e6 / i.seconds.max(1e-9);
-        println!("{:<12} {:>12} {:>12} {:>6.2}x {:>6.0} MB/s", i.tag, human(i.logical), human(i.stored), ratio, speed);
+        println!(
+            "{:<12} {:>12} {:>12} {:>6.2}x {:>6.0} MB/s",
+            i.tag,
+            human(i.logical),
+            human(i.stored),
+            ratio,
+            speed
+        );
     }
-    let (logical, stored): (u64, u64) = report.ingests.iter().fold((0, 0), |a, i| (a.0 + i.logical, a.1 + i.stored));
-    println!("{:<12} {:>12} {:>12} {:>6.2}x", "total", human(logical), human(stored), logical as f64 / stored.max(1) as f64);
+    let (logical, stored): (u64, u64) = report
+        .ingests
+        .iter()
+        .fold((0, 0), |a, i| (a.0 + i.logical, a.1 + i.stored));
+    println!(
+        "{:<12} {:>12} {:>12} {:>6.2}x",
+        "total",
+        human(logical),
+        human(stored),
+        logical as f64 / stored.max(1) as f64
+    );
     println!();
     let mut all_ok = true;
     for r in &report.restores {
         let speed = r.bytes as f64 / 1e6 / r.seconds.max(1e-9);
-        println!("checkout {:<12} {:>12} {:>6.0} MB/s  {}", r.tag, human(r.bytes), speed, if r.identical { "byte-identical" } else { "MISMATCH" });
+        println!(
+            "checkout {:<12} {:>12} {:>6.0} MB/s  {}",
+            r.tag,
+            human(r.bytes),
+            speed,
+            if r.identical { "byte-identical" } else { "MISMATCH" }
+        );
         all_ok &= r.identical;
     }
     if let Some(k) = &args.keep {

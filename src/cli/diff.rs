@@ -47,7 +47,13 @@ pub fn print_files(files: &[FileDiff]) {
         };
         println!("{what}: {}", f.path);
         if let Some(t) = &f.tensors {
-            println!("  tensors: {} changed, {} added, {} removed, {} unchanged", t.changed.len(), t.added.len(), t.removed.len(), t.unchanged);
+            println!(
+                "  tensors: {} changed, {} added, {} removed, {} unchanged",
+                t.changed.len(),
+                t.added.len(),
+                t.removed.len(),
+                t.unchanged
+            );
             for a in &t.added {
                 println!("  + {a}");
             }
@@ -55,10 +61,21 @@ pub fn print_files(files: &[FileDiff]) {
                 println!("  - {r}");
             }
             for c in &t.changed {
-                let pct = if c.elements > 0 { 100.0 * c.changed as f64 / c.elements as f64 } else { 0.0 };
+                let pct = if c.elements > 0 {
+                    100.0 * c.changed as f64 / c.elements as f64
+                } else {
+                    0.0
+                };
                 println!(
                     "  ~ {} {} {:?}: {} of {} elements changed ({pct:.1}%), max |Δ| {:.3e}, mean |Δ| {:.3e}, {} in low mantissa bits only",
-                    c.name, c.dtype, c.shape.1, c.changed, c.elements, c.max_abs_diff, c.mean_abs_diff, c.low_mantissa_only
+                    c.name,
+                    c.dtype,
+                    c.shape.1,
+                    c.changed,
+                    c.elements,
+                    c.max_abs_diff,
+                    c.mean_abs_diff,
+                    c.low_mantissa_only
                 );
             }
         }

@@ -43,7 +43,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         s.staged.iter().for_each(|c| println!("{}", line(c)));
     }
     if !s.unstaged.is_empty() {
-        println!("\nChanges not staged for commit:\n  (use \"mlv add <path>\" to stage, \"mlv commit -a\" to commit them all)");
+        println!(
+            "\nChanges not staged for commit:\n  (use \"mlv add <path>\" to stage, \"mlv commit -a\" to commit them all)"
+        );
         s.unstaged.iter().for_each(|c| println!("{}", line(c)));
     }
     if !s.untracked.is_empty() {

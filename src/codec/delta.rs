@@ -9,9 +9,9 @@
 //! the symbols carry nearly all the information and are entropy coded with the base's
 //! exponent as context, because the same update is many more ULPs for a small weight.
 
+use super::CodecError;
 use super::planes::load;
 use super::rans::{BitReader, BitWriter};
-use super::CodecError;
 use crate::object::DType;
 
 /// Symbols, their contexts and the raw low bits of a chunk's difference.
@@ -42,10 +42,18 @@ impl Keying {
     fn of(dtype: DType) -> Keying {
         let bits = dtype.width() as u32 * 8;
         match dtype.float_layout() {
-            Some(l) if l.exponent + l.mantissa + 1 == bits => {
-                Keying { bits, float: true, mantissa: l.mantissa, exponent: l.exponent }
-            }
-            _ => Keying { bits, float: false, mantissa: 0, exponent: 0 },
+            Some(l) if l.exponent + l.mantissa + 1 == bits => Keying {
+                bits,
+                float: true,
+                mantissa: l.mantissa,
+                exponent: l.exponent,
+            },
+            _ => Keying {
+                bits,
+                float: false,
+                mantissa: 0,
+                exponent: 0,
+            },
         }
     }
 
@@ -158,24 +166,35 @@ fn symbolise_words<const W: usize>(k: Keying, fine: &[u8], base: &[u8]) -> Symbo
         contexts.push(k.context(b));
         push_bits(&mut bits, z, nbits);
     }
-    Symbolised { symbols, contexts, raw_bits: bits.finish() }
+    Symbolised {
+        symbols,
+        contexts,
+        raw_bits: bits.finish(),
+    }
 }
 
 /// The contexts the decoder needs, computed from the base alone.
 pub fn contexts(dtype: DType, base: &[u8]) -> Vec<u8> {
+    fn of_words<const W: usize>(k: Keying, base: &[u8]) -> Vec<u8> {
+        base.chunks_exact(W).map(|c| k.context(load::<W>(c))).collect()
+    }
     let k = Keying::of(dtype);
-    let w = dtype.width();
-    base.chunks_exact(w)
-        .map(|c| {
-            let mut b = [0u8; 8];
-            b[..w].copy_from_slice(c);
-            k.context(u64::from_le_bytes(b))
-        })
-        .collect()
+    match dtype.width() {
+        1 => of_words::<1>(k, base),
+        2 => of_words::<2>(k, base),
+        4 => of_words::<4>(k, base),
+        _ => of_words::<8>(k, base),
+    }
 }
 
 /// Rebuilds the fine elements from decoded symbols, raw bits and the base.
-pub fn unsymbolise_diff(dtype: DType, symbols: &[u8], raw_bits: &[u8], base: &[u8], out: &mut Vec<u8>) -> Result<(), CodecError> {
+pub fn unsymbolise_diff(
+    dtype: DType,
+    symbols: &[u8],
+    raw_bits: &[u8],
+    base: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), CodecError> {
     match dtype.width() {
         1 => unsymbolise_words::<1>(Keying::of(dtype), symbols, raw_bits, base, out),
         2 => unsymbolise_words::<2>(Keying::of(dtype), symbols, raw_bits, base, out),
@@ -237,7 +256,16 @@ mod tests {
 
     #[test]
     fn special_floats_round_trip() {
-        let specials = [0u32, 0x8000_0000, 0x7F80_0000, 0xFF80_0000, 0x7FC0_0001, 0xFFFF_FFFF, 1, 0x8000_0001];
+        let specials = [
+            0u32,
+            0x8000_0000,
+            0x7F80_0000,
+            0xFF80_0000,
+            0x7FC0_0001,
+            0xFFFF_FFFF,
+            1,
+            0x8000_0001,
+        ];
         let fine: Vec<u8> = specials.iter().flat_map(|v| v.to_le_bytes()).collect();
         let base: Vec<u8> = specials.iter().rev().flat_map(|v| v.to_le_bytes()).collect();
         assert_eq!(round_trip(DType::F32, &fine, &base), fine);

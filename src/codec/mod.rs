@@ -138,14 +138,23 @@ impl<'a> ChunkView<'a> {
             streams.push((coding, r.bytes(len)?));
         }
         r.finish()?;
-        Ok(ChunkView { codec, raw_len, base, checksum, streams })
+        Ok(ChunkView {
+            codec,
+            raw_len,
+            base,
+            checksum,
+            streams,
+        })
     }
 
     /// Decodes the chunk; `base` must be the base's elements converted to `dtype`, same length.
     pub fn decode(&self, dtype: DType, base: Option<&[u8]>) -> Result<Vec<u8>, CodecError> {
         let width = dtype.width();
-        if self.raw_len % width != 0 {
-            return Err(CodecError::Corrupt(format!("{} bytes is not a whole number of {dtype} elements", self.raw_len)));
+        if !self.raw_len.is_multiple_of(width) {
+            return Err(CodecError::Corrupt(format!(
+                "{} bytes is not a whole number of {dtype} elements",
+                self.raw_len
+            )));
         }
         let n = self.raw_len / width;
         let mut out = Vec::with_capacity(self.raw_len);
@@ -168,7 +177,11 @@ impl<'a> ChunkView<'a> {
             }
         }
         if out.len() != self.raw_len {
-            return Err(CodecError::Corrupt(format!("decoded {} bytes, expected {}", out.len(), self.raw_len)));
+            return Err(CodecError::Corrupt(format!(
+                "decoded {} bytes, expected {}",
+                out.len(),
+                self.raw_len
+            )));
         }
         if xxh3_64(&out) != self.checksum {
             return Err(CodecError::Checksum);
@@ -179,7 +192,11 @@ impl<'a> ChunkView<'a> {
     fn base_bytes<'b>(&self, base: Option<&'b [u8]>) -> Result<&'b [u8], CodecError> {
         match base {
             Some(b) if b.len() == self.raw_len => Ok(b),
-            Some(b) => Err(CodecError::Corrupt(format!("base has {} bytes, chunk {}", b.len(), self.raw_len))),
+            Some(b) => Err(CodecError::Corrupt(format!(
+                "base has {} bytes, chunk {}",
+                b.len(),
+                self.raw_len
+            ))),
             None => Err(CodecError::Corrupt("delta chunk decoded without its base".into())),
         }
     }
@@ -187,9 +204,15 @@ impl<'a> ChunkView<'a> {
     fn join_planes(&self, dtype: DType, n: usize, out: &mut Vec<u8>) -> Result<(), CodecError> {
         let g = Grouping::of(dtype);
         if self.streams.len() != g.planes() {
-            return Err(CodecError::Corrupt(format!("{} streams, {dtype} needs {}", self.streams.len(), g.planes())));
+            return Err(CodecError::Corrupt(format!(
+                "{} streams, {dtype} needs {}",
+                self.streams.len(),
+                g.planes()
+            )));
         }
-        let planes = (0..g.planes()).map(|i| self.stream(i, n)).collect::<Result<Vec<_>, _>>()?;
+        let planes = (0..g.planes())
+            .map(|i| self.stream(i, n))
+            .collect::<Result<Vec<_>, _>>()?;
         if planes.iter().any(|p| p.len() != n) {
             return Err(CodecError::Corrupt("plane length mismatch".into()));
         }
@@ -199,19 +222,56 @@ impl<'a> ChunkView<'a> {
 
     /// Decodes stream `i`, refusing to inflate beyond `limit` bytes (or the chunk bound).
     fn stream(&self, i: usize, limit: usize) -> Result<Vec<u8>, CodecError> {
-        let (coding, bytes) = self.streams.get(i).ok_or_else(|| CodecError::Corrupt(format!("missing stream {i}")))?;
+        let (coding, bytes) = self
+            .streams
+            .get(i)
+            .ok_or_else(|| CodecError::Corrupt(format!("missing stream {i}")))?;
         let limit = limit.min(MAX_CHUNK_BYTES * 2);
         match *coding {
             STREAM_RAW => Ok(bytes.to_vec()),
-            STREAM_ZSTD => zstd::bulk::decompress(bytes, limit).map_err(|e| CodecError::Corrupt(format!("zstd stream {i}: {e}"))),
+            STREAM_ZSTD => {
+                zstd_decompress(bytes, limit).map_err(|e| CodecError::Corrupt(format!("zstd stream {i}: {e}")))
+            }
             c => Err(CodecError::Corrupt(format!("unknown stream coding {c}"))),
         }
     }
 }
 
+thread_local! {
+    // zstd contexts are costly to create and chunks are small: keep one per thread.
+    static COMPRESSOR: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { std::cell::RefCell::new(None) };
+    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { std::cell::RefCell::new(None) };
+}
+
+fn zstd_compress(data: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
+    COMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.as_ref().is_none_or(|(l, _)| *l != level) {
+            *slot = Some((level, zstd::bulk::Compressor::new(level)?));
+        }
+        match slot.as_mut() {
+            Some((_, c)) => c.compress(data),
+            None => zstd::bulk::compress(data, level),
+        }
+    })
+}
+
+fn zstd_decompress(data: &[u8], limit: usize) -> std::io::Result<Vec<u8>> {
+    DECOMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(zstd::bulk::Decompressor::new()?);
+        }
+        match slot.as_mut() {
+            Some(d) => d.decompress(data, limit),
+            None => zstd::bulk::decompress(data, limit),
+        }
+    })
+}
+
 /// Codes a byte stream with zstd, or keeps it raw when that is not smaller.
 fn code_stream(data: Vec<u8>, level: i32) -> (u8, Vec<u8>) {
-    match zstd::bulk::compress(&data, level) {
+    match zstd_compress(&data, level) {
         Ok(z) if z.len() < data.len() => (STREAM_ZSTD, z),
         _ => (STREAM_RAW, data),
     }
@@ -238,21 +298,41 @@ fn assemble(codec: Codec, raw: &[u8], base: Option<ObjectId>, streams: Vec<(u8, 
 }
 
 /// Encodes `data` with one specific codec. `base` is required for delta codecs.
-pub fn encode_with(codec: Codec, dtype: DType, data: &[u8], base: Option<(ObjectId, &[u8])>, opts: EncodeOptions) -> Vec<u8> {
+pub fn encode_with(
+    codec: Codec,
+    dtype: DType,
+    data: &[u8],
+    base: Option<(ObjectId, &[u8])>,
+    opts: EncodeOptions,
+) -> Vec<u8> {
     let level = opts.zstd_level;
     let grouped = |bytes: &[u8]| -> Vec<(u8, Vec<u8>)> {
-        Grouping::of(dtype).split(bytes).into_iter().map(|p| code_stream(p, level)).collect()
+        Grouping::of(dtype)
+            .split(bytes)
+            .into_iter()
+            .map(|p| code_stream(p, level))
+            .collect()
     };
     let (streams, base_id) = match (codec, base) {
         (Codec::Xor, Some((id, b))) => (grouped(&delta::xor(data, b)), Some(id)),
         (Codec::DiffContext, Some((id, b))) => {
             let s = delta::symbolise_diff(dtype, data, b);
-            (vec![(STREAM_RAW, rans::encode(&s.symbols, &s.contexts)), (STREAM_RAW, s.raw_bits)], Some(id))
+            (
+                vec![
+                    (STREAM_RAW, rans::encode(&s.symbols, &s.contexts)),
+                    (STREAM_RAW, s.raw_bits),
+                ],
+                Some(id),
+            )
         }
         (Codec::Grouped, _) => (grouped(data), None),
         _ => (vec![code_stream(data.to_vec(), level)], None),
     };
-    let codec = if base_id.is_none() && codec.is_delta() { Codec::Raw } else { codec };
+    let codec = if base_id.is_none() && codec.is_delta() {
+        Codec::Raw
+    } else {
+        codec
+    };
     assemble(codec, data, base_id, streams)
 }
 
@@ -282,7 +362,11 @@ pub fn choose(dtype: DType, data: &[u8], base: Option<(ObjectId, &[u8])>, opts: 
     } else {
         let window = SAMPLE_ELEMENTS / SAMPLE_WINDOWS * width;
         let step = data.len() / SAMPLE_WINDOWS / width * width;
-        let pick = |bytes: &[u8]| -> Vec<u8> { (0..SAMPLE_WINDOWS).flat_map(|i| bytes[i * step..i * step + window].to_vec()).collect() };
+        let pick = |bytes: &[u8]| -> Vec<u8> {
+            (0..SAMPLE_WINDOWS)
+                .flat_map(|i| bytes[i * step..i * step + window].to_vec())
+                .collect()
+        };
         (pick(data), base.map(|b| pick(b.1)))
     };
     let base_sample = base.zip(base_sample.as_deref()).map(|(b, s)| (b.0, s));

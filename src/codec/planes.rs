@@ -27,7 +27,12 @@ impl Grouping {
                 exp_planes: l.exponent.div_ceil(8) as usize,
                 sm_planes: (l.mantissa + 1).div_ceil(8) as usize,
             },
-            None => Grouping { width, mantissa: None, exp_planes: 0, sm_planes: width },
+            None => Grouping {
+                width,
+                mantissa: None,
+                exp_planes: 0,
+                sm_planes: width,
+            },
         }
     }
 
@@ -43,6 +48,9 @@ impl Grouping {
 
     /// Splits little-endian words into planes. `data.len()` must be a multiple of the width.
     pub fn split(&self, data: &[u8]) -> Vec<Vec<u8>> {
+        if self.is_bf16_like() {
+            return split_bf16(data);
+        }
         match self.width {
             1 => self.split_words::<1>(data),
             2 => self.split_words::<2>(data),
@@ -53,12 +61,20 @@ impl Grouping {
 
     /// Inverse of [`Grouping::split`]; `planes` must hold `elements` bytes each.
     pub fn join(&self, planes: &[Vec<u8>], elements: usize, out: &mut Vec<u8>) {
+        if self.is_bf16_like() {
+            return join_bf16(&planes[0], &planes[1], elements, out);
+        }
         match self.width {
             1 => self.join_words::<1>(planes, elements, out),
             2 => self.join_words::<2>(planes, elements, out),
             4 => self.join_words::<4>(planes, elements, out),
             _ => self.join_words::<8>(planes, elements, out),
         }
+    }
+
+    /// BF16 (8-bit exponent, 7-bit mantissa): the hot case gets a hand-written loop.
+    fn is_bf16_like(&self) -> bool {
+        self.width == 2 && self.mantissa == Some(7)
     }
 
     /// Maps a word to (exponent field, sign+mantissa field); identity split for non-floats.
@@ -86,30 +102,54 @@ impl Grouping {
         }
     }
 
+    /// One pass per plane: each pass is a simple map that the compiler vectorises.
     fn split_words<const W: usize>(&self, data: &[u8]) -> Vec<Vec<u8>> {
-        let n = data.len() / W;
-        let mut planes: Vec<Vec<u8>> = (0..self.planes()).map(|_| Vec::with_capacity(n)).collect();
-        let (exp_planes, sm_planes) = planes.split_at_mut(self.exp_planes);
-        for c in data.chunks_exact(W) {
-            let (exp, sm) = self.fields::<W>(load::<W>(c));
-            for (k, p) in exp_planes.iter_mut().enumerate() {
-                p.push((exp >> (8 * k)) as u8);
-            }
-            for (k, p) in sm_planes.iter_mut().enumerate() {
-                p.push((sm >> (8 * k)) as u8);
-            }
-        }
-        planes
+        let plane = |k: usize| -> Vec<u8> {
+            data.chunks_exact(W)
+                .map(|c| {
+                    let (exp, sm) = self.fields::<W>(load::<W>(c));
+                    if k < self.exp_planes {
+                        (exp >> (8 * k)) as u8
+                    } else {
+                        (sm >> (8 * (k - self.exp_planes))) as u8
+                    }
+                })
+                .collect()
+        };
+        (0..self.planes()).map(plane).collect()
     }
 
+    /// Gathers the planes into exponent and sign+mantissa fields, then reassembles each word.
     fn join_words<const W: usize>(&self, planes: &[Vec<u8>], elements: usize, out: &mut Vec<u8>) {
-        out.reserve(elements * W);
-        let (exp_planes, sm_planes) = planes.split_at(self.exp_planes);
-        for i in 0..elements {
-            let exp = exp_planes.iter().enumerate().fold(0u64, |a, (k, p)| a | (p[i] as u64) << (8 * k));
-            let sm = sm_planes.iter().enumerate().fold(0u64, |a, (k, p)| a | (p[i] as u64) << (8 * k));
-            out.extend_from_slice(&self.unfields::<W>(exp, sm).to_le_bytes()[..W]);
+        let mut exp = vec![0u64; elements];
+        let mut sm = vec![0u64; elements];
+        for (k, p) in planes.iter().enumerate() {
+            let (field, shift) = if k < self.exp_planes {
+                (&mut exp, 8 * k)
+            } else {
+                (&mut sm, 8 * (k - self.exp_planes))
+            };
+            field.iter_mut().zip(p).for_each(|(f, &b)| *f |= (b as u64) << shift);
         }
+        out.reserve(elements * W);
+        for (e, m) in exp.into_iter().zip(sm) {
+            out.extend_from_slice(&self.unfields::<W>(e, m).to_le_bytes()[..W]);
+        }
+    }
+}
+
+fn split_bf16(data: &[u8]) -> Vec<Vec<u8>> {
+    let words = || data.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]]));
+    let exp = words().map(|w| (w >> 7) as u8).collect();
+    let sm = words().map(|w| ((w >> 8) & 0x80 | w & 0x7F) as u8).collect();
+    vec![exp, sm]
+}
+
+fn join_bf16(exp: &[u8], sm: &[u8], elements: usize, out: &mut Vec<u8>) {
+    out.reserve(elements * 2);
+    for (&e, &s) in exp.iter().zip(sm).take(elements) {
+        let w = ((s as u16 & 0x80) << 8) | ((e as u16) << 7) | (s as u16 & 0x7F);
+        out.extend_from_slice(&w.to_le_bytes());
     }
 }
 

@@ -156,9 +156,7 @@ pub enum SynthError {
 pub fn write_family(spec: &FamilySpec, out: &Path) -> Result<Family, SynthError> {
     spec.validate()?;
     let defs = tensor_defs(spec);
-    let plans: Vec<MemberPlan> = (0..=spec.finetunes)
-        .map(|k| plan_member(&defs, spec, out, k))
-        .collect();
+    let plans: Vec<MemberPlan> = (0..=spec.finetunes).map(|k| plan_member(&defs, spec, out, k)).collect();
     let mut outs = Vec::with_capacity(plans.len());
     for plan in &plans {
         fs::create_dir_all(&plan.dir).map_err(at(&plan.dir))?;
@@ -332,12 +330,7 @@ fn tensor_defs(spec: &FamilySpec) -> Vec<TensorDef> {
             ("output.dense", h, m),
         ];
         for (module, rows, cols) in linears {
-            push(
-                format!("{p}{module}.weight"),
-                vec![rows, cols],
-                Role::Matrix,
-                Some(l),
-            );
+            push(format!("{p}{module}.weight"), vec![rows, cols], Role::Matrix, Some(l));
             push(format!("{p}{module}.bias"), vec![rows], Role::Bias, Some(l));
         }
         for norm in ["attention.output.LayerNorm", "output.LayerNorm"] {
@@ -353,12 +346,7 @@ fn tensor_defs(spec: &FamilySpec) -> Vec<TensorDef> {
         Role::HeadWeight,
         None,
     );
-    push(
-        "classifier.bias".into(),
-        vec![LABELS.len()],
-        Role::HeadBias,
-        None,
-    );
+    push("classifier.bias".into(), vec![LABELS.len()], Role::HeadBias, None);
     defs
 }
 
@@ -389,11 +377,7 @@ struct MemberPlan {
 }
 
 fn member_name(k: usize) -> String {
-    if k == 0 {
-        "base".into()
-    } else {
-        format!("ft-{k}")
-    }
+    if k == 0 { "base".into() } else { format!("ft-{k}") }
 }
 
 /// safetensors' file order: larger dtype first, then name.
@@ -570,9 +554,7 @@ where
     let tmp = tmp_path(path);
     let file = File::create(&tmp).map_err(at(&tmp))?;
     let mut out = BufWriter::new(file);
-    fill(&mut out)
-        .and_then(|()| out.flush())
-        .map_err(at(&tmp))?;
+    fill(&mut out).and_then(|()| out.flush()).map_err(at(&tmp))?;
     drop(out);
     let size = fs::metadata(&tmp).map_err(at(&tmp))?.len();
     fs::rename(&tmp, path).map_err(at(path))?;
@@ -587,11 +569,7 @@ fn write_json(path: &Path, value: &Value) -> Result<u64, SynthError> {
 }
 
 /// Renames the shards and writes the side files; returns the member's bytes.
-fn finish_member(
-    spec: &FamilySpec,
-    plan: &MemberPlan,
-    shards: Vec<ShardOut>,
-) -> Result<u64, SynthError> {
+fn finish_member(spec: &FamilySpec, plan: &MemberPlan, shards: Vec<ShardOut>) -> Result<u64, SynthError> {
     let mut bytes = 0;
     for shard in shards {
         bytes += shard.finish()?;
@@ -629,8 +607,8 @@ fn remove_stale_weights(dir: &Path, fresh: &[String]) -> Result<(), SynthError> 
             continue;
         };
         let base = name.strip_suffix(".tmp").unwrap_or(name);
-        let ours = base.starts_with("model")
-            && (base.ends_with(".safetensors") || base.ends_with(".safetensors.index.json"));
+        let ours =
+            base.starts_with("model") && (base.ends_with(".safetensors") || base.ends_with(".safetensors.index.json"));
         if ours && !fresh.iter().any(|f| f == name) {
             fs::remove_file(&path).map_err(at(&path))?;
         }
@@ -721,8 +699,7 @@ fn write_vocab(w: &mut impl Write, vocab: usize) -> io::Result<()> {
 /// Bijective base-16 over syllables, so every `n` gives a distinct word.
 fn pseudo_word(mut n: usize) -> String {
     const SYLLABLES: [&str; 16] = [
-        "ka", "lo", "mi", "ne", "ru", "sa", "to", "vi", "ze", "bo", "da", "fe", "gu", "hi", "ja",
-        "pe",
+        "ka", "lo", "mi", "ne", "ru", "sa", "to", "vi", "ze", "bo", "da", "fe", "gu", "hi", "ja", "pe",
     ];
     let mut word = String::new();
     loop {
@@ -878,9 +855,7 @@ fn float_plan(def: &TensorDef, spec: &FamilySpec) -> Option<FloatPlan> {
         mean,
         std,
     };
-    let updates = (1..=spec.finetunes)
-        .map(|k| update_for(def, spec, key, k))
-        .collect();
+    let updates = (1..=spec.finetunes).map(|k| update_for(def, spec, key, k)).collect();
     Some(FloatPlan { init, updates })
 }
 
@@ -925,11 +900,7 @@ fn update_for(def: &TensorDef, spec: &FamilySpec, key: u64, k: usize) -> Update 
         frozen,
         stream: stream(key, PURPOSE_STEP, k64),
         row_stream: stream(key, PURPOSE_ROWS, k64),
-        decay: if decays {
-            1.0 - lr * WEIGHT_DECAY * steps
-        } else {
-            1.0
-        },
+        decay: if decays { 1.0 - lr * WEIGHT_DECAY * steps } else { 1.0 },
         amp,
         rows,
         cols: def.shape.last().copied().unwrap_or(1).max(1),
@@ -1000,11 +971,7 @@ struct ChunkOut {
 fn compute_chunk(plan: &FloatPlan, in_base: bool, start: usize, len: usize) -> ChunkOut {
     let mut master = vec![0f32; len];
     fill_init(&mut master, &plan.init, start);
-    let base = if in_base {
-        f32_bytes(&master)
-    } else {
-        Vec::new()
-    };
+    let base = if in_base { f32_bytes(&master) } else { Vec::new() };
     let fts = plan
         .updates
         .iter()
@@ -1088,10 +1055,7 @@ fn stream_tensors(
     };
     let mut pending: (&[Job], Vec<ChunkOut>) = (&[], Vec::new());
     for batch in jobs.chunks(per_batch) {
-        let (written, computed) = rayon::join(
-            || write_batch(pending.0, &pending.1, plans, outs),
-            || compute(batch),
-        );
+        let (written, computed) = rayon::join(|| write_batch(pending.0, &pending.1, plans, outs), || compute(batch));
         written?;
         pending = (batch, computed);
     }
@@ -1100,9 +1064,7 @@ fn stream_tensors(
 
 /// `embeddings.position_ids`: 0..511 as I64, identical in every member.
 fn position_ids_chunk(finetunes: usize) -> ChunkOut {
-    let bytes: Vec<u8> = (0..MAX_POSITIONS as i64)
-        .flat_map(i64::to_le_bytes)
-        .collect();
+    let bytes: Vec<u8> = (0..MAX_POSITIONS as i64).flat_map(i64::to_le_bytes).collect();
     ChunkOut {
         fts: vec![bytes.clone(); finetunes],
         base: bytes,
@@ -1188,10 +1150,7 @@ mod tests {
             .filter(|(k, _)| k.as_str() != "__metadata__")
             .map(|(name, info)| {
                 let off = info["data_offsets"].as_array().unwrap();
-                let (a, b) = (
-                    off[0].as_u64().unwrap() as usize,
-                    off[1].as_u64().unwrap() as usize,
-                );
+                let (a, b) = (off[0].as_u64().unwrap() as usize, off[1].as_u64().unwrap() as usize);
                 let dtype = info["dtype"].as_str().unwrap().to_string();
                 let shape: Vec<usize> = info["shape"]
                     .as_array()
@@ -1199,11 +1158,7 @@ mod tests {
                     .iter()
                     .map(|d| d.as_u64().unwrap() as usize)
                     .collect();
-                assert_eq!(
-                    b - a,
-                    shape.iter().product::<usize>() * dtype_size(&dtype),
-                    "{name}"
-                );
+                assert_eq!(b - a, shape.iter().product::<usize>() * dtype_size(&dtype), "{name}");
                 let data = bytes[8 + n + a..8 + n + b].to_vec();
                 (a, b, name.clone(), Tensor { dtype, shape, data })
             })
@@ -1216,10 +1171,7 @@ mod tests {
         }
         assert_eq!(8 + n + expect, bytes.len(), "trailing bytes");
         // Offsets order must be safetensors' own: dtype size desc, then name.
-        let order: Vec<(usize, &str)> = tensors
-            .iter()
-            .map(|t| (dtype_size(&t.3.dtype), t.2.as_str()))
-            .collect();
+        let order: Vec<(usize, &str)> = tensors.iter().map(|t| (dtype_size(&t.3.dtype), t.2.as_str())).collect();
         let mut sorted = order.clone();
         sorted.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
         assert_eq!(order, sorted);
@@ -1229,10 +1181,7 @@ mod tests {
             .map(|t| header.find(&format!("\"{}\":", t.2)).unwrap())
             .collect();
         assert!(positions.windows(2).all(|w| w[0] < w[1]));
-        tensors
-            .into_iter()
-            .map(|(_, _, name, t)| (name, t))
-            .collect()
+        tensors.into_iter().map(|(_, _, name, t)| (name, t)).collect()
     }
 
     /// Loads all tensors of a member folder (sharded or not).
@@ -1281,34 +1230,21 @@ mod tests {
         let base = load_dir(&family.dirs[0]);
         let ft = load_dir(&family.dirs[1]);
         let word = &base["embeddings.word_embeddings.weight"];
-        assert_eq!(
-            (word.dtype.as_str(), word.shape.clone()),
-            ("F32", vec![300, 32])
-        );
+        assert_eq!((word.dtype.as_str(), word.shape.clone()), ("F32", vec![300, 32]));
         let ids = &base["embeddings.position_ids"];
-        assert_eq!(
-            (ids.dtype.as_str(), ids.shape.clone()),
-            ("I64", vec![1, 512])
-        );
+        assert_eq!((ids.dtype.as_str(), ids.shape.clone()), ("I64", vec![1, 512]));
         let expect_ids: Vec<u8> = (0..512i64).flat_map(i64::to_le_bytes).collect();
         assert_eq!(ids.data, expect_ids);
         assert_eq!(ft["embeddings.position_ids"].data, expect_ids);
-        assert_eq!(
-            ft["encoder.layer.1.intermediate.dense.weight"].shape,
-            vec![64, 32]
-        );
-        assert_eq!(
-            ft["encoder.layer.1.output.dense.weight"].shape,
-            vec![32, 64]
-        );
+        assert_eq!(ft["encoder.layer.1.intermediate.dense.weight"].shape, vec![64, 32]);
+        assert_eq!(ft["encoder.layer.1.output.dense.weight"].shape, vec![32, 64]);
         assert!(!base.contains_key("classifier.weight"));
         assert_eq!(ft["classifier.weight"].shape, vec![3, 32]);
         assert_eq!(ft.len(), base.len() + 2);
         for name in ["config.json", "tokenizer_config.json", "vocab.txt"] {
             assert!(family.dirs[1].join(name).exists(), "{name}");
         }
-        let config: Value =
-            serde_json::from_slice(&fs::read(family.dirs[1].join("config.json")).unwrap()).unwrap();
+        let config: Value = serde_json::from_slice(&fs::read(family.dirs[1].join("config.json")).unwrap()).unwrap();
         assert_eq!(config["torch_dtype"], "bfloat16");
         assert_eq!(config["hidden_size"], 32);
         let vocab = fs::read_to_string(family.dirs[0].join("vocab.txt")).unwrap();
@@ -1366,16 +1302,10 @@ mod tests {
         let fb = write_family(&spec, b.path()).unwrap();
         assert_eq!(fa.bytes, fb.bytes);
         for (da, db) in fa.dirs.iter().zip(&fb.dirs) {
-            let mut names: Vec<_> = fs::read_dir(da)
-                .unwrap()
-                .map(|e| e.unwrap().file_name())
-                .collect();
+            let mut names: Vec<_> = fs::read_dir(da).unwrap().map(|e| e.unwrap().file_name()).collect();
             names.sort();
             for name in names {
-                assert_eq!(
-                    fs::read(da.join(&name)).unwrap(),
-                    fs::read(db.join(&name)).unwrap()
-                );
+                assert_eq!(fs::read(da.join(&name)).unwrap(), fs::read(db.join(&name)).unwrap());
             }
         }
         spec.seed += 1;
@@ -1419,18 +1349,13 @@ mod tests {
         let family = write_family(&spec, dir.path()).unwrap();
         let base_dir = &family.dirs[0];
         assert!(!base_dir.join("model.safetensors").exists());
-        let index: Value = serde_json::from_slice(
-            &fs::read(base_dir.join("model.safetensors.index.json")).unwrap(),
-        )
-        .unwrap();
+        let index: Value =
+            serde_json::from_slice(&fs::read(base_dir.join("model.safetensors.index.json")).unwrap()).unwrap();
         let map = index["weight_map"].as_object().unwrap();
         let tensors = load_dir(base_dir);
         assert_eq!(map.len(), tensors.len());
         let total: usize = tensors.values().map(|t| t.data.len()).sum();
-        assert_eq!(
-            index["metadata"]["total_size"].as_u64().unwrap() as usize,
-            total
-        );
+        assert_eq!(index["metadata"]["total_size"].as_u64().unwrap() as usize, total);
         let mut files: Vec<&str> = map.values().map(|v| v.as_str().unwrap()).collect();
         files.sort();
         files.dedup();
@@ -1445,20 +1370,11 @@ mod tests {
             }
             let data: u64 = in_file.iter().map(|(_, t)| t.data.len() as u64).sum();
             // A shard only exceeds the limit when one tensor alone does.
-            assert!(
-                data <= spec.max_shard_bytes || in_file.len() == 1,
-                "{file}: {size}"
-            );
+            assert!(data <= spec.max_shard_bytes || in_file.len() == 1, "{file}: {size}");
         }
         let leftovers = fs::read_dir(base_dir)
             .unwrap()
-            .filter(|e| {
-                e.as_ref()
-                    .unwrap()
-                    .file_name()
-                    .to_string_lossy()
-                    .ends_with(".tmp")
-            })
+            .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".tmp"))
             .count();
         assert_eq!(leftovers, 0);
     }
@@ -1468,10 +1384,7 @@ mod tests {
         for bytes in [200_000u64, 20_000_000, 2_000_000_000] {
             let spec = FamilySpec::with_base_size(bytes, 2);
             let got = base_data_bytes(&spec) as f64;
-            assert!(
-                (got / bytes as f64 - 1.0).abs() < 0.05,
-                "{bytes}: {got} {spec:?}"
-            );
+            assert!((got / bytes as f64 - 1.0).abs() < 0.05, "{bytes}: {got} {spec:?}");
             assert_eq!(spec.intermediate, 4 * spec.hidden);
         }
         let demo = FamilySpec::with_base_size(20_000_000, 2);
@@ -1497,9 +1410,6 @@ mod tests {
         let mut spec = tiny(1);
         spec.hidden = 0;
         let dir = tempfile::tempdir().unwrap();
-        assert!(matches!(
-            write_family(&spec, dir.path()),
-            Err(SynthError::Spec(_))
-        ));
+        assert!(matches!(write_family(&spec, dir.path()), Err(SynthError::Spec(_))));
     }
 }

@@ -111,7 +111,13 @@ impl Tree {
             }
             let id = r.id()?;
             let size = r.u64()?;
-            entries.push(TreeEntry { name, kind, executable, id, size });
+            entries.push(TreeEntry {
+                name,
+                kind,
+                executable,
+                id,
+                size,
+            });
         }
         r.finish()?;
         Ok(Tree { entries })
@@ -136,12 +142,20 @@ mod tests {
     use super::*;
 
     fn entry(name: &str) -> TreeEntry {
-        TreeEntry { name: name.into(), kind: EntryKind::Blob, executable: false, id: ObjectId([3; 32]), size: 1 }
+        TreeEntry {
+            name: name.into(),
+            kind: EntryKind::Blob,
+            executable: false,
+            id: ObjectId([3; 32]),
+            size: 1,
+        }
     }
 
     #[test]
     fn round_trip() {
-        let t = Tree { entries: vec![entry("a"), entry("b.safetensors")] };
+        let t = Tree {
+            entries: vec![entry("a"), entry("b.safetensors")],
+        };
         assert_eq!(Tree::decode(&t.encode()).unwrap(), t);
         assert_eq!(t.get("a").map(|e| e.size), Some(1));
     }
@@ -149,10 +163,14 @@ mod tests {
     #[test]
     fn rejects_path_traversal_and_unsorted_names() {
         for bad in ["..", "a/b", ".mlv", ""] {
-            let t = Tree { entries: vec![entry(bad)] };
+            let t = Tree {
+                entries: vec![entry(bad)],
+            };
             assert!(Tree::decode(&t.encode()).is_err(), "{bad:?} accepted");
         }
-        let t = Tree { entries: vec![entry("b"), entry("a")] };
+        let t = Tree {
+            entries: vec![entry("b"), entry("a")],
+        };
         assert!(Tree::decode(&t.encode()).is_err());
     }
 }

@@ -44,7 +44,11 @@ pub fn work_path(repo: &Repository, cwd: &Path, p: &Path) -> Result<PathBuf> {
         }
         acc
     });
-    if norm.starts_with(&repo.root) { Ok(norm) } else { Err(Error::OutsideRepository(p.to_path_buf())) }
+    if norm.starts_with(&repo.root) {
+        Ok(norm)
+    } else {
+        Err(Error::OutsideRepository(p.to_path_buf()))
+    }
 }
 
 /// The `/`-separated prefix a work path stands for ("" for the root).
@@ -62,7 +66,13 @@ pub fn under(path: &str, prefix: &str) -> bool {
 
 /// Stages `paths`: stores new content and records it in the index. Deleted files under the
 /// paths are unstaged. `base` names a revision whose same paths serve as delta bases.
-pub fn add(repo: &Repository, cwd: &Path, paths: &[PathBuf], base: Option<&str>, progress: &dyn Progress) -> Result<AddReport> {
+pub fn add(
+    repo: &Repository,
+    cwd: &Path,
+    paths: &[PathBuf],
+    base: Option<&str>,
+    progress: &dyn Progress,
+) -> Result<AddReport> {
     let mut index = repo.index()?;
     let mut found: Vec<FoundFile> = Vec::new();
     let mut prefixes = Vec::new();
@@ -94,7 +104,13 @@ pub fn add(repo: &Repository, cwd: &Path, paths: &[PathBuf], base: Option<&str>,
 
 /// Hashes and stores the files not already staged with the same stat, updating `index`.
 /// The new pack is durable before the caller saves the index that refers to it.
-pub fn stage_files(repo: &Repository, index: &mut Index, files: &[FoundFile], base: Option<&str>, progress: &dyn Progress) -> Result<AddReport> {
+pub fn stage_files(
+    repo: &Repository,
+    index: &mut Index,
+    files: &[FoundFile],
+    base: Option<&str>,
+    progress: &dyn Progress,
+) -> Result<AddReport> {
     let todo: Vec<&FoundFile> = files.iter().filter(|f| !index.is_stat_clean(&f.rel, &f.stat)).collect();
     let mut report = AddReport::default();
     if todo.is_empty() {
@@ -115,7 +131,14 @@ pub fn stage_files(repo: &Repository, index: &mut Index, files: &[FoundFile], ba
         }
         report.logical_bytes += f.stat.size;
         report.staged.push(f.rel.clone());
-        updates.push((f.rel.clone(), IndexEntry { kind: ingested.kind, id: ingested.id, stat: f.stat }));
+        updates.push((
+            f.rel.clone(),
+            IndexEntry {
+                kind: ingested.kind,
+                id: ingested.id,
+                stat: f.stat,
+            },
+        ));
         progress.advance(f.stat.size);
     }
     report.stored_bytes = writer.written_bytes();

@@ -37,26 +37,47 @@ impl<'r> RepoBases<'r> {
             named.push((String::new(), repo.commit_files(Some(repo.resolve(rev)?))?));
         }
         for (path, rev) in &repo.config.delta.bases {
-            named.push((path.trim_end_matches('/').to_string(), repo.commit_files(Some(repo.resolve(rev)?))?));
+            named.push((
+                path.trim_end_matches('/').to_string(),
+                repo.commit_files(Some(repo.resolve(rev)?))?,
+            ));
         }
-        Ok(RepoBases { repo, parents, named, files: HashMap::new(), catalog: None, discover: repo.config.delta.discover })
+        Ok(RepoBases {
+            repo,
+            parents,
+            named,
+            files: HashMap::new(),
+            catalog: None,
+            discover: repo.config.delta.discover,
+        })
     }
 
     fn tensors_of(&mut self, id: ObjectId) -> &[NamedTensor] {
         let repo = self.repo;
-        self.files.entry(id).or_insert_with(|| load_tensor_file(&repo.odb, &id).map(|tf| named_tensors(&tf)).unwrap_or_default())
+        self.files.entry(id).or_insert_with(|| {
+            load_tensor_file(&repo.odb, &id)
+                .map(|tf| named_tensors(&tf))
+                .unwrap_or_default()
+        })
     }
 
     fn by_name(&mut self, file: ObjectId, t: &TensorSpan) -> Option<ObjectId> {
         let want = normalise(&t.name);
-        self.tensors_of(file).iter().find(|c| c.name == t.name || normalise(&c.name) == want).map(|c| c.id)
+        self.tensors_of(file)
+            .iter()
+            .find(|c| c.name == t.name || normalise(&c.name) == want)
+            .map(|c| c.id)
     }
 
     /// Same path in `tree`, else any tensor file of `tree` with a tensor of that name.
-    fn from_tree(&mut self, tree: &FlatTree, rel: &str, t: &TensorSpan, any_file: bool) -> Option<ObjectId> {
+    fn in_tree(&mut self, tree: &FlatTree, rel: &str, t: &TensorSpan, any_file: bool) -> Option<ObjectId> {
         let files: Vec<ObjectId> = match tree.get(rel) {
             Some(e) if e.kind == EntryKind::TensorFile => vec![e.id],
-            _ if any_file => tree.values().filter(|e| e.kind == EntryKind::TensorFile).map(|e| e.id).collect(),
+            _ if any_file => tree
+                .values()
+                .filter(|e| e.kind == EntryKind::TensorFile)
+                .map(|e| e.id)
+                .collect(),
             _ => Vec::new(),
         };
         files.into_iter().find_map(|f| self.by_name(f, t))
@@ -100,8 +121,10 @@ impl<'r> RepoBases<'r> {
         let mut scored: Vec<((usize, usize), ObjectId)> = self
             .catalog()
             .iter()
-            .filter(|c| c.shape.iter().product::<u64>() == elements || c.shape.get(1..) == t.shape.get(1..) && t.shape.len() > 1)
-            .map(|c| (similarity(&normalise(&c.name), &name), c.id))
+            .filter(|c| {
+                c.shape.iter().product::<u64>() == elements || c.shape.get(1..) == t.shape.get(1..) && t.shape.len() > 1
+            })
+            .map(|c| (similarity(normalise(&c.name), name), c.id))
             .collect();
         scored.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
         scored.into_iter().take(DISCOVERY_CANDIDATES).map(|s| s.1).collect()
@@ -112,12 +135,12 @@ impl BaseFinder for RepoBases<'_> {
     fn candidates(&mut self, rel: &str, t: &TensorSpan) -> Vec<ObjectId> {
         let mut out = Vec::new();
         let parents = std::mem::take(&mut self.parents);
-        out.extend(parents.iter().filter_map(|p| self.from_tree(p, rel, t, false)));
+        out.extend(parents.iter().filter_map(|p| self.in_tree(p, rel, t, false)));
         self.parents = parents;
         let named = std::mem::take(&mut self.named);
         for (path, tree) in &named {
             if path.is_empty() || rel == path || rel.starts_with(&format!("{path}/")) {
-                out.extend(self.from_tree(tree, rel, t, true));
+                out.extend(self.in_tree(tree, rel, t, true));
             }
         }
         self.named = named;
@@ -131,7 +154,14 @@ impl BaseFinder for RepoBases<'_> {
 
 /// A tensor name without the wrapper prefixes that task heads add (`bert.`, `model.`, ...).
 fn normalise(name: &str) -> &str {
-    const WRAPPERS: [&str; 6] = ["bert.", "roberta.", "model.", "transformer.", "base_model.model.", "module."];
+    const WRAPPERS: [&str; 6] = [
+        "bert.",
+        "roberta.",
+        "model.",
+        "transformer.",
+        "base_model.model.",
+        "module.",
+    ];
     let mut n = name;
     while let Some(rest) = WRAPPERS.iter().find_map(|w| n.strip_prefix(w)) {
         n = rest;
@@ -143,7 +173,10 @@ fn normalise(name: &str) -> &str {
 /// anywhere when aligned from the end (so `layer.3.q` prefers `layer.3.q` over `layer.4.q`).
 fn similarity(a: &str, b: &str) -> (usize, usize) {
     let pairs = || a.rsplit('.').zip(b.rsplit('.'));
-    (pairs().take_while(|(x, y)| x == y).count(), pairs().filter(|(x, y)| x == y).count())
+    (
+        pairs().take_while(|(x, y)| x == y).count(),
+        pairs().filter(|(x, y)| x == y).count(),
+    )
 }
 
 #[cfg(test)]
@@ -160,7 +193,9 @@ mod tests {
     #[test]
     fn similarity_prefers_longer_shared_suffixes() {
         let s = |a, b| similarity(a, b);
-        assert!(s("layer.0.attn.q.weight", "layer.1.attn.q.weight") > s("layer.0.attn.q.weight", "layer.0.attn.k.weight"));
+        assert!(
+            s("layer.0.attn.q.weight", "layer.1.attn.q.weight") > s("layer.0.attn.q.weight", "layer.0.attn.k.weight")
+        );
         assert!(s("a.3.q", "a.3.q") > s("a.4.q", "a.3.q"));
     }
 }

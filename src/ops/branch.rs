@@ -31,13 +31,26 @@ pub fn list_branches(repo: &Repository) -> Result<Vec<RefInfo>> {
         .refs
         .list(HEADS)?
         .into_iter()
-        .map(|(name, id)| RefInfo { current: current.as_deref() == Some(&name), name, id })
+        .map(|(name, id)| RefInfo {
+            current: current.as_deref() == Some(&name),
+            name,
+            id,
+        })
         .collect())
 }
 
 /// Tags.
 pub fn list_tags(repo: &Repository) -> Result<Vec<RefInfo>> {
-    Ok(repo.refs.list(TAGS)?.into_iter().map(|(name, id)| RefInfo { name, id, current: false }).collect())
+    Ok(repo
+        .refs
+        .list(TAGS)?
+        .into_iter()
+        .map(|(name, id)| RefInfo {
+            name,
+            id,
+            current: false,
+        })
+        .collect())
 }
 
 fn ensure_free(repo: &Repository, full: &str, name: &str) -> Result<()> {
@@ -63,7 +76,10 @@ pub fn delete_branch(repo: &Repository, name: &str) -> Result<()> {
         return Err(Error::CurrentBranch(name.to_string()));
     }
     let full = format!("{HEADS}{name}");
-    let id = repo.refs.read(&full)?.ok_or_else(|| Error::UnknownRevision(name.to_string()))?;
+    let id = repo
+        .refs
+        .read(&full)?
+        .ok_or_else(|| Error::UnknownRevision(name.to_string()))?;
     Ok(repo.refs.delete(&full, id)?)
 }
 
@@ -75,7 +91,12 @@ pub fn create_tag(repo: &mut Repository, name: &str, rev: Option<&str>, message:
     let id = match message {
         None => commit,
         Some(m) => {
-            let tag = Tag { object: commit, name: name.into(), tagger: repo.signature()?, message: format!("{}\n", m.trim_end()) };
+            let tag = Tag {
+                object: commit,
+                name: name.into(),
+                tagger: repo.signature()?,
+                message: format!("{}\n", m.trim_end()),
+            };
             let mut w = repo.writer()?;
             let id = w.put(ObjectKind::Tag, &tag.encode())?;
             w.finish()?;
@@ -90,7 +111,10 @@ pub fn create_tag(repo: &mut Repository, name: &str, rev: Option<&str>, message:
 /// Deletes tag `name`.
 pub fn delete_tag(repo: &Repository, name: &str) -> Result<()> {
     let full = format!("{TAGS}{name}");
-    let id = repo.refs.read(&full)?.ok_or_else(|| Error::UnknownRevision(name.to_string()))?;
+    let id = repo
+        .refs
+        .read(&full)?
+        .ok_or_else(|| Error::UnknownRevision(name.to_string()))?;
     Ok(repo.refs.delete(&full, id)?)
 }
 
@@ -105,7 +129,13 @@ pub enum SwitchMode {
 }
 
 /// Switches to branch `name`.
-pub fn switch(repo: &Repository, name: &str, mode: SwitchMode, force: bool, progress: &dyn Progress) -> Result<CheckoutReport> {
+pub fn switch(
+    repo: &Repository,
+    name: &str,
+    mode: SwitchMode,
+    force: bool,
+    progress: &dyn Progress,
+) -> Result<CheckoutReport> {
     let full = format!("{HEADS}{name}");
     match mode {
         SwitchMode::Create => {
@@ -119,6 +149,9 @@ pub fn switch(repo: &Repository, name: &str, mode: SwitchMode, force: bool, prog
         }
         SwitchMode::Existing => {}
     }
-    let id = repo.refs.read(&full)?.ok_or_else(|| Error::UnknownRevision(name.to_string()))?;
+    let id = repo
+        .refs
+        .read(&full)?
+        .ok_or_else(|| Error::UnknownRevision(name.to_string()))?;
     checkout(repo, Target::Branch(name.to_string()), Some(id), force, progress)
 }

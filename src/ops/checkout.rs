@@ -41,10 +41,10 @@ pub enum Target {
 
 /// Interprets a revision: a branch name attaches HEAD, anything else detaches.
 pub fn target_of(repo: &Repository, rev: &str) -> Result<(Target, ObjectId)> {
-    if crate::refs::check_name(rev).is_ok() {
-        if let Some(id) = repo.refs.read(&format!("{HEADS}{rev}"))? {
-            return Ok((Target::Branch(rev.to_string()), id));
-        }
+    if crate::refs::check_name(rev).is_ok()
+        && let Some(id) = repo.refs.read(&format!("{HEADS}{rev}"))?
+    {
+        return Ok((Target::Branch(rev.to_string()), id));
     }
     let id = repo.resolve(rev)?;
     Ok((Target::Detached(id), id))
@@ -53,21 +53,40 @@ pub fn target_of(repo: &Repository, rev: &str) -> Result<(Target, ObjectId)> {
 /// Paths whose local state differs from HEAD (staged, unstaged or untracked).
 fn local_changes(repo: &Repository) -> Result<BTreeSet<String>> {
     let s = status(repo)?;
-    Ok(s.staged.into_iter().chain(s.unstaged).map(|c| c.path).chain(s.untracked).collect())
+    Ok(s.staged
+        .into_iter()
+        .chain(s.unstaged)
+        .map(|c| c.path)
+        .chain(s.untracked)
+        .collect())
 }
 
 /// Switches the whole work tree to `commit` and points HEAD at `target`.
-pub fn checkout(repo: &Repository, target: Target, commit: Option<ObjectId>, force: bool, progress: &dyn Progress) -> Result<CheckoutReport> {
+pub fn checkout(
+    repo: &Repository,
+    target: Target,
+    commit: Option<ObjectId>,
+    force: bool,
+    progress: &dyn Progress,
+) -> Result<CheckoutReport> {
     let head_files = repo.commit_files(repo.head_commit()?)?;
     let target_files = repo.commit_files(commit)?;
     // Local changes survive a checkout that does not touch their paths, as in git.
     let keep = if force { BTreeSet::new() } else { local_changes(repo)? };
-    let conflicts: Vec<String> = keep.iter().filter(|p| head_files.get(*p) != target_files.get(*p)).cloned().collect();
+    let conflicts: Vec<String> = keep
+        .iter()
+        .filter(|p| head_files.get(*p) != target_files.get(*p))
+        .cloned()
+        .collect();
     if !conflicts.is_empty() {
         return Err(Error::DirtyWorktree(conflicts));
     }
     let mut index = repo.index()?;
-    let wanted: FlatTree = target_files.iter().filter(|(p, _)| !keep.contains(*p)).map(|(p, e)| (p.clone(), e.clone())).collect();
+    let wanted: FlatTree = target_files
+        .iter()
+        .filter(|(p, _)| !keep.contains(*p))
+        .map(|(p, e)| (p.clone(), e.clone()))
+        .collect();
     let mut report = write_files(repo, &mut index, &wanted, force, progress)?;
     let tracked: Vec<String> = index_tree(&index).into_keys().chain(head_files.into_keys()).collect();
     for path in tracked.into_iter().collect::<BTreeSet<_>>() {
@@ -93,13 +112,23 @@ pub fn checkout(repo: &Repository, target: Target, commit: Option<ObjectId>, for
 }
 
 /// Restores `paths` from `commit` into the work tree and index; HEAD does not move.
-pub fn checkout_paths(repo: &Repository, commit: ObjectId, cwd: &Path, paths: &[PathBuf], progress: &dyn Progress) -> Result<CheckoutReport> {
+pub fn checkout_paths(
+    repo: &Repository,
+    commit: ObjectId,
+    cwd: &Path,
+    paths: &[PathBuf],
+    progress: &dyn Progress,
+) -> Result<CheckoutReport> {
     let all = repo.commit_files(Some(commit))?;
     let mut selected = FlatTree::new();
     for p in paths {
         let prefix = rel_prefix(repo, &work_path(repo, cwd, p)?)?;
         let before = selected.len();
-        selected.extend(all.iter().filter(|(k, _)| under(k, &prefix)).map(|(k, v)| (k.clone(), v.clone())));
+        selected.extend(
+            all.iter()
+                .filter(|(k, _)| under(k, &prefix))
+                .map(|(k, v)| (k.clone(), v.clone())),
+        );
         if selected.len() == before {
             return Err(Error::NoMatch(p.display().to_string()));
         }
@@ -112,15 +141,31 @@ pub fn checkout_paths(repo: &Repository, commit: ObjectId, cwd: &Path, paths: &[
 }
 
 /// Writes every file of `files` whose work-tree copy is not already that content.
-fn write_files(repo: &Repository, index: &mut Index, files: &FlatTree, force: bool, progress: &dyn Progress) -> Result<CheckoutReport> {
+fn write_files(
+    repo: &Repository,
+    index: &mut Index,
+    files: &FlatTree,
+    force: bool,
+    progress: &dyn Progress,
+) -> Result<CheckoutReport> {
     let mut report = CheckoutReport::default();
-    let todo: Vec<(&String, &FlatEntry)> = files.iter().filter(|(p, e)| force || !is_current(repo, index, p, e)).collect();
+    let todo: Vec<(&String, &FlatEntry)> = files
+        .iter()
+        .filter(|(p, e)| force || !is_current(repo, index, p, e))
+        .collect();
     progress.start("checking out", todo.iter().map(|(_, e)| e.size).sum());
     for (path, e) in todo {
         let dest = repo.root.join(path);
         report.bytes += worktree::checkout_file(&repo.odb, e.kind, &e.id, &dest, e.executable)?;
         let meta = std::fs::metadata(&dest).map_err(|err| crate::fsutil::with_path(&dest, err))?;
-        index.entries.insert(path.clone(), IndexEntry { kind: e.kind, id: e.id, stat: Stat::of(&meta) });
+        index.entries.insert(
+            path.clone(),
+            IndexEntry {
+                kind: e.kind,
+                id: e.id,
+                stat: Stat::of(&meta),
+            },
+        );
         report.written.push(path.clone());
         progress.advance(e.size);
     }
@@ -130,8 +175,12 @@ fn write_files(repo: &Repository, index: &mut Index, files: &FlatTree, force: bo
 
 /// True if the work-tree file is known (by index and stat) to hold exactly `e`.
 fn is_current(repo: &Repository, index: &Index, path: &str, e: &FlatEntry) -> bool {
-    let Some(ie) = index.entries.get(path) else { return false };
-    let Ok(meta) = std::fs::metadata(repo.root.join(path)) else { return false };
+    let Some(ie) = index.entries.get(path) else {
+        return false;
+    };
+    let Ok(meta) = std::fs::metadata(repo.root.join(path)) else {
+        return false;
+    };
     ie.id == e.id && ie.stat.executable == e.executable && index.is_stat_clean(path, &Stat::of(&meta))
 }
 
@@ -163,7 +212,13 @@ pub fn unstage(repo: &Repository, rev: &str, cwd: &Path, paths: &[PathBuf]) -> R
     let mut changed = Vec::new();
     for p in paths {
         let prefix = rel_prefix(repo, &work_path(repo, cwd, p)?)?;
-        let staged: Vec<String> = index.entries.keys().chain(source.keys()).filter(|k| under(k, &prefix)).cloned().collect();
+        let staged: Vec<String> = index
+            .entries
+            .keys()
+            .chain(source.keys())
+            .filter(|k| under(k, &prefix))
+            .cloned()
+            .collect();
         if staged.is_empty() {
             return Err(Error::NoMatch(p.display().to_string()));
         }
@@ -175,7 +230,14 @@ pub fn unstage(repo: &Repository, rev: &str, cwd: &Path, paths: &[PathBuf]) -> R
             match source.get(&path) {
                 // Stat zeroed: the work-tree file must be rehashed before it counts as clean.
                 Some(e) => {
-                    index.entries.insert(path.clone(), IndexEntry { kind: e.kind, id: e.id, stat: Stat::default() });
+                    index.entries.insert(
+                        path.clone(),
+                        IndexEntry {
+                            kind: e.kind,
+                            id: e.id,
+                            stat: Stat::default(),
+                        },
+                    );
                 }
                 None => {
                     index.entries.remove(&path);

@@ -41,7 +41,17 @@ pub fn index_tree(index: &crate::index::Index) -> FlatTree {
     index
         .entries
         .iter()
-        .map(|(p, e)| (p.clone(), FlatEntry { kind: e.kind, id: e.id, size: e.stat.size, executable: e.stat.executable }))
+        .map(|(p, e)| {
+            (
+                p.clone(),
+                FlatEntry {
+                    kind: e.kind,
+                    id: e.id,
+                    size: e.stat.size,
+                    executable: e.stat.executable,
+                },
+            )
+        })
         .collect()
 }
 
@@ -51,7 +61,10 @@ pub fn commit(repo: &mut Repository, opts: &CommitOptions<'_>, progress: &dyn Pr
     let mut index = repo.index()?;
     let mut staged = AddReport::default();
     if opts.all {
-        let found: Vec<_> = worktree::scan(&repo.root, &repo.root)?.into_iter().filter(|f| index.entries.contains_key(&f.rel)).collect();
+        let found: Vec<_> = worktree::scan(&repo.root, &repo.root)?
+            .into_iter()
+            .filter(|f| index.entries.contains_key(&f.rel))
+            .collect();
         staged = stage_files(repo, &mut index, &found, opts.base, progress)?;
         let present: std::collections::HashSet<String> = found.into_iter().map(|f| f.rel).collect();
         index.entries.retain(|k, _| present.contains(k));
@@ -90,7 +103,13 @@ pub fn commit(repo: &mut Repository, opts: &CommitOptions<'_>, progress: &dyn Pr
         }
     };
     repo.reload()?;
-    Ok(CommitReport { commit: id, branch, files: files.len(), logical_bytes: files.values().map(|f| f.size).sum(), staged })
+    Ok(CommitReport {
+        commit: id,
+        branch,
+        files: files.len(),
+        logical_bytes: files.values().map(|f| f.size).sum(),
+        staged,
+    })
 }
 
 /// Messages end with exactly one newline.

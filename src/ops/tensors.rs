@@ -18,8 +18,12 @@ pub struct NamedTensor {
 
 /// The tensors of a tensor file, in file order, named from its verbatim header.
 pub fn named_tensors(tf: &TensorFile) -> Vec<NamedTensor> {
-    let Some(header) = tf.prefix.get(8..) else { return Vec::new() };
-    let Ok(spans) = parse_header(header, tf.file_len()) else { return Vec::new() };
+    let Some(header) = tf.prefix.get(8..) else {
+        return Vec::new();
+    };
+    let Ok(spans) = parse_header(header, tf.file_len()) else {
+        return Vec::new();
+    };
     let ids = tf.segments.iter().filter_map(|s| match s {
         Segment::Tensor { id, .. } => Some(*id),
         Segment::Bytes { .. } => None,
@@ -31,6 +35,11 @@ pub fn named_tensors(tf: &TensorFile) -> Vec<NamedTensor> {
             Span::Bytes { .. } => None,
         })
         .zip(ids)
-        .map(|(t, id)| NamedTensor { name: t.name, id, dtype: t.dtype, shape: t.shape })
+        .map(|(t, id)| NamedTensor {
+            name: t.name,
+            id,
+            dtype: t.dtype,
+            shape: t.shape,
+        })
         .collect()
 }

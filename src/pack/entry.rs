@@ -50,7 +50,12 @@ impl EntryHeader {
             return Err(r.error("data length is not a whole number of elements"));
         }
         let chunk_elems = r.u64()?;
-        let header = EntryHeader { kind, id, meta, chunk_elems };
+        let header = EntryHeader {
+            kind,
+            id,
+            meta,
+            chunk_elems,
+        };
         let count = r.u32()? as u64;
         if chunk_elems == 0 && header.meta.data_len > 0 || count != header.chunk_count() {
             return Err(r.error(format!("chunk count {count} does not fit the data length")));

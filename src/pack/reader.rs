@@ -25,7 +25,11 @@ impl Pack {
         // SAFETY: packs are never modified after they are renamed into place; a concurrent
         // truncation by another program could fault, which no checked read can prevent.
         let map = unsafe { Mmap::map(&file) }.map_err(|e| PackError::io(pack_path, e))?;
-        let pack = Pack { path: pack_path.to_path_buf(), map, index };
+        let pack = Pack {
+            path: pack_path.to_path_buf(),
+            map,
+            index,
+        };
         pack.check_layout()?;
         Ok(pack)
     }
@@ -33,11 +37,17 @@ impl Pack {
     fn check_layout(&self) -> Result<(), PackError> {
         let len = self.map.len() as u64;
         if len < PACK_HEADER_LEN + TRAILER_LEN || &self.map[..8] != PACK_MAGIC {
-            return Err(PackError::corrupt(&self.path, "not an mlv pack (bad magic or too short)"));
+            return Err(PackError::corrupt(
+                &self.path,
+                "not an mlv pack (bad magic or too short)",
+            ));
         }
         let version = u32::from_le_bytes([self.map[8], self.map[9], self.map[10], self.map[11]]);
         if version != VERSION {
-            return Err(PackError::corrupt(&self.path, format!("pack version {version} is not supported (this mlv reads {VERSION})")));
+            return Err(PackError::corrupt(
+                &self.path,
+                format!("pack version {version} is not supported (this mlv reads {VERSION})"),
+            ));
         }
         if self.map[self.map.len() - 32..] != self.index.pack_hash {
             return Err(PackError::corrupt(&self.path, "pack trailer does not match its index"));
@@ -46,7 +56,10 @@ impl Pack {
         for r in &self.index.records {
             let end = r.offset.checked_add(r.len);
             if r.offset < PACK_HEADER_LEN || end.is_none_or(|e| e > body_end) {
-                return Err(PackError::corrupt(&self.path, format!("index entry for {} points outside the pack", r.id.short())));
+                return Err(PackError::corrupt(
+                    &self.path,
+                    format!("index entry for {} points outside the pack", r.id.short()),
+                ));
             }
         }
         Ok(())
@@ -66,9 +79,16 @@ impl Pack {
     pub fn entry(&self, record: &IndexRecord) -> Result<EntryView<'_>, PackError> {
         // check_layout proved the range lies inside the map.
         let bytes = &self.map[record.offset as usize..(record.offset + record.len) as usize];
-        let view = EntryView::parse(bytes).map_err(|e| PackError::corrupt(&self.path, format!("object {}: {e}", record.id.short())))?;
-        if view.header.id != record.id || view.header.kind != record.kind || view.header.meta.data_len != record.data_len {
-            return Err(PackError::corrupt(&self.path, format!("entry at offset {} does not match its index record", record.offset)));
+        let view = EntryView::parse(bytes)
+            .map_err(|e| PackError::corrupt(&self.path, format!("object {}: {e}", record.id.short())))?;
+        if view.header.id != record.id
+            || view.header.kind != record.kind
+            || view.header.meta.data_len != record.data_len
+        {
+            return Err(PackError::corrupt(
+                &self.path,
+                format!("entry at offset {} does not match its index record", record.offset),
+            ));
         }
         Ok(view)
     }

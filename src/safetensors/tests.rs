@@ -29,8 +29,20 @@ fn orders_by_offset_and_keeps_gaps_and_trailing_bytes() {
     let names: Vec<_> = layout.tensors().map(|t| t.name.as_str()).collect();
     assert_eq!(names, ["a", "b"]);
     let start = 8 + h.len() as u64;
-    assert_eq!(layout.spans[1], Span::Bytes { start: start + 2, end: start + 3 });
-    assert_eq!(layout.spans[3], Span::Bytes { start: start + 5, end: start + 6 });
+    assert_eq!(
+        layout.spans[1],
+        Span::Bytes {
+            start: start + 2,
+            end: start + 3
+        }
+    );
+    assert_eq!(
+        layout.spans[3],
+        Span::Bytes {
+            start: start + 5,
+            end: start + 6
+        }
+    );
 }
 
 #[test]
@@ -56,7 +68,8 @@ fn header_length_past_end_is_an_error() {
 
 #[test]
 fn overlapping_offsets_are_an_error() {
-    let h = r#"{"a":{"dtype":"U8","shape":[4],"data_offsets":[0,4]},"b":{"dtype":"U8","shape":[2],"data_offsets":[2,4]}}"#;
+    let h =
+        r#"{"a":{"dtype":"U8","shape":[4],"data_offsets":[0,4]},"b":{"dtype":"U8","shape":[2],"data_offsets":[2,4]}}"#;
     let start = 8 + h.len() as u64;
     assert_eq!(format_offset(parse(h, &[0; 4])), start + 2);
 }

@@ -47,7 +47,10 @@ pub enum StoreError {
 
 impl StoreError {
     fn corrupt(id: ObjectId, what: impl ToString) -> StoreError {
-        StoreError::Corrupt { id, what: what.to_string() }
+        StoreError::Corrupt {
+            id,
+            what: what.to_string(),
+        }
     }
 }
 
@@ -85,7 +88,11 @@ impl Odb {
         for idx in names {
             packs.push(Pack::open(&idx.with_extension("pack"), &idx)?);
         }
-        Ok(Odb { dir, packs, cache: ChunkCache::new(256 << 20) })
+        Ok(Odb {
+            dir,
+            packs,
+            cache: ChunkCache::new(64 << 20),
+        })
     }
 
     /// The directory new packs go to.
@@ -132,17 +139,23 @@ impl Odb {
     pub fn decode_chunk(&self, id: &ObjectId, i: u64) -> Result<Vec<u8>, StoreError> {
         let (pack, rec) = self.find(id).ok_or(StoreError::NotFound(*id))?;
         let entry = pack.entry(&rec)?;
-        let stored = entry.chunk(i as usize).ok_or_else(|| StoreError::corrupt(*id, format!("no chunk {i}")))?;
+        let stored = entry
+            .chunk(i as usize)
+            .ok_or_else(|| StoreError::corrupt(*id, format!("no chunk {i}")))?;
         let view = ChunkView::parse(stored).map_err(|e| StoreError::corrupt(*id, e))?;
         let (start, end) = entry.header.chunk_range(i);
         if view.raw_len as u64 != end - start {
-            return Err(StoreError::corrupt(*id, format!("chunk {i} holds {} bytes, expected {}", view.raw_len, end - start)));
+            return Err(StoreError::corrupt(
+                *id,
+                format!("chunk {i} holds {} bytes, expected {}", view.raw_len, end - start),
+            ));
         }
         let base = match view.base {
             Some(base_id) => Some(self.base_range(&base_id, &entry.header, start, end)?),
             None => None,
         };
-        view.decode(entry.header.meta.dtype, base.as_deref()).map_err(|e: CodecError| StoreError::corrupt(*id, e))
+        view.decode(entry.header.meta.dtype, base.as_deref())
+            .map_err(|e: CodecError| StoreError::corrupt(*id, e))
     }
 
     /// The base's elements matching bytes `start..end` of `fine`, converted to the fine dtype.
@@ -150,14 +163,21 @@ impl Odb {
         let bh = self.header(base)?;
         let (fw, bw) = (fine.meta.dtype.width() as u64, bh.meta.dtype.width() as u64);
         let bytes = self.read_range(base, &bh, start / fw * bw, end / fw * bw)?;
-        convert::convert(&bytes, bh.meta.dtype, fine.meta.dtype)
-            .ok_or_else(|| StoreError::corrupt(fine.id, format!("base {} has incompatible dtype {}", base.short(), bh.meta.dtype)))
+        convert::convert(&bytes, bh.meta.dtype, fine.meta.dtype).ok_or_else(|| {
+            StoreError::corrupt(
+                fine.id,
+                format!("base {} has incompatible dtype {}", base.short(), bh.meta.dtype),
+            )
+        })
     }
 
     /// Bytes `start..end` of an object's data, decoding only the chunks that cover them.
     pub fn read_range(&self, id: &ObjectId, header: &EntryHeader, start: u64, end: u64) -> Result<Vec<u8>, StoreError> {
         if end > header.meta.data_len || start > end || end - start > MAX_IN_MEMORY {
-            return Err(StoreError::corrupt(*id, format!("range {start}..{end} outside its {} bytes", header.meta.data_len)));
+            return Err(StoreError::corrupt(
+                *id,
+                format!("range {start}..{end} outside its {} bytes", header.meta.data_len),
+            ));
         }
         let chunk_bytes = header.chunk_elems * header.meta.dtype.width() as u64;
         let mut out = Vec::with_capacity((end - start) as usize);
@@ -178,7 +198,11 @@ impl Odb {
 
     /// Streams an object's data to `sink` in order, decoding chunks in parallel, and verifies
     /// the id at the end. Returns the header.
-    pub fn stream(&self, id: &ObjectId, mut sink: impl FnMut(&[u8]) -> std::io::Result<()>) -> Result<EntryHeader, StoreError> {
+    pub fn stream(
+        &self,
+        id: &ObjectId,
+        mut sink: impl FnMut(&[u8]) -> std::io::Result<()>,
+    ) -> Result<EntryHeader, StoreError> {
         let header = self.header(id)?;
         let mut hasher = match header.kind {
             ObjectKind::Tensor => header.meta.hasher(),
@@ -189,7 +213,10 @@ impl Odb {
         let mut first = 0;
         while first < count {
             let last = (first + window).min(count);
-            let decoded: Vec<Vec<u8>> = (first..last).into_par_iter().map(|i| self.decode_chunk(id, i)).collect::<Result<_, _>>()?;
+            let decoded: Vec<Vec<u8>> = (first..last)
+                .into_par_iter()
+                .map(|i| self.decode_chunk(id, i))
+                .collect::<Result<_, _>>()?;
             for d in &decoded {
                 hasher.update(d);
                 sink(d)?;
@@ -220,7 +247,10 @@ impl Odb {
     pub fn read_kind(&self, id: &ObjectId, kind: ObjectKind) -> Result<Vec<u8>, StoreError> {
         let (k, body) = self.read(id)?;
         if k != kind {
-            return Err(StoreError::corrupt(*id, format!("is a {}, expected a {}", k.name(), kind.name())));
+            return Err(StoreError::corrupt(
+                *id,
+                format!("is a {}, expected a {}", k.name(), kind.name()),
+            ));
         }
         Ok(body)
     }
@@ -237,7 +267,11 @@ impl Odb {
         let mut codecs: Vec<(String, u64)> = Vec::new();
         let mut bases = Vec::new();
         for i in 0..entry.chunk_count() {
-            let view = entry.chunk(i).map(ChunkView::parse).transpose().map_err(|e| StoreError::corrupt(*id, e))?;
+            let view = entry
+                .chunk(i)
+                .map(ChunkView::parse)
+                .transpose()
+                .map_err(|e| StoreError::corrupt(*id, e))?;
             let Some(view) = view else { continue };
             match codecs.iter_mut().find(|c| c.0 == view.codec.name()) {
                 Some(c) => c.1 += 1,
@@ -247,6 +281,11 @@ impl Odb {
                 bases.push(b);
             }
         }
-        Ok(StorageInfo { stored: rec.len, codecs, bases, depth: rec.depth })
+        Ok(StorageInfo {
+            stored: rec.len,
+            codecs,
+            bases,
+            depth: rec.depth,
+        })
     }
 }

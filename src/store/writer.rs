@@ -71,7 +71,14 @@ fn window() -> u64 {
 impl<'a> ObjectWriter<'a> {
     /// Starts a new pack in the repository.
     pub fn new(odb: &'a Odb, opts: EncodeOptions, chunk_elems: u64, max_chain: u8) -> Result<Self, StoreError> {
-        Ok(ObjectWriter { odb, pack: PackWriter::new(odb.pack_dir())?, opts, chunk_elems: chunk_elems.max(1), max_chain, written_bytes: 0 })
+        Ok(ObjectWriter {
+            odb,
+            pack: PackWriter::new(odb.pack_dir())?,
+            opts,
+            chunk_elems: chunk_elems.max(1),
+            max_chain,
+            written_bytes: 0,
+        })
     }
 
     /// True if the object is stored already or written in this pack.
@@ -93,8 +100,17 @@ impl<'a> ObjectWriter<'a> {
     pub fn put(&mut self, kind: ObjectKind, body: &[u8]) -> Result<ObjectId, StoreError> {
         let id = ObjectId::hash(kind, body);
         if !self.contains(&id) {
-            let meta = TensorMeta { dtype: DType::U8, shape: Vec::new(), data_len: body.len() as u64 };
-            let header = EntryHeader { kind, id, meta, chunk_elems: self.chunk_elems };
+            let meta = TensorMeta {
+                dtype: DType::U8,
+                shape: Vec::new(),
+                data_len: body.len() as u64,
+            };
+            let header = EntryHeader {
+                kind,
+                id,
+                meta,
+                chunk_elems: self.chunk_elems,
+            };
             let chunks: Vec<Vec<u8>> = body
                 .chunks(self.chunk_elems as usize)
                 .collect::<Vec<_>>()
@@ -109,14 +125,23 @@ impl<'a> ObjectWriter<'a> {
 
     /// Stores `len` bytes at `start` of a mapped file as a blob whose id is already known.
     pub fn put_blob(&mut self, map: &Mmap, start: u64, len: u64, id: ObjectId) -> Result<BaseChoice, StoreError> {
-        let meta = TensorMeta { dtype: DType::U8, shape: Vec::new(), data_len: len };
+        let meta = TensorMeta {
+            dtype: DType::U8,
+            shape: Vec::new(),
+            data_len: len,
+        };
         let src = TensorSource { map, start, meta };
         self.put_chunked(ObjectKind::Blob, &src, id, None)
     }
 
     /// Stores a tensor whose id is already known, as a delta against the best of `candidates`
     /// (chosen by trial encoding of a sample) or standalone.
-    pub fn put_tensor(&mut self, src: &TensorSource<'_>, id: ObjectId, candidates: &[ObjectId]) -> Result<BaseChoice, StoreError> {
+    pub fn put_tensor(
+        &mut self,
+        src: &TensorSource<'_>,
+        id: ObjectId,
+        candidates: &[ObjectId],
+    ) -> Result<BaseChoice, StoreError> {
         if self.contains(&id) {
             return Ok(BaseChoice::Duplicate);
         }
@@ -124,11 +149,22 @@ impl<'a> ObjectWriter<'a> {
         self.put_chunked(ObjectKind::Tensor, src, id, base)
     }
 
-    fn put_chunked(&mut self, kind: ObjectKind, src: &TensorSource<'_>, id: ObjectId, base: Option<Base>) -> Result<BaseChoice, StoreError> {
+    fn put_chunked(
+        &mut self,
+        kind: ObjectKind,
+        src: &TensorSource<'_>,
+        id: ObjectId,
+        base: Option<Base>,
+    ) -> Result<BaseChoice, StoreError> {
         if self.contains(&id) {
             return Ok(BaseChoice::Duplicate);
         }
-        let header = EntryHeader { kind, id, meta: src.meta.clone(), chunk_elems: self.chunk_elems };
+        let header = EntryHeader {
+            kind,
+            id,
+            meta: src.meta.clone(),
+            chunk_elems: self.chunk_elems,
+        };
         let count = header.chunk_count();
         self.pack.begin(header.clone())?;
         let mut first = 0;
@@ -152,7 +188,13 @@ impl<'a> ObjectWriter<'a> {
         Ok(base.map_or(BaseChoice::Standalone, |b| BaseChoice::Delta(b.id)))
     }
 
-    fn encode_chunk(&self, header: &EntryHeader, src: &TensorSource<'_>, base: Option<&Base>, i: u64) -> Result<Vec<u8>, StoreError> {
+    fn encode_chunk(
+        &self,
+        header: &EntryHeader,
+        src: &TensorSource<'_>,
+        base: Option<&Base>,
+        i: u64,
+    ) -> Result<Vec<u8>, StoreError> {
         let (start, end) = header.chunk_range(i);
         let data = src.bytes(start, end);
         let dtype = header.meta.dtype;
@@ -171,7 +213,9 @@ impl<'a> ObjectWriter<'a> {
         let standalone = sample.size(self.odb, src.meta.dtype, None, self.opts)?;
         let mut best: Option<(u64, Base)> = None;
         for &cand in candidates {
-            let Some(base) = Base::usable(self.odb, &src.meta, cand, self.max_chain)? else { continue };
+            let Some(base) = Base::usable(self.odb, &src.meta, cand, self.max_chain)? else {
+                continue;
+            };
             let size = sample.size(self.odb, src.meta.dtype, Some(&base), self.opts)?;
             if size < standalone && best.as_ref().is_none_or(|b| size < b.0) {
                 best = Some((size, base));
@@ -204,7 +248,11 @@ impl Base {
         if !convert::can_convert(header.meta.dtype, meta.dtype) || header.meta.elements() == 0 {
             return Ok(None);
         }
-        Ok(Some(Base { id, header, depth: rec.depth }))
+        Ok(Some(Base {
+            id,
+            header,
+            depth: rec.depth,
+        }))
     }
 
     /// The base elements matching fine bytes `start..end`, in the fine dtype; None past its end.
@@ -240,7 +288,9 @@ impl Sample {
             (0..SAMPLE_WINDOWS)
                 .map(|k| {
                     let s = n / SAMPLE_WINDOWS * k;
-                    let s = s.min((s / chunk_elems + 1) * chunk_elems - SAMPLE_WINDOW.min(chunk_elems)).min(n - SAMPLE_WINDOW);
+                    let s = s
+                        .min((s / chunk_elems + 1) * chunk_elems - SAMPLE_WINDOW.min(chunk_elems))
+                        .min(n - SAMPLE_WINDOW);
                     (s * w, (s + SAMPLE_WINDOW.min(chunk_elems)) * w)
                 })
                 .collect()
