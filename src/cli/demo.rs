@@ -26,6 +26,9 @@ pub struct Args {
     /// Keep everything in this directory instead of a temporary one.
     #[arg(long, value_name = "DIR")]
     keep: Option<PathBuf>,
+    /// Only write the generated family to DIR/family (with --keep) and exit; for benchmarks.
+    #[arg(long, requires = "keep")]
+    generate_only: bool,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -48,7 +51,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 args.size_mb, args.finetunes
             );
         }
-        write_family(&spec, &work.join("family"))?.dirs
+        let family = write_family(&spec, &work.join("family"))?;
+        if args.generate_only {
+            family.dirs.iter().for_each(|d| println!("{}", d.display()));
+            return Ok(());
+        }
+        family.dirs
     } else {
         args.from.iter().map(std::path::absolute).collect::<Result<_, _>>()?
     };

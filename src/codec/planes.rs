@@ -51,6 +51,9 @@ impl Grouping {
         if self.is_bf16_like() {
             return split_bf16(data);
         }
+        if self.is_f32_like() {
+            return split_f32(data);
+        }
         match self.width {
             1 => self.split_words::<1>(data),
             2 => self.split_words::<2>(data),
@@ -64,6 +67,9 @@ impl Grouping {
         if self.is_bf16_like() {
             return join_bf16(&planes[0], &planes[1], elements, out);
         }
+        if self.is_f32_like() {
+            return join_f32(planes, elements, out);
+        }
         match self.width {
             1 => self.join_words::<1>(planes, elements, out),
             2 => self.join_words::<2>(planes, elements, out),
@@ -75,6 +81,11 @@ impl Grouping {
     /// BF16 (8-bit exponent, 7-bit mantissa): the hot case gets a hand-written loop.
     fn is_bf16_like(&self) -> bool {
         self.width == 2 && self.mantissa == Some(7)
+    }
+
+    /// F32 (8-bit exponent, 23-bit mantissa), the other hot case.
+    fn is_f32_like(&self) -> bool {
+        self.width == 4 && self.mantissa == Some(23)
     }
 
     /// Maps a word to (exponent field, sign+mantissa field); identity split for non-floats.
@@ -153,6 +164,30 @@ fn join_bf16(exp: &[u8], sm: &[u8], elements: usize, out: &mut Vec<u8>) {
     }
 }
 
+fn split_f32(data: &[u8]) -> Vec<Vec<u8>> {
+    let words = || {
+        data.chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+    };
+    vec![
+        words().map(|w| (w >> 23) as u8).collect(),
+        words().map(|w| w as u8).collect(),
+        words().map(|w| (w >> 8) as u8).collect(),
+        words().map(|w| ((w >> 16) & 0x7F | (w >> 24) & 0x80) as u8).collect(),
+    ]
+}
+
+fn join_f32(planes: &[Vec<u8>], elements: usize, out: &mut Vec<u8>) {
+    out.reserve(elements * 4);
+    let (e, p0, p1, p2) = (&planes[0], &planes[1], &planes[2], &planes[3]);
+    for i in 0..elements.min(e.len()).min(p0.len()).min(p1.len()).min(p2.len()) {
+        let hi = p2[i] as u32;
+        let w =
+            ((hi & 0x80) << 24) | ((e[i] as u32) << 23) | ((hi & 0x7F) << 16) | ((p1[i] as u32) << 8) | p0[i] as u32;
+        out.extend_from_slice(&w.to_le_bytes());
+    }
+}
+
 /// Reads a little-endian word of `W` bytes.
 #[inline]
 pub fn load<const W: usize>(c: &[u8]) -> u64 {
@@ -178,6 +213,19 @@ mod tests {
             let mut out = Vec::new();
             g.join(&planes, n, &mut out);
             prop_assert_eq!(out, data);
+        }
+    }
+
+    #[test]
+    fn fast_paths_match_the_general_layout() {
+        let data: Vec<u8> = (0..4096u32).map(|i| i.wrapping_mul(2_654_435_761) as u8).collect();
+        for dtype in [DType::BF16, DType::F32] {
+            let g = Grouping::of(dtype);
+            let general = match dtype {
+                DType::BF16 => g.split_words::<2>(&data),
+                _ => g.split_words::<4>(&data),
+            };
+            assert_eq!(g.split(&data), general, "{dtype}");
         }
     }
 

@@ -107,3 +107,75 @@ impl<'a> EntryView<'a> {
         self.chunks.iter().map(|c| c.len() as u64 + 4).sum()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn header(data_len: u64, chunk_elems: u64) -> EntryHeader {
+        let meta = TensorMeta {
+            dtype: DType::BF16,
+            shape: vec![data_len / 2],
+            data_len,
+        };
+        EntryHeader {
+            kind: ObjectKind::Tensor,
+            id: ObjectId([4; 32]),
+            meta,
+            chunk_elems,
+        }
+    }
+
+    fn entry(h: &EntryHeader, chunks: &[&[u8]]) -> Vec<u8> {
+        let mut out = h.encode();
+        for c in chunks {
+            out.extend_from_slice(&(c.len() as u32).to_le_bytes());
+            out.extend_from_slice(c);
+        }
+        out
+    }
+
+    #[test]
+    fn parses_chunks_and_ranges() {
+        let h = header(10, 2);
+        assert!(EntryView::parse(&entry(&h, &[b"ab", b"c", b"", b"dddd", b"e"])).is_err());
+        let bytes = entry(&h, &[b"ab", b"c", b""]);
+        let v = EntryView::parse(&bytes).unwrap();
+        assert_eq!(v.chunk_count(), 3);
+        assert_eq!(h.chunk_range(2), (8, 10));
+        assert_eq!(v.chunk(1), Some(&b"c"[..]));
+    }
+
+    #[test]
+    fn wrong_chunk_counts_and_trailing_bytes_are_rejected() {
+        let h = header(10, 2);
+        let mut bytes = entry(&h, &[b"a", b"b", b"c"]);
+        bytes.push(0);
+        assert!(EntryView::parse(&bytes).is_err());
+        let mut lying = h.encode();
+        let n = lying.len();
+        lying[n - 4..].copy_from_slice(&7u32.to_le_bytes());
+        assert!(EntryView::parse(&lying).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+            let _ = EntryView::parse(&bytes);
+        }
+
+        #[test]
+        fn mutated_entries_never_panic(pos in 0usize..120, val in any::<u8>()) {
+            let h = header(10, 2);
+            let mut bytes = entry(&h, &[b"ab", b"cd", b"e"]);
+            let i = pos % bytes.len();
+            bytes[i] = val;
+            if let Ok(v) = EntryView::parse(&bytes) {
+                for i in 0..v.chunk_count() {
+                    let _ = v.chunk(i);
+                }
+            }
+        }
+    }
+}
