@@ -57,52 +57,43 @@ impl Keying {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn mask(self) -> u64 {
         u64::MAX >> (64 - self.bits)
     }
 
-    #[inline]
-    fn sign(self) -> u64 {
-        1u64 << (self.bits - 1)
-    }
-
-    #[inline]
+    /// Order-preserving key, without branches: the sign bit selects which bits to flip.
+    #[inline(always)]
     fn key(self, u: u64) -> u64 {
         if !self.float {
-            u
-        } else if u & self.sign() != 0 {
-            !u & self.mask()
-        } else {
-            u | self.sign()
+            return u;
         }
+        let negative = (u >> (self.bits - 1)) & 1;
+        u ^ ((1u64 << (self.bits - 1)) | (self.mask() * negative))
     }
 
-    #[inline]
+    #[inline(always)]
     fn unkey(self, k: u64) -> u64 {
         if !self.float {
-            k
-        } else if k & self.sign() != 0 {
-            k & !self.sign()
-        } else {
-            !k & self.mask()
+            return k;
         }
+        let positive = (k >> (self.bits - 1)) & 1;
+        k ^ ((1u64 << (self.bits - 1)) | (self.mask() * (1 - positive)))
     }
 
-    #[inline]
+    #[inline(always)]
     fn zigzag(self, d: u64) -> u64 {
-        let neg = if d & self.sign() != 0 { self.mask() } else { 0 };
-        ((d << 1) & self.mask()) ^ neg
+        let negative = (d >> (self.bits - 1)) & 1;
+        ((d << 1) ^ (self.mask() * negative)) & self.mask()
     }
 
-    #[inline]
+    #[inline(always)]
     fn unzigzag(self, z: u64) -> u64 {
-        let neg = if z & 1 != 0 { self.mask() } else { 0 };
-        (z >> 1) ^ neg
+        (z >> 1) ^ (self.mask() * (z & 1))
     }
 
     /// The base's exponent field, folded to one byte, as the coding context.
-    #[inline]
+    #[inline(always)]
     fn context(self, base: u64) -> u8 {
         if !self.float {
             return 0;
@@ -112,58 +103,75 @@ impl Keying {
     }
 }
 
-#[inline]
+/// Symbol of `z` and the number of raw low bits that follow it: `z` below 8, else
+/// `4·n + (z >> n)` where `n = bitlen(z) − 3`, so `z >> n` is the leading one and two more bits.
+#[inline(always)]
 fn symbolise(z: u64) -> (u8, u32) {
-    if z < 4 {
-        return (z as u8, 0);
-    }
-    let nbits = 64 - z.leading_zeros() - 3;
-    (4 + (nbits * 4) as u8 + ((z >> nbits) & 3) as u8, nbits)
+    let nbits = (64 - z.leading_zeros()).saturating_sub(3);
+    ((4 * nbits as u64 + (z >> nbits)) as u8, nbits)
 }
 
-#[inline]
+/// Inverse of [`symbolise`]: the leading bits of `z` and how many raw bits complete it.
+#[inline(always)]
+fn unsymbolise(sym: u8) -> (u64, u32) {
+    let nbits = (sym as u32 >> 2).saturating_sub(1);
+    (sym as u64 - 4 * nbits as u64, nbits)
+}
+
+/// Largest symbol a `bits`-bit word can produce.
+fn max_symbol(bits: u32) -> u8 {
+    symbolise(u64::MAX >> (64 - bits)).0
+}
+
+#[inline(always)]
 fn push_bits(w: &mut BitWriter, value: u64, nbits: u32) {
     if nbits > 32 {
         w.push(value & 0xFFFF_FFFF, 32);
         w.push(value >> 32, nbits - 32);
-    } else if nbits > 0 {
+    } else {
         w.push(value, nbits);
     }
 }
 
-#[inline]
+#[inline(always)]
 fn read_bits(r: &mut BitReader<'_>, nbits: u32) -> Result<u64, CodecError> {
     Ok(if nbits > 32 {
         let lo = r.read(32)?;
         lo | (r.read(nbits - 32)? << 32)
-    } else if nbits > 0 {
-        r.read(nbits)?
     } else {
-        0
+        r.read(nbits)?
     })
+}
+
+/// Dispatches to a loop monomorphised for the element width.
+macro_rules! by_width {
+    ($dtype:expr, $f:ident, $($arg:expr),*) => {
+        match $dtype.width() {
+            1 => $f::<1>(Keying::of($dtype), $($arg),*),
+            2 => $f::<2>(Keying::of($dtype), $($arg),*),
+            4 => $f::<4>(Keying::of($dtype), $($arg),*),
+            _ => $f::<8>(Keying::of($dtype), $($arg),*),
+        }
+    };
 }
 
 /// Symbolises the difference of `fine` against `base` (same length, `dtype` elements).
 pub fn symbolise_diff(dtype: DType, fine: &[u8], base: &[u8]) -> Symbolised {
-    match dtype.width() {
-        1 => symbolise_words::<1>(Keying::of(dtype), fine, base),
-        2 => symbolise_words::<2>(Keying::of(dtype), fine, base),
-        4 => symbolise_words::<4>(Keying::of(dtype), fine, base),
-        _ => symbolise_words::<8>(Keying::of(dtype), fine, base),
-    }
+    by_width!(dtype, symbolise_words, fine, base)
 }
 
 fn symbolise_words<const W: usize>(k: Keying, fine: &[u8], base: &[u8]) -> Symbolised {
     let n = fine.len() / W;
-    let mut symbols = Vec::with_capacity(n);
-    let mut contexts = Vec::with_capacity(n);
+    let mut symbols = vec![0u8; n];
+    let mut contexts = vec![0u8; n];
     let mut bits = BitWriter::with_capacity(n / 2);
-    for (f, b) in fine.chunks_exact(W).zip(base.chunks_exact(W)) {
+    let words = fine.chunks_exact(W).zip(base.chunks_exact(W));
+    for ((f, b), (sym, ctx)) in words.zip(symbols.iter_mut().zip(contexts.iter_mut())) {
         let (f, b) = (load::<W>(f), load::<W>(b));
         let z = k.zigzag(k.key(f).wrapping_sub(k.key(b)) & k.mask());
-        let (sym, nbits) = symbolise(z);
-        symbols.push(sym);
-        contexts.push(k.context(b));
+        let (s, nbits) = symbolise(z);
+        *sym = s;
+        *ctx = k.context(b);
         push_bits(&mut bits, z, nbits);
     }
     Symbolised {
@@ -175,16 +183,11 @@ fn symbolise_words<const W: usize>(k: Keying, fine: &[u8], base: &[u8]) -> Symbo
 
 /// The contexts the decoder needs, computed from the base alone.
 pub fn contexts(dtype: DType, base: &[u8]) -> Vec<u8> {
-    fn of_words<const W: usize>(k: Keying, base: &[u8]) -> Vec<u8> {
-        base.chunks_exact(W).map(|c| k.context(load::<W>(c))).collect()
-    }
-    let k = Keying::of(dtype);
-    match dtype.width() {
-        1 => of_words::<1>(k, base),
-        2 => of_words::<2>(k, base),
-        4 => of_words::<4>(k, base),
-        _ => of_words::<8>(k, base),
-    }
+    by_width!(dtype, contexts_words, base)
+}
+
+fn contexts_words<const W: usize>(k: Keying, base: &[u8]) -> Vec<u8> {
+    base.chunks_exact(W).map(|c| k.context(load::<W>(c))).collect()
 }
 
 /// Rebuilds the fine elements from decoded symbols, raw bits and the base.
@@ -195,12 +198,7 @@ pub fn unsymbolise_diff(
     base: &[u8],
     out: &mut Vec<u8>,
 ) -> Result<(), CodecError> {
-    match dtype.width() {
-        1 => unsymbolise_words::<1>(Keying::of(dtype), symbols, raw_bits, base, out),
-        2 => unsymbolise_words::<2>(Keying::of(dtype), symbols, raw_bits, base, out),
-        4 => unsymbolise_words::<4>(Keying::of(dtype), symbols, raw_bits, base, out),
-        _ => unsymbolise_words::<8>(Keying::of(dtype), symbols, raw_bits, base, out),
-    }
+    by_width!(dtype, unsymbolise_words, symbols, raw_bits, base, out)
 }
 
 fn unsymbolise_words<const W: usize>(
@@ -210,22 +208,19 @@ fn unsymbolise_words<const W: usize>(
     base: &[u8],
     out: &mut Vec<u8>,
 ) -> Result<(), CodecError> {
-    let max_symbol = 4 + (k.bits - 3) * 4 + 3;
+    let limit = max_symbol(k.bits);
+    if let Some(bad) = symbols.iter().find(|&&s| s > limit) {
+        return Err(CodecError::Corrupt(format!("difference symbol {bad} out of range")));
+    }
     let mut bits = BitReader::new(raw_bits);
-    out.reserve(base.len());
-    for (&sym, b) in symbols.iter().zip(base.chunks_exact(W)) {
-        let z = if sym < 4 {
-            sym as u64
-        } else if sym as u32 > max_symbol {
-            return Err(CodecError::Corrupt(format!("difference symbol {sym} out of range")));
-        } else {
-            let t = (sym - 4) as u32;
-            let nbits = t / 4;
-            ((4 | (t & 3) as u64) << nbits) | read_bits(&mut bits, nbits)?
-        };
-        let b = load::<W>(b);
-        let f = k.unkey(k.key(b).wrapping_add(k.unzigzag(z)) & k.mask());
-        out.extend_from_slice(&f.to_le_bytes()[..W]);
+    let start = out.len();
+    out.resize(start + symbols.len() * W, 0);
+    let words = out[start..].chunks_exact_mut(W).zip(base.chunks_exact(W));
+    for ((o, b), &sym) in words.zip(symbols) {
+        let (top, nbits) = unsymbolise(sym);
+        let z = (top << nbits) | read_bits(&mut bits, nbits)?;
+        let f = k.unkey(k.key(load::<W>(b)).wrapping_add(k.unzigzag(z)) & k.mask());
+        o.copy_from_slice(&f.to_le_bytes()[..W]);
     }
     Ok(())
 }
@@ -269,6 +264,18 @@ mod tests {
         let fine: Vec<u8> = specials.iter().flat_map(|v| v.to_le_bytes()).collect();
         let base: Vec<u8> = specials.iter().rev().flat_map(|v| v.to_le_bytes()).collect();
         assert_eq!(round_trip(DType::F32, &fine, &base), fine);
+    }
+
+    #[test]
+    fn symbols_invert_and_stay_in_range() {
+        for z in (0..5000u64).chain([u64::MAX, u64::MAX >> 1, 1 << 40, 65535]) {
+            let (sym, nbits) = symbolise(z);
+            let (top, n) = unsymbolise(sym);
+            assert_eq!(n, nbits);
+            assert_eq!((top << n) | (z & ((1u64 << n) - 1)), z, "z={z}");
+        }
+        assert_eq!(max_symbol(16), 59);
+        assert_eq!(max_symbol(64), 251);
     }
 
     #[test]

@@ -336,51 +336,65 @@ pub fn encode_with(
     assemble(codec, data, base_id, streams)
 }
 
-/// Candidate codecs for a chunk, cheapest-to-decode first.
-pub fn candidates(dtype: DType, has_base: bool) -> Vec<Codec> {
-    let mut c = vec![Codec::Raw, Codec::Grouped];
+/// Codecs worth a trial for a chunk: with a base, the delta codecs against byte grouping;
+/// without one, byte grouping alone (raw is the fallback of every encoding).
+pub fn candidates(has_base: bool) -> &'static [Codec] {
     if has_base {
-        c.push(Codec::Xor);
-        if dtype.width() <= 8 {
-            c.push(Codec::DiffContext);
-        }
+        &[Codec::DiffContext, Codec::Xor, Codec::Grouped]
+    } else {
+        &[Codec::Grouped]
     }
-    c
 }
 
-/// Elements in the sample used to choose a codec for a large chunk.
-const SAMPLE_ELEMENTS: usize = 1 << 15;
-/// Number of evenly spaced sample windows.
+/// Elements per sample window, and windows per sample, used to choose a chunk's codec.
+const SAMPLE_WINDOW: usize = 2048;
 const SAMPLE_WINDOWS: usize = 4;
 
-/// Picks the codec whose encoding of an evenly spaced sample is smallest.
-pub fn choose(dtype: DType, data: &[u8], base: Option<(ObjectId, &[u8])>, opts: EncodeOptions) -> Codec {
-    let width = dtype.width();
+/// Evenly spaced windows of `data` (`width`-byte elements), or all of it when small.
+pub fn sample(data: &[u8], width: usize) -> std::borrow::Cow<'_, [u8]> {
     let n = data.len() / width;
-    let (sample, base_sample) = if n <= SAMPLE_ELEMENTS * SAMPLE_WINDOWS {
-        (data.to_vec(), base.map(|b| b.1.to_vec()))
-    } else {
-        let window = SAMPLE_ELEMENTS / SAMPLE_WINDOWS * width;
-        let step = data.len() / SAMPLE_WINDOWS / width * width;
-        let pick = |bytes: &[u8]| -> Vec<u8> {
-            (0..SAMPLE_WINDOWS)
-                .flat_map(|i| bytes[i * step..i * step + window].to_vec())
-                .collect()
-        };
-        (pick(data), base.map(|b| pick(b.1)))
-    };
-    let base_sample = base.zip(base_sample.as_deref()).map(|(b, s)| (b.0, s));
-    candidates(dtype, base.is_some())
-        .into_iter()
-        .min_by_key(|&c| encode_with(c, dtype, &sample, base_sample, opts).len())
+    if n <= SAMPLE_WINDOW * SAMPLE_WINDOWS {
+        return std::borrow::Cow::Borrowed(data);
+    }
+    let step = n / SAMPLE_WINDOWS * width;
+    let window = SAMPLE_WINDOW * width;
+    std::borrow::Cow::Owned(
+        (0..SAMPLE_WINDOWS)
+            .flat_map(|i| data[i * step..i * step + window].iter().copied())
+            .collect(),
+    )
+}
+
+/// Picks the codec whose encoding of a sample is smallest.
+pub fn choose(dtype: DType, data: &[u8], base: Option<(ObjectId, &[u8])>, opts: EncodeOptions) -> Codec {
+    let options = candidates(base.is_some());
+    if options.len() == 1 {
+        return options[0];
+    }
+    let width = dtype.width();
+    let data_sample = sample(data, width);
+    let base_sample = base.map(|(id, b)| (id, sample(b, width)));
+    let base_ref = base_sample.as_ref().map(|(id, b)| (*id, b.as_ref()));
+    options
+        .iter()
+        .copied()
+        .min_by_key(|&c| encode_with(c, dtype, &data_sample, base_ref, opts).len())
         .unwrap_or(Codec::Raw)
 }
 
-/// Encodes a chunk with the codec that wins on a sample; standalone when no base helps.
+/// Encodes a chunk with the codec that wins on a sample, or raw when nothing beats raw.
 pub fn encode_chunk(dtype: DType, data: &[u8], base: Option<(ObjectId, &[u8])>, opts: EncodeOptions) -> Vec<u8> {
     let codec = choose(dtype, data, base, opts);
-    encode_with(codec, dtype, data, base, opts)
+    let encoded = encode_with(codec, dtype, data, base, opts);
+    if encoded.len() > data.len() + RAW_OVERHEAD {
+        encode_with(Codec::Raw, dtype, data, None, opts)
+    } else {
+        encoded
+    }
 }
+
+/// Header bytes of a raw chunk with one stream: codec, count, length, checksum, stream header.
+const RAW_OVERHEAD: usize = 1 + 1 + 4 + 8 + 5;
 
 #[cfg(test)]
 mod tests;

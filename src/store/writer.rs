@@ -5,7 +5,7 @@ use memmap2::Mmap;
 use rayon::prelude::*;
 
 use super::{Odb, StoreError};
-use crate::codec::{self, EncodeOptions, convert};
+use crate::codec::{self, Codec, EncodeOptions, convert};
 use crate::object::{DType, ObjectId, ObjectKind, TensorMeta};
 use crate::pack::{EntryHeader, PackIndex, PackWriter};
 
@@ -115,7 +115,7 @@ impl<'a> ObjectWriter<'a> {
                 .chunks(self.chunk_elems as usize)
                 .collect::<Vec<_>>()
                 .par_iter()
-                .map(|c| codec::encode_with(codec::Codec::Raw, DType::U8, c, None, self.opts))
+                .map(|c| codec::encode_with(Codec::Raw, DType::U8, c, None, self.opts))
                 .collect();
             self.written_bytes += chunks.iter().map(|c| c.len() as u64).sum::<u64>();
             self.pack.write_entry(header, &chunks, 0)?;
@@ -274,7 +274,7 @@ struct Sample {
 }
 
 /// Elements per sample window and windows per tensor.
-const SAMPLE_WINDOW: u64 = 8192;
+const SAMPLE_WINDOW: u64 = 1024;
 const SAMPLE_WINDOWS: u64 = 8;
 
 impl Sample {
@@ -299,9 +299,10 @@ impl Sample {
         Sample { ranges, bytes }
     }
 
+    /// Stored size of the sample: byte-grouped alone, or the difference against `base`.
     fn size(&self, odb: &Odb, dtype: DType, base: Option<&Base>, opts: EncodeOptions) -> Result<u64, StoreError> {
         let Some(base) = base else {
-            return Ok(codec::encode_chunk(dtype, &self.bytes, None, opts).len() as u64);
+            return Ok(codec::encode_with(Codec::Grouped, dtype, &self.bytes, None, opts).len() as u64);
         };
         let mut base_bytes = Vec::with_capacity(self.bytes.len());
         for &(s, e) in &self.ranges {
@@ -310,6 +311,13 @@ impl Sample {
                 None => return Ok(u64::MAX),
             }
         }
-        Ok(codec::encode_chunk(dtype, &self.bytes, Some((base.id, &base_bytes)), opts).len() as u64)
+        let delta = codec::encode_with(
+            Codec::DiffContext,
+            dtype,
+            &self.bytes,
+            Some((base.id, &base_bytes)),
+            opts,
+        );
+        Ok(delta.len() as u64)
     }
 }

@@ -1,0 +1,311 @@
+#!/usr/bin/env python3
+"""Turn the raw measurements of bench/run.sh into results.json and a Markdown report.
+
+Usage:
+    python3 bench/report.py --raw target/bench/raw [--json-out PATH] [--md-out PATH] FAMILY...
+
+Reads, per family, RAW/FAMILY/members (one member per line, in commit order)
+and per member RAW/FAMILY/MEMBER/:
+    source_dir        the original checkpoint folder
+    logical_bytes     sum of its file sizes
+    stored_bytes      growth of the files under .mlv across `mlv add` + `mlv commit`
+    add.json          `mlv add --json` (mlv's own account of what it stored)
+    ingest.*, checkout.*, cp.*
+                      `/usr/bin/time -v` output (.timev) and a nanosecond wall time (.wall)
+    zstd3_bytes       sum over files of `zstd -3 -c FILE | wc -c`
+    paper_bitx.json   shared/tools/paper_bitx.py --json --skip-19 output
+    delta_base        the member it was committed after (empty for the base)
+and RAW/date, RAW/mlv_commit, RAW/mlv_version, RAW/args, RAW/large_mb.
+Prints the Markdown report on stdout.
+"""
+import argparse
+import json
+import os
+import platform
+import sys
+
+MiB = float(1 << 20)   # sizes
+MB = 1e6               # throughput
+
+
+# ------------------------------------------------------------------ reading raw files
+def read_text(path, default=None):
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except FileNotFoundError:
+        if default is not None:
+            return default
+        sys.exit("report.py: missing %s (did bench/run.sh finish?)" % path)
+
+
+def read_int(path):
+    return int(read_text(path))
+
+
+def parse_time_v(path):
+    """Wall seconds, CPU seconds and peak RSS bytes from GNU `time -v` output."""
+    text = read_text(path)
+    wall = rss_kb = None
+    cpu = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("User time (seconds)"):
+            cpu["user_s"] = float(line.rsplit(":", 1)[1])
+        elif line.startswith("System time (seconds)"):
+            cpu["sys_s"] = float(line.rsplit(":", 1)[1])
+        elif line.startswith("Elapsed (wall clock) time"):
+            # "... (h:mm:ss or m:ss): 1:02.03"
+            parts = [float(p) for p in line.rsplit(": ", 1)[1].split(":")]
+            wall = 0.0
+            for p in parts:
+                wall = wall * 60 + p
+        elif line.startswith("Maximum resident set size (kbytes)"):
+            rss_kb = int(line.rsplit(":", 1)[1])
+    if wall is None or rss_kb is None:
+        sys.exit("report.py: %s is not /usr/bin/time -v output" % path)
+    return dict(cpu, time_v_wall_s=wall, peak_rss_bytes=rss_kb * 1024)
+
+
+def timing(prefix):
+    """Merge the time -v numbers with the finer wall time measured by run.sh."""
+    t = parse_time_v(prefix + ".timev")
+    wall = read_text(prefix + ".wall", default="")
+    t["wall_s"] = float(wall) if wall else t["time_v_wall_s"]
+    return t
+
+
+def paper_totals(path):
+    """Totals of the single fine-tune entry of paper_bitx.py --json."""
+    with open(path) as f:
+        results = json.load(f)
+    if len(results) != 1:
+        sys.exit("report.py: expected one result in %s, found %d" % (path, len(results)))
+    r = results[0]
+    return {"total": r["total"], "bitx_encode_MBps": r.get("bitx_encode_MBps"),
+            "base_dir": r["base"], "finetune_dir": r["finetune"]}
+
+
+def load_member(mdir):
+    delta_base = read_text(os.path.join(mdir, "delta_base"), default="")
+    paper = paper_totals(os.path.join(mdir, "paper_bitx.json"))
+    with open(os.path.join(mdir, "add.json")) as f:
+        add = json.load(f)
+    m = {
+        "source_dir": read_text(os.path.join(mdir, "source_dir")),
+        "delta_base": delta_base or None,
+        "logical_bytes": read_int(os.path.join(mdir, "logical_bytes")),
+        "zstd3_bytes": read_int(os.path.join(mdir, "zstd3_bytes")),
+        # grouped3 does not depend on the reference, so it is valid for the base too
+        "grouped3_bytes": paper["total"]["grouped3"],
+        # the base was measured against itself: its bitx3 is meaningless
+        "bitx3_bytes": paper["total"]["bitx3"] if delta_base else None,
+        "zigzag3_bytes": paper["total"]["zigzag3"] if delta_base else None,
+        "paper_bitx_encode_MBps": paper["bitx_encode_MBps"] if delta_base else None,
+        "mlv_stored_bytes": read_int(os.path.join(mdir, "stored_bytes")),
+        "mlv_add_report": add,
+        "ingest": timing(os.path.join(mdir, "ingest")),
+        "checkout": timing(os.path.join(mdir, "checkout")),
+        "cp": timing(os.path.join(mdir, "cp")),
+    }
+    if m["logical_bytes"] != paper["total"]["raw"]:
+        sys.exit("report.py: %s: logical bytes %d != paper_bitx raw %d"
+                 % (mdir, m["logical_bytes"], paper["total"]["raw"]))
+    for key in ("ingest", "checkout", "cp"):
+        t = m[key]
+        t["MBps"] = m["logical_bytes"] / MB / t["wall_s"] if t["wall_s"] > 0 else None
+    return m
+
+
+def load_family(raw, family):
+    fdir = os.path.join(raw, family)
+    members = read_text(os.path.join(fdir, "members")).split()
+    out = {"members": {name: load_member(os.path.join(fdir, name)) for name in members},
+           "order": members,
+           "repo_bytes": read_int(os.path.join(fdir, "repo_bytes"))}
+    if family == "large":
+        out["size_mb"] = int(read_text(os.path.join(raw, "large_mb")))
+    return out
+
+
+# ------------------------------------------------------------------ machine
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def mem_total_bytes():
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def machine(raw):
+    return {
+        # like nproc: the CPUs this process may run on
+        "nproc": len(os.sched_getaffinity(0)),
+        "cpu_model": cpu_model(),
+        "mem_total_bytes": mem_total_bytes(),
+        "kernel": platform.release(),
+        "mlv_commit": read_text(os.path.join(raw, "mlv_commit")),
+        "mlv_version": read_text(os.path.join(raw, "mlv_version"), default="?"),
+        "date_utc": read_text(os.path.join(raw, "date")),
+        "args": read_text(os.path.join(raw, "args"), default=""),
+        "loadavg_start": read_text(os.path.join(raw, "loadavg_start"), default="?"),
+        "loadavg_end": read_text(os.path.join(raw, "loadavg_end"), default="?"),
+    }
+
+
+# ------------------------------------------------------------------ formatting
+def mib(b):
+    return "—" if b is None else "%.2f" % (b / MiB)
+
+
+def mib0(b):
+    return "—" if b is None else "%.0f" % (b / MiB)
+
+
+def num(x, fmt="%.1f"):
+    return "—" if x is None else fmt % x
+
+
+def ratio(a, b):
+    return "—" if a is None or not b else "%.2f" % (a / b)
+
+
+HEADER = ["member", "logical MiB", "zstd-3 MiB", "grouped MiB", "paper BitX MiB",
+          "mlv stored MiB", "mlv/BitX ratio", "ingest MB/s", "ingest peak RSS MiB",
+          "checkout MB/s", "checkout peak RSS MiB", "cp MB/s"]
+
+
+def member_row(name, m):
+    label = name if not m["delta_base"] else "%s (vs %s)" % (name, m["delta_base"])
+    return [label, mib(m["logical_bytes"]), mib(m["zstd3_bytes"]), mib(m["grouped3_bytes"]),
+            mib(m["bitx3_bytes"]), mib(m["mlv_stored_bytes"]),
+            ratio(m["mlv_stored_bytes"], m["bitx3_bytes"]),
+            num(m["ingest"]["MBps"]), mib0(m["ingest"]["peak_rss_bytes"]),
+            num(m["checkout"]["MBps"]), mib0(m["checkout"]["peak_rss_bytes"]),
+            num(m["cp"]["MBps"])]
+
+
+def family_totals(fam):
+    """Whole-family sums; the paper pipeline stores the base byte-grouped and
+    every fine-tune as BitX against its predecessor."""
+    ms = [fam["members"][n] for n in fam["order"]]
+    paper = sum(m["bitx3_bytes"] if m["delta_base"] else m["grouped3_bytes"] for m in ms)
+    t = {k: sum(m[k] for m in ms) for k in
+         ("logical_bytes", "zstd3_bytes", "grouped3_bytes", "mlv_stored_bytes")}
+    t["paper_pipeline_bytes"] = paper
+    t["ingest_wall_s"] = sum(m["ingest"]["wall_s"] for m in ms)
+    t["checkout_wall_s"] = sum(m["checkout"]["wall_s"] for m in ms)
+    t["cp_wall_s"] = sum(m["cp"]["wall_s"] for m in ms)
+    return t
+
+
+def total_row(t):
+    return ["**total**", mib(t["logical_bytes"]), mib(t["zstd3_bytes"]), mib(t["grouped3_bytes"]),
+            mib(t["paper_pipeline_bytes"]) + "¹", mib(t["mlv_stored_bytes"]),
+            ratio(t["mlv_stored_bytes"], t["paper_pipeline_bytes"]) + "¹",
+            num(t["logical_bytes"] / MB / t["ingest_wall_s"]), "",
+            num(t["logical_bytes"] / MB / t["checkout_wall_s"]), "",
+            num(t["logical_bytes"] / MB / t["cp_wall_s"])]
+
+
+def md_table(rows):
+    out = ["| " + " | ".join(HEADER) + " |",
+           "|" + "|".join(["---"] + ["---:"] * (len(HEADER) - 1)) + "|"]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+FAMILY_TITLES = {
+    "minilm": "MiniLM (real: all-MiniLM-L6-v2 FP32 base, two real BF16 fine-tunes)",
+    "large": "Large synthetic family (`mlv demo --generate-only`, %d MB FP32 base, 2 BF16 fine-tunes)",
+}
+
+
+def render(results):
+    mc = results["machine"]
+    lines = ["# mlv benchmark", "",
+             "- date (UTC): %s" % mc["date_utc"],
+             "- mlv: %s, commit `%s`" % (mc["mlv_version"], mc["mlv_commit"]),
+             "- machine: %s, nproc %d, %s RAM, Linux %s" % (
+                 mc["cpu_model"], mc["nproc"],
+                 "%.1f GiB" % (mc["mem_total_bytes"] / 2**30) if mc["mem_total_bytes"] else "?",
+                 mc["kernel"]),
+             "- load average (1/5/15 min) at start: %s, at end: %s" % (
+                 mc["loadavg_start"], mc["loadavg_end"]),
+             "- command: `bash bench/run.sh%s`" % ((" " + mc["args"]) if mc["args"] else ""),
+             ""]
+    for name, fam in results["families"].items():
+        title = FAMILY_TITLES.get(name, name)
+        if "%d" in title:
+            title = title % fam["size_mb"]
+        rows = [member_row(n, fam["members"][n]) for n in fam["order"]]
+        rows.append(total_row(fam["totals"]))
+        lines += ["## " + title, "", md_table(rows), "",
+                  "Repository size after all commits (all files under `.mlv`): %s MiB." % mib(fam["repo_bytes"]),
+                  ""]
+    lines += [
+        "Notes:",
+        "",
+        "- Sizes in MiB (2^20 bytes); throughput in MB/s (10^6 bytes per second) of logical bytes"
+        " (sum of the member's file sizes).",
+        "- Each fine-tune is measured against the member committed before it (shown as `vs`);"
+        " mlv sees the same history: every member is committed as `ckpt/` in one repository, in order.",
+        "- zstd-3: `zstd -3` of each file, summed. grouped: byte-grouped standalone zstd-3"
+        " (ZipNN-like), BitX: the paper's XOR delta, both from `shared/tools/paper_bitx.py --skip-19`"
+        " (non-safetensors files identical to the reference count 0 in BitX).",
+        "- mlv stored: growth of the total size of the files under `.mlv` across"
+        " `mlv add ckpt && mlv commit` (packs, index and refs included).",
+        "- ¹ total row: the paper pipeline stores the base byte-grouped and each fine-tune as BitX;"
+        " the ratio is mlv's total over that.",
+        "- ingest: wall time of `mlv add ckpt && mlv commit -m MEMBER` together; checkout:"
+        " `mlv checkout -f MEMBER` into an empty work tree (verified byte for byte with `cmp`);"
+        " cp: `cp -r` of the same folder, the speed ceiling. Peak RSS from `/usr/bin/time -v`"
+        " (for ingest, the larger of the two processes). Page cache warm, nothing dropped or fsynced.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ main
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--raw", required=True, help="raw measurement directory written by run.sh")
+    ap.add_argument("--json-out", help="write all numbers as JSON here")
+    ap.add_argument("--md-out", help="write the Markdown report here too")
+    ap.add_argument("families", nargs="+")
+    args = ap.parse_args()
+
+    results = {"units": {"size": "bytes (report: MiB = 2^20)", "throughput": "MB/s = 10^6 bytes/s"},
+               "machine": machine(args.raw), "families": {}}
+    for family in args.families:
+        fam = load_family(args.raw, family)
+        fam["totals"] = family_totals(fam)
+        results["families"][family] = fam
+
+    md = render(results)
+    if args.json_out:
+        with open(args.json_out, "w") as f:
+            json.dump(results, f, indent=1)
+            f.write("\n")
+    if args.md_out:
+        with open(args.md_out, "w") as f:
+            f.write(md)
+    sys.stdout.write(md)
+
+
+if __name__ == "__main__":
+    main()

