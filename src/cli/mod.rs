@@ -24,8 +24,10 @@ use clap::{Parser, Subcommand};
 #[command(name = "mlv", version, about, long_about, propagate_version = true)]
 pub struct Cli {
     /// Run as if started in this directory.
+    // Not named `dir`: a global option shares clap's id space with every subcommand's
+    // arguments, and `init DIR` would then read -C's value.
     #[arg(short = 'C', global = true, value_name = "DIR")]
-    dir: Option<PathBuf>,
+    chdir: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -66,7 +68,7 @@ enum Command {
 
 /// Dispatches a parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
-    if let Some(dir) = &cli.dir {
+    if let Some(dir) = &cli.chdir {
         std::env::set_current_dir(dir).map_err(|e| anyhow::anyhow!("cannot enter {}: {e}", dir.display()))?;
     }
     match cli.command {

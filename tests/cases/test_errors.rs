@@ -43,7 +43,6 @@ fn init_twice_fails() {
 }
 
 #[test]
-#[ignore = "known bug, fix in progress"]
 fn init_with_a_directory_argument_creates_it() {
     let r = TestRepo::uninit();
     r.ok(&["init", "sub/dir"]);
@@ -52,7 +51,6 @@ fn init_with_a_directory_argument_creates_it() {
 }
 
 #[test]
-#[ignore = "known bug, fix in progress"]
 fn init_with_an_existing_directory_argument_initializes_that_directory() {
     let r = TestRepo::uninit();
     std::fs::create_dir_all(r.path("models/bert")).unwrap();
