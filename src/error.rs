@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use crate::config::ConfigError;
 use crate::index::IndexError;
+use crate::pack::PackError;
 use crate::refs::RefError;
 use crate::store::StoreError;
 use crate::worktree::WorktreeError;
@@ -67,8 +68,8 @@ pub enum Error {
     Io(#[from] std::io::Error),
 }
 
-impl From<crate::pack::PackError> for Error {
-    fn from(e: crate::pack::PackError) -> Self {
+impl From<PackError> for Error {
+    fn from(e: PackError) -> Self {
         Error::Store(e.into())
     }
 }
@@ -89,21 +90,41 @@ impl Error {
             Error::Worktree(WorktreeError::Safetensors { .. }) => {
                 "the file is not valid safetensors; nothing was written. Re-save it, or list it in .mlvignore".into()
             }
-            Error::Store(StoreError::Corrupt { .. }) => {
+            _ if matches!(self.store_error(), Some(StoreError::Corrupt { .. })) => {
                 "the repository is damaged; restore the named pack from a backup or another clone".into()
             }
-            Error::Io(e) if e.raw_os_error() == Some(28) => {
-                "the disk is full; free space and retry (nothing was changed)".into()
-            }
-            Error::Worktree(WorktreeError::Io { source, .. }) | Error::Store(StoreError::Io(source))
-                if source.raw_os_error() == Some(28) =>
-            {
+            _ if self.io_error().and_then(std::io::Error::raw_os_error) == Some(ENOSPC) => {
                 "the disk is full; free space and retry (nothing was changed)".into()
             }
             _ => return None,
         })
     }
+
+    /// The object-store error underneath, also when a work-tree operation wraps it.
+    fn store_error(&self) -> Option<&StoreError> {
+        match self {
+            Error::Store(e) | Error::Worktree(WorktreeError::Store(e)) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// The I/O error underneath, whichever layer reported it.
+    fn io_error(&self) -> Option<&std::io::Error> {
+        match self {
+            Error::Io(e)
+            | Error::Worktree(WorktreeError::Io { source: e, .. })
+            | Error::Index(IndexError::Io(e))
+            | Error::Ref(RefError::Io(e)) => Some(e),
+            _ => match self.store_error() {
+                Some(StoreError::Io(e) | StoreError::Pack(PackError::Io { source: e, .. })) => Some(e),
+                _ => None,
+            },
+        }
+    }
 }
+
+/// errno of "no space left on device".
+const ENOSPC: i32 = 28;
 
 /// Result with the library error.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -405,7 +405,6 @@ fn corrupted_pack_is_detected_on_checkout() {
 }
 
 #[test]
-#[ignore = "known bug, fix in progress"]
 fn corrupted_pack_error_has_a_repair_hint() {
     let (r, c, _) = repo_with_damaged_tensor_pack();
     let out = r.fail(&["checkout", "--force", &c]);
