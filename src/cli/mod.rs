@@ -92,9 +92,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// Prints an error as `error: ...` plus a hint line, as users expect from git.
 pub fn report_error(e: &anyhow::Error) {
-    eprintln!("error: {e}");
-    for cause in e.chain().skip(1) {
-        eprintln!("  caused by: {cause}");
+    let top = e.to_string();
+    eprintln!("error: {top}");
+    for cause in e.chain().skip(1).map(|c| c.to_string()) {
+        // Library errors usually embed their cause ("path: cause"); saying it twice adds nothing.
+        if !top.contains(&cause) {
+            eprintln!("  caused by: {cause}");
+        }
     }
     if let Some(hint) = e.downcast_ref::<mlv::Error>().and_then(mlv::Error::hint) {
         eprintln!("hint: {hint}");
