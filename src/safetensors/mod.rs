@@ -152,19 +152,22 @@ pub fn parse_header(header: &[u8], file_len: u64) -> Result<Vec<Span>, FormatErr
     tile(tensors, data_start, file_len)
 }
 
+/// Accepts what `safetensors` accepts: `null` (no metadata) or a map of strings to strings.
 fn check_metadata(value: &serde_json::Value) -> Result<(), FormatError> {
-    let ok = value
-        .as_object()
-        .is_some_and(|m| m.values().all(serde_json::Value::is_string));
+    let ok = value.is_null()
+        || value
+            .as_object()
+            .is_some_and(|m| m.values().all(serde_json::Value::is_string));
     if ok {
         Ok(())
     } else {
-        Err(format_error(8, "__metadata__ must map strings to strings"))
+        Err(format_error(8, "__metadata__ must be null or map strings to strings"))
     }
 }
 
+/// A tensor entry. Unknown keys are ignored, as `safetensors` does; the header is stored
+/// verbatim, so they survive a round trip.
 #[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawInfo {
     dtype: String,
     shape: Vec<u64>,

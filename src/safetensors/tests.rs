@@ -118,3 +118,11 @@ fn agrees_with_the_safetensors_crate_on_its_own_output() {
     assert_eq!(total, 15);
     assert!(layout.spans.iter().all(|s| matches!(s, Span::Tensor(_))));
 }
+
+#[test]
+fn null_metadata_and_unknown_tensor_keys_are_accepted_like_safetensors_does() {
+    let h = r#"{"__metadata__":null,"a":{"dtype":"U8","shape":[2],"data_offsets":[0,2],"extra":[1]}}"#;
+    assert_eq!(parse(h, &[1, 2]).unwrap().tensors().count(), 1);
+    let h = r#"{"__metadata__":{"epoch":3},"a":{"dtype":"U8","shape":[2],"data_offsets":[0,2]}}"#;
+    assert_eq!(format_offset(parse(h, &[1, 2])), 8);
+}

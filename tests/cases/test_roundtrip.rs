@@ -299,7 +299,6 @@ fn nested_directories_round_trip() {
 }
 
 #[test]
-#[ignore = "known bug, fix in progress"]
 fn unusual_but_valid_headers_round_trip() {
     // Each header is accepted by the reference `safetensors` library (checked below), so mlv
     // must store it and give it back byte for byte.
