@@ -66,12 +66,7 @@ pub struct Delta {
 
 impl Default for Delta {
     fn default() -> Self {
-        Delta {
-            max_chain: 8,
-            zstd_level: 3,
-            discover: true,
-            bases: BTreeMap::new(),
-        }
+        Delta { max_chain: 8, zstd_level: 3, discover: true, bases: BTreeMap::new() }
     }
 }
 
@@ -85,9 +80,7 @@ pub struct PackConfig {
 
 impl Default for PackConfig {
     fn default() -> Self {
-        PackConfig {
-            chunk_elems: crate::store::DEFAULT_CHUNK_ELEMS,
-        }
+        PackConfig { chunk_elems: crate::store::DEFAULT_CHUNK_ELEMS }
     }
 }
 
@@ -124,10 +117,8 @@ impl Config {
     /// Parses TOML text and checks ranges.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let p = path.display().to_string();
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: p.clone(),
-            source: Box::new(e),
-        })?;
+        let config: Config =
+            toml::from_str(text).map_err(|e| ConfigError::Parse { path: p.clone(), source: Box::new(e) })?;
         let invalid = |what: String| Err(ConfigError::Invalid { path: p.clone(), what });
         if config.core.format != FORMAT_VERSION {
             return invalid(format!(
@@ -136,26 +127,18 @@ impl Config {
             ));
         }
         if !(1..=22).contains(&config.delta.zstd_level) {
-            return invalid(format!(
-                "delta.zstd_level must be 1..=22, not {}",
-                config.delta.zstd_level
-            ));
+            return invalid(format!("delta.zstd_level must be 1..=22, not {}", config.delta.zstd_level));
         }
         if config.pack.chunk_elems == 0 || config.pack.chunk_elems > (8 << 20) {
-            return invalid(format!(
-                "pack.chunk_elems must be 1..=8388608, not {}",
-                config.pack.chunk_elems
-            ));
+            return invalid(format!("pack.chunk_elems must be 1..=8388608, not {}", config.pack.chunk_elems));
         }
         Ok(config)
     }
 
     /// Reads and parses a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Io {
-            path: path.display().to_string(),
-            source: e,
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::Io { path: path.display().to_string(), source: e })?;
         Config::parse(&text, path)
     }
 

@@ -34,10 +34,7 @@ impl<'a> Reader<'a> {
 
     /// An error located at the current position.
     pub fn error(&self, what: impl Into<String>) -> DecodeError {
-        DecodeError {
-            what: what.into(),
-            offset: self.pos,
-        }
+        DecodeError { what: what.into(), offset: self.pos }
     }
 
     /// The next `n` bytes.

@@ -34,10 +34,7 @@ impl Stat {
         use std::os::unix::fs::MetadataExt;
         Stat {
             size: meta.len(),
-            mtime_ns: meta
-                .mtime()
-                .saturating_mul(1_000_000_000)
-                .saturating_add(meta.mtime_nsec()),
+            mtime_ns: meta.mtime().saturating_mul(1_000_000_000).saturating_add(meta.mtime_nsec()),
             ino: meta.ino(),
             executable: meta.mode() & 0o111 != 0,
         }
@@ -114,17 +111,13 @@ impl Index {
     /// True if `stat` proves the file still holds the staged content. A file modified in the
     /// same instant the index was written may have changed unseen ("racy"), so it is not trusted.
     pub fn is_stat_clean(&self, path: &str, stat: &Stat) -> bool {
-        self.entries
-            .get(path)
-            .is_some_and(|e| e.stat == *stat && stat.mtime_ns < self.written_ns)
+        self.entries.get(path).is_some_and(|e| e.stat == *stat && stat.mtime_ns < self.written_ns)
     }
 }
 
 /// Current time in nanoseconds since the epoch.
 pub fn now_ns() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64)
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64)
 }
 
 #[cfg(test)]
@@ -136,20 +129,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("index");
         let mut idx = Index::default();
-        let stat = Stat {
-            size: 3,
-            mtime_ns: 5,
-            ino: 7,
-            executable: false,
-        };
-        idx.entries.insert(
-            "a/b.safetensors".into(),
-            IndexEntry {
-                kind: EntryKind::TensorFile,
-                id: ObjectId([1; 32]),
-                stat,
-            },
-        );
+        let stat = Stat { size: 3, mtime_ns: 5, ino: 7, executable: false };
+        idx.entries
+            .insert("a/b.safetensors".into(), IndexEntry { kind: EntryKind::TensorFile, id: ObjectId([1; 32]), stat });
         idx.save(&path).unwrap();
         let back = Index::load(&path).unwrap();
         assert_eq!(back.entries, idx.entries);
@@ -163,20 +145,8 @@ mod tests {
     #[test]
     fn racy_entries_are_not_trusted() {
         let mut idx = Index::default();
-        let stat = Stat {
-            size: 3,
-            mtime_ns: 100,
-            ino: 7,
-            executable: false,
-        };
-        idx.entries.insert(
-            "f".into(),
-            IndexEntry {
-                kind: EntryKind::Blob,
-                id: ObjectId([1; 32]),
-                stat,
-            },
-        );
+        let stat = Stat { size: 3, mtime_ns: 100, ino: 7, executable: false };
+        idx.entries.insert("f".into(), IndexEntry { kind: EntryKind::Blob, id: ObjectId([1; 32]), stat });
         idx.written_ns = 100;
         assert!(!idx.is_stat_clean("f", &stat));
     }

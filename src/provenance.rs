@@ -23,10 +23,7 @@ pub fn git_source(root: &Path) -> Option<GitProvenance> {
     let repo = gix::discover(root).ok()?;
     let head = repo.head_id().ok()?;
     let dirty = repo.is_dirty().unwrap_or(true);
-    Some(GitProvenance {
-        commit: head.to_string(),
-        dirty,
-    })
+    Some(GitProvenance { commit: head.to_string(), dirty })
 }
 
 /// Now, in seconds since the epoch, with the local UTC offset in minutes.

@@ -70,11 +70,7 @@ pub fn check_name(name: &str) -> Result<(), RefError> {
         && name != "HEAD"
         && name.split('/').all(|c| !c.starts_with('.'))
         && name.chars().all(|c| c.is_ascii_alphanumeric() || "._-/".contains(c));
-    if ok {
-        Ok(())
-    } else {
-        Err(RefError::BadName(name.to_string()))
-    }
+    if ok { Ok(()) } else { Err(RefError::BadName(name.to_string())) }
 }
 
 impl Refs {
@@ -93,15 +89,11 @@ impl Refs {
         let text = std::fs::read_to_string(&path).map_err(|e| fsutil::with_path(&path, e))?;
         let text = text.trim_end();
         if let Some(target) = text.strip_prefix("ref: ") {
-            let branch = target
-                .strip_prefix(HEADS)
-                .ok_or_else(|| corrupt(&path, "HEAD points outside refs/heads"))?;
+            let branch = target.strip_prefix(HEADS).ok_or_else(|| corrupt(&path, "HEAD points outside refs/heads"))?;
             check_name(branch)?;
             return Ok(Head::Branch(branch.to_string()));
         }
-        text.parse()
-            .map(Head::Detached)
-            .map_err(|_| corrupt(&path, "neither a ref nor a commit id"))
+        text.parse().map(Head::Detached).map_err(|_| corrupt(&path, "neither a ref nor a commit id"))
     }
 
     /// Points HEAD at a branch or a commit.
@@ -122,11 +114,7 @@ impl Refs {
     pub fn read(&self, full: &str) -> Result<Option<ObjectId>, RefError> {
         let path = self.path(full);
         match std::fs::read_to_string(&path) {
-            Ok(text) => text
-                .trim_end()
-                .parse()
-                .map(Some)
-                .map_err(|_| corrupt(&path, "not an object id")),
+            Ok(text) => text.trim_end().parse().map(Some).map_err(|_| corrupt(&path, "not an object id")),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(fsutil::with_path(&path, e).into()),
         }
@@ -142,11 +130,7 @@ impl Refs {
         let found = self.read(full)?;
         if found != expected {
             let show = |v: Option<ObjectId>| v.map_or("nothing".to_string(), |i| i.short());
-            return Err(RefError::Conflict {
-                name: full.to_string(),
-                expected: show(expected),
-                found: show(found),
-            });
+            return Err(RefError::Conflict { name: full.to_string(), expected: show(expected), found: show(found) });
         }
         fsutil::atomic_write(&path, format!("{new}\n").as_bytes())?;
         Ok(())
@@ -193,10 +177,7 @@ impl Refs {
 }
 
 fn corrupt(path: &Path, what: &str) -> RefError {
-    RefError::Corrupt {
-        path: path.display().to_string(),
-        what: what.into(),
-    }
+    RefError::Corrupt { path: path.display().to_string(), what: what.into() }
 }
 
 /// An exclusive `<file>.lock`, removed on drop.
@@ -239,10 +220,7 @@ mod tests {
         let refs = Refs::new(dir.path());
         let (a, b) = (ObjectId([1; 32]), ObjectId([2; 32]));
         refs.update("refs/heads/main", a, None).unwrap();
-        assert!(matches!(
-            refs.update("refs/heads/main", b, None),
-            Err(RefError::Conflict { .. })
-        ));
+        assert!(matches!(refs.update("refs/heads/main", b, None), Err(RefError::Conflict { .. })));
         refs.update("refs/heads/main", b, Some(a)).unwrap();
         assert_eq!(refs.read("refs/heads/main").unwrap(), Some(b));
         assert_eq!(refs.list(HEADS).unwrap(), vec![("main".to_string(), b)]);
@@ -254,10 +232,7 @@ mod tests {
         let refs = Refs::new(dir.path());
         std::fs::create_dir_all(dir.path().join("refs/heads")).unwrap();
         let _held = Lock::acquire(&dir.path().join("refs/heads/main")).unwrap();
-        assert!(matches!(
-            refs.update("refs/heads/main", ObjectId([1; 32]), None),
-            Err(RefError::Locked(_))
-        ));
+        assert!(matches!(refs.update("refs/heads/main", ObjectId([1; 32]), None), Err(RefError::Locked(_))));
     }
 
     #[test]

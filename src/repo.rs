@@ -67,13 +67,7 @@ impl Repository {
         let dir = root.join(DIR_NAME);
         let config = Config::load(&dir.join("config"))?;
         let odb = Odb::open(&dir.join("objects"))?;
-        Ok(Repository {
-            root: root.to_path_buf(),
-            refs: Refs::new(&dir),
-            dir,
-            config,
-            odb,
-        })
+        Ok(Repository { root: root.to_path_buf(), refs: Refs::new(&dir), dir, config, odb })
     }
 
     /// Finds the repository containing `start` (searching parent directories).
@@ -96,15 +90,8 @@ impl Repository {
 
     /// A writer for a new pack, configured from `.mlv/config`.
     pub fn writer(&self) -> Result<ObjectWriter<'_>> {
-        let opts = crate::codec::EncodeOptions {
-            zstd_level: self.config.delta.zstd_level,
-        };
-        Ok(ObjectWriter::new(
-            &self.odb,
-            opts,
-            self.config.pack.chunk_elems,
-            self.config.delta.max_chain,
-        )?)
+        let opts = crate::codec::EncodeOptions { zstd_level: self.config.delta.zstd_level };
+        Ok(ObjectWriter::new(&self.odb, opts, self.config.pack.chunk_elems, self.config.delta.max_chain)?)
     }
 
     /// Path of the staging index.
@@ -128,28 +115,19 @@ impl Repository {
     /// Reads a commit object.
     pub fn commit(&self, id: &ObjectId) -> Result<Commit> {
         let body = self.odb.read_kind(id, ObjectKind::Commit)?;
-        Ok(Commit::decode(&body).map_err(|e| StoreError::Corrupt {
-            id: *id,
-            what: e.to_string(),
-        })?)
+        Ok(Commit::decode(&body).map_err(|e| StoreError::Corrupt { id: *id, what: e.to_string() })?)
     }
 
     /// Reads a tree object.
     pub fn tree(&self, id: &ObjectId) -> Result<Tree> {
         let body = self.odb.read_kind(id, ObjectKind::Tree)?;
-        Ok(Tree::decode(&body).map_err(|e| StoreError::Corrupt {
-            id: *id,
-            what: e.to_string(),
-        })?)
+        Ok(Tree::decode(&body).map_err(|e| StoreError::Corrupt { id: *id, what: e.to_string() })?)
     }
 
     /// Reads an annotated tag object.
     pub fn tag(&self, id: &ObjectId) -> Result<Tag> {
         let body = self.odb.read_kind(id, ObjectKind::Tag)?;
-        Ok(Tag::decode(&body).map_err(|e| StoreError::Corrupt {
-            id: *id,
-            what: e.to_string(),
-        })?)
+        Ok(Tag::decode(&body).map_err(|e| StoreError::Corrupt { id: *id, what: e.to_string() })?)
     }
 
     /// All files of a tree, by path.
@@ -165,15 +143,7 @@ impl Repository {
             match e.kind {
                 EntryKind::Tree => self.flatten_into(&e.id, &format!("{path}/"), out)?,
                 kind => {
-                    out.insert(
-                        path,
-                        FlatEntry {
-                            kind,
-                            id: e.id,
-                            size: e.size,
-                            executable: e.executable,
-                        },
-                    );
+                    out.insert(path, FlatEntry { kind, id: e.id, size: e.size, executable: e.executable });
                 }
             }
         }
@@ -204,11 +174,7 @@ impl Repository {
             suffix = &suffix[1..];
             let digits: String = suffix.chars().take_while(char::is_ascii_digit).collect();
             suffix = &suffix[digits.len()..];
-            let n: usize = if digits.is_empty() {
-                1
-            } else {
-                digits.parse().map_err(|_| unknown())?
-            };
+            let n: usize = if digits.is_empty() { 1 } else { digits.parse().map_err(|_| unknown())? };
             match c {
                 '~' => {
                     for _ in 0..n {
@@ -279,17 +245,10 @@ impl Repository {
             },
         };
         if !Signature::is_valid_part(&name) || !Signature::is_valid_part(&email) {
-            return Err(Error::Usage(
-                "author name and e-mail must not contain '<', '>' or newlines".into(),
-            ));
+            return Err(Error::Usage("author name and e-mail must not contain '<', '>' or newlines".into()));
         }
         let (time, tz_minutes) = crate::provenance::now_with_zone();
-        Ok(Signature {
-            name,
-            email,
-            time,
-            tz_minutes,
-        })
+        Ok(Signature { name, email, time, tz_minutes })
     }
 }
 
@@ -316,13 +275,7 @@ fn write_dir(writer: &mut ObjectWriter<'_>, files: &FlatTree, prefix: &str) -> R
     }
     for dir in subdirs {
         let (id, size) = write_dir(writer, files, &format!("{prefix}{dir}/"))?;
-        entries.push(TreeEntry {
-            name: dir,
-            kind: EntryKind::Tree,
-            executable: false,
-            id,
-            size,
-        });
+        entries.push(TreeEntry { name: dir, kind: EntryKind::Tree, executable: false, id, size });
     }
     entries.sort_by(|a, b| a.name.cmp(&b.name));
     let size = entries.iter().map(|e| e.size).sum();

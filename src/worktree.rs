@@ -5,11 +5,12 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
+use rayon::prelude::*;
 
 use crate::index::Stat;
-use crate::object::{EntryKind, IdHasher, ObjectId, ObjectKind, Segment, TensorFile, TensorMeta};
+use crate::object::{DType, EntryKind, IdHasher, ObjectId, ObjectKind, Segment, TensorFile, TensorMeta};
 use crate::safetensors::{self as st, Span, TensorSpan};
-use crate::store::{BaseChoice, ObjectWriter, Odb, StoreError, TensorSource};
+use crate::store::{BaseChoice, NewObject, ObjectWriter, Odb, StoreError, TensorSource};
 
 /// Name of the per-directory ignore file (gitignore syntax).
 pub const IGNORE_FILE: &str = ".mlvignore";
@@ -42,10 +43,7 @@ pub enum WorktreeError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> WorktreeError + '_ {
-    move |source| WorktreeError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| WorktreeError::Io { path: path.to_path_buf(), source }
 }
 
 /// A regular file found in the work tree.
@@ -74,32 +72,22 @@ pub fn scan(root: &Path, start: &Path) -> Result<Vec<FoundFile>, WorktreeError> 
         .sort_by_file_name(|a, b| a.cmp(b))
         .build();
     for entry in walker {
-        let entry = entry.map_err(|e| WorktreeError::Io {
-            path: start.to_path_buf(),
-            source: std::io::Error::other(e),
-        })?;
+        let entry =
+            entry.map_err(|e| WorktreeError::Io { path: start.to_path_buf(), source: std::io::Error::other(e) })?;
         if !entry.file_type().is_some_and(|t| t.is_file()) {
             continue;
         }
         let abs = entry.path().to_path_buf();
-        let meta = entry.metadata().map_err(|e| WorktreeError::Io {
-            path: abs.clone(),
-            source: std::io::Error::other(e),
-        })?;
-        out.push(FoundFile {
-            rel: relative(root, &abs)?,
-            abs,
-            stat: Stat::of(&meta),
-        });
+        let meta =
+            entry.metadata().map_err(|e| WorktreeError::Io { path: abs.clone(), source: std::io::Error::other(e) })?;
+        out.push(FoundFile { rel: relative(root, &abs)?, abs, stat: Stat::of(&meta) });
     }
     Ok(out)
 }
 
 /// The `/`-separated path of `abs` relative to `root`.
 pub fn relative(root: &Path, abs: &Path) -> Result<String, WorktreeError> {
-    let rel = abs
-        .strip_prefix(root)
-        .map_err(|_| WorktreeError::BadPath(abs.to_path_buf()))?;
+    let rel = abs.strip_prefix(root).map_err(|_| WorktreeError::BadPath(abs.to_path_buf()))?;
     let parts: Option<Vec<&str>> = rel.components().map(|c| c.as_os_str().to_str()).collect();
     match parts {
         Some(p) if p.iter().all(|s| !s.contains('\\')) => Ok(p.join("/")),
@@ -170,11 +158,7 @@ fn blob_id(map: &Mmap, start: u64, end: u64) -> ObjectId {
 }
 
 fn tensor_id(map: &Mmap, t: &TensorSpan) -> (TensorMeta, ObjectId) {
-    let meta = TensorMeta {
-        dtype: t.dtype,
-        shape: t.shape.clone(),
-        data_len: t.len(),
-    };
+    let meta = TensorMeta { dtype: t.dtype, shape: t.shape.clone(), data_len: t.len() };
     let mut h = meta.hasher();
     hash_region(map, &mut h, t.start, t.end);
     (meta, h.finish())
@@ -195,83 +179,82 @@ pub fn ingest(
         if let Some(w) = writer.as_deref_mut() {
             w.put_blob(&map, 0, len, id)?;
         }
-        return Ok(Ingested {
-            kind: EntryKind::Blob,
-            id,
-            tensors: Vec::new(),
-        });
+        return Ok(Ingested { kind: EntryKind::Blob, id, tensors: Vec::new() });
     }
     let layout = st::read_layout(&file, len).map_err(|e| match e {
-        st::ParseError::Io(source) => WorktreeError::Io {
-            path: path.to_path_buf(),
-            source,
-        },
-        st::ParseError::Format(source) => WorktreeError::Safetensors {
-            path: path.to_path_buf(),
-            source,
-        },
+        st::ParseError::Io(source) => WorktreeError::Io { path: path.to_path_buf(), source },
+        st::ParseError::Format(source) => WorktreeError::Safetensors { path: path.to_path_buf(), source },
     })?;
-    let mut segments = Vec::with_capacity(layout.spans.len());
-    let mut tensors = Vec::new();
-    for span in &layout.spans {
-        match span {
+    // Hash every span on all cores, then store what is new in one batch, so that a file
+    // of many small tensors is encoded in parallel too.
+    let hashed: Vec<(Segment, Option<TensorMeta>)> = layout
+        .spans
+        .par_iter()
+        .map(|span| match span {
             Span::Tensor(t) => {
                 let (meta, id) = tensor_id(&map, t);
-                let choice = match writer.as_deref_mut() {
-                    Some(w) => {
-                        let candidates = if w.contains(&id) {
-                            Vec::new()
-                        } else {
-                            bases.candidates(rel, t)
-                        };
-                        let src = TensorSource {
-                            map: &map,
-                            start: t.start,
-                            meta,
-                        };
-                        Some(w.put_tensor(&src, id, &candidates)?)
-                    }
-                    None => None,
-                };
-                tensors.push(TensorOutcome {
-                    name: t.name.clone(),
-                    id,
-                    choice,
-                });
-                segments.push(Segment::Tensor { id, len: t.len() });
+                (Segment::Tensor { id, len: t.len() }, Some(meta))
             }
-            Span::Bytes { start, end } => {
-                let id = blob_id(&map, *start, *end);
-                if let Some(w) = writer.as_deref_mut() {
-                    w.put_blob(&map, *start, end - start, id)?;
-                }
-                segments.push(Segment::Bytes { id, len: end - start });
-            }
+            Span::Bytes { start, end } => (Segment::Bytes { id: blob_id(&map, *start, *end), len: end - start }, None),
+        })
+        .collect();
+    let spans_and_hashes = layout.spans.iter().zip(&hashed);
+    let choices: Vec<Option<BaseChoice>> = match writer.as_deref_mut() {
+        Some(w) => {
+            let items = spans_and_hashes
+                .clone()
+                .map(|(span, (seg, meta))| new_object(&map, span, seg, meta, w, rel, bases))
+                .collect();
+            w.put_all(items)?.into_iter().map(Some).collect()
         }
-    }
-    let tf = TensorFile {
-        prefix: layout.prefix,
-        segments,
+        None => vec![None; hashed.len()],
     };
+    let tensors = spans_and_hashes
+        .zip(choices)
+        .filter_map(|((span, (seg, _)), choice)| match span {
+            Span::Tensor(t) => Some(TensorOutcome { name: t.name.clone(), id: seg.id(), choice }),
+            Span::Bytes { .. } => None,
+        })
+        .collect();
+    let segments = hashed.into_iter().map(|(seg, _)| seg).collect();
+    let tf = TensorFile { prefix: layout.prefix, segments };
     let body = tf.encode();
     let id = match writer {
         Some(w) => w.put(ObjectKind::TensorFile, &body)?,
         None => ObjectId::hash(ObjectKind::TensorFile, &body),
     };
-    Ok(Ingested {
-        kind: EntryKind::TensorFile,
-        id,
-        tensors,
-    })
+    Ok(Ingested { kind: EntryKind::TensorFile, id, tensors })
+}
+
+/// The object to store for one span of a safetensors file, with base candidates for tensors.
+fn new_object<'m>(
+    map: &'m Mmap,
+    span: &Span,
+    seg: &Segment,
+    meta: &Option<TensorMeta>,
+    writer: &ObjectWriter<'_>,
+    rel: &str,
+    bases: &mut dyn BaseFinder,
+) -> NewObject<'m> {
+    let (kind, start, candidates, meta) = match (span, meta) {
+        (Span::Tensor(t), Some(meta)) => {
+            let candidates = if writer.contains(&seg.id()) { Vec::new() } else { bases.candidates(rel, t) };
+            (ObjectKind::Tensor, t.start, candidates, meta.clone())
+        }
+        (Span::Bytes { start, .. }, _) | (Span::Tensor(TensorSpan { start, .. }), None) => (
+            ObjectKind::Blob,
+            *start,
+            Vec::new(),
+            TensorMeta { dtype: DType::U8, shape: Vec::new(), data_len: seg.len() },
+        ),
+    };
+    NewObject { kind, src: TensorSource { map, start, meta }, id: seg.id(), candidates }
 }
 
 /// Reads a stored tensor-file object.
 pub fn load_tensor_file(odb: &Odb, id: &ObjectId) -> Result<TensorFile, StoreError> {
     let body = odb.read_kind(id, ObjectKind::TensorFile)?;
-    TensorFile::decode(&body).map_err(|e| StoreError::Corrupt {
-        id: *id,
-        what: e.to_string(),
-    })
+    TensorFile::decode(&body).map_err(|e| StoreError::Corrupt { id: *id, what: e.to_string() })
 }
 
 /// Streams a file's content (blob or rebuilt safetensors) into `out`, verifying every object.
@@ -285,14 +268,11 @@ pub fn write_content(odb: &Odb, kind: EntryKind, id: &ObjectId, out: &mut dyn Wr
         EntryKind::TensorFile => {
             let tf = load_tensor_file(odb, id)?;
             sink(&tf.prefix)?;
-            for seg in &tf.segments {
-                let header = odb.stream(&seg.id(), &mut sink)?;
-                if header.meta.data_len != seg.len() {
-                    return Err(StoreError::Corrupt {
-                        id: *id,
-                        what: format!("segment {} has the wrong length", seg.id().short()),
-                    });
-                }
+            let ids: Vec<ObjectId> = tf.segments.iter().map(Segment::id).collect();
+            let headers = odb.stream_all(&ids, &mut sink)?;
+            if let Some(seg) = tf.segments.iter().zip(&headers).find(|(s, h)| h.meta.data_len != s.len()) {
+                let what = format!("segment {} has the wrong length", seg.0.id().short());
+                return Err(StoreError::Corrupt { id: *id, what });
             }
         }
         _ => {
@@ -316,10 +296,7 @@ pub fn checkout_file(
     if dest.is_dir() {
         std::fs::remove_dir_all(dest).map_err(io_err(dest))?;
     }
-    let tmp = tempfile::Builder::new()
-        .prefix(".mlv-tmp-")
-        .tempfile_in(dir)
-        .map_err(io_err(dir))?;
+    let tmp = tempfile::Builder::new().prefix(".mlv-tmp-").tempfile_in(dir).map_err(io_err(dir))?;
     let mut out = BufWriter::with_capacity(4 << 20, tmp.as_file());
     let written = write_content(odb, kind, id, &mut out)?;
     out.flush().map_err(io_err(dest))?;
@@ -327,12 +304,7 @@ pub fn checkout_file(
     // Temporary files are created 0600; checked-out files get ordinary permissions.
     use std::os::unix::fs::PermissionsExt;
     let mode = if executable { 0o755 } else { 0o644 };
-    tmp.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(mode))
-        .map_err(io_err(dest))?;
-    tmp.persist(dest).map_err(|e| WorktreeError::Io {
-        path: dest.to_path_buf(),
-        source: e.error,
-    })?;
+    tmp.as_file().set_permissions(std::fs::Permissions::from_mode(mode)).map_err(io_err(dest))?;
+    tmp.persist(dest).map_err(|e| WorktreeError::Io { path: dest.to_path_buf(), source: e.error })?;
     Ok(written)
 }

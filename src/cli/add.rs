@@ -26,13 +26,7 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let repo = open_repo()?;
     let cwd = std::env::current_dir()?;
-    let report = mlv::ops::add::add(
-        &repo,
-        &cwd,
-        &args.paths,
-        args.base.as_deref(),
-        progress::for_stderr().as_ref(),
-    )?;
+    let report = mlv::ops::add::add(&repo, &cwd, &args.paths, args.base.as_deref(), progress::for_stderr().as_ref())?;
     if args.json {
         return print_json(&report);
     }

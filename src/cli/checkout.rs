@@ -31,12 +31,7 @@ pub fn print_report(r: &CheckoutReport, json: bool) -> anyhow::Result<()> {
     if json {
         return print_json(r);
     }
-    println!(
-        "{} file(s) written ({}), {} removed",
-        r.written.len(),
-        human(r.bytes),
-        r.removed.len()
-    );
+    println!("{} file(s) written ({}), {} removed", r.written.len(), human(r.bytes), r.removed.len());
     match (&r.branch, &r.commit) {
         (Some(b), _) => println!("Switched to branch '{b}'"),
         (None, Some(c)) => println!("HEAD is now at {}", c.short()),

@@ -27,11 +27,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let mut repo = open_repo()?;
-    let opts = CommitOptions {
-        message: &args.message,
-        all: args.all,
-        base: args.base.as_deref(),
-    };
+    let opts = CommitOptions { message: &args.message, all: args.all, base: args.base.as_deref() };
     let report = mlv::ops::commit::commit(&mut repo, &opts, progress::for_stderr().as_ref())?;
     if args.json {
         return print_json(&report);
@@ -41,11 +37,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     println!("[{branch} {}] {subject}", report.commit.short());
     println!(" {} file(s), {} logical", report.files, human(report.logical_bytes));
     if !report.staged.staged.is_empty() {
-        println!(
-            " stored {} for {} changed file(s)",
-            human(report.staged.stored_bytes),
-            report.staged.staged.len()
-        );
+        println!(" stored {} for {} changed file(s)", human(report.staged.stored_bytes), report.staged.staged.len());
     }
     Ok(())
 }

@@ -64,26 +64,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if args.json {
         return print_json(&report);
     }
-    println!(
-        "{:<12} {:>12} {:>12} {:>7} {:>10}",
-        "commit", "logical", "stored", "ratio", "ingest"
-    );
+    println!("{:<12} {:>12} {:>12} {:>7} {:>10}", "commit", "logical", "stored", "ratio", "ingest");
     for i in &report.ingests {
         let ratio = i.logical as f64 / i.stored.max(1) as f64;
         let speed = i.logical as f64 / 1e6 / i.seconds.max(1e-9);
-        println!(
-            "{:<12} {:>12} {:>12} {:>6.2}x {:>6.0} MB/s",
-            i.tag,
-            human(i.logical),
-            human(i.stored),
-            ratio,
-            speed
-        );
+        println!("{:<12} {:>12} {:>12} {:>6.2}x {:>6.0} MB/s", i.tag, human(i.logical), human(i.stored), ratio, speed);
     }
-    let (logical, stored): (u64, u64) = report
-        .ingests
-        .iter()
-        .fold((0, 0), |a, i| (a.0 + i.logical, a.1 + i.stored));
+    let (logical, stored): (u64, u64) = report.ingests.iter().fold((0, 0), |a, i| (a.0 + i.logical, a.1 + i.stored));
     println!(
         "{:<12} {:>12} {:>12} {:>6.2}x",
         "total",

@@ -61,11 +61,7 @@ pub fn print_files(files: &[FileDiff]) {
                 println!("  - {r}");
             }
             for c in &t.changed {
-                let pct = if c.elements > 0 {
-                    100.0 * c.changed as f64 / c.elements as f64
-                } else {
-                    0.0
-                };
+                let pct = if c.elements > 0 { 100.0 * c.changed as f64 / c.elements as f64 } else { 0.0 };
                 println!(
                     "  ~ {} {} {:?}: {} of {} elements changed ({pct:.1}%), max |Δ| {:.3e}, mean |Δ| {:.3e}, {} in low mantissa bits only",
                     c.name,

@@ -34,22 +34,11 @@ fn describe(s: &Storage) -> String {
 }
 
 fn print_usage(u: &Usage) {
-    println!(
-        "commit {}: {} logical, {} stored",
-        u.commit.short(),
-        human(u.logical),
-        human(u.stored)
-    );
+    println!("commit {}: {} logical, {} stored", u.commit.short(), human(u.logical), human(u.stored));
     for f in &u.files {
         println!("  {:>12} {:>12}  {}", human(f.logical), human(f.stored), f.path);
         for t in &f.tensors {
-            println!(
-                "      {:>12} {:>12}  {}  {}",
-                human(t.logical),
-                human(t.stored),
-                t.name,
-                describe(&t.storage)
-            );
+            println!("      {:>12} {:>12}  {}  {}", human(t.logical), human(t.stored), t.name, describe(&t.storage));
         }
     }
 }

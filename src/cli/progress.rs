@@ -44,9 +44,5 @@ impl Progress for Bar {
 
 /// A progress sink: a bar when stderr is a terminal, nothing otherwise.
 pub fn for_stderr() -> Box<dyn Progress> {
-    if std::io::stderr().is_terminal() {
-        Box::new(Bar { bar: Mutex::new(None) })
-    } else {
-        Box::new(Silent)
-    }
+    if std::io::stderr().is_terminal() { Box::new(Bar { bar: Mutex::new(None) }) } else { Box::new(Silent) }
 }

@@ -78,10 +78,8 @@ mod tests {
 
     #[test]
     fn f32_to_bf16_fast_path_matches_general_path() {
-        let vals: Vec<u8> = [1.5f32, -0.0, f32::INFINITY, 3.0e-39, 65504.0, -1.0e-3]
-            .iter()
-            .flat_map(|v| v.to_le_bytes())
-            .collect();
+        let vals: Vec<u8> =
+            [1.5f32, -0.0, f32::INFINITY, 3.0e-39, 65504.0, -1.0e-3].iter().flat_map(|v| v.to_le_bytes()).collect();
         let fast = convert(&vals, DType::F32, DType::BF16).unwrap();
         let mut slow = Vec::new();
         for c in vals.chunks_exact(4) {

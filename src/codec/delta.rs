@@ -11,7 +11,6 @@
 
 use super::CodecError;
 use super::planes::load;
-use super::rans::{BitReader, BitWriter};
 use crate::object::DType;
 
 /// Symbols, their contexts and the raw low bits of a chunk's difference.
@@ -29,77 +28,66 @@ pub fn xor(fine: &[u8], base: &[u8]) -> Vec<u8> {
     fine.iter().zip(base).map(|(a, b)| a ^ b).collect()
 }
 
-/// Per-dtype constants of the difference transform.
+/// The difference transform for one element layout, fixed at compile time so every mask
+/// and shift is a constant in the hot loops: `BITS` per element, `FLOAT` for IEEE-style
+/// sign-magnitude floats with `MANT` mantissa and `EXP` exponent bits.
 #[derive(Clone, Copy)]
-struct Keying {
-    bits: u32,
-    float: bool,
-    mantissa: u32,
-    exponent: u32,
-}
+struct Keying<const BITS: u32, const FLOAT: bool, const MANT: u32, const EXP: u32>;
 
-impl Keying {
-    fn of(dtype: DType) -> Keying {
-        let bits = dtype.width() as u32 * 8;
-        match dtype.float_layout() {
-            Some(l) if l.exponent + l.mantissa + 1 == bits => Keying {
-                bits,
-                float: true,
-                mantissa: l.mantissa,
-                exponent: l.exponent,
-            },
-            _ => Keying {
-                bits,
-                float: false,
-                mantissa: 0,
-                exponent: 0,
-            },
-        }
-    }
-
-    #[inline(always)]
-    fn mask(self) -> u64 {
-        u64::MAX >> (64 - self.bits)
-    }
+impl<const BITS: u32, const FLOAT: bool, const MANT: u32, const EXP: u32> Keying<BITS, FLOAT, MANT, EXP> {
+    const MASK: u64 = u64::MAX >> (64 - BITS);
+    const SIGN: u64 = 1 << (BITS - 1);
 
     /// Order-preserving key, without branches: the sign bit selects which bits to flip.
     #[inline(always)]
-    fn key(self, u: u64) -> u64 {
-        if !self.float {
+    fn key(u: u64) -> u64 {
+        if !FLOAT {
             return u;
         }
-        let negative = (u >> (self.bits - 1)) & 1;
-        u ^ ((1u64 << (self.bits - 1)) | (self.mask() * negative))
+        let negative = (u >> (BITS - 1)) & 1;
+        u ^ (Self::SIGN | (Self::MASK * negative))
     }
 
     #[inline(always)]
-    fn unkey(self, k: u64) -> u64 {
-        if !self.float {
+    fn unkey(k: u64) -> u64 {
+        if !FLOAT {
             return k;
         }
-        let positive = (k >> (self.bits - 1)) & 1;
-        k ^ ((1u64 << (self.bits - 1)) | (self.mask() * (1 - positive)))
+        let positive = (k >> (BITS - 1)) & 1;
+        k ^ (Self::SIGN | (Self::MASK * (1 - positive)))
     }
 
     #[inline(always)]
-    fn zigzag(self, d: u64) -> u64 {
-        let negative = (d >> (self.bits - 1)) & 1;
-        ((d << 1) ^ (self.mask() * negative)) & self.mask()
+    fn zigzag(d: u64) -> u64 {
+        let negative = (d >> (BITS - 1)) & 1;
+        ((d << 1) ^ (Self::MASK * negative)) & Self::MASK
     }
 
     #[inline(always)]
-    fn unzigzag(self, z: u64) -> u64 {
-        (z >> 1) ^ (self.mask() * (z & 1))
+    fn unzigzag(z: u64) -> u64 {
+        (z >> 1) ^ (Self::MASK * (z & 1))
     }
 
     /// The base's exponent field, folded to one byte, as the coding context.
     #[inline(always)]
-    fn context(self, base: u64) -> u8 {
-        if !self.float {
+    fn context(base: u64) -> u8 {
+        if !FLOAT {
             return 0;
         }
-        let exp = (base >> self.mantissa) & ((1u64 << self.exponent) - 1);
-        (exp >> self.exponent.saturating_sub(8)) as u8
+        let exp = (base >> MANT) & ((1u64 << EXP) - 1);
+        (exp >> EXP.saturating_sub(8)) as u8
+    }
+
+    /// `z` of each element: the zigzagged difference of keys.
+    #[inline(always)]
+    fn diff(fine: u64, base: u64) -> u64 {
+        Self::zigzag(Self::key(fine).wrapping_sub(Self::key(base)) & Self::MASK)
+    }
+
+    /// The fine element from its base and `z`.
+    #[inline(always)]
+    fn undiff(base: u64, z: u64) -> u64 {
+        Self::unkey(Self::key(base).wrapping_add(Self::unzigzag(z)) & Self::MASK)
     }
 }
 
@@ -123,71 +111,156 @@ fn max_symbol(bits: u32) -> u8 {
     symbolise(u64::MAX >> (64 - bits)).0
 }
 
-#[inline(always)]
-fn push_bits(w: &mut BitWriter, value: u64, nbits: u32) {
-    if nbits > 32 {
-        w.push(value & 0xFFFF_FFFF, 32);
-        w.push(value >> 32, nbits - 32);
-    } else {
-        w.push(value, nbits);
+/// Packs the raw low bits LSB-first into little-endian 64-bit words (the last word cut to
+/// its used bytes). Specialised here because it runs once per element.
+struct RawBits {
+    out: Vec<u8>,
+    acc: u64,
+    filled: u32,
+}
+
+impl RawBits {
+    fn with_capacity(bytes: usize) -> RawBits {
+        RawBits { out: Vec::with_capacity(bytes), acc: 0, filled: 0 }
+    }
+
+    /// Appends `value`, which must be below `2^nbits`, `nbits <= 61`.
+    #[inline(always)]
+    fn push(&mut self, value: u64, nbits: u32) {
+        self.acc |= value << self.filled;
+        self.filled += nbits;
+        if self.filled >= 64 {
+            self.out.extend_from_slice(&self.acc.to_le_bytes());
+            self.filled -= 64;
+            // The bits of `value` that did not fit (none when it ended exactly on the word).
+            self.acc = value >> (nbits - self.filled);
+        }
+    }
+
+    fn finish(mut self) -> Vec<u8> {
+        let tail = self.filled.div_ceil(8) as usize;
+        self.out.extend_from_slice(&self.acc.to_le_bytes()[..tail]);
+        self.out
     }
 }
 
-#[inline(always)]
-fn read_bits(r: &mut BitReader<'_>, nbits: u32) -> Result<u64, CodecError> {
-    Ok(if nbits > 32 {
-        let lo = r.read(32)?;
-        lo | (r.read(nbits - 32)? << 32)
-    } else {
-        r.read(nbits)?
-    })
+/// Reads what [`RawBits`] wrote.
+struct RawBitsReader<'a> {
+    data: &'a [u8],
+    next: usize,
+    acc: u64,
+    avail: u32,
 }
 
-/// Dispatches to a loop monomorphised for the element width.
-macro_rules! by_width {
+impl<'a> RawBitsReader<'a> {
+    fn new(data: &'a [u8]) -> Self {
+        RawBitsReader { data, next: 0, acc: 0, avail: 0 }
+    }
+
+    #[inline(always)]
+    fn refill(&mut self) {
+        if let Some(bytes) = self.data.get(self.next..self.next + 8) {
+            // Take whole bytes that fit above the bits still held.
+            let take = (63 - self.avail) / 8;
+            let mut word = [0u8; 8];
+            word.copy_from_slice(bytes);
+            let w = u64::from_le_bytes(word) & (u64::MAX >> (64 - 8 * take));
+            self.acc |= w << self.avail;
+            self.avail += 8 * take;
+            self.next += take as usize;
+        } else {
+            while self.avail <= 56 && self.next < self.data.len() {
+                self.acc |= (self.data[self.next] as u64) << self.avail;
+                self.avail += 8;
+                self.next += 1;
+            }
+        }
+    }
+
+    /// Reads `nbits <= 61` bits.
+    #[inline(always)]
+    fn read(&mut self, nbits: u32) -> Result<u64, CodecError> {
+        if nbits == 0 {
+            return Ok(0);
+        }
+        if self.avail < nbits {
+            self.refill();
+            if self.avail < nbits {
+                return self.read_split(nbits);
+            }
+        }
+        let v = self.acc & (u64::MAX >> (64 - nbits));
+        self.acc = self.acc.checked_shr(nbits).unwrap_or(0);
+        self.avail -= nbits;
+        Ok(v)
+    }
+
+    /// Reads more bits than one refill can hold (only for 64-bit elements).
+    fn read_split(&mut self, nbits: u32) -> Result<u64, CodecError> {
+        if nbits <= 32 {
+            return Err(CodecError::Corrupt("raw bit stream ended early".into()));
+        }
+        let lo = self.read(32)?;
+        Ok(lo | (self.read(nbits - 32)? << 32))
+    }
+}
+
+/// Calls `$f::<W, BITS, FLOAT, MANT, EXP>` for the dtype's layout.
+macro_rules! by_layout {
     ($dtype:expr, $f:ident, $($arg:expr),*) => {
-        match $dtype.width() {
-            1 => $f::<1>(Keying::of($dtype), $($arg),*),
-            2 => $f::<2>(Keying::of($dtype), $($arg),*),
-            4 => $f::<4>(Keying::of($dtype), $($arg),*),
-            _ => $f::<8>(Keying::of($dtype), $($arg),*),
+        match ($dtype.width(), $dtype.float_layout()) {
+            (2, Some(l)) if l.mantissa == 7 => $f::<2, 16, true, 7, 8>($($arg),*),
+            (2, Some(_)) => $f::<2, 16, true, 10, 5>($($arg),*),
+            (4, Some(_)) => $f::<4, 32, true, 23, 8>($($arg),*),
+            (8, Some(_)) => $f::<8, 64, true, 52, 11>($($arg),*),
+            (1, Some(l)) if l.mantissa == 3 => $f::<1, 8, true, 3, 4>($($arg),*),
+            (1, Some(_)) => $f::<1, 8, true, 2, 5>($($arg),*),
+            (1, None) => $f::<1, 8, false, 0, 0>($($arg),*),
+            (2, None) => $f::<2, 16, false, 0, 0>($($arg),*),
+            (4, None) => $f::<4, 32, false, 0, 0>($($arg),*),
+            _ => $f::<8, 64, false, 0, 0>($($arg),*),
         }
     };
 }
 
 /// Symbolises the difference of `fine` against `base` (same length, `dtype` elements).
 pub fn symbolise_diff(dtype: DType, fine: &[u8], base: &[u8]) -> Symbolised {
-    by_width!(dtype, symbolise_words, fine, base)
+    by_layout!(dtype, symbolise_words, fine, base)
 }
 
-fn symbolise_words<const W: usize>(k: Keying, fine: &[u8], base: &[u8]) -> Symbolised {
+fn symbolise_words<const W: usize, const BITS: u32, const FLOAT: bool, const MANT: u32, const EXP: u32>(
+    fine: &[u8],
+    base: &[u8],
+) -> Symbolised {
+    type K<const B: u32, const F: bool, const M: u32, const E: u32> = Keying<B, F, M, E>;
     let n = fine.len() / W;
     let mut symbols = vec![0u8; n];
     let mut contexts = vec![0u8; n];
-    let mut bits = BitWriter::with_capacity(n / 2);
+    let mut bits = RawBits::with_capacity(n / 2);
     let words = fine.chunks_exact(W).zip(base.chunks_exact(W));
     for ((f, b), (sym, ctx)) in words.zip(symbols.iter_mut().zip(contexts.iter_mut())) {
-        let (f, b) = (load::<W>(f), load::<W>(b));
-        let z = k.zigzag(k.key(f).wrapping_sub(k.key(b)) & k.mask());
+        let b = load::<W>(b);
+        let z = K::<BITS, FLOAT, MANT, EXP>::diff(load::<W>(f), b);
         let (s, nbits) = symbolise(z);
         *sym = s;
-        *ctx = k.context(b);
-        push_bits(&mut bits, z, nbits);
+        *ctx = K::<BITS, FLOAT, MANT, EXP>::context(b);
+        // Most differences are small enough to need no raw bits: skip the serial bit packing.
+        if nbits > 0 {
+            bits.push(z & ((1u64 << nbits) - 1), nbits);
+        }
     }
-    Symbolised {
-        symbols,
-        contexts,
-        raw_bits: bits.finish(),
-    }
+    Symbolised { symbols, contexts, raw_bits: bits.finish() }
 }
 
 /// The contexts the decoder needs, computed from the base alone.
 pub fn contexts(dtype: DType, base: &[u8]) -> Vec<u8> {
-    by_width!(dtype, contexts_words, base)
+    by_layout!(dtype, contexts_words, base)
 }
 
-fn contexts_words<const W: usize>(k: Keying, base: &[u8]) -> Vec<u8> {
-    base.chunks_exact(W).map(|c| k.context(load::<W>(c))).collect()
+fn contexts_words<const W: usize, const BITS: u32, const FLOAT: bool, const MANT: u32, const EXP: u32>(
+    base: &[u8],
+) -> Vec<u8> {
+    base.chunks_exact(W).map(|c| Keying::<BITS, FLOAT, MANT, EXP>::context(load::<W>(c))).collect()
 }
 
 /// Rebuilds the fine elements from decoded symbols, raw bits and the base.
@@ -198,28 +271,28 @@ pub fn unsymbolise_diff(
     base: &[u8],
     out: &mut Vec<u8>,
 ) -> Result<(), CodecError> {
-    by_width!(dtype, unsymbolise_words, symbols, raw_bits, base, out)
+    by_layout!(dtype, unsymbolise_words, symbols, raw_bits, base, out)
 }
 
-fn unsymbolise_words<const W: usize>(
-    k: Keying,
+fn unsymbolise_words<const W: usize, const BITS: u32, const FLOAT: bool, const MANT: u32, const EXP: u32>(
     symbols: &[u8],
     raw_bits: &[u8],
     base: &[u8],
     out: &mut Vec<u8>,
 ) -> Result<(), CodecError> {
-    let limit = max_symbol(k.bits);
+    let limit = max_symbol(BITS);
     if let Some(bad) = symbols.iter().find(|&&s| s > limit) {
         return Err(CodecError::Corrupt(format!("difference symbol {bad} out of range")));
     }
-    let mut bits = BitReader::new(raw_bits);
+    let mut bits = RawBitsReader::new(raw_bits);
     let start = out.len();
     out.resize(start + symbols.len() * W, 0);
     let words = out[start..].chunks_exact_mut(W).zip(base.chunks_exact(W));
     for ((o, b), &sym) in words.zip(symbols) {
         let (top, nbits) = unsymbolise(sym);
-        let z = (top << nbits) | read_bits(&mut bits, nbits)?;
-        let f = k.unkey(k.key(load::<W>(b)).wrapping_add(k.unzigzag(z)) & k.mask());
+        let raw = if nbits > 0 { bits.read(nbits)? } else { 0 };
+        let z = (top << nbits) | raw;
+        let f = Keying::<BITS, FLOAT, MANT, EXP>::undiff(load::<W>(b), z);
         o.copy_from_slice(&f.to_le_bytes()[..W]);
     }
     Ok(())
@@ -251,16 +324,7 @@ mod tests {
 
     #[test]
     fn special_floats_round_trip() {
-        let specials = [
-            0u32,
-            0x8000_0000,
-            0x7F80_0000,
-            0xFF80_0000,
-            0x7FC0_0001,
-            0xFFFF_FFFF,
-            1,
-            0x8000_0001,
-        ];
+        let specials = [0u32, 0x8000_0000, 0x7F80_0000, 0xFF80_0000, 0x7FC0_0001, 0xFFFF_FFFF, 1, 0x8000_0001];
         let fine: Vec<u8> = specials.iter().flat_map(|v| v.to_le_bytes()).collect();
         let base: Vec<u8> = specials.iter().rev().flat_map(|v| v.to_le_bytes()).collect();
         assert_eq!(round_trip(DType::F32, &fine, &base), fine);

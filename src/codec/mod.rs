@@ -138,13 +138,7 @@ impl<'a> ChunkView<'a> {
             streams.push((coding, r.bytes(len)?));
         }
         r.finish()?;
-        Ok(ChunkView {
-            codec,
-            raw_len,
-            base,
-            checksum,
-            streams,
-        })
+        Ok(ChunkView { codec, raw_len, base, checksum, streams })
     }
 
     /// Decodes the chunk; `base` must be the base's elements converted to `dtype`, same length.
@@ -177,11 +171,7 @@ impl<'a> ChunkView<'a> {
             }
         }
         if out.len() != self.raw_len {
-            return Err(CodecError::Corrupt(format!(
-                "decoded {} bytes, expected {}",
-                out.len(),
-                self.raw_len
-            )));
+            return Err(CodecError::Corrupt(format!("decoded {} bytes, expected {}", out.len(), self.raw_len)));
         }
         if xxh3_64(&out) != self.checksum {
             return Err(CodecError::Checksum);
@@ -192,11 +182,7 @@ impl<'a> ChunkView<'a> {
     fn base_bytes<'b>(&self, base: Option<&'b [u8]>) -> Result<&'b [u8], CodecError> {
         match base {
             Some(b) if b.len() == self.raw_len => Ok(b),
-            Some(b) => Err(CodecError::Corrupt(format!(
-                "base has {} bytes, chunk {}",
-                b.len(),
-                self.raw_len
-            ))),
+            Some(b) => Err(CodecError::Corrupt(format!("base has {} bytes, chunk {}", b.len(), self.raw_len))),
             None => Err(CodecError::Corrupt("delta chunk decoded without its base".into())),
         }
     }
@@ -204,15 +190,9 @@ impl<'a> ChunkView<'a> {
     fn join_planes(&self, dtype: DType, n: usize, out: &mut Vec<u8>) -> Result<(), CodecError> {
         let g = Grouping::of(dtype);
         if self.streams.len() != g.planes() {
-            return Err(CodecError::Corrupt(format!(
-                "{} streams, {dtype} needs {}",
-                self.streams.len(),
-                g.planes()
-            )));
+            return Err(CodecError::Corrupt(format!("{} streams, {dtype} needs {}", self.streams.len(), g.planes())));
         }
-        let planes = (0..g.planes())
-            .map(|i| self.stream(i, n))
-            .collect::<Result<Vec<_>, _>>()?;
+        let planes = (0..g.planes()).map(|i| self.stream(i, n)).collect::<Result<Vec<_>, _>>()?;
         if planes.iter().any(|p| p.len() != n) {
             return Err(CodecError::Corrupt("plane length mismatch".into()));
         }
@@ -222,10 +202,7 @@ impl<'a> ChunkView<'a> {
 
     /// Decodes stream `i`, refusing to inflate beyond `limit` bytes (or the chunk bound).
     fn stream(&self, i: usize, limit: usize) -> Result<Vec<u8>, CodecError> {
-        let (coding, bytes) = self
-            .streams
-            .get(i)
-            .ok_or_else(|| CodecError::Corrupt(format!("missing stream {i}")))?;
+        let (coding, bytes) = self.streams.get(i).ok_or_else(|| CodecError::Corrupt(format!("missing stream {i}")))?;
         let limit = limit.min(MAX_CHUNK_BYTES * 2);
         match *coding {
             STREAM_RAW => Ok(bytes.to_vec()),
@@ -307,43 +284,25 @@ pub fn encode_with(
 ) -> Vec<u8> {
     let level = opts.zstd_level;
     let grouped = |bytes: &[u8]| -> Vec<(u8, Vec<u8>)> {
-        Grouping::of(dtype)
-            .split(bytes)
-            .into_iter()
-            .map(|p| code_stream(p, level))
-            .collect()
+        Grouping::of(dtype).split(bytes).into_iter().map(|p| code_stream(p, level)).collect()
     };
     let (streams, base_id) = match (codec, base) {
         (Codec::Xor, Some((id, b))) => (grouped(&delta::xor(data, b)), Some(id)),
         (Codec::DiffContext, Some((id, b))) => {
             let s = delta::symbolise_diff(dtype, data, b);
-            (
-                vec![
-                    (STREAM_RAW, rans::encode(&s.symbols, &s.contexts)),
-                    (STREAM_RAW, s.raw_bits),
-                ],
-                Some(id),
-            )
+            (vec![(STREAM_RAW, rans::encode(&s.symbols, &s.contexts)), (STREAM_RAW, s.raw_bits)], Some(id))
         }
         (Codec::Grouped, _) => (grouped(data), None),
         _ => (vec![code_stream(data.to_vec(), level)], None),
     };
-    let codec = if base_id.is_none() && codec.is_delta() {
-        Codec::Raw
-    } else {
-        codec
-    };
+    let codec = if base_id.is_none() && codec.is_delta() { Codec::Raw } else { codec };
     assemble(codec, data, base_id, streams)
 }
 
 /// Codecs worth a trial for a chunk: with a base, the delta codecs against byte grouping;
 /// without one, byte grouping alone (raw is the fallback of every encoding).
 pub fn candidates(has_base: bool) -> &'static [Codec] {
-    if has_base {
-        &[Codec::DiffContext, Codec::Xor, Codec::Grouped]
-    } else {
-        &[Codec::Grouped]
-    }
+    if has_base { &[Codec::DiffContext, Codec::Xor, Codec::Grouped] } else { &[Codec::Grouped] }
 }
 
 /// Elements per sample window, and windows per sample, used to choose a chunk's codec.
@@ -359,9 +318,7 @@ pub fn sample(data: &[u8], width: usize) -> std::borrow::Cow<'_, [u8]> {
     let step = n / SAMPLE_WINDOWS * width;
     let window = SAMPLE_WINDOW * width;
     std::borrow::Cow::Owned(
-        (0..SAMPLE_WINDOWS)
-            .flat_map(|i| data[i * step..i * step + window].iter().copied())
-            .collect(),
+        (0..SAMPLE_WINDOWS).flat_map(|i| data[i * step..i * step + window].iter().copied()).collect(),
     )
 }
 
@@ -386,11 +343,7 @@ pub fn choose(dtype: DType, data: &[u8], base: Option<(ObjectId, &[u8])>, opts: 
 pub fn encode_chunk(dtype: DType, data: &[u8], base: Option<(ObjectId, &[u8])>, opts: EncodeOptions) -> Vec<u8> {
     let codec = choose(dtype, data, base, opts);
     let encoded = encode_with(codec, dtype, data, base, opts);
-    if encoded.len() > data.len() + RAW_OVERHEAD {
-        encode_with(Codec::Raw, dtype, data, None, opts)
-    } else {
-        encoded
-    }
+    if encoded.len() > data.len() + RAW_OVERHEAD { encode_with(Codec::Raw, dtype, data, None, opts) } else { encoded }
 }
 
 /// Header bytes of a raw chunk with one stream: codec, count, length, checksum, stream header.

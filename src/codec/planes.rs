@@ -27,12 +27,7 @@ impl Grouping {
                 exp_planes: l.exponent.div_ceil(8) as usize,
                 sm_planes: (l.mantissa + 1).div_ceil(8) as usize,
             },
-            None => Grouping {
-                width,
-                mantissa: None,
-                exp_planes: 0,
-                sm_planes: width,
-            },
+            None => Grouping { width, mantissa: None, exp_planes: 0, sm_planes: width },
         }
     }
 
@@ -119,11 +114,7 @@ impl Grouping {
             data.chunks_exact(W)
                 .map(|c| {
                     let (exp, sm) = self.fields::<W>(load::<W>(c));
-                    if k < self.exp_planes {
-                        (exp >> (8 * k)) as u8
-                    } else {
-                        (sm >> (8 * (k - self.exp_planes))) as u8
-                    }
+                    if k < self.exp_planes { (exp >> (8 * k)) as u8 } else { (sm >> (8 * (k - self.exp_planes))) as u8 }
                 })
                 .collect()
         };
@@ -135,11 +126,8 @@ impl Grouping {
         let mut exp = vec![0u64; elements];
         let mut sm = vec![0u64; elements];
         for (k, p) in planes.iter().enumerate() {
-            let (field, shift) = if k < self.exp_planes {
-                (&mut exp, 8 * k)
-            } else {
-                (&mut sm, 8 * (k - self.exp_planes))
-            };
+            let (field, shift) =
+                if k < self.exp_planes { (&mut exp, 8 * k) } else { (&mut sm, 8 * (k - self.exp_planes)) };
             field.iter_mut().zip(p).for_each(|(f, &b)| *f |= (b as u64) << shift);
         }
         out.reserve(elements * W);
@@ -165,10 +153,7 @@ fn join_bf16(exp: &[u8], sm: &[u8], elements: usize, out: &mut Vec<u8>) {
 }
 
 fn split_f32(data: &[u8]) -> Vec<Vec<u8>> {
-    let words = || {
-        data.chunks_exact(4)
-            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-    };
+    let words = || data.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]));
     vec![
         words().map(|w| (w >> 23) as u8).collect(),
         words().map(|w| w as u8).collect(),

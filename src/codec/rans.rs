@@ -157,10 +157,7 @@ pub fn encode(symbols: &[u8], contexts: &[u8]) -> Vec<u8> {
 /// Decodes `out.len()` symbols written by [`encode`], given the same `contexts`.
 pub fn decode(data: &[u8], contexts: &[u8], out: &mut [u8]) -> Result<(), RansError> {
     if contexts.len() != out.len() {
-        return Err(RansError::LengthMismatch {
-            symbols: out.len(),
-            contexts: contexts.len(),
-        });
+        return Err(RansError::LengthMismatch { symbols: out.len(), contexts: contexts.len() });
     }
     let (&tag, rest) = data.split_first().ok_or(RansError::Truncated)?;
     if tag != TAG {
@@ -192,10 +189,7 @@ impl BitWriter {
 
     /// Creates an empty writer with room for `bytes` bytes of output.
     pub fn with_capacity(bytes: usize) -> Self {
-        Self {
-            out: Vec::with_capacity(bytes),
-            ..Self::default()
-        }
+        Self { out: Vec::with_capacity(bytes), ..Self::default() }
     }
 
     /// Appends the low `nbits` bits of `value` (`nbits` in 0..=64; higher bits are ignored).
@@ -422,12 +416,7 @@ fn plan_tables(hist: &Histogram) -> Plan {
     for (t, &c) in dedicated.iter().enumerate() {
         table_of[usize::from(c)] = t as u16;
     }
-    Plan {
-        tables,
-        dedicated,
-        has_fallback,
-        table_of,
-    }
+    Plan { tables, dedicated, has_fallback, table_of }
 }
 
 /// Empirical entropy of `counts` in bits: `sum n_s * log2(N / n_s)`.
@@ -436,11 +425,7 @@ fn entropy_bits(counts: &[u32; 256]) -> f64 {
     if total == 0 {
         return 0.0;
     }
-    let sum_nlogn: f64 = counts
-        .iter()
-        .filter(|&&n| n > 1)
-        .map(|&n| f64::from(n) * f64::from(n).log2())
-        .sum();
+    let sum_nlogn: f64 = counts.iter().filter(|&&n| n > 1).map(|&n| f64::from(n) * f64::from(n).log2()).sum();
     total as f64 * (total as f64).log2() - sum_nlogn
 }
 
@@ -476,25 +461,14 @@ fn build_table(counts: &[u32; 256]) -> TableSpec {
     if let [only] = present[..] {
         // A certain symbol costs no bits at scale 0.
         freqs[usize::from(only)] = 1;
-        return TableSpec {
-            scale: 0,
-            prec: 0,
-            implicit: 0,
-            freqs,
-        };
+        return TableSpec { scale: 0, prec: 0, implicit: 0, freqs };
     }
     // Precision beyond the symbol count buys nothing; beyond MAX_SCALE it costs decode speed.
     let scale = (total.ilog2() + 1).min(MAX_SCALE);
     let normal = normalize(counts, &present, total, scale);
-    let implicit = (0..present.len())
-        .max_by_key(|&i| (normal[usize::from(present[i])], std::cmp::Reverse(i)))
-        .unwrap_or(0);
-    let exact = TableSpec {
-        scale,
-        prec: scale - 1,
-        implicit,
-        freqs: normal,
-    };
+    let implicit =
+        (0..present.len()).max_by_key(|&i| (normal[usize::from(present[i])], std::cmp::Reverse(i))).unwrap_or(0);
+    let exact = TableSpec { scale, prec: scale - 1, implicit, freqs: normal };
     // Coarser mantissas shrink the table but grow the coded size; the total is roughly convex
     // in the precision, so walk down until it stops improving.
     let mut best = (total_bits(counts, &present, &exact), exact);
@@ -502,12 +476,7 @@ fn build_table(counts: &[u32; 256]) -> TableSpec {
         let Some(freqs) = quantize(&normal, &present, implicit, prec, scale) else {
             break;
         };
-        let spec = TableSpec {
-            scale,
-            prec,
-            implicit,
-            freqs,
-        };
+        let spec = TableSpec { scale, prec, implicit, freqs };
         let cost = total_bits(counts, &present, &spec);
         if cost > best.0 + 16.0 {
             break;
@@ -552,9 +521,7 @@ impl PartialOrd for Step {
 }
 impl Ord for Step {
     fn cmp(&self, other: &Self) -> Ordering {
-        self.benefit
-            .total_cmp(&other.benefit)
-            .then(other.symbol.cmp(&self.symbol))
+        self.benefit.total_cmp(&other.benefit).then(other.symbol.cmp(&self.symbol))
     }
 }
 
@@ -587,11 +554,8 @@ fn normalize(counts: &[u32; 256], present: &[u8], total: u64, scale: u32) -> [u3
             heap.push(grow(step.symbol, *f));
         }
     } else if sum > target {
-        let mut heap: BinaryHeap<Step> = present
-            .iter()
-            .filter(|&&s| freqs[usize::from(s)] > 1)
-            .map(|&s| shrink(s, freqs[usize::from(s)]))
-            .collect();
+        let mut heap: BinaryHeap<Step> =
+            present.iter().filter(|&&s| freqs[usize::from(s)] > 1).map(|&s| shrink(s, freqs[usize::from(s)])).collect();
         for _ in target..sum {
             let Some(step) = heap.pop() else { break };
             let f = &mut freqs[usize::from(step.symbol)];
@@ -718,23 +682,11 @@ impl EncSymbol {
         let x_max = ((RANS_L >> scale) << 32) * u64::from(freq);
         if freq < 2 {
             // The reciprocal of 1 is not representable; q = x - 1 with bias compensating.
-            Self {
-                x_max,
-                rcp_freq: u64::MAX,
-                bias: start + total - 1,
-                cmpl_freq: total - freq,
-                rcp_shift: 0,
-            }
+            Self { x_max, rcp_freq: u64::MAX, bias: start + total - 1, cmpl_freq: total - freq, rcp_shift: 0 }
         } else {
             let shift = freq.next_power_of_two().ilog2();
             let rcp = (1u128 << (shift + 63)).div_ceil(u128::from(freq));
-            Self {
-                x_max,
-                rcp_freq: rcp as u64,
-                bias: start,
-                cmpl_freq: total - freq,
-                rcp_shift: shift - 1,
-            }
+            Self { x_max, rcp_freq: rcp as u64, bias: start, cmpl_freq: total - freq, rcp_shift: shift - 1 }
         }
     }
 }
@@ -785,9 +737,7 @@ fn encode_streams(symbols: &[u8], contexts: &[u8], by_ctx: &[&[EncSymbol; 256]; 
         enc_put(x, &by_ctx[usize::from(c)][usize::from(s)], &mut scratch, &mut pos);
     }
     words.extend_from_slice(&scratch[..pos]);
-    let segments = sym_chunks
-        .rchunks(SEGMENT_CHUNKS)
-        .zip(ctx_chunks.rchunks(SEGMENT_CHUNKS));
+    let segments = sym_chunks.rchunks(SEGMENT_CHUNKS).zip(ctx_chunks.rchunks(SEGMENT_CHUNKS));
     for (sym_seg, ctx_seg) in segments {
         let mut pos = 0;
         for (s, c) in sym_seg.iter().zip(ctx_seg).rev() {
@@ -820,12 +770,7 @@ struct DecTable {
 }
 
 /// Stand-in for contexts without a table, which `DecModel::check_contexts` rejects up front.
-static NO_TABLE: DecTable = DecTable {
-    scale: 0,
-    mask: 0,
-    freq_start: [0; 256],
-    slot_syms: [0; SLOTS],
-};
+static NO_TABLE: DecTable = DecTable { scale: 0, mask: 0, freq_start: [0; 256], slot_syms: [0; SLOTS] };
 
 /// Decoding tables parsed from a block.
 struct DecModel {
@@ -850,10 +795,7 @@ impl DecModel {
         if slots > 2 * n as u64 {
             return Err(RansError::BadTable("tables too large for the block"));
         }
-        let tables = parsed
-            .iter()
-            .map(|(scale, freqs)| DecTable::new(*scale, freqs))
-            .collect();
+        let tables = parsed.iter().map(|(scale, freqs)| DecTable::new(*scale, freqs)).collect();
         Ok(Self { tables, table_of })
     }
 
@@ -875,23 +817,14 @@ impl DecModel {
 
     /// The table of every context.
     fn by_context(&self) -> [&DecTable; 256] {
-        std::array::from_fn(|c| {
-            self.table_of[c]
-                .and_then(|t| self.tables.get(usize::from(t)))
-                .unwrap_or(&NO_TABLE)
-        })
+        std::array::from_fn(|c| self.table_of[c].and_then(|t| self.tables.get(usize::from(t))).unwrap_or(&NO_TABLE))
     }
 }
 
 impl DecTable {
     /// Lays out a validated table (frequencies summing to `2^scale`) for decoding.
     fn new(scale: u32, freqs: &[u32; 256]) -> Self {
-        let mut table = DecTable {
-            scale,
-            mask: (1 << scale) - 1,
-            freq_start: [0; 256],
-            slot_syms: [0; SLOTS],
-        };
+        let mut table = DecTable { scale, mask: (1 << scale) - 1, freq_start: [0; 256], slot_syms: [0; SLOTS] };
         let mut start = 0;
         for (s, (fs, &f)) in table.freq_start.iter_mut().zip(freqs).enumerate() {
             if f > 0 {
@@ -915,9 +848,7 @@ fn read_context_map(bits: &mut BitReader) -> Result<([Option<u16>; 256], usize),
     let mut prev = -1i64;
     for t in 0..dedicated {
         let c = prev + i64::from(get_gamma(bits)?);
-        let entry = table_of
-            .get_mut(c as usize)
-            .ok_or(RansError::BadTable("context id out of range"))?;
+        let entry = table_of.get_mut(c as usize).ok_or(RansError::BadTable("context id out of range"))?;
         *entry = Some(t as u16);
         prev = c;
     }
@@ -1240,10 +1171,7 @@ mod tests {
         let (symbols, contexts) = synthetic(1000, 4, 6);
         let encoded = encode(&symbols, &contexts);
         let mut short = vec![0u8; 999];
-        assert!(matches!(
-            decode(&encoded, &contexts, &mut short),
-            Err(RansError::LengthMismatch { .. })
-        ));
+        assert!(matches!(decode(&encoded, &contexts, &mut short), Err(RansError::LengthMismatch { .. })));
         let mut bad_tag = encoded.clone();
         bad_tag[0] ^= 1;
         assert!(matches!(try_decode(&bad_tag, &contexts), Err(RansError::BadTag(_))));
@@ -1261,10 +1189,7 @@ mod tests {
         let mut contexts: Vec<u8> = (0..n).map(|i| if i % 2 == 0 { 10 } else { 20 }).collect();
         let encoded = roundtrip(&symbols, &contexts);
         contexts[77] = 15;
-        assert!(matches!(
-            try_decode(&encoded, &contexts),
-            Err(RansError::Corrupt("context without a table"))
-        ));
+        assert!(matches!(try_decode(&encoded, &contexts), Err(RansError::Corrupt("context without a table"))));
     }
 
     #[test]
@@ -1392,10 +1317,7 @@ mod tests {
         let (symbols, contexts) = synthetic(1_000_000, 40, 2);
         let size = roundtrip(&symbols, &contexts).len() as f64;
         let entropy = conditional_entropy_bytes(&symbols, &contexts);
-        println!(
-            "{size} bytes, entropy {entropy:.0} bytes, overhead {:.3}%",
-            100.0 * (size / entropy - 1.0)
-        );
+        println!("{size} bytes, entropy {entropy:.0} bytes, overhead {:.3}%", 100.0 * (size / entropy - 1.0));
         assert!(size <= entropy * 1.005 + 4096.0, "{size} bytes vs entropy {entropy:.0}");
     }
 
@@ -1407,10 +1329,7 @@ mod tests {
         let n = 4 << 20;
         let (low, contexts) = synthetic(n, 40, 9);
         let mut rng = Rng(12345);
-        let high: Vec<u8> = low
-            .iter()
-            .map(|&s| s.wrapping_mul(3) ^ (rng.next() as u8 & 7))
-            .collect();
+        let high: Vec<u8> = low.iter().map(|&s| s.wrapping_mul(3) ^ (rng.next() as u8 & 7)).collect();
         for symbols in [low, high] {
             let encoded = encode(&symbols, &contexts);
             let mut out = vec![0u8; n];

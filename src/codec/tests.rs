@@ -64,12 +64,7 @@ fn delta_beats_standalone_on_a_small_update() {
     let opts = EncodeOptions::default();
     let delta = encode_chunk(DType::BF16, &fine, Some((id(), &base)), opts);
     let alone = encode_chunk(DType::BF16, &fine, None, opts);
-    assert!(
-        delta.len() * 2 < alone.len(),
-        "delta {} standalone {}",
-        delta.len(),
-        alone.len()
-    );
+    assert!(delta.len() * 2 < alone.len(), "delta {} standalone {}", delta.len(), alone.len());
     assert_eq!(ChunkView::parse(&delta).unwrap().codec, Codec::DiffContext);
     assert_eq!(decode(&delta, DType::BF16, Some(&base)).unwrap(), fine);
 }
@@ -77,18 +72,14 @@ fn delta_beats_standalone_on_a_small_update() {
 #[test]
 fn unrelated_base_falls_back_to_standalone() {
     let (fine, _) = bf16_pair(50_000);
-    let noise: Vec<u8> = (0..fine.len())
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-        .collect();
+    let noise: Vec<u8> = (0..fine.len()).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
     let stored = encode_chunk(DType::BF16, &fine, Some((id(), &noise)), EncodeOptions::default());
     assert!(!ChunkView::parse(&stored).unwrap().codec.is_delta());
 }
 
 #[test]
 fn incompressible_data_is_stored_raw() {
-    let noise: Vec<u8> = (0..65_536u32)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
-        .collect();
+    let noise: Vec<u8> = (0..65_536u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect();
     let stored = encode_chunk(DType::U8, &noise, None, EncodeOptions::default());
     assert!(stored.len() <= noise.len() + RAW_OVERHEAD);
     assert_eq!(decode(&stored, DType::U8, None).unwrap(), noise);
@@ -101,23 +92,14 @@ fn flipped_bits_are_detected() {
     for pos in (14 + 32..stored.len()).step_by(97) {
         let mut bad = stored.clone();
         bad[pos] ^= 0x10;
-        assert!(
-            decode(&bad, DType::BF16, Some(&base)).is_err(),
-            "flip at {pos} went unnoticed"
-        );
+        assert!(decode(&bad, DType::BF16, Some(&base)).is_err(), "flip at {pos} went unnoticed");
     }
 }
 
 #[test]
 fn delta_chunk_without_base_is_an_error() {
     let (fine, base) = bf16_pair(100);
-    let stored = encode_with(
-        Codec::Xor,
-        DType::BF16,
-        &fine,
-        Some((id(), &base)),
-        EncodeOptions::default(),
-    );
+    let stored = encode_with(Codec::Xor, DType::BF16, &fine, Some((id(), &base)), EncodeOptions::default());
     assert!(decode(&stored, DType::BF16, None).is_err());
     assert!(decode(&stored, DType::BF16, Some(&base[2..])).is_err());
 }

@@ -69,10 +69,7 @@ fn copy_tree(from: &Path, to: &Path) -> Result<()> {
     }
     for e in walkdir::WalkDir::new(from).sort_by_file_name() {
         let e = e.map_err(std::io::Error::from)?;
-        let rel = e
-            .path()
-            .strip_prefix(from)
-            .map_err(|_| Error::OutsideRepository(e.path().to_path_buf()))?;
+        let rel = e.path().strip_prefix(from).map_err(|_| Error::OutsideRepository(e.path().to_path_buf()))?;
         let dest = to.join(rel);
         if e.file_type().is_dir() {
             std::fs::create_dir_all(&dest)?;
@@ -107,10 +104,7 @@ fn same_tree(a: &Path, b: &Path) -> Result<bool> {
     for e in walkdir::WalkDir::new(a).sort_by_file_name() {
         let e = e.map_err(std::io::Error::from)?;
         if e.file_type().is_file() {
-            let rel = e
-                .path()
-                .strip_prefix(a)
-                .map_err(|_| Error::OutsideRepository(e.path().to_path_buf()))?;
+            let rel = e.path().strip_prefix(a).map_err(|_| Error::OutsideRepository(e.path().to_path_buf()))?;
             if !same_file(e.path(), &b.join(rel))? {
                 return Ok(false);
             }
@@ -125,39 +119,21 @@ pub fn run(members: &[PathBuf], work: &Path, progress: &dyn Progress) -> Result<
     let root = work.join("repo");
     std::fs::create_dir_all(&root)?;
     let mut repo = Repository::init(&root)?;
-    repo.config.user = Some(User {
-        name: "mlv demo".into(),
-        email: "demo@mlv.invalid".into(),
-    });
+    repo.config.user = Some(User { name: "mlv demo".into(), email: "demo@mlv.invalid".into() });
     crate::fsutil::atomic_write(&repo.dir.join("config"), repo.config.to_toml().as_bytes())?;
     let model = root.join("model");
     let mut ingests = Vec::new();
     for dir in members {
-        let tag = dir
-            .file_name()
-            .map_or("member".into(), |n| n.to_string_lossy().to_string());
+        let tag = dir.file_name().map_or("member".into(), |n| n.to_string_lossy().to_string());
         copy_tree(dir, &model)?;
         let before = dir_size(&repo.dir);
         let start = Instant::now();
         crate::ops::add::add(&repo, &root, &[PathBuf::from("model")], None, progress)?;
         repo.reload()?;
-        commit(
-            &mut repo,
-            &CommitOptions {
-                message: &tag,
-                all: false,
-                base: None,
-            },
-            progress,
-        )?;
+        commit(&mut repo, &CommitOptions { message: &tag, all: false, base: None }, progress)?;
         let seconds = start.elapsed().as_secs_f64();
         crate::ops::branch::create_tag(&mut repo, &tag, None, None)?;
-        ingests.push(Ingest {
-            logical: dir_size(dir),
-            stored: dir_size(&repo.dir) - before,
-            seconds,
-            tag,
-        });
+        ingests.push(Ingest { logical: dir_size(dir), stored: dir_size(&repo.dir) - before, seconds, tag });
     }
     let mut restores = Vec::new();
     for (dir, ing) in members.iter().zip(&ingests).rev() {
@@ -172,9 +148,5 @@ pub fn run(members: &[PathBuf], work: &Path, progress: &dyn Progress) -> Result<
             identical: same_tree(dir, &model)?,
         });
     }
-    Ok(DemoReport {
-        repo: root,
-        ingests,
-        restores,
-    })
+    Ok(DemoReport { repo: root, ingests, restores })
 }

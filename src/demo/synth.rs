@@ -102,9 +102,8 @@ impl FamilySpec {
         // The vocabulary absorbs the remainder (real vocabularies are odd
         // sizes anyway), which makes the total close to the target.
         let fixed = base_data_bytes(&sized(hidden, 0));
-        let vocab = usize::try_from(bytes.saturating_sub(fixed) / (4 * hidden as u64))
-            .unwrap_or(usize::MAX)
-            .max(MIN_VOCAB);
+        let vocab =
+            usize::try_from(bytes.saturating_sub(fixed) / (4 * hidden as u64)).unwrap_or(usize::MAX).max(MIN_VOCAB);
         sized(hidden, vocab)
     }
 
@@ -241,11 +240,7 @@ impl TensorDef {
     }
 
     fn dtype(&self, float: Dtype) -> Dtype {
-        if self.role == Role::PositionIds {
-            Dtype::I64
-        } else {
-            float
-        }
+        if self.role == Role::PositionIds { Dtype::I64 } else { float }
     }
 
     fn bytes(&self, float: Dtype) -> u64 {
@@ -271,11 +266,7 @@ fn heads_for(hidden: usize) -> usize {
 
 /// Bytes of tensor data in the base (FP32) checkpoint.
 fn base_data_bytes(spec: &FamilySpec) -> u64 {
-    tensor_defs(spec)
-        .iter()
-        .filter(|d| d.in_base)
-        .map(|d| d.bytes(Dtype::F32))
-        .sum()
+    tensor_defs(spec).iter().filter(|d| d.in_base).map(|d| d.bytes(Dtype::F32)).sum()
 }
 
 /// The architecture in module order (the order HF uses to assign shards).
@@ -284,41 +275,15 @@ fn tensor_defs(spec: &FamilySpec) -> Vec<TensorDef> {
     let mut defs = Vec::new();
     let mut push = |name: String, shape: Vec<usize>, role: Role, layer: Option<usize>| {
         let in_base = !matches!(role, Role::HeadWeight | Role::HeadBias);
-        defs.push(TensorDef {
-            name,
-            shape,
-            role,
-            layer,
-            in_base,
-        });
+        defs.push(TensorDef { name, shape, role, layer, in_base });
     };
     let e = "embeddings.";
-    push(
-        format!("{e}word_embeddings.weight"),
-        vec![spec.vocab, h],
-        Role::WordEmb,
-        None,
-    );
-    push(
-        format!("{e}position_embeddings.weight"),
-        vec![MAX_POSITIONS, h],
-        Role::PosEmb,
-        None,
-    );
-    push(
-        format!("{e}token_type_embeddings.weight"),
-        vec![TYPE_VOCAB, h],
-        Role::TypeEmb,
-        None,
-    );
+    push(format!("{e}word_embeddings.weight"), vec![spec.vocab, h], Role::WordEmb, None);
+    push(format!("{e}position_embeddings.weight"), vec![MAX_POSITIONS, h], Role::PosEmb, None);
+    push(format!("{e}token_type_embeddings.weight"), vec![TYPE_VOCAB, h], Role::TypeEmb, None);
     push(format!("{e}LayerNorm.weight"), vec![h], Role::Norm, None);
     push(format!("{e}LayerNorm.bias"), vec![h], Role::NormBias, None);
-    push(
-        format!("{e}position_ids"),
-        vec![1, MAX_POSITIONS],
-        Role::PositionIds,
-        None,
-    );
+    push(format!("{e}position_ids"), vec![1, MAX_POSITIONS], Role::PositionIds, None);
     for l in 0..spec.layers {
         let p = format!("encoder.layer.{l}.");
         let linears = [
@@ -340,12 +305,7 @@ fn tensor_defs(spec: &FamilySpec) -> Vec<TensorDef> {
     }
     push("pooler.dense.weight".into(), vec![h, h], Role::Matrix, None);
     push("pooler.dense.bias".into(), vec![h], Role::Bias, None);
-    push(
-        "classifier.weight".into(),
-        vec![LABELS.len(), h],
-        Role::HeadWeight,
-        None,
-    );
+    push("classifier.weight".into(), vec![LABELS.len(), h], Role::HeadWeight, None);
     push("classifier.bias".into(), vec![LABELS.len()], Role::HeadBias, None);
     defs
 }
@@ -414,12 +374,8 @@ fn plan_member(defs: &[TensorDef], spec: &FamilySpec, out: &Path, k: usize) -> M
     let mut shard_of = vec![None; defs.len()];
     let mut shards = Vec::with_capacity(count);
     for (s, (mut tensors, data_bytes)) in groups.into_iter().enumerate() {
-        tensors.sort_by(|&a, &b| {
-            file_order(
-                (defs[a].dtype(float), &defs[a].name),
-                (defs[b].dtype(float), &defs[b].name),
-            )
-        });
+        tensors
+            .sort_by(|&a, &b| file_order((defs[a].dtype(float), &defs[a].name), (defs[b].dtype(float), &defs[b].name)));
         for &t in &tensors {
             shard_of[t] = Some(s);
         }
@@ -430,20 +386,10 @@ fn plan_member(defs: &[TensorDef], spec: &FamilySpec, out: &Path, k: usize) -> M
         };
         let header = safetensors_header(defs, &tensors, float);
         let names = tensors.iter().map(|&t| defs[t].name.clone()).collect();
-        shards.push(ShardPlan {
-            file_name,
-            names,
-            data_bytes,
-            header,
-        });
+        shards.push(ShardPlan { file_name, names, data_bytes, header });
     }
     let dir = out.join(member_name(k));
-    MemberPlan {
-        k,
-        dir,
-        shards,
-        shard_of,
-    }
+    MemberPlan { k, dir, shards, shard_of }
 }
 
 /// Header exactly as the `safetensors` library serializes it: compact JSON,
@@ -477,10 +423,7 @@ fn safetensors_header(defs: &[TensorDef], tensors: &[usize], float: Dtype) -> Ve
 
 /// Builds the error mapper for an I/O operation on `path`.
 fn at(path: &Path) -> impl FnOnce(io::Error) -> SynthError + '_ {
-    move |source| SynthError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| SynthError::Io { path: path.to_path_buf(), source }
 }
 
 /// Final name plus `.tmp`: the final name only ever holds complete files.
@@ -504,13 +447,8 @@ impl ShardOut {
         let tmp = tmp_path(&path);
         let file = File::create(&tmp).map_err(at(&tmp))?;
         let expected = 8 + shard.header.len() as u64 + shard.data_bytes;
-        let mut out = ShardOut {
-            path,
-            tmp,
-            out: BufWriter::with_capacity(WRITE_BUF_BYTES, file),
-            written: 0,
-            expected,
-        };
+        let mut out =
+            ShardOut { path, tmp, out: BufWriter::with_capacity(WRITE_BUF_BYTES, file), written: 0, expected };
         out.write(&(shard.header.len() as u64).to_le_bytes())?;
         out.write(&shard.header)?;
         Ok(out)
@@ -528,10 +466,8 @@ impl ShardOut {
         debug_assert_eq!(self.written, self.expected, "{}", self.path.display());
         // No fsync: the data is regenerable, and rename already guarantees a
         // crashed process never leaves a truncated file under the final name.
-        let file = self.out.into_inner().map_err(|e| SynthError::Io {
-            path: self.tmp.clone(),
-            source: e.into_error(),
-        })?;
+        let file =
+            self.out.into_inner().map_err(|e| SynthError::Io { path: self.tmp.clone(), source: e.into_error() })?;
         // Close before renaming, which some platforms require.
         drop(file);
         fs::rename(&self.tmp, &self.path).map_err(at(&self.path))?;
@@ -540,10 +476,7 @@ impl ShardOut {
 }
 
 fn open_shards(plan: &MemberPlan) -> Result<Vec<ShardOut>, SynthError> {
-    plan.shards
-        .iter()
-        .map(|s| ShardOut::create(plan.dir.join(&s.file_name), s))
-        .collect()
+    plan.shards.iter().map(|s| ShardOut::create(plan.dir.join(&s.file_name), s)).collect()
 }
 
 /// Writes a small file through `.tmp` + rename; returns its size.
@@ -591,11 +524,8 @@ fn finish_member(spec: &FamilySpec, plan: &MemberPlan, shards: Vec<ShardOut>) ->
 /// `model.safetensors.index.json` in the Hugging Face format.
 fn shard_index(plan: &MemberPlan) -> Value {
     let total: u64 = plan.shards.iter().map(|s| s.data_bytes).sum();
-    let weight_map: serde_json::Map<String, Value> = plan
-        .shards
-        .iter()
-        .flat_map(|s| s.names.iter().map(|n| (n.clone(), json!(s.file_name))))
-        .collect();
+    let weight_map: serde_json::Map<String, Value> =
+        plan.shards.iter().flat_map(|s| s.names.iter().map(|n| (n.clone(), json!(s.file_name)))).collect();
     json!({ "metadata": { "total_size": total }, "weight_map": weight_map })
 }
 
@@ -641,16 +571,10 @@ fn config_json(spec: &FamilySpec, k: usize) -> Value {
         "vocab_size": spec.vocab,
     });
     if k > 0 {
-        let id2label: serde_json::Map<String, Value> = LABELS
-            .iter()
-            .enumerate()
-            .map(|(i, l)| (i.to_string(), json!(l)))
-            .collect();
-        let label2id: serde_json::Map<String, Value> = LABELS
-            .iter()
-            .enumerate()
-            .map(|(i, l)| (l.to_string(), json!(i)))
-            .collect();
+        let id2label: serde_json::Map<String, Value> =
+            LABELS.iter().enumerate().map(|(i, l)| (i.to_string(), json!(l))).collect();
+        let label2id: serde_json::Map<String, Value> =
+            LABELS.iter().enumerate().map(|(i, l)| (l.to_string(), json!(i))).collect();
         let extra = json!({
             "_name_or_path": format!("../{}", member_name(k - 1)),
             "architectures": ["BertForSequenceClassification"],
@@ -698,9 +622,8 @@ fn write_vocab(w: &mut impl Write, vocab: usize) -> io::Result<()> {
 
 /// Bijective base-16 over syllables, so every `n` gives a distinct word.
 fn pseudo_word(mut n: usize) -> String {
-    const SYLLABLES: [&str; 16] = [
-        "ka", "lo", "mi", "ne", "ru", "sa", "to", "vi", "ze", "bo", "da", "fe", "gu", "hi", "ja", "pe",
-    ];
+    const SYLLABLES: [&str; 16] =
+        ["ka", "lo", "mi", "ne", "ru", "sa", "to", "vi", "ze", "bo", "da", "fe", "gu", "hi", "ja", "pe"];
     let mut word = String::new();
     loop {
         word.push_str(SYLLABLES[n % 16]);
@@ -729,9 +652,7 @@ fn draw(stream: u64, i: u64) -> u64 {
 }
 
 fn fnv1a(text: &str) -> u64 {
-    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-    })
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
 }
 
 /// Independent stream for `(tensor, purpose, fine-tune k)`.
@@ -850,11 +771,7 @@ fn float_plan(def: &TensorDef, spec: &FamilySpec) -> Option<FloatPlan> {
         Role::HeadBias => (0.0, 0.0),
         _ => (0.0, 0.02 * jitter),
     };
-    let init = Init {
-        stream: stream(key, PURPOSE_INIT, 0),
-        mean,
-        std,
-    };
+    let init = Init { stream: stream(key, PURPOSE_INIT, 0), mean, std };
     let updates = (1..=spec.finetunes).map(|k| update_for(def, spec, key, k)).collect();
     Some(FloatPlan { init, updates })
 }
@@ -875,10 +792,7 @@ fn update_for(def: &TensorDef, spec: &FamilySpec, key: u64, k: usize) -> Update 
     // freeze the embeddings and the first layer, a common recipe.
     let frozen = def.name.starts_with("pooler.") || (k >= 2 && (embedding || def.layer == Some(0)));
     // HF Trainer exempts biases and LayerNorm weights from weight decay.
-    let decays = matches!(
-        def.role,
-        Role::WordEmb | Role::PosEmb | Role::TypeEmb | Role::Matrix | Role::HeadWeight
-    );
+    let decays = matches!(def.role, Role::WordEmb | Role::PosEmb | Role::TypeEmb | Role::Matrix | Role::HeadWeight);
     // Upper layers move more than lower ones during fine-tuning.
     let depth = match def.layer {
         Some(l) => 0.5 + (l as f32 + 1.0) / spec.layers.max(1) as f32,
@@ -1065,10 +979,7 @@ fn stream_tensors(
 /// `embeddings.position_ids`: 0..511 as I64, identical in every member.
 fn position_ids_chunk(finetunes: usize) -> ChunkOut {
     let bytes: Vec<u8> = (0..MAX_POSITIONS as i64).flat_map(i64::to_le_bytes).collect();
-    ChunkOut {
-        fts: vec![bytes.clone(); finetunes],
-        base: bytes,
-    }
+    ChunkOut { fts: vec![bytes.clone(); finetunes], base: bytes }
 }
 
 fn write_batch(
@@ -1152,12 +1063,8 @@ mod tests {
                 let off = info["data_offsets"].as_array().unwrap();
                 let (a, b) = (off[0].as_u64().unwrap() as usize, off[1].as_u64().unwrap() as usize);
                 let dtype = info["dtype"].as_str().unwrap().to_string();
-                let shape: Vec<usize> = info["shape"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|d| d.as_u64().unwrap() as usize)
-                    .collect();
+                let shape: Vec<usize> =
+                    info["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
                 assert_eq!(b - a, shape.iter().product::<usize>() * dtype_size(&dtype), "{name}");
                 let data = bytes[8 + n + a..8 + n + b].to_vec();
                 (a, b, name.clone(), Tensor { dtype, shape, data })
@@ -1176,10 +1083,7 @@ mod tests {
         sorted.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
         assert_eq!(order, sorted);
         // Header positions follow offsets order too.
-        let positions: Vec<usize> = tensors
-            .iter()
-            .map(|t| header.find(&format!("\"{}\":", t.2)).unwrap())
-            .collect();
+        let positions: Vec<usize> = tensors.iter().map(|t| header.find(&format!("\"{}\":", t.2)).unwrap()).collect();
         assert!(positions.windows(2).all(|w| w[0] < w[1]));
         tensors.into_iter().map(|(_, _, name, t)| (name, t)).collect()
     }
@@ -1189,12 +1093,8 @@ mod tests {
         let index = dir.join("model.safetensors.index.json");
         let files: Vec<PathBuf> = if index.exists() {
             let v: Value = serde_json::from_slice(&fs::read(index).unwrap()).unwrap();
-            let mut files: Vec<String> = v["weight_map"]
-                .as_object()
-                .unwrap()
-                .values()
-                .map(|f| f.as_str().unwrap().to_string())
-                .collect();
+            let mut files: Vec<String> =
+                v["weight_map"].as_object().unwrap().values().map(|f| f.as_str().unwrap().to_string()).collect();
             files.sort();
             files.dedup();
             files.into_iter().map(|f| dir.join(f)).collect()
@@ -1206,18 +1106,12 @@ mod tests {
 
     fn as_f32(t: &Tensor) -> Vec<f32> {
         assert_eq!(t.dtype, "F32");
-        t.data
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-            .collect()
+        t.data.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()
     }
 
     fn as_bf16(t: &Tensor) -> Vec<u16> {
         assert_eq!(t.dtype, "BF16");
-        t.data
-            .chunks_exact(2)
-            .map(|b| u16::from_le_bytes(b.try_into().unwrap()))
-            .collect()
+        t.data.chunks_exact(2).map(|b| u16::from_le_bytes(b.try_into().unwrap())).collect()
     }
 
     #[test]
@@ -1271,11 +1165,7 @@ mod tests {
         let rounded: Vec<u16> = as_f32(&base[name]).into_iter().map(f32_to_bf16).collect();
         let tuned = as_bf16(&ft1[name]);
         let changed = rounded.iter().zip(&tuned).filter(|(a, b)| a != b).count();
-        let same_exp = rounded
-            .iter()
-            .zip(&tuned)
-            .filter(|(a, b)| (*a ^ *b) & 0xff80 == 0)
-            .count();
+        let same_exp = rounded.iter().zip(&tuned).filter(|(a, b)| (*a ^ *b) & 0xff80 == 0).count();
         let n = tuned.len() as f64;
         assert!(changed as f64 > 0.1 * n, "too few changed: {changed}");
         assert!(same_exp as f64 > 0.9 * n, "exponents moved: {same_exp}");
@@ -1312,10 +1202,7 @@ mod tests {
         let c = tempfile::tempdir().unwrap();
         let fc = write_family(&spec, c.path()).unwrap();
         let file = "model-00001-of-00004.safetensors";
-        assert_ne!(
-            fs::read(fa.dirs[0].join(file)).unwrap(),
-            fs::read(fc.dirs[0].join(file)).unwrap()
-        );
+        assert_ne!(fs::read(fa.dirs[0].join(file)).unwrap(), fs::read(fc.dirs[0].join(file)).unwrap());
     }
 
     #[test]

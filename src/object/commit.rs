@@ -20,14 +20,7 @@ impl Signature {
     fn encode(&self) -> String {
         let sign = if self.tz_minutes < 0 { '-' } else { '+' };
         let tz = self.tz_minutes.unsigned_abs();
-        format!(
-            "{} <{}> {} {sign}{:02}{:02}",
-            self.name,
-            self.email,
-            self.time,
-            tz / 60,
-            tz % 60
-        )
+        format!("{} <{}> {} {sign}{:02}{:02}", self.name, self.email, self.time, tz / 60, tz % 60)
     }
 
     fn decode(s: &str) -> Option<Signature> {
@@ -46,12 +39,7 @@ impl Signature {
             "-" => -magnitude,
             _ => return None,
         };
-        Some(Signature {
-            name: name.into(),
-            email: email.into(),
-            time: time.parse().ok()?,
-            tz_minutes,
-        })
+        Some(Signature { name: name.into(), email: email.into(), time: time.parse().ok()?, tz_minutes })
     }
 
     /// A valid name or e-mail has no angle brackets or newlines.
@@ -90,21 +78,15 @@ pub struct Commit {
 type Fields<'a> = (Vec<(&'a str, &'a str)>, String);
 
 fn header_lines(body: &[u8]) -> Result<Fields<'_>, DecodeError> {
-    let text = std::str::from_utf8(body).map_err(|e| DecodeError {
-        what: "not UTF-8".into(),
-        offset: e.valid_up_to(),
-    })?;
-    let (head, message) = text.split_once("\n\n").ok_or(DecodeError {
-        what: "no blank line before the message".into(),
-        offset: text.len(),
-    })?;
+    let text =
+        std::str::from_utf8(body).map_err(|e| DecodeError { what: "not UTF-8".into(), offset: e.valid_up_to() })?;
+    let (head, message) = text
+        .split_once("\n\n")
+        .ok_or(DecodeError { what: "no blank line before the message".into(), offset: text.len() })?;
     let mut fields = Vec::new();
     let mut offset = 0;
     for line in head.split('\n') {
-        let kv = line.split_once(' ').ok_or(DecodeError {
-            what: format!("malformed line {line:?}"),
-            offset,
-        })?;
+        let kv = line.split_once(' ').ok_or(DecodeError { what: format!("malformed line {line:?}"), offset })?;
         fields.push(kv);
         offset += line.len() + 1;
     }
@@ -130,11 +112,7 @@ impl Commit {
         for p in &self.parents {
             s += &format!("parent {p}\n");
         }
-        s += &format!(
-            "author {}\ncommitter {}\n",
-            self.author.encode(),
-            self.committer.encode()
-        );
+        s += &format!("author {}\ncommitter {}\n", self.author.encode(), self.committer.encode());
         if let Some(g) = &self.git {
             s += &format!("git-source {} {}\n", g.commit, if g.dirty { "dirty" } else { "clean" });
         }
@@ -155,13 +133,8 @@ impl Commit {
                 "author" => author = Some(parse_signature(value)?),
                 "committer" => committer = Some(parse_signature(value)?),
                 "git-source" => {
-                    let (commit, state) = value
-                        .split_once(' ')
-                        .ok_or_else(|| bad("malformed git-source".into()))?;
-                    git = Some(GitProvenance {
-                        commit: commit.into(),
-                        dirty: state == "dirty",
-                    });
+                    let (commit, state) = value.split_once(' ').ok_or_else(|| bad("malformed git-source".into()))?;
+                    git = Some(GitProvenance { commit: commit.into(), dirty: state == "dirty" });
                 }
                 other => return Err(bad(format!("unknown commit field {other:?}"))),
             }
@@ -198,14 +171,8 @@ pub struct Tag {
 impl Tag {
     /// Canonical body.
     pub fn encode(&self) -> Vec<u8> {
-        format!(
-            "object {}\ntag {}\ntagger {}\n\n{}",
-            self.object,
-            self.name,
-            self.tagger.encode(),
-            self.message
-        )
-        .into_bytes()
+        format!("object {}\ntag {}\ntagger {}\n\n{}", self.object, self.name, self.tagger.encode(), self.message)
+            .into_bytes()
     }
 
     /// Parses a canonical body.
@@ -239,12 +206,7 @@ mod tests {
     use super::*;
 
     fn sig(tz: i32) -> Signature {
-        Signature {
-            name: "A U Thor".into(),
-            email: "a@example.com".into(),
-            time: 1_700_000_000,
-            tz_minutes: tz,
-        }
+        Signature { name: "A U Thor".into(), email: "a@example.com".into(), time: 1_700_000_000, tz_minutes: tz }
     }
 
     #[test]
@@ -254,10 +216,7 @@ mod tests {
             parents: vec![ObjectId([2; 32]), ObjectId([3; 32])],
             author: sig(-330),
             committer: sig(60),
-            git: Some(GitProvenance {
-                commit: "ab".repeat(20),
-                dirty: true,
-            }),
+            git: Some(GitProvenance { commit: "ab".repeat(20), dirty: true }),
             message: "fine-tune\n\nwith details\n".into(),
         };
         assert_eq!(Commit::decode(&c.encode()).unwrap(), c);
@@ -265,24 +224,13 @@ mod tests {
 
     #[test]
     fn tag_round_trip() {
-        let t = Tag {
-            object: ObjectId([9; 32]),
-            name: "v1".into(),
-            tagger: sig(0),
-            message: "release".into(),
-        };
+        let t = Tag { object: ObjectId([9; 32]), name: "v1".into(), tagger: sig(0), message: "release".into() };
         assert_eq!(Tag::decode(&t.encode()).unwrap(), t);
     }
 
     #[test]
     fn hostile_commits_are_errors() {
-        for body in [
-            &b"tree zz\n\nm"[..],
-            b"\xff\xfe",
-            b"tree 00\n",
-            b"author x\n\nm",
-            b"foo bar\n\nm",
-        ] {
+        for body in [&b"tree zz\n\nm"[..], b"\xff\xfe", b"tree 00\n", b"author x\n\nm", b"foo bar\n\nm"] {
             assert!(Commit::decode(body).is_err());
         }
     }

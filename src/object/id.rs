@@ -132,10 +132,7 @@ mod tests {
 
     #[test]
     fn kind_is_part_of_identity() {
-        assert_ne!(
-            ObjectId::hash(ObjectKind::Blob, b"x"),
-            ObjectId::hash(ObjectKind::Tree, b"x")
-        );
+        assert_ne!(ObjectId::hash(ObjectKind::Blob, b"x"), ObjectId::hash(ObjectKind::Tree, b"x"));
     }
 
     #[test]

@@ -114,14 +114,8 @@ mod tests {
         let f = TensorFile {
             prefix: b"\x02\0\0\0\0\0\0\0{}".to_vec(),
             segments: vec![
-                Segment::Tensor {
-                    id: ObjectId([1; 32]),
-                    len: 8,
-                },
-                Segment::Bytes {
-                    id: ObjectId([2; 32]),
-                    len: 3,
-                },
+                Segment::Tensor { id: ObjectId([1; 32]), len: 8 },
+                Segment::Bytes { id: ObjectId([2; 32]), len: 3 },
             ],
         };
         assert_eq!(TensorFile::decode(&f.encode()).unwrap(), f);
@@ -130,13 +124,7 @@ mod tests {
 
     #[test]
     fn decode_rejects_truncation_everywhere() {
-        let f = TensorFile {
-            prefix: vec![0; 10],
-            segments: vec![Segment::Tensor {
-                id: ObjectId([1; 32]),
-                len: 8,
-            }],
-        };
+        let f = TensorFile { prefix: vec![0; 10], segments: vec![Segment::Tensor { id: ObjectId([1; 32]), len: 8 }] };
         let body = f.encode();
         for cut in 0..body.len() {
             assert!(TensorFile::decode(&body[..cut]).is_err());

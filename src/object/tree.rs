@@ -100,9 +100,8 @@ impl Tree {
                 m => return Err(r.error(format!("unknown mode {m}"))),
             };
             let len = r.u16()? as usize;
-            let name = std::str::from_utf8(r.bytes(len)?)
-                .map_err(|_| r.error("tree entry name is not UTF-8"))?
-                .to_string();
+            let name =
+                std::str::from_utf8(r.bytes(len)?).map_err(|_| r.error("tree entry name is not UTF-8"))?.to_string();
             if !is_valid_name(&name) {
                 return Err(r.error(format!("unsafe tree entry name {name:?}")));
             }
@@ -111,13 +110,7 @@ impl Tree {
             }
             let id = r.id()?;
             let size = r.u64()?;
-            entries.push(TreeEntry {
-                name,
-                kind,
-                executable,
-                id,
-                size,
-            });
+            entries.push(TreeEntry { name, kind, executable, id, size });
         }
         r.finish()?;
         Ok(Tree { entries })
@@ -130,10 +123,7 @@ impl Tree {
 
     /// Looks an entry up by name.
     pub fn get(&self, name: &str) -> Option<&TreeEntry> {
-        self.entries
-            .binary_search_by(|e| e.name.as_str().cmp(name))
-            .ok()
-            .map(|i| &self.entries[i])
+        self.entries.binary_search_by(|e| e.name.as_str().cmp(name)).ok().map(|i| &self.entries[i])
     }
 }
 
@@ -142,20 +132,12 @@ mod tests {
     use super::*;
 
     fn entry(name: &str) -> TreeEntry {
-        TreeEntry {
-            name: name.into(),
-            kind: EntryKind::Blob,
-            executable: false,
-            id: ObjectId([3; 32]),
-            size: 1,
-        }
+        TreeEntry { name: name.into(), kind: EntryKind::Blob, executable: false, id: ObjectId([3; 32]), size: 1 }
     }
 
     #[test]
     fn round_trip() {
-        let t = Tree {
-            entries: vec![entry("a"), entry("b.safetensors")],
-        };
+        let t = Tree { entries: vec![entry("a"), entry("b.safetensors")] };
         assert_eq!(Tree::decode(&t.encode()).unwrap(), t);
         assert_eq!(t.get("a").map(|e| e.size), Some(1));
     }
@@ -163,14 +145,10 @@ mod tests {
     #[test]
     fn rejects_path_traversal_and_unsorted_names() {
         for bad in ["..", "a/b", ".mlv", ""] {
-            let t = Tree {
-                entries: vec![entry(bad)],
-            };
+            let t = Tree { entries: vec![entry(bad)] };
             assert!(Tree::decode(&t.encode()).is_err(), "{bad:?} accepted");
         }
-        let t = Tree {
-            entries: vec![entry("b"), entry("a")],
-        };
+        let t = Tree { entries: vec![entry("b"), entry("a")] };
         assert!(Tree::decode(&t.encode()).is_err());
     }
 }

@@ -44,11 +44,7 @@ pub fn work_path(repo: &Repository, cwd: &Path, p: &Path) -> Result<PathBuf> {
         }
         acc
     });
-    if norm.starts_with(&repo.root) {
-        Ok(norm)
-    } else {
-        Err(Error::OutsideRepository(p.to_path_buf()))
-    }
+    if norm.starts_with(&repo.root) { Ok(norm) } else { Err(Error::OutsideRepository(p.to_path_buf())) }
 }
 
 /// The `/`-separated prefix a work path stands for ("" for the root).
@@ -131,14 +127,7 @@ pub fn stage_files(
         }
         report.logical_bytes += f.stat.size;
         report.staged.push(f.rel.clone());
-        updates.push((
-            f.rel.clone(),
-            IndexEntry {
-                kind: ingested.kind,
-                id: ingested.id,
-                stat: f.stat,
-            },
-        ));
+        updates.push((f.rel.clone(), IndexEntry { kind: ingested.kind, id: ingested.id, stat: f.stat }));
         progress.advance(f.stat.size);
     }
     report.stored_bytes = writer.written_bytes();

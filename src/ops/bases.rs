@@ -37,10 +37,7 @@ impl<'r> RepoBases<'r> {
             named.push((String::new(), repo.commit_files(Some(repo.resolve(rev)?))?));
         }
         for (path, rev) in &repo.config.delta.bases {
-            named.push((
-                path.trim_end_matches('/').to_string(),
-                repo.commit_files(Some(repo.resolve(rev)?))?,
-            ));
+            named.push((path.trim_end_matches('/').to_string(), repo.commit_files(Some(repo.resolve(rev)?))?));
         }
         Ok(RepoBases {
             repo,
@@ -54,30 +51,21 @@ impl<'r> RepoBases<'r> {
 
     fn tensors_of(&mut self, id: ObjectId) -> &[NamedTensor] {
         let repo = self.repo;
-        self.files.entry(id).or_insert_with(|| {
-            load_tensor_file(&repo.odb, &id)
-                .map(|tf| named_tensors(&tf))
-                .unwrap_or_default()
-        })
+        self.files
+            .entry(id)
+            .or_insert_with(|| load_tensor_file(&repo.odb, &id).map(|tf| named_tensors(&tf)).unwrap_or_default())
     }
 
     fn by_name(&mut self, file: ObjectId, t: &TensorSpan) -> Option<ObjectId> {
         let want = normalise(&t.name);
-        self.tensors_of(file)
-            .iter()
-            .find(|c| c.name == t.name || normalise(&c.name) == want)
-            .map(|c| c.id)
+        self.tensors_of(file).iter().find(|c| c.name == t.name || normalise(&c.name) == want).map(|c| c.id)
     }
 
     /// Same path in `tree`, else any tensor file of `tree` with a tensor of that name.
     fn in_tree(&mut self, tree: &FlatTree, rel: &str, t: &TensorSpan, any_file: bool) -> Option<ObjectId> {
         let files: Vec<ObjectId> = match tree.get(rel) {
             Some(e) if e.kind == EntryKind::TensorFile => vec![e.id],
-            _ if any_file => tree
-                .values()
-                .filter(|e| e.kind == EntryKind::TensorFile)
-                .map(|e| e.id)
-                .collect(),
+            _ if any_file => tree.values().filter(|e| e.kind == EntryKind::TensorFile).map(|e| e.id).collect(),
             _ => Vec::new(),
         };
         files.into_iter().find_map(|f| self.by_name(f, t))
@@ -154,14 +142,7 @@ impl BaseFinder for RepoBases<'_> {
 
 /// A tensor name without the wrapper prefixes that task heads add (`bert.`, `model.`, ...).
 fn normalise(name: &str) -> &str {
-    const WRAPPERS: [&str; 6] = [
-        "bert.",
-        "roberta.",
-        "model.",
-        "transformer.",
-        "base_model.model.",
-        "module.",
-    ];
+    const WRAPPERS: [&str; 6] = ["bert.", "roberta.", "model.", "transformer.", "base_model.model.", "module."];
     let mut n = name;
     while let Some(rest) = WRAPPERS.iter().find_map(|w| n.strip_prefix(w)) {
         n = rest;
@@ -173,10 +154,7 @@ fn normalise(name: &str) -> &str {
 /// anywhere when aligned from the end (so `layer.3.q` prefers `layer.3.q` over `layer.4.q`).
 fn similarity(a: &str, b: &str) -> (usize, usize) {
     let pairs = || a.rsplit('.').zip(b.rsplit('.'));
-    (
-        pairs().take_while(|(x, y)| x == y).count(),
-        pairs().filter(|(x, y)| x == y).count(),
-    )
+    (pairs().take_while(|(x, y)| x == y).count(), pairs().filter(|(x, y)| x == y).count())
 }
 
 #[cfg(test)]

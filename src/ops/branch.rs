@@ -31,26 +31,13 @@ pub fn list_branches(repo: &Repository) -> Result<Vec<RefInfo>> {
         .refs
         .list(HEADS)?
         .into_iter()
-        .map(|(name, id)| RefInfo {
-            current: current.as_deref() == Some(&name),
-            name,
-            id,
-        })
+        .map(|(name, id)| RefInfo { current: current.as_deref() == Some(&name), name, id })
         .collect())
 }
 
 /// Tags.
 pub fn list_tags(repo: &Repository) -> Result<Vec<RefInfo>> {
-    Ok(repo
-        .refs
-        .list(TAGS)?
-        .into_iter()
-        .map(|(name, id)| RefInfo {
-            name,
-            id,
-            current: false,
-        })
-        .collect())
+    Ok(repo.refs.list(TAGS)?.into_iter().map(|(name, id)| RefInfo { name, id, current: false }).collect())
 }
 
 fn ensure_free(repo: &Repository, full: &str, name: &str) -> Result<()> {
@@ -76,10 +63,7 @@ pub fn delete_branch(repo: &Repository, name: &str) -> Result<()> {
         return Err(Error::CurrentBranch(name.to_string()));
     }
     let full = format!("{HEADS}{name}");
-    let id = repo
-        .refs
-        .read(&full)?
-        .ok_or_else(|| Error::UnknownRevision(name.to_string()))?;
+    let id = repo.refs.read(&full)?.ok_or_else(|| Error::UnknownRevision(name.to_string()))?;
     Ok(repo.refs.delete(&full, id)?)
 }
 
@@ -111,10 +95,7 @@ pub fn create_tag(repo: &mut Repository, name: &str, rev: Option<&str>, message:
 /// Deletes tag `name`.
 pub fn delete_tag(repo: &Repository, name: &str) -> Result<()> {
     let full = format!("{TAGS}{name}");
-    let id = repo
-        .refs
-        .read(&full)?
-        .ok_or_else(|| Error::UnknownRevision(name.to_string()))?;
+    let id = repo.refs.read(&full)?.ok_or_else(|| Error::UnknownRevision(name.to_string()))?;
     Ok(repo.refs.delete(&full, id)?)
 }
 
@@ -149,9 +130,6 @@ pub fn switch(
         }
         SwitchMode::Existing => {}
     }
-    let id = repo
-        .refs
-        .read(&full)?
-        .ok_or_else(|| Error::UnknownRevision(name.to_string()))?;
+    let id = repo.refs.read(&full)?.ok_or_else(|| Error::UnknownRevision(name.to_string()))?;
     checkout(repo, Target::Branch(name.to_string()), Some(id), force, progress)
 }

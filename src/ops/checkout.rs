@@ -53,12 +53,7 @@ pub fn target_of(repo: &Repository, rev: &str) -> Result<(Target, ObjectId)> {
 /// Paths whose local state differs from HEAD (staged, unstaged or untracked).
 fn local_changes(repo: &Repository) -> Result<BTreeSet<String>> {
     let s = status(repo)?;
-    Ok(s.staged
-        .into_iter()
-        .chain(s.unstaged)
-        .map(|c| c.path)
-        .chain(s.untracked)
-        .collect())
+    Ok(s.staged.into_iter().chain(s.unstaged).map(|c| c.path).chain(s.untracked).collect())
 }
 
 /// Switches the whole work tree to `commit` and points HEAD at `target`.
@@ -73,20 +68,13 @@ pub fn checkout(
     let target_files = repo.commit_files(commit)?;
     // Local changes survive a checkout that does not touch their paths, as in git.
     let keep = if force { BTreeSet::new() } else { local_changes(repo)? };
-    let conflicts: Vec<String> = keep
-        .iter()
-        .filter(|p| head_files.get(*p) != target_files.get(*p))
-        .cloned()
-        .collect();
+    let conflicts: Vec<String> = keep.iter().filter(|p| head_files.get(*p) != target_files.get(*p)).cloned().collect();
     if !conflicts.is_empty() {
         return Err(Error::DirtyWorktree(conflicts));
     }
     let mut index = repo.index()?;
-    let wanted: FlatTree = target_files
-        .iter()
-        .filter(|(p, _)| !keep.contains(*p))
-        .map(|(p, e)| (p.clone(), e.clone()))
-        .collect();
+    let wanted: FlatTree =
+        target_files.iter().filter(|(p, _)| !keep.contains(*p)).map(|(p, e)| (p.clone(), e.clone())).collect();
     let mut report = write_files(repo, &mut index, &wanted, force, progress)?;
     let tracked: Vec<String> = index_tree(&index).into_keys().chain(head_files.into_keys()).collect();
     for path in tracked.into_iter().collect::<BTreeSet<_>>() {
@@ -124,11 +112,7 @@ pub fn checkout_paths(
     for p in paths {
         let prefix = rel_prefix(repo, &work_path(repo, cwd, p)?)?;
         let before = selected.len();
-        selected.extend(
-            all.iter()
-                .filter(|(k, _)| under(k, &prefix))
-                .map(|(k, v)| (k.clone(), v.clone())),
-        );
+        selected.extend(all.iter().filter(|(k, _)| under(k, &prefix)).map(|(k, v)| (k.clone(), v.clone())));
         if selected.len() == before {
             return Err(Error::NoMatch(p.display().to_string()));
         }
@@ -149,23 +133,14 @@ fn write_files(
     progress: &dyn Progress,
 ) -> Result<CheckoutReport> {
     let mut report = CheckoutReport::default();
-    let todo: Vec<(&String, &FlatEntry)> = files
-        .iter()
-        .filter(|(p, e)| force || !is_current(repo, index, p, e))
-        .collect();
+    let todo: Vec<(&String, &FlatEntry)> =
+        files.iter().filter(|(p, e)| force || !is_current(repo, index, p, e)).collect();
     progress.start("checking out", todo.iter().map(|(_, e)| e.size).sum());
     for (path, e) in todo {
         let dest = repo.root.join(path);
         report.bytes += worktree::checkout_file(&repo.odb, e.kind, &e.id, &dest, e.executable)?;
         let meta = std::fs::metadata(&dest).map_err(|err| crate::fsutil::with_path(&dest, err))?;
-        index.entries.insert(
-            path.clone(),
-            IndexEntry {
-                kind: e.kind,
-                id: e.id,
-                stat: Stat::of(&meta),
-            },
-        );
+        index.entries.insert(path.clone(), IndexEntry { kind: e.kind, id: e.id, stat: Stat::of(&meta) });
         report.written.push(path.clone());
         progress.advance(e.size);
     }
@@ -212,13 +187,8 @@ pub fn unstage(repo: &Repository, rev: &str, cwd: &Path, paths: &[PathBuf]) -> R
     let mut changed = Vec::new();
     for p in paths {
         let prefix = rel_prefix(repo, &work_path(repo, cwd, p)?)?;
-        let staged: Vec<String> = index
-            .entries
-            .keys()
-            .chain(source.keys())
-            .filter(|k| under(k, &prefix))
-            .cloned()
-            .collect();
+        let staged: Vec<String> =
+            index.entries.keys().chain(source.keys()).filter(|k| under(k, &prefix)).cloned().collect();
         if staged.is_empty() {
             return Err(Error::NoMatch(p.display().to_string()));
         }
@@ -230,14 +200,7 @@ pub fn unstage(repo: &Repository, rev: &str, cwd: &Path, paths: &[PathBuf]) -> R
             match source.get(&path) {
                 // Stat zeroed: the work-tree file must be rehashed before it counts as clean.
                 Some(e) => {
-                    index.entries.insert(
-                        path.clone(),
-                        IndexEntry {
-                            kind: e.kind,
-                            id: e.id,
-                            stat: Stat::default(),
-                        },
-                    );
+                    index.entries.insert(path.clone(), IndexEntry { kind: e.kind, id: e.id, stat: Stat::default() });
                 }
                 None => {
                     index.entries.remove(&path);

@@ -42,15 +42,7 @@ pub fn index_tree(index: &crate::index::Index) -> FlatTree {
         .entries
         .iter()
         .map(|(p, e)| {
-            (
-                p.clone(),
-                FlatEntry {
-                    kind: e.kind,
-                    id: e.id,
-                    size: e.stat.size,
-                    executable: e.stat.executable,
-                },
-            )
+            (p.clone(), FlatEntry { kind: e.kind, id: e.id, size: e.stat.size, executable: e.stat.executable })
         })
         .collect()
 }

@@ -103,16 +103,7 @@ fn side_files(repo: &Repository, side: &Side) -> Result<Vec<(String, SideFile)>>
         Side::Commit(c) => Ok(repo
             .commit_files(Some(*c))?
             .into_iter()
-            .map(|(p, e)| {
-                (
-                    p,
-                    SideFile {
-                        kind: e.kind,
-                        id: e.id,
-                        path: None,
-                    },
-                )
-            })
+            .map(|(p, e)| (p, SideFile { kind: e.kind, id: e.id, path: None }))
             .collect()),
         Side::WorkTree => {
             let index = repo.index()?;
@@ -126,14 +117,7 @@ fn side_files(repo: &Repository, side: &Side) -> Result<Vec<(String, SideFile)>>
                 } else {
                     worktree::ingest(&f.abs, &f.rel, None, &mut NoBases)?.id
                 };
-                out.push((
-                    f.rel.clone(),
-                    SideFile {
-                        kind: entry.kind,
-                        id,
-                        path: Some(f.abs),
-                    },
-                ));
+                out.push((f.rel.clone(), SideFile { kind: entry.kind, id, path: Some(f.abs) }));
             }
             Ok(out)
         }
@@ -156,17 +140,9 @@ pub fn diff(repo: &Repository, old: &Side, new: &Side) -> Result<Vec<FileDiff>> 
             (_, None) => ChangeKind::Deleted,
         };
         let is_tensors = [a, b].iter().flatten().all(|f| f.kind == EntryKind::TensorFile);
-        let (tensors, text) = if is_tensors {
-            (Some(tensor_diff(repo, a, b)?), None)
-        } else {
-            (None, text_diff(repo, path, a, b)?)
-        };
-        out.push(FileDiff {
-            path: path.clone(),
-            change,
-            tensors,
-            text,
-        });
+        let (tensors, text) =
+            if is_tensors { (Some(tensor_diff(repo, a, b)?), None) } else { (None, text_diff(repo, path, a, b)?) };
+        out.push(FileDiff { path: path.clone(), change, tensors, text });
     }
     Ok(out)
 }
@@ -176,10 +152,7 @@ fn tensors_of(repo: &Repository, f: Option<&SideFile>) -> Result<Vec<SideTensor>
     match &f.path {
         None => Ok(named_tensors(&load_tensor_file(&repo.odb, &f.id)?)
             .into_iter()
-            .map(|t| SideTensor {
-                bytes: Bytes::Stored(t.id),
-                t,
-            })
+            .map(|t| SideTensor { bytes: Bytes::Stored(t.id), t })
             .collect()),
         Some(path) => {
             let file = File::open(path).map_err(|e| crate::fsutil::with_path(path, e))?;
@@ -191,12 +164,7 @@ fn tensors_of(repo: &Repository, f: Option<&SideFile>) -> Result<Vec<SideTensor>
                 .tensors()
                 .zip(ingested.tensors)
                 .map(|(t, o)| SideTensor {
-                    t: NamedTensor {
-                        name: t.name.clone(),
-                        id: o.id,
-                        dtype: t.dtype,
-                        shape: t.shape.clone(),
-                    },
+                    t: NamedTensor { name: t.name.clone(), id: o.id, dtype: t.dtype, shape: t.shape.clone() },
                     bytes: Bytes::File(path.clone(), t.start),
                 })
                 .collect())
@@ -214,11 +182,7 @@ fn tensor_diff(repo: &Repository, a: Option<&SideFile>, b: Option<&SideFile>) ->
             Some(o) => d.changed.push(compare(repo, o, n)?),
         }
     }
-    d.removed = old
-        .iter()
-        .filter(|o| !new.iter().any(|n| n.t.name == o.t.name))
-        .map(|o| o.t.name.clone())
-        .collect();
+    d.removed = old.iter().filter(|o| !new.iter().any(|n| n.t.name == o.t.name)).map(|o| o.t.name.clone()).collect();
     Ok(d)
 }
 
@@ -317,11 +281,7 @@ fn small_float(v: u8, e_bits: u32, m_bits: u32, bias: i32) -> f64 {
     let sign = if v >> 7 == 1 { -1.0 } else { 1.0 };
     let e = ((v >> m_bits) & ((1 << e_bits) - 1) as u8) as i32;
     let m = (v & ((1 << m_bits) - 1) as u8) as f64 / (1u32 << m_bits) as f64;
-    if e == 0 {
-        sign * m * 2f64.powi(1 - bias)
-    } else {
-        sign * (1.0 + m) * 2f64.powi(e - bias)
-    }
+    if e == 0 { sign * m * 2f64.powi(1 - bias) } else { sign * (1.0 + m) * 2f64.powi(e - bias) }
 }
 
 fn text_of(repo: &Repository, f: Option<&SideFile>) -> Result<Option<String>> {
@@ -348,9 +308,5 @@ fn text_diff(repo: &Repository, path: &str, a: Option<&SideFile>, b: Option<&Sid
         return Ok(None);
     };
     let diff = similar::TextDiff::from_lines(&x, &y);
-    Ok(Some(
-        diff.unified_diff()
-            .header(&format!("a/{path}"), &format!("b/{path}"))
-            .to_string(),
-    ))
+    Ok(Some(diff.unified_diff().header(&format!("a/{path}"), &format!("b/{path}")).to_string()))
 }

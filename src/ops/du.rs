@@ -113,11 +113,7 @@ fn first_locations(repo: &Repository, commit: ObjectId) -> Result<HashMap<Object
     let mut out = HashMap::new();
     for c in chain.into_iter().rev() {
         for (path, e) in repo.commit_files(Some(c))? {
-            let loc = |tensor: Option<String>| Location {
-                commit: c.short(),
-                path: path.clone(),
-                tensor,
-            };
+            let loc = |tensor: Option<String>| Location { commit: c.short(), path: path.clone(), tensor };
             out.entry(e.id).or_insert_with(|| loc(None));
             if e.kind == EntryKind::TensorFile {
                 for t in named_tensors(&load_tensor_file(&repo.odb, &e.id)?) {
@@ -135,20 +131,15 @@ fn storage_of(
     first: &HashMap<ObjectId, Location>,
     here: &Location,
 ) -> Result<(u64, Storage)> {
-    if let Some(loc) = first
-        .get(id)
-        .filter(|l| l.commit != here.commit || l.path != here.path || l.tensor != here.tensor)
+    if let Some(loc) =
+        first.get(id).filter(|l| l.commit != here.commit || l.path != here.path || l.tensor != here.tensor)
     {
         return Ok((0, Storage::Duplicate { of: loc.clone() }));
     }
     let info = repo.odb.storage(id)?;
     let codecs: Vec<String> = info.codecs.iter().map(|(c, n)| format!("{c}×{n}")).collect();
     let storage = match info.bases.first() {
-        Some(b) => Storage::Delta {
-            base: first.get(b).cloned(),
-            base_id: *b,
-            codecs,
-        },
+        Some(b) => Storage::Delta { base: first.get(b).cloned(), base_id: *b, codecs },
         None if info.codecs.iter().all(|(c, _)| c == "raw") => Storage::Raw,
         None => Storage::Standalone { codecs },
     };
@@ -161,48 +152,26 @@ pub fn du(repo: &Repository, commit: ObjectId, tensors: bool) -> Result<Usage> {
     let short = commit.short();
     let mut files = Vec::new();
     for (path, e) in repo.commit_files(Some(commit))? {
-        let here = Location {
-            commit: short.clone(),
-            path: path.clone(),
-            tensor: None,
-        };
+        let here = Location { commit: short.clone(), path: path.clone(), tensor: None };
         let (mut stored, _) = storage_of(repo, &e.id, &first, &here)?;
         let mut rows = Vec::new();
         if e.kind == EntryKind::TensorFile && stored > 0 {
             let tf = load_tensor_file(&repo.odb, &e.id)?;
             let named = named_tensors(&tf);
             for t in &named {
-                let here = Location {
-                    tensor: Some(t.name.clone()),
-                    ..here.clone()
-                };
+                let here = Location { tensor: Some(t.name.clone()), ..here.clone() };
                 let (s, storage) = storage_of(repo, &t.id, &first, &here)?;
                 stored += s;
                 let logical = t.dtype.byte_len(t.shape.iter().product()).unwrap_or(0);
-                rows.push(TensorUsage {
-                    name: t.name.clone(),
-                    logical,
-                    stored: s,
-                    storage,
-                });
+                rows.push(TensorUsage { name: t.name.clone(), logical, stored: s, storage });
             }
             for seg in tf.segments.iter().filter(|s| matches!(s, Segment::Bytes { .. })) {
                 stored += repo.odb.find(&seg.id()).map_or(0, |(_, r)| r.len);
             }
         }
-        files.push(FileUsage {
-            path,
-            logical: e.size,
-            stored,
-            tensors: if tensors { rows } else { Vec::new() },
-        });
+        files.push(FileUsage { path, logical: e.size, stored, tensors: if tensors { rows } else { Vec::new() } });
     }
     let logical = files.iter().map(|f| f.logical).sum();
     let stored = super::log::stored_added(repo, &commit)?;
-    Ok(Usage {
-        commit,
-        logical,
-        stored,
-        files,
-    })
+    Ok(Usage { commit, logical, stored, files })
 }

@@ -87,11 +87,7 @@ pub fn log(repo: &Repository, start: ObjectId, limit: usize, with_stat: bool) ->
             }
         }
         let logical_bytes = repo.flatten(&c.tree)?.values().map(|f| f.size).sum();
-        let stored_bytes_added = if with_stat {
-            Some(stored_added(repo, &id)?)
-        } else {
-            None
-        };
+        let stored_bytes_added = if with_stat { Some(stored_added(repo, &id)?) } else { None };
         out.push(LogEntry {
             id,
             parents: c.parents,

@@ -59,10 +59,7 @@ impl Status {
 /// Counts tensors that differ between two tensor files (by name).
 pub fn tensors_changed(repo: &Repository, old: &ObjectId, new: &[(String, ObjectId)]) -> Option<usize> {
     let old = named_tensors(&load_tensor_file(&repo.odb, old).ok()?);
-    let changed = new
-        .iter()
-        .filter(|(n, id)| !old.iter().any(|o| &o.name == n && &o.id == id))
-        .count();
+    let changed = new.iter().filter(|(n, id)| !old.iter().any(|o| &o.name == n && &o.id == id)).count();
     let removed = old.iter().filter(|o| !new.iter().any(|(n, _)| n == &o.name)).count();
     Some(changed + removed)
 }
@@ -104,42 +101,24 @@ pub fn status(repo: &Repository) -> Result<Status> {
             }
             _ => None,
         };
-        unstaged.push(Change {
-            path: f.rel.clone(),
-            kind: ChangeKind::Modified,
-            tensors_changed,
-        });
+        unstaged.push(Change { path: f.rel.clone(), kind: ChangeKind::Modified, tensors_changed });
     }
     let present: std::collections::HashSet<&str> = found.iter().map(|f| f.rel.as_str()).collect();
     for path in index.entries.keys().filter(|k| !present.contains(k.as_str())) {
-        unstaged.push(Change {
-            path: path.clone(),
-            kind: ChangeKind::Deleted,
-            tensors_changed: None,
-        });
+        unstaged.push(Change { path: path.clone(), kind: ChangeKind::Deleted, tensors_changed: None });
     }
     if refreshed {
         // Best effort: a read-only repository still answers status.
         let _ = index.save(&repo.index_path());
     }
-    Ok(Status {
-        branch,
-        head,
-        staged,
-        unstaged,
-        untracked,
-    })
+    Ok(Status { branch, head, staged, unstaged, untracked })
 }
 
 fn compare_trees(repo: &Repository, head: &crate::repo::FlatTree, index: &Index) -> Vec<Change> {
     let mut out = Vec::new();
     for (path, e) in &index.entries {
         match head.get(path) {
-            None => out.push(Change {
-                path: path.clone(),
-                kind: ChangeKind::New,
-                tensors_changed: None,
-            }),
+            None => out.push(Change { path: path.clone(), kind: ChangeKind::New, tensors_changed: None }),
             Some(h) if h.id != e.id => {
                 let tensors_changed = (e.kind == EntryKind::TensorFile && h.kind == EntryKind::TensorFile)
                     .then(|| load_tensor_file(&repo.odb, &e.id).ok())
@@ -149,21 +128,13 @@ fn compare_trees(repo: &Repository, head: &crate::repo::FlatTree, index: &Index)
                             named_tensors(&tf).into_iter().map(|t| (t.name, t.id)).collect();
                         tensors_changed(repo, &h.id, &new)
                     });
-                out.push(Change {
-                    path: path.clone(),
-                    kind: ChangeKind::Modified,
-                    tensors_changed,
-                });
+                out.push(Change { path: path.clone(), kind: ChangeKind::Modified, tensors_changed });
             }
             Some(_) => {}
         }
     }
     for path in head.keys().filter(|p| !index.entries.contains_key(*p)) {
-        out.push(Change {
-            path: path.clone(),
-            kind: ChangeKind::Deleted,
-            tensors_changed: None,
-        });
+        out.push(Change { path: path.clone(), kind: ChangeKind::Deleted, tensors_changed: None });
     }
     out
 }

@@ -35,11 +35,6 @@ pub fn named_tensors(tf: &TensorFile) -> Vec<NamedTensor> {
             Span::Bytes { .. } => None,
         })
         .zip(ids)
-        .map(|(t, id)| NamedTensor {
-            name: t.name,
-            id,
-            dtype: t.dtype,
-            shape: t.shape,
-        })
+        .map(|(t, id)| NamedTensor { name: t.name, id, dtype: t.dtype, shape: t.shape })
         .collect()
 }

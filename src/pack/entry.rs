@@ -50,12 +50,7 @@ impl EntryHeader {
             return Err(r.error("data length is not a whole number of elements"));
         }
         let chunk_elems = r.u64()?;
-        let header = EntryHeader {
-            kind,
-            id,
-            meta,
-            chunk_elems,
-        };
+        let header = EntryHeader { kind, id, meta, chunk_elems };
         let count = r.u32()? as u64;
         if chunk_elems == 0 && header.meta.data_len > 0 || count != header.chunk_count() {
             return Err(r.error(format!("chunk count {count} does not fit the data length")));
@@ -114,17 +109,8 @@ mod tests {
     use proptest::prelude::*;
 
     fn header(data_len: u64, chunk_elems: u64) -> EntryHeader {
-        let meta = TensorMeta {
-            dtype: DType::BF16,
-            shape: vec![data_len / 2],
-            data_len,
-        };
-        EntryHeader {
-            kind: ObjectKind::Tensor,
-            id: ObjectId([4; 32]),
-            meta,
-            chunk_elems,
-        }
+        let meta = TensorMeta { dtype: DType::BF16, shape: vec![data_len / 2], data_len };
+        EntryHeader { kind: ObjectKind::Tensor, id: ObjectId([4; 32]), meta, chunk_elems }
     }
 
     fn entry(h: &EntryHeader, chunks: &[&[u8]]) -> Vec<u8> {

@@ -39,10 +39,7 @@ pub struct PackIndex {
 impl PackIndex {
     /// Finds a record by id.
     pub fn find(&self, id: &ObjectId) -> Option<&IndexRecord> {
-        self.records
-            .binary_search_by(|r| r.id.cmp(id))
-            .ok()
-            .map(|i| &self.records[i])
+        self.records.binary_search_by(|r| r.id.cmp(id)).ok().map(|i| &self.records[i])
     }
 
     /// Serialises the index (records must be sorted) with its trailing checksum.
@@ -70,10 +67,7 @@ impl PackIndex {
     /// Parses and verifies an index file's bytes.
     pub fn decode(path: &Path, bytes: &[u8]) -> Result<PackIndex, PackError> {
         let corrupt = |what: String| PackError::corrupt(path, what);
-        let body_len = bytes
-            .len()
-            .checked_sub(32)
-            .ok_or_else(|| corrupt("index truncated".into()))?;
+        let body_len = bytes.len().checked_sub(32).ok_or_else(|| corrupt("index truncated".into()))?;
         if blake3::hash(&bytes[..body_len]).as_bytes() != &bytes[body_len..] {
             return Err(corrupt("index checksum mismatch".into()));
         }
@@ -84,9 +78,7 @@ impl PackIndex {
         }
         let version = r.u32().map_err(e)?;
         if version != VERSION {
-            return Err(corrupt(format!(
-                "index version {version} is not supported (this mlv reads {VERSION})"
-            )));
+            return Err(corrupt(format!("index version {version} is not supported (this mlv reads {VERSION})")));
         }
         r.u32().map_err(e)?;
         let pack_hash = r.array::<32>().map_err(e)?;
@@ -102,14 +94,7 @@ impl PackIndex {
             if records.last().is_some_and(|p: &IndexRecord| p.id >= id) {
                 return Err(corrupt("index records not sorted".into()));
             }
-            records.push(IndexRecord {
-                id,
-                offset,
-                len,
-                data_len,
-                kind,
-                depth,
-            });
+            records.push(IndexRecord { id, offset, len, data_len, kind, depth });
         }
         r.finish().map_err(e)?;
         Ok(PackIndex { pack_hash, records })
@@ -129,10 +114,7 @@ mod tests {
             kind: ObjectKind::Blob,
             depth: 0,
         };
-        PackIndex {
-            pack_hash: [5; 32],
-            records: vec![rec(1), rec(2)],
-        }
+        PackIndex { pack_hash: [5; 32], records: vec![rec(1), rec(2)] }
     }
 
     #[test]

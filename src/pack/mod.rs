@@ -48,16 +48,10 @@ pub enum PackError {
 
 impl PackError {
     fn io(path: &std::path::Path, source: std::io::Error) -> PackError {
-        PackError::Io {
-            path: path.to_path_buf(),
-            source,
-        }
+        PackError::Io { path: path.to_path_buf(), source }
     }
 
     fn corrupt(path: &std::path::Path, what: impl Into<String>) -> PackError {
-        PackError::Corrupt {
-            path: path.to_path_buf(),
-            what: what.into(),
-        }
+        PackError::Corrupt { path: path.to_path_buf(), what: what.into() }
     }
 }

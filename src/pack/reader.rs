@@ -25,11 +25,7 @@ impl Pack {
         // SAFETY: packs are never modified after they are renamed into place; a concurrent
         // truncation by another program could fault, which no checked read can prevent.
         let map = unsafe { Mmap::map(&file) }.map_err(|e| PackError::io(pack_path, e))?;
-        let pack = Pack {
-            path: pack_path.to_path_buf(),
-            map,
-            index,
-        };
+        let pack = Pack { path: pack_path.to_path_buf(), map, index };
         pack.check_layout()?;
         Ok(pack)
     }
@@ -37,10 +33,7 @@ impl Pack {
     fn check_layout(&self) -> Result<(), PackError> {
         let len = self.map.len() as u64;
         if len < PACK_HEADER_LEN + TRAILER_LEN || &self.map[..8] != PACK_MAGIC {
-            return Err(PackError::corrupt(
-                &self.path,
-                "not an mlv pack (bad magic or too short)",
-            ));
+            return Err(PackError::corrupt(&self.path, "not an mlv pack (bad magic or too short)"));
         }
         let version = u32::from_le_bytes([self.map[8], self.map[9], self.map[10], self.map[11]]);
         if version != VERSION {
@@ -91,6 +84,16 @@ impl Pack {
             ));
         }
         Ok(view)
+    }
+
+    /// Lets the kernel drop the resident pages behind `bytes` (a slice of this pack), so
+    /// reading a large pack once does not keep it all in memory.
+    pub fn release(&self, bytes: &[u8]) {
+        let base = self.map.as_ptr() as usize;
+        let start = (bytes.as_ptr() as usize).wrapping_sub(base);
+        if start.checked_add(bytes.len()).is_some_and(|end| end <= self.map.len()) {
+            crate::store::release_pages(&self.map, start as u64, bytes.len() as u64);
+        }
     }
 
     /// Recomputes the content hash and compares it with the trailer (the pack's name).

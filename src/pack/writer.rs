@@ -29,10 +29,7 @@ struct OpenEntry {
 impl PackWriter {
     /// Starts a pack in `dir` (the repository's pack directory).
     pub fn new(dir: &Path) -> Result<PackWriter, PackError> {
-        let tmp = tempfile::Builder::new()
-            .prefix(".tmp-pack-")
-            .tempfile_in(dir)
-            .map_err(|e| PackError::io(dir, e))?;
+        let tmp = tempfile::Builder::new().prefix(".tmp-pack-").tempfile_in(dir).map_err(|e| PackError::io(dir, e))?;
         let file = tmp.reopen().map_err(|e| PackError::io(tmp.path(), e))?;
         let mut w = PackWriter {
             dir: dir.to_path_buf(),
@@ -130,8 +127,7 @@ impl PackWriter {
         let name = format!("pack-{}", hex::encode(pack_hash));
         let pack_path = self.dir.join(format!("{name}.pack"));
         if let Some(tmp) = self.tmp.take() {
-            tmp.persist(&pack_path)
-                .map_err(|e| PackError::io(&pack_path, e.error))?;
+            tmp.persist(&pack_path).map_err(|e| PackError::io(&pack_path, e.error))?;
         }
         let mut records: Vec<IndexRecord> = self.records.values().copied().collect();
         records.sort_by_key(|r| r.id);

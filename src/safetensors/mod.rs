@@ -94,30 +94,21 @@ impl Layout {
 }
 
 fn format_error(offset: u64, what: impl Into<String>) -> FormatError {
-    FormatError {
-        offset,
-        what: what.into(),
-    }
+    FormatError { offset, what: what.into() }
 }
 
 /// Reads and validates the header of an open file of length `file_len`.
 pub fn read_layout(file: &File, file_len: u64) -> Result<Layout, ParseError> {
     if file_len < 8 {
-        return Err(format_error(
-            0,
-            format!("file is {file_len} bytes, shorter than the 8-byte header length"),
-        )
-        .into());
+        return Err(format_error(0, format!("file is {file_len} bytes, shorter than the 8-byte header length")).into());
     }
     let mut len_bytes = [0u8; 8];
     file.read_exact_at(&mut len_bytes, 0)?;
     let header_len = u64::from_le_bytes(len_bytes);
     if header_len > MAX_HEADER_LEN {
-        return Err(format_error(
-            0,
-            format!("header length {header_len} exceeds the {MAX_HEADER_LEN}-byte limit"),
-        )
-        .into());
+        return Err(
+            format_error(0, format!("header length {header_len} exceeds the {MAX_HEADER_LEN}-byte limit")).into()
+        );
     }
     if header_len > file_len - 8 {
         return Err(format_error(
@@ -154,15 +145,8 @@ pub fn parse_header(header: &[u8], file_len: u64) -> Result<Vec<Span>, FormatErr
 
 /// Accepts what `safetensors` accepts: `null` (no metadata) or a map of strings to strings.
 fn check_metadata(value: &serde_json::Value) -> Result<(), FormatError> {
-    let ok = value.is_null()
-        || value
-            .as_object()
-            .is_some_and(|m| m.values().all(serde_json::Value::is_string));
-    if ok {
-        Ok(())
-    } else {
-        Err(format_error(8, "__metadata__ must be null or map strings to strings"))
-    }
+    let ok = value.is_null() || value.as_object().is_some_and(|m| m.values().all(serde_json::Value::is_string));
+    if ok { Ok(()) } else { Err(format_error(8, "__metadata__ must be null or map strings to strings")) }
 }
 
 /// A tensor entry. Unknown keys are ignored, as `safetensors` does; the header is stored
@@ -192,22 +176,12 @@ fn tensor_span(
         ));
     }
     if info.shape.len() > u8::MAX as usize {
-        return Err(format_error(
-            8,
-            format!("tensor {name:?}: {} dimensions is too many", info.shape.len()),
-        ));
+        return Err(format_error(8, format!("tensor {name:?}: {} dimensions is too many", info.shape.len())));
     }
-    let expected = info
-        .shape
-        .iter()
-        .try_fold(1u64, |acc, &d| acc.checked_mul(d))
-        .and_then(|n| dtype.byte_len(n))
-        .ok_or_else(|| {
-            format_error(
-                8,
-                format!("tensor {name:?}: shape {:?} overflows its byte size", info.shape),
-            )
-        })?;
+    let expected =
+        info.shape.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d)).and_then(|n| dtype.byte_len(n)).ok_or_else(
+            || format_error(8, format!("tensor {name:?}: shape {:?} overflows its byte size", info.shape)),
+        )?;
     if expected != end - begin {
         return Err(format_error(
             data_start + begin,
@@ -218,13 +192,7 @@ fn tensor_span(
             ),
         ));
     }
-    Ok(TensorSpan {
-        name,
-        dtype,
-        shape: info.shape,
-        start: data_start + begin,
-        end: data_start + end,
-    })
+    Ok(TensorSpan { name, dtype, shape: info.shape, start: data_start + begin, end: data_start + end })
 }
 
 /// Orders tensors and fills the holes with byte spans; overlapping tensors are an error.
@@ -233,36 +201,23 @@ fn tile(tensors: Vec<TensorSpan>, data_start: u64, file_len: u64) -> Result<Vec<
     let mut cursor = data_start;
     for t in tensors {
         if t.start < cursor {
-            return Err(format_error(
-                t.start,
-                format!("tensor {:?} overlaps the tensor before it", t.name),
-            ));
+            return Err(format_error(t.start, format!("tensor {:?} overlaps the tensor before it", t.name)));
         }
         if t.start > cursor {
-            spans.push(Span::Bytes {
-                start: cursor,
-                end: t.start,
-            });
+            spans.push(Span::Bytes { start: cursor, end: t.start });
         }
         cursor = t.end;
         spans.push(Span::Tensor(t));
     }
     if cursor < file_len {
-        spans.push(Span::Bytes {
-            start: cursor,
-            end: file_len,
-        });
+        spans.push(Span::Bytes { start: cursor, end: file_len });
     }
     Ok(spans)
 }
 
 /// Converts serde_json's line/column into a byte offset in `text`.
 fn json_offset(text: &str, e: &serde_json::Error) -> u64 {
-    let line_start: usize = text
-        .split_inclusive('\n')
-        .take(e.line().saturating_sub(1))
-        .map(str::len)
-        .sum();
+    let line_start: usize = text.split_inclusive('\n').take(e.line().saturating_sub(1)).map(str::len).sum();
     (line_start + e.column().saturating_sub(1)) as u64
 }
 

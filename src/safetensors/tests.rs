@@ -29,20 +29,8 @@ fn orders_by_offset_and_keeps_gaps_and_trailing_bytes() {
     let names: Vec<_> = layout.tensors().map(|t| t.name.as_str()).collect();
     assert_eq!(names, ["a", "b"]);
     let start = 8 + h.len() as u64;
-    assert_eq!(
-        layout.spans[1],
-        Span::Bytes {
-            start: start + 2,
-            end: start + 3
-        }
-    );
-    assert_eq!(
-        layout.spans[3],
-        Span::Bytes {
-            start: start + 5,
-            end: start + 6
-        }
-    );
+    assert_eq!(layout.spans[1], Span::Bytes { start: start + 2, end: start + 3 });
+    assert_eq!(layout.spans[3], Span::Bytes { start: start + 5, end: start + 6 });
 }
 
 #[test]

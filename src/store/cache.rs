@@ -23,10 +23,7 @@ struct Inner {
 impl ChunkCache {
     /// A cache holding at most `budget` bytes.
     pub fn new(budget: usize) -> ChunkCache {
-        ChunkCache {
-            budget,
-            inner: Mutex::new(Inner::default()),
-        }
+        ChunkCache { budget, inner: Mutex::new(Inner::default()) }
     }
 
     /// A cached chunk.

@@ -4,7 +4,7 @@
 mod cache;
 mod writer;
 
-pub use writer::{BaseChoice, ObjectWriter, TensorSource, release_pages};
+pub use writer::{BaseChoice, NewObject, ObjectWriter, TensorSource, release_pages};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -47,10 +47,7 @@ pub enum StoreError {
 
 impl StoreError {
     fn corrupt(id: ObjectId, what: impl ToString) -> StoreError {
-        StoreError::Corrupt {
-            id,
-            what: what.to_string(),
-        }
+        StoreError::Corrupt { id, what: what.to_string() }
     }
 }
 
@@ -65,6 +62,14 @@ pub struct StorageInfo {
     pub bases: Vec<ObjectId>,
     /// Delta chain depth.
     pub depth: u8,
+}
+
+/// A hasher for an object's id, primed with the tensor header when it is a tensor.
+fn id_hasher(h: &EntryHeader) -> crate::object::IdHasher {
+    match h.kind {
+        ObjectKind::Tensor => h.meta.hasher(),
+        kind => crate::object::IdHasher::new(kind, h.meta.data_len),
+    }
 }
 
 /// All packs of one repository.
@@ -88,11 +93,7 @@ impl Odb {
         for idx in names {
             packs.push(Pack::open(&idx.with_extension("pack"), &idx)?);
         }
-        Ok(Odb {
-            dir,
-            packs,
-            cache: ChunkCache::new(64 << 20),
-        })
+        Ok(Odb { dir, packs, cache: ChunkCache::new(64 << 20) })
     }
 
     /// The directory new packs go to.
@@ -139,9 +140,7 @@ impl Odb {
     pub fn decode_chunk(&self, id: &ObjectId, i: u64) -> Result<Vec<u8>, StoreError> {
         let (pack, rec) = self.find(id).ok_or(StoreError::NotFound(*id))?;
         let entry = pack.entry(&rec)?;
-        let stored = entry
-            .chunk(i as usize)
-            .ok_or_else(|| StoreError::corrupt(*id, format!("no chunk {i}")))?;
+        let stored = entry.chunk(i as usize).ok_or_else(|| StoreError::corrupt(*id, format!("no chunk {i}")))?;
         let view = ChunkView::parse(stored).map_err(|e| StoreError::corrupt(*id, e))?;
         let (start, end) = entry.header.chunk_range(i);
         if view.raw_len as u64 != end - start {
@@ -154,8 +153,9 @@ impl Odb {
             Some(base_id) => Some(self.base_range(&base_id, &entry.header, start, end)?),
             None => None,
         };
-        view.decode(entry.header.meta.dtype, base.as_deref())
-            .map_err(|e: CodecError| StoreError::corrupt(*id, e))
+        let decoded = view.decode(entry.header.meta.dtype, base.as_deref());
+        pack.release(stored);
+        decoded.map_err(|e: CodecError| StoreError::corrupt(*id, e))
     }
 
     /// The base's elements matching bytes `start..end` of `fine`, converted to the fine dtype.
@@ -164,10 +164,7 @@ impl Odb {
         let (fw, bw) = (fine.meta.dtype.width() as u64, bh.meta.dtype.width() as u64);
         let bytes = self.read_range(base, &bh, start / fw * bw, end / fw * bw)?;
         convert::convert(&bytes, bh.meta.dtype, fine.meta.dtype).ok_or_else(|| {
-            StoreError::corrupt(
-                fine.id,
-                format!("base {} has incompatible dtype {}", base.short(), bh.meta.dtype),
-            )
+            StoreError::corrupt(fine.id, format!("base {} has incompatible dtype {}", base.short(), bh.meta.dtype))
         })
     }
 
@@ -201,32 +198,40 @@ impl Odb {
     pub fn stream(
         &self,
         id: &ObjectId,
-        mut sink: impl FnMut(&[u8]) -> std::io::Result<()>,
+        sink: impl FnMut(&[u8]) -> std::io::Result<()>,
     ) -> Result<EntryHeader, StoreError> {
-        let header = self.header(id)?;
-        let mut hasher = match header.kind {
-            ObjectKind::Tensor => header.meta.hasher(),
-            kind => crate::object::IdHasher::new(kind, header.meta.data_len),
-        };
-        let count = header.chunk_count();
-        let window = (rayon::current_num_threads() as u64 * 2).max(2);
-        let mut first = 0;
-        while first < count {
-            let last = (first + window).min(count);
-            let decoded: Vec<Vec<u8>> = (first..last)
-                .into_par_iter()
-                .map(|i| self.decode_chunk(id, i))
-                .collect::<Result<_, _>>()?;
-            for d in &decoded {
-                hasher.update(d);
-                sink(d)?;
+        let mut headers = self.stream_all(std::slice::from_ref(id), sink)?;
+        headers.pop().ok_or(StoreError::NotFound(*id))
+    }
+
+    /// Streams the data of several objects back to back, decoding chunks of all of them in
+    /// parallel (a file of many small tensors keeps every core busy), and verifies every id.
+    pub fn stream_all(
+        &self,
+        ids: &[ObjectId],
+        mut sink: impl FnMut(&[u8]) -> std::io::Result<()>,
+    ) -> Result<Vec<EntryHeader>, StoreError> {
+        let headers: Vec<EntryHeader> = ids.iter().map(|id| self.header(id)).collect::<Result<_, _>>()?;
+        let work: Vec<(usize, u64)> =
+            headers.iter().enumerate().flat_map(|(k, h)| (0..h.chunk_count()).map(move |i| (k, i))).collect();
+        let mut hashers: Vec<Option<crate::object::IdHasher>> = headers.iter().map(|h| Some(id_hasher(h))).collect();
+        let window = (rayon::current_num_threads() * 2).max(2);
+        for batch in work.chunks(window) {
+            let decoded: Vec<Vec<u8>> =
+                batch.par_iter().map(|&(k, i)| self.decode_chunk(&ids[k], i)).collect::<Result<_, _>>()?;
+            for (&(k, _), data) in batch.iter().zip(&decoded) {
+                if let Some(h) = hashers[k].as_mut() {
+                    h.update(data);
+                }
+                sink(data)?;
             }
-            first = last;
         }
-        if hasher.finish() != *id {
-            return Err(StoreError::corrupt(*id, "content does not hash to its id"));
+        for (k, h) in hashers.iter_mut().enumerate() {
+            if h.take().is_none_or(|h| h.finish() != ids[k]) {
+                return Err(StoreError::corrupt(ids[k], "content does not hash to its id"));
+            }
         }
-        Ok(header)
+        Ok(headers)
     }
 
     /// Reads a whole (small) object and verifies it.
@@ -247,10 +252,7 @@ impl Odb {
     pub fn read_kind(&self, id: &ObjectId, kind: ObjectKind) -> Result<Vec<u8>, StoreError> {
         let (k, body) = self.read(id)?;
         if k != kind {
-            return Err(StoreError::corrupt(
-                *id,
-                format!("is a {}, expected a {}", k.name(), kind.name()),
-            ));
+            return Err(StoreError::corrupt(*id, format!("is a {}, expected a {}", k.name(), kind.name())));
         }
         Ok(body)
     }
@@ -267,11 +269,7 @@ impl Odb {
         let mut codecs: Vec<(String, u64)> = Vec::new();
         let mut bases = Vec::new();
         for i in 0..entry.chunk_count() {
-            let view = entry
-                .chunk(i)
-                .map(ChunkView::parse)
-                .transpose()
-                .map_err(|e| StoreError::corrupt(*id, e))?;
+            let view = entry.chunk(i).map(ChunkView::parse).transpose().map_err(|e| StoreError::corrupt(*id, e))?;
             let Some(view) = view else { continue };
             match codecs.iter_mut().find(|c| c.0 == view.codec.name()) {
                 Some(c) => c.1 += 1,
@@ -281,11 +279,6 @@ impl Odb {
                 bases.push(b);
             }
         }
-        Ok(StorageInfo {
-            stored: rec.len,
-            codecs,
-            bases,
-            depth: rec.depth,
-        })
+        Ok(StorageInfo { stored: rec.len, codecs, bases, depth: rec.depth })
     }
 }

@@ -42,6 +42,18 @@ pub fn release_pages(map: &Mmap, start: u64, len: u64) {
     }
 }
 
+/// An object to store from a mapped file.
+pub struct NewObject<'a> {
+    /// Tensor or blob.
+    pub kind: ObjectKind,
+    /// Where its bytes are.
+    pub src: TensorSource<'a>,
+    /// Its id, already computed.
+    pub id: ObjectId,
+    /// Delta base candidates, best first.
+    pub candidates: Vec<ObjectId>,
+}
+
 /// The base chosen for a tensor, with how it was found, for accounting and tests.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BaseChoice {
@@ -100,17 +112,8 @@ impl<'a> ObjectWriter<'a> {
     pub fn put(&mut self, kind: ObjectKind, body: &[u8]) -> Result<ObjectId, StoreError> {
         let id = ObjectId::hash(kind, body);
         if !self.contains(&id) {
-            let meta = TensorMeta {
-                dtype: DType::U8,
-                shape: Vec::new(),
-                data_len: body.len() as u64,
-            };
-            let header = EntryHeader {
-                kind,
-                id,
-                meta,
-                chunk_elems: self.chunk_elems,
-            };
+            let meta = TensorMeta { dtype: DType::U8, shape: Vec::new(), data_len: body.len() as u64 };
+            let header = EntryHeader { kind, id, meta, chunk_elems: self.chunk_elems };
             let chunks: Vec<Vec<u8>> = body
                 .chunks(self.chunk_elems as usize)
                 .collect::<Vec<_>>()
@@ -125,67 +128,85 @@ impl<'a> ObjectWriter<'a> {
 
     /// Stores `len` bytes at `start` of a mapped file as a blob whose id is already known.
     pub fn put_blob(&mut self, map: &Mmap, start: u64, len: u64, id: ObjectId) -> Result<BaseChoice, StoreError> {
-        let meta = TensorMeta {
-            dtype: DType::U8,
-            shape: Vec::new(),
-            data_len: len,
-        };
-        let src = TensorSource { map, start, meta };
-        self.put_chunked(ObjectKind::Blob, &src, id, None)
+        let meta = TensorMeta { dtype: DType::U8, shape: Vec::new(), data_len: len };
+        let item =
+            NewObject { kind: ObjectKind::Blob, src: TensorSource { map, start, meta }, id, candidates: Vec::new() };
+        Ok(self.put_all(vec![item])?.remove(0))
     }
 
-    /// Stores a tensor whose id is already known, as a delta against the best of `candidates`
-    /// (chosen by trial encoding of a sample) or standalone.
-    pub fn put_tensor(
-        &mut self,
-        src: &TensorSource<'_>,
-        id: ObjectId,
-        candidates: &[ObjectId],
-    ) -> Result<BaseChoice, StoreError> {
-        if self.contains(&id) {
-            return Ok(BaseChoice::Duplicate);
-        }
-        let base = self.pick_base(src, candidates)?;
-        self.put_chunked(ObjectKind::Tensor, src, id, base)
-    }
-
-    fn put_chunked(
-        &mut self,
-        kind: ObjectKind,
-        src: &TensorSource<'_>,
-        id: ObjectId,
-        base: Option<Base>,
-    ) -> Result<BaseChoice, StoreError> {
-        if self.contains(&id) {
-            return Ok(BaseChoice::Duplicate);
-        }
-        let header = EntryHeader {
-            kind,
-            id,
-            meta: src.meta.clone(),
-            chunk_elems: self.chunk_elems,
-        };
-        let count = header.chunk_count();
-        self.pack.begin(header.clone())?;
-        let mut first = 0;
-        while first < count {
-            let last = (first + window()).min(count);
-            let encoded: Vec<Vec<u8>> = (first..last)
-                .into_par_iter()
-                .map(|i| self.encode_chunk(&header, src, base.as_ref(), i))
+    /// Stores many objects, in order, encoding chunks of all of them in parallel so that a
+    /// file of many small tensors keeps every core busy. Returns how each was stored.
+    pub fn put_all(&mut self, items: Vec<NewObject<'_>>) -> Result<Vec<BaseChoice>, StoreError> {
+        let mut seen = std::collections::HashSet::new();
+        let fresh: Vec<bool> = items.iter().map(|it| !self.contains(&it.id) && seen.insert(it.id)).collect();
+        let bases: Vec<Option<Base>> = items
+            .par_iter()
+            .zip(&fresh)
+            .map(|(it, &fresh)| if fresh { self.pick_base(&it.src, &it.candidates) } else { Ok(None) })
+            .collect::<Result<_, _>>()?;
+        let headers: Vec<EntryHeader> = items
+            .iter()
+            .map(|it| EntryHeader {
+                kind: it.kind,
+                id: it.id,
+                meta: it.src.meta.clone(),
+                chunk_elems: self.chunk_elems,
+            })
+            .collect();
+        let work: Vec<(usize, u64)> = (0..items.len())
+            .filter(|&k| fresh[k])
+            .flat_map(|k| (0..headers[k].chunk_count().max(1)).map(move |i| (k, i)))
+            .collect();
+        for batch in work.chunks(window() as usize) {
+            let encoded: Vec<Option<Vec<u8>>> = batch
+                .par_iter()
+                .map(|&(k, i)| {
+                    let h = &headers[k];
+                    if h.chunk_count() == 0 {
+                        return Ok(None);
+                    }
+                    self.encode_chunk(h, &items[k].src, bases[k].as_ref(), i).map(Some)
+                })
                 .collect::<Result<_, _>>()?;
-            for c in &encoded {
-                self.written_bytes += c.len() as u64 + 4;
-                self.pack.push_chunk(c)?;
+            for (&(k, i), chunk) in batch.iter().zip(encoded) {
+                self.write_chunk(&headers[k], &items[k].src, bases[k].as_ref(), i, chunk)?;
             }
-            let (start, _) = header.chunk_range(first);
-            let (_, end) = header.chunk_range(last - 1);
-            src.release(start, end);
-            first = last;
         }
-        let depth = base.as_ref().map_or(0, |b| b.depth.saturating_add(1));
-        self.pack.end(depth)?;
-        Ok(base.map_or(BaseChoice::Standalone, |b| BaseChoice::Delta(b.id)))
+        Ok(fresh
+            .iter()
+            .zip(bases)
+            .map(|(&fresh, base)| match (fresh, base) {
+                (false, _) => BaseChoice::Duplicate,
+                (true, Some(b)) => BaseChoice::Delta(b.id),
+                (true, None) => BaseChoice::Standalone,
+            })
+            .collect())
+    }
+
+    /// Appends chunk `i` of an object, opening its entry before the first chunk and closing it
+    /// after the last (`chunk` is None for an object with no data).
+    fn write_chunk(
+        &mut self,
+        header: &EntryHeader,
+        src: &TensorSource<'_>,
+        base: Option<&Base>,
+        i: u64,
+        chunk: Option<Vec<u8>>,
+    ) -> Result<(), StoreError> {
+        if i == 0 {
+            self.pack.begin(header.clone())?;
+        }
+        if let Some(c) = chunk {
+            self.written_bytes += c.len() as u64 + 4;
+            self.pack.push_chunk(&c)?;
+            let (start, end) = header.chunk_range(i);
+            src.release(start, end);
+        }
+        if i + 1 >= header.chunk_count() {
+            let depth = base.map_or(0, |b| b.depth.saturating_add(1));
+            self.pack.end(depth)?;
+        }
+        Ok(())
     }
 
     fn encode_chunk(
@@ -248,11 +269,7 @@ impl Base {
         if !convert::can_convert(header.meta.dtype, meta.dtype) || header.meta.elements() == 0 {
             return Ok(None);
         }
-        Ok(Some(Base {
-            id,
-            header,
-            depth: rec.depth,
-        }))
+        Ok(Some(Base { id, header, depth: rec.depth }))
     }
 
     /// The base elements matching fine bytes `start..end`, in the fine dtype; None past its end.
@@ -311,13 +328,7 @@ impl Sample {
                 None => return Ok(u64::MAX),
             }
         }
-        let delta = codec::encode_with(
-            Codec::DiffContext,
-            dtype,
-            &self.bytes,
-            Some((base.id, &base_bytes)),
-            opts,
-        );
+        let delta = codec::encode_with(Codec::DiffContext, dtype, &self.bytes, Some((base.id, &base_bytes)), opts);
         Ok(delta.len() as u64)
     }
 }

@@ -9,15 +9,9 @@ fn model() -> Vec<T> {
 }
 
 fn assert_growth_below_one_percent(before: u64, after: u64, what: &str) {
-    assert!(
-        before > 1_000_000,
-        "the first commit should have stored over 1 MB, stored {before} bytes"
-    );
+    assert!(before > 1_000_000, "the first commit should have stored over 1 MB, stored {before} bytes");
     let growth = after.saturating_sub(before);
-    assert!(
-        growth * 100 < before,
-        "{what}: .mlv grew by {growth} bytes from {before} (limit 1%)"
-    );
+    assert!(growth * 100 < before, "{what}: .mlv grew by {growth} bytes from {before} (limit 1%)");
 }
 
 #[test]
@@ -40,10 +34,8 @@ fn same_tensors_in_a_differently_laid_out_file_are_deduplicated() {
     r.add_commit(&["model.safetensors"], "canonical");
     let before = r.mlv_size();
     // Same tensors, different header text and order: only the header is new.
-    let mut layout = st::Layout {
-        metadata: Some(r#"{"format": "pt", "converted": "yes"}"#.into()),
-        ..Default::default()
-    };
+    let mut layout =
+        st::Layout { metadata: Some(r#"{"format": "pt", "converted": "yes"}"#.into()), ..Default::default() };
     layout.json_order = Some((0..tensors.len()).rev().collect());
     r.write("resaved.safetensors", st::hand_written(&tensors, &layout));
     r.add_commit(&["resaved.safetensors"], "resaved");
@@ -70,22 +62,12 @@ fn reverting_to_an_earlier_version_stores_almost_nothing() {
 #[test]
 fn two_copies_in_one_add_are_reported_as_duplicates() {
     let r = TestRepo::init();
-    let bytes = st::serialize(
-        &st::base_model(5, 32, 1, 64)
-            .iter()
-            .map(Weights::to_f32)
-            .collect::<Vec<_>>(),
-        None,
-    );
+    let bytes = st::serialize(&st::base_model(5, 32, 1, 64).iter().map(Weights::to_f32).collect::<Vec<_>>(), None);
     r.write("a.safetensors", &bytes);
     r.write("b.safetensors", &bytes);
     let report = r.json(&["add", "--json", "a.safetensors", "b.safetensors"]);
     let n = st::describe(&bytes).len() as u64;
     assert_eq!(report["staged"].as_array().map(Vec::len), Some(2), "{report}");
-    assert_eq!(
-        report["tensors_duplicate"].as_u64(),
-        Some(n),
-        "the second file's tensors are all duplicates: {report}"
-    );
+    assert_eq!(report["tensors_duplicate"].as_u64(), Some(n), "the second file's tensors are all duplicates: {report}");
     assert_eq!(report["tensors_delta"].as_u64(), Some(0), "{report}");
 }

@@ -7,17 +7,13 @@ use crate::common::st::{self, Weights};
 use crate::common::{TestRepo, array};
 
 fn tensor_rows(du: &Value, path: &str) -> Vec<Value> {
-    let f = array(&du["files"], "files")
-        .iter()
-        .find(|f| f["path"] == path)
-        .unwrap_or_else(|| panic!("{path} not in {du}"));
+    let f =
+        array(&du["files"], "files").iter().find(|f| f["path"] == path).unwrap_or_else(|| panic!("{path} not in {du}"));
     array(&f["tensors"], "tensors").clone()
 }
 
 fn how(row: &Value) -> &str {
-    row["storage"]["how"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no storage.how in {row}"))
+    row["storage"]["how"].as_str().unwrap_or_else(|| panic!("no storage.how in {row}"))
 }
 
 #[test]
@@ -26,16 +22,9 @@ fn du_reports_fine_tune_tensors_stored_as_deltas() {
     let du = r.json(&["du", "--tensors", "--json"]);
     assert_eq!(du["commit"], r.rev_id("HEAD").as_str());
     let rows = tensor_rows(&du, "model.safetensors");
-    assert_eq!(
-        rows.len(),
-        fixtures::finetune_weights(&fixtures::base_weights()).len(),
-        "{du}"
-    );
+    assert_eq!(rows.len(), fixtures::finetune_weights(&fixtures::base_weights()).len(), "{du}");
     let deltas: Vec<&Value> = rows.iter().filter(|t| how(t) == "delta").collect();
-    assert!(
-        !deltas.is_empty(),
-        "a fine-tune should store some tensors as deltas: {du}"
-    );
+    assert!(!deltas.is_empty(), "a fine-tune should store some tensors as deltas: {du}");
     for d in &deltas {
         assert!(d["storage"]["base_id"].as_str().is_some_and(|b| b.len() == 64), "{d}");
         let (stored, logical) = (d["stored"].as_u64().unwrap(), d["logical"].as_u64().unwrap());
@@ -49,10 +38,7 @@ fn du_reports_fine_tune_tensors_stored_as_deltas() {
     assert_eq!(embed["storage"]["base"]["path"], "model.safetensors", "{embed}");
     assert_eq!(embed["storage"]["base"]["tensor"], "embeddings.word.weight", "{embed}");
     // The unchanged tokenizer costs nothing.
-    let tok = array(&du["files"], "files")
-        .iter()
-        .find(|f| f["path"] == "tokenizer.json")
-        .unwrap();
+    let tok = array(&du["files"], "files").iter().find(|f| f["path"] == "tokenizer.json").unwrap();
     assert_eq!(tok["stored"], 0, "{tok}");
     let text = r.ok(&["du", "--tensors"]);
     assert!(text.contains("delta against"), "{text}");
@@ -66,40 +52,23 @@ fn fine_tune_stores_much_less_than_its_size() {
     let stored = du["stored"].as_u64().unwrap();
     let model_size = std::fs::metadata(ft.join("model.safetensors")).unwrap().len();
     assert!(logical >= model_size, "{du}");
-    assert!(
-        stored * 2 < logical,
-        "the fine-tune added {stored} bytes for {logical} logical bytes: {du}"
-    );
+    assert!(stored * 2 < logical, "the fine-tune added {stored} bytes for {logical} logical bytes: {du}");
 }
 
 #[test]
 fn du_reports_unchanged_tensors_as_duplicates() {
     let r = TestRepo::init();
     let base = fixtures::base_weights();
-    st::write(
-        &r.path("model.safetensors"),
-        &base.iter().map(Weights::to_f32).collect::<Vec<_>>(),
-        None,
-    );
+    st::write(&r.path("model.safetensors"), &base.iter().map(Weights::to_f32).collect::<Vec<_>>(), None);
     let c1 = r.add_commit(&["model.safetensors"], "base");
     // Layer 0 frozen, everything else trained a little.
     let trained = st::fine_tune(&base, 9, 0.2);
     let mixed: Vec<Weights> = base
         .iter()
         .zip(&trained)
-        .map(|(b, t)| {
-            if b.name.starts_with("layers.0.") {
-                b.clone()
-            } else {
-                t.clone()
-            }
-        })
+        .map(|(b, t)| if b.name.starts_with("layers.0.") { b.clone() } else { t.clone() })
         .collect();
-    st::write(
-        &r.path("model.safetensors"),
-        &mixed.iter().map(Weights::to_f32).collect::<Vec<_>>(),
-        None,
-    );
+    st::write(&r.path("model.safetensors"), &mixed.iter().map(Weights::to_f32).collect::<Vec<_>>(), None);
     r.add_commit(&["model.safetensors"], "partly frozen fine-tune");
     let du = r.json(&["du", "--tensors", "--json"]);
     let rows = tensor_rows(&du, "model.safetensors");
@@ -112,11 +81,7 @@ fn du_reports_unchanged_tensors_as_duplicates() {
             assert_eq!(of["commit"], &c1[..12], "{row}");
             assert_eq!(of["tensor"], name, "{row}");
         } else {
-            assert_eq!(
-                how(row),
-                "delta",
-                "a trained tensor should be a delta against its base: {row}"
-            );
+            assert_eq!(how(row), "delta", "a trained tensor should be a delta against its base: {row}");
         }
     }
     assert!(rows.iter().filter(|t| how(t) == "duplicate").count() == 7, "{du}");
@@ -134,16 +99,10 @@ fn add_with_base_on_an_orphan_branch_stores_deltas() {
     r.ok(&["switch", "--orphan", "ft"]);
     r.copy_in(&ft_dir);
     let report = r.json(&["add", "--json", "--base", "main", "."]);
-    assert!(
-        report["tensors_delta"].as_u64().unwrap() > 0,
-        "--base should give delta bases: {report}"
-    );
+    assert!(report["tensors_delta"].as_u64().unwrap() > 0, "--base should give delta bases: {report}");
     r.commit("fine-tune on its own branch");
     let du = r.json(&["du", "--tensors", "--json"]);
-    assert!(
-        tensor_rows(&du, "model.safetensors").iter().any(|t| how(t) == "delta"),
-        "{du}"
-    );
+    assert!(tensor_rows(&du, "model.safetensors").iter().any(|t| how(t) == "delta"), "{du}");
     r.ok(&["checkout", "main"]);
     r.assert_worktree_eq(&base_dir);
     r.ok(&["checkout", "ft"]);
@@ -164,10 +123,7 @@ fn long_delta_chains_still_check_out_exactly() {
     }
     for (id, bytes) in versions.iter().rev() {
         r.ok(&["checkout", id]);
-        assert!(
-            r.read("model.safetensors") == *bytes,
-            "version {id} differs after checkout"
-        );
+        assert!(r.read("model.safetensors") == *bytes, "version {id} differs after checkout");
     }
 }
 
@@ -184,16 +140,10 @@ fn configured_delta_bases_work_like_the_base_flag() {
     let config = r.path(".mlv/config");
     let text = std::fs::read_to_string(&config).unwrap();
     let text = text.replace("[delta.bases]", "[delta.bases]\n\"\" = \"base-model\"");
-    assert!(
-        text.contains("base-model"),
-        "the default config has no [delta.bases] table:\n{text}"
-    );
+    assert!(text.contains("base-model"), "the default config has no [delta.bases] table:\n{text}");
     std::fs::write(&config, text).unwrap();
     r.ok(&["switch", "--orphan", "ft"]);
     r.copy_in(&ft_dir);
     let report = r.json(&["add", "--json", "."]);
-    assert!(
-        report["tensors_delta"].as_u64().unwrap() > 0,
-        "[delta.bases] should give delta bases: {report}"
-    );
+    assert!(report["tensors_delta"].as_u64().unwrap() > 0, "[delta.bases] should give delta bases: {report}");
 }

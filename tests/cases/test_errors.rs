@@ -10,11 +10,7 @@ fn assert_hint(out: &Out, needle: &str) {
         .lines()
         .find(|l| l.starts_with("hint:"))
         .unwrap_or_else(|| panic!("no hint line:\n{}", out.describe()));
-    assert!(
-        hint.contains(needle),
-        "the hint should mention {needle:?}:\n{}",
-        out.describe()
-    );
+    assert!(hint.contains(needle), "the hint should mention {needle:?}:\n{}", out.describe());
 }
 
 #[test]
@@ -23,13 +19,7 @@ fn status_outside_a_repository_fails_with_an_init_hint() {
     let out = r.fail(&["status"]);
     assert!(out.stderr.contains("not an mlv repository"), "{}", out.describe());
     assert_hint(&out, "mlv init");
-    for args in [
-        &["log"][..],
-        &["add", "x"],
-        &["commit", "-m", "x"],
-        &["checkout", "main"],
-        &["du"],
-    ] {
+    for args in [&["log"][..], &["add", "x"], &["commit", "-m", "x"], &["checkout", "main"], &["du"]] {
         let out = r.fail(args);
         assert!(out.stderr.contains("mlv init"), "{}", out.describe());
     }
@@ -56,10 +46,7 @@ fn init_with_an_existing_directory_argument_initializes_that_directory() {
     std::fs::create_dir_all(r.path("models/bert")).unwrap();
     r.ok(&["init", "models/bert"]);
     assert!(r.path("models/bert/.mlv").is_dir(), "no repository in models/bert");
-    assert!(
-        !r.path("models/bert/models").exists(),
-        "init DIR must not create DIR inside DIR"
-    );
+    assert!(!r.path("models/bert/models").exists(), "init DIR must not create DIR inside DIR");
 }
 
 #[test]
@@ -117,11 +104,7 @@ fn commit_without_author_identity_fails_with_a_hint() {
     let out = without_identity(&r, &["commit", "-m", "anonymous"]);
     assert!(out.stderr.contains("no author identity"), "{}", out.describe());
     assert_hint(&out, "MLV_AUTHOR_NAME");
-    assert_eq!(
-        r.mlv_snapshot(),
-        before,
-        "a refused commit must not change the repository"
-    );
+    assert_eq!(r.mlv_snapshot(), before, "a refused commit must not change the repository");
     // An annotated tag needs an identity too.
     r.commit("with identity");
     let out = without_identity(&r, &["tag", "-m", "release", "v1"]);
@@ -131,11 +114,7 @@ fn commit_without_author_identity_fails_with_a_hint() {
 #[test]
 fn commit_takes_the_identity_from_git_config_when_no_env_is_set() {
     let r = TestRepo::init();
-    std::fs::write(
-        r.home.join(".gitconfig"),
-        "[user]\n\tname = Git Person\n\temail = git@example.com\n",
-    )
-    .unwrap();
+    std::fs::write(r.home.join(".gitconfig"), "[user]\n\tname = Git Person\n\temail = git@example.com\n").unwrap();
     r.write("a.txt", "a\n");
     r.ok(&["add", "a.txt"]);
     let out = without_identity(&r, &["commit", "-m", "from git"]);
@@ -177,17 +156,9 @@ fn checkout_refuses_to_overwrite_modified_file() {
     let (r, c1, c2) = two_versions();
     r.write("notes.txt", "local edit\n");
     let out = r.fail(&["checkout", &c1]);
-    assert!(
-        out.stderr.contains("notes.txt"),
-        "the error must name the file:\n{}",
-        out.describe()
-    );
+    assert!(out.stderr.contains("notes.txt"), "the error must name the file:\n{}", out.describe());
     assert_hint(&out, "--force");
-    assert_eq!(
-        r.read("notes.txt"),
-        b"local edit\n",
-        "a refused checkout must not touch the file"
-    );
+    assert_eq!(r.read("notes.txt"), b"local edit\n", "a refused checkout must not touch the file");
     assert_eq!(r.rev_id("HEAD"), c2, "a refused checkout must not move HEAD");
     let status = r.json(&["status", "--json"]);
     assert_eq!(status["branch"], "main");
@@ -204,10 +175,7 @@ fn checkout_refuses_to_overwrite_modified_safetensors_file() {
     r.fail(&["checkout", &c1]);
     assert_eq!(r.read("model.safetensors"), local);
     r.ok(&["checkout", "-f", &c1]);
-    assert_eq!(
-        r.read("model.safetensors"),
-        st::serialize(&[T::f32("w", &[8], &[1.0; 8])], None)
-    );
+    assert_eq!(r.read("model.safetensors"), st::serialize(&[T::f32("w", &[8], &[1.0; 8])], None));
 }
 
 #[test]
@@ -284,14 +252,9 @@ fn odd_commands_fail_cleanly_and_never_panic() {
     ] {
         r.fail(args);
     }
-    for args in [
-        &["status"][..],
-        &["status", "--json"],
-        &["branch"],
-        &["tag"],
-        &["branch", "--json"],
-        &["tag", "--json"],
-    ] {
+    for args in
+        [&["status"][..], &["status", "--json"], &["branch"], &["tag"], &["branch", "--json"], &["tag", "--json"]]
+    {
         r.ok(args);
     }
     r.write("a.txt", "a\n");
@@ -393,11 +356,7 @@ fn corrupted_pack_is_detected_on_checkout() {
     let out = r.fail(&["checkout", "--force", &c]);
     assert!(out.stderr.contains("corrupt"), "{}", out.describe());
     if r.exists("model.safetensors") {
-        assert_eq!(
-            r.read("model.safetensors"),
-            bytes,
-            "a damaged pack produced a wrong file"
-        );
+        assert_eq!(r.read("model.safetensors"), bytes, "a damaged pack produced a wrong file");
     }
     let out = r.fail(&["restore", "model.safetensors"]);
     assert!(out.stderr.contains("corrupt"), "{}", out.describe());
@@ -423,11 +382,7 @@ fn checkout_never_deletes_untracked_files_in_a_directory_it_replaces() {
     r.commit("x removed");
     r.write("x/notes.txt", "precious untracked notes\n");
     let out = r.run(&["checkout", &c1]);
-    assert!(
-        r.path("x/notes.txt").is_file(),
-        "checkout deleted the untracked file x/notes.txt:\n{}",
-        out.describe()
-    );
+    assert!(r.path("x/notes.txt").is_file(), "checkout deleted the untracked file x/notes.txt:\n{}", out.describe());
     assert_eq!(r.read("x/notes.txt"), b"precious untracked notes\n");
     assert!(!out.success(), "the checkout should have refused:\n{}", out.describe());
 }

@@ -17,30 +17,12 @@ fn tensor(i: usize, dtype: &str, mut shape: Vec<u64>, seed: u64) -> T {
         shape.push(4);
     }
     let bytes = (shape.iter().product::<u64>() * st::dtype_bits(dtype) / 8) as usize;
-    T::new(
-        &format!("layer.{i}.{}", dtype.to_lowercase()),
-        dtype,
-        &shape,
-        Rng::new(seed).bytes(bytes),
-    )
+    T::new(&format!("layer.{i}.{}", dtype.to_lowercase()), dtype, &shape, Rng::new(seed).bytes(bytes))
 }
 
 fn tensors() -> impl Strategy<Value = Vec<T>> {
-    prop::collection::vec(
-        (
-            prop::sample::select(DTYPES),
-            prop::collection::vec(0u64..6, 0..4),
-            any::<u64>(),
-        ),
-        1..6,
-    )
-    .prop_map(|specs| {
-        specs
-            .into_iter()
-            .enumerate()
-            .map(|(i, (d, s, seed))| tensor(i, d, s, seed))
-            .collect()
-    })
+    prop::collection::vec((prop::sample::select(DTYPES), prop::collection::vec(0u64..6, 0..4), any::<u64>()), 1..6)
+        .prop_map(|specs| specs.into_iter().enumerate().map(|(i, (d, s, seed))| tensor(i, d, s, seed)).collect())
 }
 
 fn file() -> impl Strategy<Value = (Vec<T>, Layout)> {
@@ -48,33 +30,14 @@ fn file() -> impl Strategy<Value = (Vec<T>, Layout)> {
         let n = ts.len();
         let order = Just((0..n).collect::<Vec<usize>>()).prop_shuffle();
         let meta = prop::option::of(Just(r#"{"format": "pt"}"#.to_string()));
-        (
-            Just(ts),
-            order,
-            meta,
-            prop::sample::select(vec![0usize, 8]),
-            prop::sample::select(vec![0usize, 3]),
+        (Just(ts), order, meta, prop::sample::select(vec![0usize, 8]), prop::sample::select(vec![0usize, 3])).prop_map(
+            |(ts, order, metadata, pad_to, gap)| (ts, Layout { json_order: Some(order), metadata, pad_to, gap }),
         )
-            .prop_map(|(ts, order, metadata, pad_to, gap)| {
-                (
-                    ts,
-                    Layout {
-                        json_order: Some(order),
-                        metadata,
-                        pad_to,
-                        gap,
-                    },
-                )
-            })
     })
 }
 
 fn config(cases: u32) -> ProptestConfig {
-    ProptestConfig {
-        cases,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
+    ProptestConfig { cases, failure_persistence: None, ..ProptestConfig::default() }
 }
 
 proptest! {

@@ -14,11 +14,7 @@ enum At {
 fn repo_with_history() -> TestRepo {
     let r = TestRepo::init();
     r.write("config.json", "{}\n");
-    st::write(
-        &r.path("good.safetensors"),
-        &[T::f32("w", &[4], &[1.0, 2.0, 3.0, 4.0])],
-        None,
-    );
+    st::write(&r.path("good.safetensors"), &[T::f32("w", &[4], &[1.0, 2.0, 3.0, 4.0])], None);
     r.add_commit(&["."], "initial");
     r
 }
@@ -29,26 +25,16 @@ fn assert_add_rejects(name: &str, bytes: &[u8], at: At) {
     r.write(name, bytes);
     let before = r.mlv_snapshot();
     let out = r.fail(&["add", name]);
-    assert!(
-        out.stderr.contains(name),
-        "the error must name the file:\n{}",
-        out.describe()
-    );
+    assert!(out.stderr.contains(name), "the error must name the file:\n{}", out.describe());
     let offset =
         byte_offset_in(&out.stderr).unwrap_or_else(|| panic!("the error must give a byte offset:\n{}", out.describe()));
     match at {
         At::Exactly(want) => assert_eq!(offset, want, "wrong byte offset:\n{}", out.describe()),
-        At::Within(lo, hi) => assert!(
-            (lo..=hi).contains(&offset),
-            "byte offset {offset} not in {lo}..={hi}:\n{}",
-            out.describe()
-        ),
+        At::Within(lo, hi) => {
+            assert!((lo..=hi).contains(&offset), "byte offset {offset} not in {lo}..={hi}:\n{}", out.describe())
+        }
     }
-    assert!(
-        out.stderr.contains("hint:"),
-        "a refused file deserves a hint:\n{}",
-        out.describe()
-    );
+    assert!(out.stderr.contains("hint:"), "a refused file deserves a hint:\n{}", out.describe());
     assert_eq!(r.mlv_snapshot(), before, ".mlv changed although add failed");
     // Adding the whole directory fails the same way, and also leaves no trace.
     let out = r.fail(&["add", "."]);
@@ -69,11 +55,7 @@ fn valid() -> (Vec<u8>, u64) {
 fn truncated_file_is_refused() {
     let (bytes, data_start) = valid();
     // The data region ends 10 bytes early: tensor `b` (data bytes 64..96) runs past it.
-    assert_add_rejects(
-        "truncated.safetensors",
-        &bytes[..bytes.len() - 10],
-        At::Exactly(data_start + 64),
-    );
+    assert_add_rejects("truncated.safetensors", &bytes[..bytes.len() - 10], At::Exactly(data_start + 64));
 }
 
 #[test]
@@ -97,11 +79,7 @@ fn header_length_past_end_of_file_is_refused() {
 #[test]
 fn header_cut_in_the_middle_is_refused() {
     let (bytes, data_start) = valid();
-    assert_add_rejects(
-        "cut_header.safetensors",
-        &bytes[..(data_start / 2) as usize],
-        At::Exactly(0),
-    );
+    assert_add_rejects("cut_header.safetensors", &bytes[..(data_start / 2) as usize], At::Exactly(0));
 }
 
 #[test]
@@ -116,11 +94,7 @@ fn overlapping_data_offsets_are_refused() {
     let header = br#"{"a":{"dtype":"F32","shape":[4,4],"data_offsets":[0,64]},"b":{"dtype":"F32","shape":[8],"data_offsets":[32,64]}}"#;
     let data_start = 8 + header.len() as u64;
     // `b` starts inside `a`: the error points at b's first byte.
-    assert_add_rejects(
-        "overlap.safetensors",
-        &st::raw(header, &[0u8; 64]),
-        At::Exactly(data_start + 32),
-    );
+    assert_add_rejects("overlap.safetensors", &st::raw(header, &[0u8; 64]), At::Exactly(data_start + 32));
 }
 
 #[test]
@@ -135,22 +109,14 @@ fn byte_size_overflowing_u64_is_refused() {
     // 2^62 elements fit in u64, but 2^62 * 4 bytes do not.
     let header = br#"{"a":{"dtype":"F32","shape":[4611686018427387904],"data_offsets":[0,64]}}"#;
     let end = 8 + header.len() as u64;
-    assert_add_rejects(
-        "byte_overflow.safetensors",
-        &st::raw(header, &[0u8; 64]),
-        At::Within(8, end),
-    );
+    assert_add_rejects("byte_overflow.safetensors", &st::raw(header, &[0u8; 64]), At::Within(8, end));
 }
 
 #[test]
 fn shape_not_matching_offsets_is_refused() {
     let header = br#"{"a":{"dtype":"F32","shape":[4,4],"data_offsets":[0,60]}}"#;
     let data_start = 8 + header.len() as u64;
-    assert_add_rejects(
-        "mismatch.safetensors",
-        &st::raw(header, &[0u8; 60]),
-        At::Within(8, data_start),
-    );
+    assert_add_rejects("mismatch.safetensors", &st::raw(header, &[0u8; 60]), At::Within(8, data_start));
 }
 
 #[test]
@@ -158,11 +124,7 @@ fn non_utf8_header_is_refused() {
     let mut header = br#"{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},"#.to_vec();
     let bad_at = 8 + header.len() as u64 + 1;
     header.extend_from_slice(b"\"\xff\xfe\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[16,16]}}");
-    assert_add_rejects(
-        "non_utf8.safetensors",
-        &st::raw(&header, &[0u8; 16]),
-        At::Exactly(bad_at),
-    );
+    assert_add_rejects("non_utf8.safetensors", &st::raw(&header, &[0u8; 16]), At::Exactly(bad_at));
 }
 
 #[test]
@@ -175,57 +137,34 @@ fn invalid_json_header_is_refused() {
 #[test]
 fn json_header_that_is_not_an_object_is_refused() {
     let header = b"[1, 2, 3]  ";
-    assert_add_rejects(
-        "array.safetensors",
-        &st::raw(header, &[]),
-        At::Within(0, 8 + header.len() as u64),
-    );
+    assert_add_rejects("array.safetensors", &st::raw(header, &[]), At::Within(0, 8 + header.len() as u64));
 }
 
 #[test]
 fn unknown_dtype_is_refused() {
     let header = br#"{"a":{"dtype":"F128","shape":[1],"data_offsets":[0,16]}}"#;
-    assert_add_rejects(
-        "f128.safetensors",
-        &st::raw(header, &[0u8; 16]),
-        At::Within(8, 8 + header.len() as u64),
-    );
+    assert_add_rejects("f128.safetensors", &st::raw(header, &[0u8; 16]), At::Within(8, 8 + header.len() as u64));
 }
 
 #[test]
 fn non_string_metadata_is_refused() {
     let header = br#"{"__metadata__":{"epoch":3},"a":{"dtype":"U8","shape":[2],"data_offsets":[0,2]}}"#;
-    assert_add_rejects(
-        "meta.safetensors",
-        &st::raw(header, &[1, 2]),
-        At::Within(8, 8 + header.len() as u64),
-    );
+    assert_add_rejects("meta.safetensors", &st::raw(header, &[1, 2]), At::Within(8, 8 + header.len() as u64));
 }
 
 #[test]
 fn a_bad_file_among_good_ones_stages_nothing() {
     let r = repo_with_history();
     let (bytes, _) = valid();
-    st::write(
-        &r.path("models/fine.safetensors"),
-        &[T::f32("x", &[64], &[0.125; 64])],
-        None,
-    );
+    st::write(&r.path("models/fine.safetensors"), &[T::f32("x", &[64], &[0.125; 64])], None);
     r.write("models/notes.txt", "new notes\n");
     r.write("models/zz_broken.safetensors", &bytes[..bytes.len() - 1]);
     let before = r.mlv_snapshot();
     let out = r.fail(&["add", "models"]);
     assert!(out.stderr.contains("zz_broken.safetensors"), "{}", out.describe());
-    assert_eq!(
-        r.mlv_snapshot(),
-        before,
-        "a failed add must not leave packs or index changes behind"
-    );
+    assert_eq!(r.mlv_snapshot(), before, "a failed add must not leave packs or index changes behind");
     let status = r.json(&["status", "--json"]);
-    assert!(
-        status["staged"].as_array().unwrap().is_empty(),
-        "nothing may be staged: {status}"
-    );
+    assert!(status["staged"].as_array().unwrap().is_empty(), "nothing may be staged: {status}");
 }
 
 #[test]
@@ -245,20 +184,10 @@ fn commit_all_with_a_corrupted_tracked_file_fails_and_changes_nothing() {
 fn status_and_diff_with_a_corrupted_tracked_file_do_not_panic() {
     let r = repo_with_history();
     r.write("good.safetensors", b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all");
-    for args in [
-        &["status"][..],
-        &["status", "--json"],
-        &["diff"],
-        &["diff", "--json"],
-        &["commit", "-a", "-m", "x"],
-    ] {
+    for args in [&["status"][..], &["status", "--json"], &["diff"], &["diff", "--json"], &["commit", "-a", "-m", "x"]] {
         let out = r.run(args);
         if !out.success() {
-            assert!(
-                out.stderr.contains("good.safetensors"),
-                "a failure must name the file:\n{}",
-                out.describe()
-            );
+            assert!(out.stderr.contains("good.safetensors"), "a failure must name the file:\n{}", out.describe());
         }
     }
 }

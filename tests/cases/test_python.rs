@@ -56,10 +56,7 @@ fn python_inspect(files: &[&Path]) -> Option<Value> {
         "python3 lacks a module ({}): run `pip install safetensors numpy`, or set MLV_SKIP_PYTHON_TESTS=1",
         stderr.trim()
     );
-    assert!(
-        out.status.success(),
-        "the Python safetensors library rejected a checked-out file:\n{stderr}"
-    );
+    assert!(out.status.success(), "the Python safetensors library rejected a checked-out file:\n{stderr}");
     Some(serde_json::from_slice(&out.stdout).expect("python printed invalid JSON"))
 }
 
@@ -71,12 +68,7 @@ fn check_against(report: &Value, tensors: &[T]) {
         assert_eq!(g["dtype"], t.dtype.as_str(), "{}: {g}", t.name);
         assert_eq!(g["shape"], serde_json::json!(t.shape), "{}: {g}", t.name);
         assert_eq!(g["nbytes"], t.data.len(), "{}: {g}", t.name);
-        assert_eq!(
-            g["bytesum"],
-            t.data.iter().map(|&b| b as u64).sum::<u64>(),
-            "{}: {g}",
-            t.name
-        );
+        assert_eq!(g["bytesum"], t.data.iter().map(|&b| b as u64).sum::<u64>(), "{}: {g}", t.name);
     }
 }
 
@@ -105,11 +97,7 @@ fn checked_out_f32_and_bf16_files_load_in_python_safetensors() {
         assert_eq!(g["shape"], serde_json::json!(w.shape), "{g}");
         let want: f64 = w.values.iter().map(|&x| x as f64).sum();
         let got = g["sum"].as_f64().unwrap();
-        assert!(
-            (got - want).abs() <= 1e-6 * (1.0 + want.abs()),
-            "{}: numpy sum {got} != {want}",
-            w.name
-        );
+        assert!((got - want).abs() <= 1e-6 * (1.0 + want.abs()), "{}: numpy sum {got} != {want}", w.name);
     }
 }
 

@@ -57,21 +57,9 @@ fn tags_lightweight_and_annotated() {
     assert!(out.contains("Tagged annotated"), "{out}");
     let tags = r.json(&["tag", "--json"]);
     let tags = array(&tags, "tag --json");
-    let get = |n: &str| {
-        tags.iter()
-            .find(|t| t["name"] == n)
-            .unwrap_or_else(|| panic!("{n} missing: {tags:?}"))
-    };
-    assert_eq!(
-        get("light")["id"],
-        c1.as_str(),
-        "a lightweight tag points at the commit"
-    );
-    assert_ne!(
-        get("annotated")["id"],
-        c3.as_str(),
-        "an annotated tag is its own object"
-    );
+    let get = |n: &str| tags.iter().find(|t| t["name"] == n).unwrap_or_else(|| panic!("{n} missing: {tags:?}"));
+    assert_eq!(get("light")["id"], c1.as_str(), "a lightweight tag points at the commit");
+    assert_ne!(get("annotated")["id"], c3.as_str(), "an annotated tag is its own object");
     let listing = r.ok(&["tag"]);
     assert_eq!(listing.lines().collect::<Vec<_>>(), ["annotated", "light"]);
     let out = r.fail(&["tag", "light"]);
@@ -89,10 +77,7 @@ fn branch_create_list_switch_and_delete() {
     let out = r.ok(&["branch", "exp"]);
     assert!(out.contains("Created branch exp"), "{out}");
     r.ok(&["branch", "old", &c1]);
-    assert_eq!(
-        branches(&r),
-        vec![("exp".into(), false), ("main".into(), true), ("old".into(), false)]
-    );
+    assert_eq!(branches(&r), vec![("exp".into(), false), ("main".into(), true), ("old".into(), false)]);
     let listing = r.ok(&["branch"]);
     assert!(listing.lines().any(|l| l.starts_with("* main")), "{listing}");
     r.fail(&["branch", "exp"]);
@@ -150,11 +135,7 @@ fn detached_head_checkout_and_commit() {
 fn switch_orphan_empties_the_tree_and_starts_a_new_history() {
     let (r, c4) = fixture_with_subdir();
     r.ok(&["switch", "--orphan", "base"]);
-    assert!(
-        r.worktree_snapshot().is_empty(),
-        "orphan switch must empty the work tree: {:?}",
-        r.worktree_snapshot()
-    );
+    assert!(r.worktree_snapshot().is_empty(), "orphan switch must empty the work tree: {:?}", r.worktree_snapshot());
     let s = r.json(&["status", "--json"]);
     assert_eq!(s["branch"], "base");
     assert_eq!(s["head"], Value::Null);
@@ -197,11 +178,7 @@ fn log_lists_commits_newest_first() {
     let lines: Vec<&str> = oneline.lines().collect();
     assert_eq!(
         lines,
-        [
-            format!("{} commit 3", &c3[..12]),
-            format!("{} commit 2", &c2[..12]),
-            format!("{} commit 1", &c1[..12])
-        ]
+        [format!("{} commit 3", &c3[..12]), format!("{} commit 2", &c2[..12]), format!("{} commit 1", &c1[..12])]
     );
     let two = r.json(&["log", "--json", "-n", "2"]);
     assert_eq!(array(&two, "log").len(), 2);
@@ -223,10 +200,7 @@ fn show_prints_the_commit_and_its_changes() {
     assert!(text.contains("Author: Test Author <test@example.com>"), "{text}");
     assert!(text.contains("    commit 3"), "{text}");
     assert!(text.contains("modified: n.txt"), "{text}");
-    assert!(
-        text.contains("-2") && text.contains("+3"),
-        "show should include the text diff:\n{text}"
-    );
+    assert!(text.contains("-2") && text.contains("+3"), "show should include the text diff:\n{text}");
     let v = r.json(&["show", "--json", "HEAD~1"]);
     assert_eq!(v["commit"]["id"], c2.as_str());
     assert_eq!(v["diff"][0]["path"], "n.txt");
@@ -242,21 +216,12 @@ fn diff_between_base_and_fine_tune_reports_tensors_and_config() {
     let text = r.ok(&["diff", "HEAD~1", "HEAD"]);
     assert!(text.contains("modified: model.safetensors"), "{text}");
     assert!(text.contains("modified: config.json"), "{text}");
-    assert!(
-        !text.contains("tokenizer.json"),
-        "unchanged files are not listed:\n{text}"
-    );
+    assert!(!text.contains("tokenizer.json"), "unchanged files are not listed:\n{text}");
     assert!(text.contains("+ classifier.weight"), "{text}");
     assert!(text.contains("+ classifier.bias"), "{text}");
-    let embed = text
-        .lines()
-        .find(|l| l.contains("~ embeddings.word.weight"))
-        .unwrap_or_else(|| panic!("{text}"));
+    let embed = text.lines().find(|l| l.contains("~ embeddings.word.weight")).unwrap_or_else(|| panic!("{text}"));
     assert!(embed.contains("of 16384 elements changed"), "{embed}");
-    assert!(
-        text.contains("--- a/config.json") && text.contains("+++ b/config.json"),
-        "{text}"
-    );
+    assert!(text.contains("--- a/config.json") && text.contains("+++ b/config.json"), "{text}");
     assert!(text.contains("-  \"torch_dtype\": \"float32\","), "{text}");
     assert!(text.contains("+  \"torch_dtype\": \"bfloat16\","), "{text}");
     assert!(text.contains("+  \"num_labels\": 3,"), "{text}");
@@ -267,18 +232,12 @@ fn diff_between_base_and_fine_tune_reports_tensors_and_config() {
     let model = files.iter().find(|f| f["path"] == "model.safetensors").unwrap();
     assert_eq!(model["change"], "modified");
     let t = &model["tensors"];
-    let mut added: Vec<&str> = array(&t["added"], "added")
-        .iter()
-        .map(|a| a.as_str().unwrap())
-        .collect();
+    let mut added: Vec<&str> = array(&t["added"], "added").iter().map(|a| a.as_str().unwrap()).collect();
     added.sort();
     assert_eq!(added, ["classifier.bias", "classifier.weight"]);
     assert!(array(&t["removed"], "removed").is_empty());
     let changed = array(&t["changed"], "changed");
-    assert_eq!(
-        changed.len() as u64 + t["unchanged"].as_u64().unwrap(),
-        fixtures::base_weights().len() as u64
-    );
+    assert_eq!(changed.len() as u64 + t["unchanged"].as_u64().unwrap(), fixtures::base_weights().len() as u64);
     let e = changed.iter().find(|c| c["name"] == "embeddings.word.weight").unwrap();
     assert_eq!(e["dtype"], "BF16");
     assert_eq!(e["shape"], serde_json::json!([[256, 64], [256, 64]]));
@@ -287,10 +246,7 @@ fn diff_between_base_and_fine_tune_reports_tensors_and_config() {
         assert!(e[k].is_number(), "{k} missing: {e}");
     }
     let config = files.iter().find(|f| f["path"] == "config.json").unwrap();
-    assert!(
-        config["text"].as_str().unwrap().contains("+  \"num_labels\": 3,"),
-        "{config}"
-    );
+    assert!(config["text"].as_str().unwrap().contains("+  \"num_labels\": 3,"), "{config}");
     assert!(config.get("tensors").is_none() || config["tensors"].is_null());
 }
 
@@ -299,19 +255,13 @@ fn diff_counts_exactly_the_changed_elements() {
     let r = TestRepo::init();
     let base: Vec<f32> = (0..4096).map(|i| i as f32 * 0.001).collect();
     let other = T::f32("other", &[16], &[0.5; 16]);
-    r.write(
-        "m.safetensors",
-        st::serialize(&[T::f32("w", &[64, 64], &base), other.clone()], None),
-    );
+    r.write("m.safetensors", st::serialize(&[T::f32("w", &[64, 64], &base), other.clone()], None));
     r.add_commit(&["m.safetensors"], "one");
     let mut changed = base.clone();
     for i in [0, 10, 100, 1000, 4095] {
         changed[i] += 0.5;
     }
-    r.write(
-        "m.safetensors",
-        st::serialize(&[T::f32("w", &[64, 64], &changed), other], None),
-    );
+    r.write("m.safetensors", st::serialize(&[T::f32("w", &[64, 64], &changed), other], None));
     // Work tree against HEAD first, then commit and compare two commits.
     for args in [&["diff", "--json"][..], &["diff", "--json", "HEAD"]] {
         let v = r.json(args);
@@ -324,15 +274,9 @@ fn diff_counts_exactly_the_changed_elements() {
     }
     r.add_commit(&["m.safetensors"], "two");
     let text = r.ok(&["diff", "HEAD~1", "HEAD"]);
-    let line = text
-        .lines()
-        .find(|l| l.contains("~ w "))
-        .unwrap_or_else(|| panic!("{text}"));
+    let line = text.lines().find(|l| l.contains("~ w ")).unwrap_or_else(|| panic!("{text}"));
     assert!(line.contains("5 of 4096 elements changed"), "{line}");
-    assert!(
-        text.contains("tensors: 1 changed, 0 added, 0 removed, 1 unchanged"),
-        "{text}"
-    );
+    assert!(text.contains("tensors: 1 changed, 0 added, 0 removed, 1 unchanged"), "{text}");
     assert_eq!(r.ok(&["diff"]).trim(), "", "no difference with a clean work tree");
 }
 
@@ -345,18 +289,10 @@ fn checkout_head_keeps_the_branch_attached() {
     r.write("n.txt", "scribble\n");
     r.ok(&["checkout", "--force", "HEAD"]);
     assert_eq!(r.read("n.txt"), b"3\n");
-    assert_eq!(
-        r.json(&["status", "--json"])["branch"],
-        "main",
-        "checkout HEAD detached HEAD"
-    );
+    assert_eq!(r.json(&["status", "--json"])["branch"], "main", "checkout HEAD detached HEAD");
     r.write("n.txt", "4\n");
     let c4 = r.add_commit(&["n.txt"], "commit 4");
-    assert_eq!(
-        r.rev_id("main"),
-        c4,
-        "the commit after `checkout HEAD` did not advance main (was {c3})"
-    );
+    assert_eq!(r.rev_id("main"), c4, "the commit after `checkout HEAD` did not advance main (was {c3})");
 }
 
 #[test]
@@ -369,11 +305,7 @@ fn branch_names_with_slashes_and_their_prefixes() {
     assert_eq!(r.read("n.txt"), b"1\n");
     r.ok(&["switch", "main"]);
     let out = r.fail(&["branch", "exp"]);
-    assert!(
-        !out.stderr.contains("os error"),
-        "a clear message, not a raw OS error:\n{}",
-        out.describe()
-    );
+    assert!(!out.stderr.contains("os error"), "a clear message, not a raw OS error:\n{}", out.describe());
     r.ok(&["branch", "-d", "exp/lr-1e-4"]);
     // Once exp/lr-1e-4 is gone, the name `exp` is free.
     r.ok(&["branch", "exp"]);

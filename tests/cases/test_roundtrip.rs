@@ -83,35 +83,23 @@ pub fn all_dtypes(seed: u64) -> Vec<T> {
         .chain((0..28).map(|_| rng.next_u64() as i64))
         .flat_map(i64::to_le_bytes)
         .collect();
-    let u64s: Vec<u8> = [u64::MAX, 0, 1, 1 << 63, 42, 7, 9]
-        .into_iter()
-        .flat_map(u64::to_le_bytes)
-        .collect();
+    let u64s: Vec<u8> = [u64::MAX, 0, 1, 1 << 63, 42, 7, 9].into_iter().flat_map(u64::to_le_bytes).collect();
     let i32s: Vec<u8> = [i32::MIN, i32::MAX, -1]
         .into_iter()
         .chain((0..30).map(|_| rng.next_u64() as i32))
         .flat_map(i32::to_le_bytes)
         .collect();
-    let u32s: Vec<u8> = [u32::MAX, 0]
-        .into_iter()
-        .chain((0..10).map(|_| rng.next_u64() as u32))
-        .flat_map(u32::to_le_bytes)
-        .collect();
+    let u32s: Vec<u8> =
+        [u32::MAX, 0].into_iter().chain((0..10).map(|_| rng.next_u64() as u32)).flat_map(u32::to_le_bytes).collect();
     let i16s: Vec<u8> = [i16::MIN, i16::MAX, -1]
         .into_iter()
         .chain((0..10).map(|_| rng.next_u64() as i16))
         .flat_map(i16::to_le_bytes)
         .collect();
-    let u16s: Vec<u8> = [u16::MAX, 0]
-        .into_iter()
-        .chain((0..9).map(|_| rng.next_u64() as u16))
-        .flat_map(u16::to_le_bytes)
-        .collect();
-    let i8s: Vec<u8> = [i8::MIN, i8::MAX, -1, 0]
-        .into_iter()
-        .chain((0..21).map(|_| rng.next_u64() as i8))
-        .map(|v| v as u8)
-        .collect();
+    let u16s: Vec<u8> =
+        [u16::MAX, 0].into_iter().chain((0..9).map(|_| rng.next_u64() as u16)).flat_map(u16::to_le_bytes).collect();
+    let i8s: Vec<u8> =
+        [i8::MIN, i8::MAX, -1, 0].into_iter().chain((0..21).map(|_| rng.next_u64() as i8)).map(|v| v as u8).collect();
     vec![
         T::new("f64", "F64", &[4, 8], st::f64_le(&f64s)),
         T::new("f32", "F32", &[16, 64], st::f32_le(&f32s)),
@@ -190,26 +178,15 @@ fn every_dtype_and_odd_header_round_trip_across_two_commits() {
     assert_eq!(st::describe(&hand2).len(), n);
     std::fs::write(v1.join("hand.safetensors"), &hand1).unwrap();
     std::fs::write(v2.join("hand.safetensors"), &hand2).unwrap();
-    st::write(
-        &v1.join("canonical.safetensors"),
-        &ts,
-        Some(&[("format", "pt"), ("k", "v")]),
-    );
-    st::write(
-        &v2.join("canonical.safetensors"),
-        &ts2,
-        Some(&[("format", "pt"), ("k", "v")]),
-    );
+    st::write(&v1.join("canonical.safetensors"), &ts, Some(&[("format", "pt"), ("k", "v")]));
+    st::write(&v2.join("canonical.safetensors"), &ts2, Some(&[("format", "pt"), ("k", "v")]));
 
     r.copy_in(&v1);
     let c1 = r.add_commit(&["."], "all dtypes");
     r.copy_in(&v2);
     let c2 = r.add_commit(&["."], "all dtypes, some tensors changed");
     let show = r.json(&["diff", "--json", &c1, &c2]);
-    assert!(
-        !show.as_array().unwrap().is_empty(),
-        "the second commit must differ from the first"
-    );
+    assert!(!show.as_array().unwrap().is_empty(), "the second commit must differ from the first");
 
     r.ok(&["checkout", &c1]);
     r.assert_worktree_eq(&v1);
@@ -222,14 +199,7 @@ fn gaps_between_tensors_and_trailing_bytes_round_trip() {
     let r = TestRepo::init();
     let orig = r.scratch("orig");
     let ts = all_dtypes(11);
-    let mut bytes = st::hand_written(
-        &ts,
-        &Layout {
-            gap: 5,
-            pad_to: 0,
-            ..odd_layout(ts.len())
-        },
-    );
+    let mut bytes = st::hand_written(&ts, &Layout { gap: 5, pad_to: 0, ..odd_layout(ts.len()) });
     bytes.extend_from_slice(b"trailing bytes after the last tensor");
     std::fs::write(orig.join("gappy.safetensors"), &bytes).unwrap();
     r.copy_in(&orig);
@@ -259,19 +229,13 @@ fn sharded_checkpoint_round_trips() {
             }
         }
         let index = serde_json::json!({ "metadata": { "total_size": total }, "weight_map": weight_map });
-        std::fs::write(
-            dir.join("model.safetensors.index.json"),
-            serde_json::to_string_pretty(&index).unwrap(),
-        )
-        .unwrap();
+        std::fs::write(dir.join("model.safetensors.index.json"), serde_json::to_string_pretty(&index).unwrap())
+            .unwrap();
         std::fs::write(dir.join("config.json"), fixtures::BASE_CONFIG).unwrap();
     };
     let base = fixtures::base_weights();
     write_shards(&v1, base.iter().map(|w| w.to_f32()).collect());
-    write_shards(
-        &v2,
-        fixtures::finetune_weights(&base).iter().map(|w| w.to_bf16()).collect(),
-    );
+    write_shards(&v2, fixtures::finetune_weights(&base).iter().map(|w| w.to_bf16()).collect());
 
     r.copy_in(&v1);
     let c1 = r.add_commit(&["."], "sharded base");
@@ -303,26 +267,11 @@ fn unusual_but_valid_headers_round_trip() {
     // Each header is accepted by the reference `safetensors` library (checked below), so mlv
     // must store it and give it back byte for byte.
     let cases: [(&str, &[u8]); 5] = [
-        (
-            "null_metadata",
-            br#"{"__metadata__": null, "a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#,
-        ),
-        (
-            "extra_field",
-            br#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4],"extra":1}}"#,
-        ),
-        (
-            "leading_space",
-            br#"   {"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#,
-        ),
-        (
-            "newlines",
-            b"{\n\t\"a\" :\n {\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}\n}\n\n",
-        ),
-        (
-            "empty_metadata",
-            br#"{"__metadata__":{},"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#,
-        ),
+        ("null_metadata", br#"{"__metadata__": null, "a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#),
+        ("extra_field", br#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4],"extra":1}}"#),
+        ("leading_space", br#"   {"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#),
+        ("newlines", b"{\n\t\"a\" :\n {\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}\n}\n\n"),
+        ("empty_metadata", br#"{"__metadata__":{},"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#),
     ];
     let mut failures = Vec::new();
     for (name, header) in cases {
@@ -344,11 +293,7 @@ fn unusual_but_valid_headers_round_trip() {
         r.ok(&["checkout", "--force", &c]);
         assert_eq!(r.read(&file), bytes, "{name}: differs after checkout");
     }
-    assert!(
-        failures.is_empty(),
-        "mlv refused files the safetensors library accepts:\n{}",
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "mlv refused files the safetensors library accepts:\n{}", failures.join("\n"));
 }
 
 #[test]

@@ -7,19 +7,14 @@ use crate::common::st::{self, T};
 use crate::common::{TestRepo, array};
 
 fn paths(list: &Value) -> Vec<String> {
-    let mut v: Vec<String> = array(list, "list")
-        .iter()
-        .map(|c| c.get("path").unwrap_or(c).as_str().unwrap().to_string())
-        .collect();
+    let mut v: Vec<String> =
+        array(list, "list").iter().map(|c| c.get("path").unwrap_or(c).as_str().unwrap().to_string()).collect();
     v.sort();
     v
 }
 
 fn kind_of(list: &Value, path: &str) -> Option<String> {
-    array(list, "list")
-        .iter()
-        .find(|c| c["path"] == path)
-        .map(|c| c["kind"].as_str().unwrap().to_string())
+    array(list, "list").iter().find(|c| c["path"] == path).map(|c| c["kind"].as_str().unwrap().to_string())
 }
 
 /// Paths of the files in a commit, from `mlv du --json`.
@@ -55,10 +50,7 @@ fn rm_deletes_the_file_and_stages_its_removal() {
 fn rm_of_a_directory_removes_everything_under_it() {
     let r = repo_with_files();
     let out = r.ok(&["rm", "sub"]);
-    assert!(
-        out.contains("rm sub/c.txt") && out.contains("rm sub/m.safetensors"),
-        "{out}"
-    );
+    assert!(out.contains("rm sub/c.txt") && out.contains("rm sub/m.safetensors"), "{out}");
     assert!(!r.exists("sub/c.txt") && !r.exists("sub/m.safetensors"));
     r.commit("remove sub");
     assert_eq!(files_at(&r, "HEAD"), ["a.txt", "b.txt"]);
@@ -87,10 +79,7 @@ fn restore_staged_unstages_but_keeps_the_work_tree() {
     let s = r.json(&["status", "--json"]);
     assert_eq!(paths(&s["staged"]), ["a.txt", "new.txt"]);
     let out = r.ok(&["restore", "--staged", "a.txt", "new.txt"]);
-    assert!(
-        out.contains("unstaged a.txt") && out.contains("unstaged new.txt"),
-        "{out}"
-    );
+    assert!(out.contains("unstaged a.txt") && out.contains("unstaged new.txt"), "{out}");
     assert_eq!(r.read("a.txt"), b"a modified\n");
     let s = r.json(&["status", "--json"]);
     assert!(s["staged"].as_array().unwrap().is_empty(), "{s}");
@@ -112,17 +101,10 @@ fn commit_after_restore_staged_records_true_file_sizes() {
     let model_len = st::serialize(&[T::f32("w", &[4], &[1.0; 4])], None).len();
     assert_eq!(v["logical_bytes"], 2 + 10 + 2 + model_len, "{v}");
     let du = r.json(&["du", "--json"]);
-    let a = array(&du["files"], "files")
-        .iter()
-        .find(|f| f["path"] == "a.txt")
-        .unwrap();
+    let a = array(&du["files"], "files").iter().find(|f| f["path"] == "a.txt").unwrap();
     assert_eq!(a["logical"], 2, "a.txt is 2 bytes in HEAD: {du}");
     let show = r.json(&["show", "--json"]);
-    assert_eq!(
-        kind_of_change(&show["diff"], "a.txt"),
-        None,
-        "a.txt did not change in this commit: {show}"
-    );
+    assert_eq!(kind_of_change(&show["diff"], "a.txt"), None, "a.txt did not change in this commit: {show}");
 }
 
 #[test]
@@ -145,10 +127,7 @@ fn restore_brings_back_committed_content() {
     let out = r.ok(&["restore", "a.txt", "sub"]);
     assert!(out.contains("restored"), "{out}");
     assert_eq!(r.read("a.txt"), b"a v2\n");
-    assert_eq!(
-        r.read("sub/m.safetensors"),
-        st::serialize(&[T::f32("w", &[4], &[1.0; 4])], None)
-    );
+    assert_eq!(r.read("sub/m.safetensors"), st::serialize(&[T::f32("w", &[4], &[1.0; 4])], None));
     r.ok(&["restore", "--source", "HEAD~1", "a.txt"]);
     assert_eq!(r.read("a.txt"), b"a\n");
 }
@@ -161,19 +140,13 @@ fn commit_all_picks_up_modifications_and_deletions_but_not_untracked_files() {
     std::fs::remove_file(r.path("b.txt")).unwrap();
     r.write("untracked.txt", "u\n");
     let v = r.json(&["commit", "-a", "-m", "all", "--json"]);
-    let mut staged: Vec<&str> = array(&v["staged"]["staged"], "staged")
-        .iter()
-        .map(|s| s.as_str().unwrap())
-        .collect();
+    let mut staged: Vec<&str> = array(&v["staged"]["staged"], "staged").iter().map(|s| s.as_str().unwrap()).collect();
     staged.sort();
     assert_eq!(staged, ["a.txt", "sub/m.safetensors"], "{v}");
     assert_eq!(v["files"], 3, "{v}");
     assert_eq!(files_at(&r, "HEAD"), ["a.txt", "sub/c.txt", "sub/m.safetensors"]);
     let s = r.json(&["status", "--json"]);
-    assert!(
-        s["staged"].as_array().unwrap().is_empty() && s["unstaged"].as_array().unwrap().is_empty(),
-        "{s}"
-    );
+    assert!(s["staged"].as_array().unwrap().is_empty() && s["unstaged"].as_array().unwrap().is_empty(), "{s}");
     assert_eq!(paths(&s["untracked"]), ["untracked.txt"]);
     let show = r.json(&["show", "--json"]);
     assert_eq!(kind_of_change(&show["diff"], "b.txt"), Some("deleted".into()));
@@ -181,10 +154,7 @@ fn commit_all_picks_up_modifications_and_deletions_but_not_untracked_files() {
 }
 
 fn kind_of_change(diff: &Value, path: &str) -> Option<String> {
-    array(diff, "diff")
-        .iter()
-        .find(|f| f["path"] == path)
-        .map(|f| f["change"].as_str().unwrap().to_string())
+    array(diff, "diff").iter().find(|f| f["path"] == path).map(|f| f["change"].as_str().unwrap().to_string())
 }
 
 #[test]
@@ -203,29 +173,14 @@ fn mlvignore_excludes_files_from_add_and_status() {
     let s = r.json(&["status", "--json"]);
     assert_eq!(
         paths(&s["untracked"]),
-        [
-            ".mlvignore",
-            "checkpoints/final/model.txt",
-            "keep.txt",
-            "nested/.mlvignore",
-            "nested/scratch.bin"
-        ]
+        [".mlvignore", "checkpoints/final/model.txt", "keep.txt", "nested/.mlvignore", "nested/scratch.bin"]
     );
     let report = r.json(&["add", "--json", "."]);
-    let mut staged: Vec<&str> = array(&report["staged"], "staged")
-        .iter()
-        .map(|s| s.as_str().unwrap())
-        .collect();
+    let mut staged: Vec<&str> = array(&report["staged"], "staged").iter().map(|s| s.as_str().unwrap()).collect();
     staged.sort();
     assert_eq!(
         staged,
-        [
-            ".mlvignore",
-            "checkpoints/final/model.txt",
-            "keep.txt",
-            "nested/.mlvignore",
-            "nested/scratch.bin"
-        ]
+        [".mlvignore", "checkpoints/final/model.txt", "keep.txt", "nested/.mlvignore", "nested/scratch.bin"]
     );
     r.commit("with ignores");
     let s = r.json(&["status", "--json"]);
@@ -240,18 +195,11 @@ fn commands_work_from_a_subdirectory() {
     assert!(s.contains("sub/deep/new.txt"), "paths are shown from the root:\n{s}");
     r.ok_in("sub/deep", &["add", "new.txt"]);
     let st = r.json(&["status", "--json"]);
-    assert_eq!(
-        kind_of(&st["staged"], "sub/deep/new.txt").as_deref(),
-        Some("new"),
-        "{st}"
-    );
+    assert_eq!(kind_of(&st["staged"], "sub/deep/new.txt").as_deref(), Some("new"), "{st}");
     r.write("a.txt", "changed from below\n");
     r.ok_in("sub/deep", &["add", "../../a.txt"]);
     r.ok_in("sub/deep", &["commit", "-m", "from a subdirectory"]);
-    assert_eq!(
-        files_at(&r, "HEAD"),
-        ["a.txt", "b.txt", "sub/c.txt", "sub/deep/new.txt", "sub/m.safetensors"]
-    );
+    assert_eq!(files_at(&r, "HEAD"), ["a.txt", "b.txt", "sub/c.txt", "sub/deep/new.txt", "sub/m.safetensors"]);
     r.ok_in("sub", &["log", "--oneline"]);
     // Paths given below the root are relative to the current directory.
     r.write("sub/c.txt", "scribble\n");
@@ -294,11 +242,7 @@ fn rm_refuses_to_delete_uncommitted_changes() {
     r.write("new.txt", "staged, never committed\n");
     r.ok(&["add", "new.txt"]);
     let out = r.run(&["rm", "new.txt"]);
-    assert!(
-        r.exists("new.txt"),
-        "`mlv rm` deleted a staged file that was never committed:\n{}",
-        out.describe()
-    );
+    assert!(r.exists("new.txt"), "`mlv rm` deleted a staged file that was never committed:\n{}", out.describe());
 }
 
 #[test]
@@ -312,11 +256,7 @@ fn tracked_file_matching_mlvignore_stays_tracked() {
     r.write(".mlvignore", "*.log\n");
     r.ok(&["add", ".mlvignore"]);
     let s = r.json(&["status", "--json"]);
-    assert_eq!(
-        kind_of(&s["unstaged"], "train.log"),
-        None,
-        "a tracked ignored file shows as deleted: {s}"
-    );
+    assert_eq!(kind_of(&s["unstaged"], "train.log"), None, "a tracked ignored file shows as deleted: {s}");
     r.ok(&["commit", "-a", "-m", "add ignore file"]);
     assert_eq!(files_at(&r, "HEAD"), [".mlvignore", "keep.txt", "train.log"]);
 }
@@ -332,12 +272,7 @@ fn untracked_file_with_non_utf8_name_does_not_block_the_repository() {
     std::fs::write(&odd, "latin-1 name\n").unwrap();
     for args in [&["status"][..], &["checkout", "HEAD~1"], &["diff"]] {
         let out = r.run(args);
-        assert!(
-            out.success(),
-            "an unrelated untracked file blocks `mlv {}`:\n{}",
-            args.join(" "),
-            out.describe()
-        );
+        assert!(out.success(), "an unrelated untracked file blocks `mlv {}`:\n{}", args.join(" "), out.describe());
     }
 }
 
@@ -374,8 +309,5 @@ fn concurrent_adds_never_lose_staged_files_silently() {
     let s = r.json(&["status", "--json"]);
     let staged = paths(&s["staged"]);
     let lost: Vec<&String> = succeeded.iter().filter(|f| !staged.contains(f)).collect();
-    assert!(
-        lost.is_empty(),
-        "`mlv add` reported success but {lost:?} are not staged: {s}"
-    );
+    assert!(lost.is_empty(), "`mlv add` reported success but {lost:?} are not staged: {s}");
 }

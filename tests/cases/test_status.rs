@@ -6,12 +6,7 @@ use crate::common::TestRepo;
 use crate::common::st::{self, T};
 
 fn model(values: [f32; 3]) -> Vec<u8> {
-    st::serialize(
-        &(0..3)
-            .map(|i| T::f32(&format!("w{i}"), &[64], &[values[i]; 64]))
-            .collect::<Vec<_>>(),
-        None,
-    )
+    st::serialize(&(0..3).map(|i| T::f32(&format!("w{i}"), &[64], &[values[i]; 64])).collect::<Vec<_>>(), None)
 }
 
 /// A committed repository with `a.txt`, `gone.txt` and a three-tensor `model.safetensors`.
@@ -51,9 +46,7 @@ fn status_reports_new_modified_deleted_and_untracked_files() {
     let text = r.ok(&["status"]);
     assert!(text.contains("On branch main"), "{text}");
     let staged_at = text.find("Changes to be committed").unwrap_or_else(|| panic!("{text}"));
-    let unstaged_at = text
-        .find("Changes not staged for commit")
-        .unwrap_or_else(|| panic!("{text}"));
+    let unstaged_at = text.find("Changes not staged for commit").unwrap_or_else(|| panic!("{text}"));
     let untracked_at = text.find("Untracked files").unwrap_or_else(|| panic!("{text}"));
     assert!(staged_at < unstaged_at && unstaged_at < untracked_at, "{text}");
     let pos = |l: &str| text.find(l).unwrap();
@@ -68,10 +61,7 @@ fn status_reports_new_modified_deleted_and_untracked_files() {
 
     let v = r.json(&["status", "--json"]);
     assert_eq!(v["branch"], "main");
-    assert!(
-        v["head"].as_str().is_some_and(|h| h.len() == 64),
-        "head should be a full id: {v}"
-    );
+    assert!(v["head"].as_str().is_some_and(|h| h.len() == 64), "head should be a full id: {v}");
     assert_eq!(v["staged"].as_array().unwrap().len(), 1, "{v}");
     assert_eq!(find(&v["staged"], "staged.txt")["kind"], "new");
     assert_eq!(find(&v["unstaged"], "a.txt")["kind"], "modified");
@@ -86,11 +76,7 @@ fn status_reports_new_modified_deleted_and_untracked_files() {
 fn staged_safetensors_change_counts_changed_added_and_removed_tensors() {
     let r = committed();
     // w1 changed, w2 removed, w3 added: three tensors differ.
-    let ts = vec![
-        T::f32("w0", &[64], &[1.0; 64]),
-        T::f32("w1", &[64], &[9.0; 64]),
-        T::f32("w3", &[64], &[4.0; 64]),
-    ];
+    let ts = vec![T::f32("w0", &[64], &[1.0; 64]), T::f32("w1", &[64], &[9.0; 64]), T::f32("w3", &[64], &[4.0; 64])];
     r.write("model.safetensors", st::serialize(&ts, None));
     r.ok(&["add", "model.safetensors"]);
     let text = r.ok(&["status"]);
@@ -115,10 +101,7 @@ fn status_is_clean_after_commit_and_after_rewriting_identical_bytes() {
     r.write("model.safetensors", model([1.0, 2.0, 3.0]));
     r.write("a.txt", "a\n");
     let v = r.json(&["status", "--json"]);
-    assert!(
-        v["unstaged"].as_array().unwrap().is_empty(),
-        "rewriting the same bytes is not a change: {v}"
-    );
+    assert!(v["unstaged"].as_array().unwrap().is_empty(), "rewriting the same bytes is not a change: {v}");
 }
 
 #[test]

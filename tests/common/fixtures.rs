@@ -33,10 +33,7 @@ pub const FT_CONFIG: &str = r#"{
 /// `tokenizer.json` of both.
 pub fn tokenizer_json() -> String {
     let vocab: Vec<String> = (0..256).map(|i| format!("\"tok{i}\": {i}")).collect();
-    format!(
-        "{{\"version\": \"1.0\", \"model\": {{\"type\": \"WordLevel\", \"vocab\": {{{}}}}}}}\n",
-        vocab.join(", ")
-    )
+    format!("{{\"version\": \"1.0\", \"model\": {{\"type\": \"WordLevel\", \"vocab\": {{{}}}}}}}\n", vocab.join(", "))
 }
 
 /// The base model's weights (about 330 KB as F32).
@@ -53,11 +50,7 @@ pub fn finetune_weights(base: &[Weights]) -> Vec<Weights> {
         shape: vec![LABELS, HIDDEN],
         values: (0..LABELS * HIDDEN).map(|_| rng.normal(0.02)).collect(),
     });
-    w.push(Weights {
-        name: "classifier.bias".into(),
-        shape: vec![LABELS],
-        values: vec![0.0; LABELS as usize],
-    });
+    w.push(Weights { name: "classifier.bias".into(), shape: vec![LABELS], values: vec![0.0; LABELS as usize] });
     w
 }
 

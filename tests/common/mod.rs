@@ -128,10 +128,7 @@ impl TestRepo {
 
     /// Runs `mlv ARGS` in `dir` (relative to the root).
     pub fn run_in(&self, dir: &str, args: &[&str]) -> Out {
-        Self::exec(
-            &mut self.cmd_in(&self.root.join(dir), args),
-            format!("(cd {dir}) mlv {}", args.join(" ")),
-        )
+        Self::exec(&mut self.cmd_in(&self.root.join(dir), args), format!("(cd {dir}) mlv {}", args.join(" ")))
     }
 
     /// Runs `mlv ARGS`, which must succeed; returns stdout.
@@ -173,19 +170,13 @@ impl TestRepo {
     /// `mlv commit -m MSG --json`; returns the new commit id.
     pub fn commit(&self, msg: &str) -> String {
         let v = self.json(&["commit", "-m", msg, "--json"]);
-        v["commit"]
-            .as_str()
-            .unwrap_or_else(|| panic!("commit --json has no commit id: {v}"))
-            .to_string()
+        v["commit"].as_str().unwrap_or_else(|| panic!("commit --json has no commit id: {v}")).to_string()
     }
 
     /// The full id of a revision, read from `mlv log --json -n 1 REV`.
     pub fn rev_id(&self, rev: &str) -> String {
         let v = self.json(&["log", "--json", "-n", "1", rev]);
-        v[0]["id"]
-            .as_str()
-            .unwrap_or_else(|| panic!("log --json has no id: {v}"))
-            .to_string()
+        v[0]["id"].as_str().unwrap_or_else(|| panic!("log --json has no id: {v}")).to_string()
     }
 
     /// Absolute path of a work-tree file.
@@ -254,23 +245,14 @@ impl TestRepo {
 /// Fails the test if a command panicked.
 pub fn assert_no_panic(out: &Out) {
     assert!(!out.stderr.contains("panicked"), "mlv panicked:\n{}", out.describe());
-    assert_ne!(
-        out.code,
-        Some(101),
-        "mlv exited with the panic code 101:\n{}",
-        out.describe()
-    );
+    assert_ne!(out.code, Some(101), "mlv exited with the panic code 101:\n{}", out.describe());
     assert!(out.code.is_some(), "mlv was killed by a signal:\n{}", out.describe());
 }
 
 /// Asserts a command failed the way users expect: exit code 1 and an `error:` message.
 pub fn assert_clean_failure(out: &Out) {
     assert!(!out.success(), "command unexpectedly succeeded:\n{}", out.describe());
-    assert!(
-        out.stderr.contains("error"),
-        "failure without an error message:\n{}",
-        out.describe()
-    );
+    assert!(out.stderr.contains("error"), "failure without an error message:\n{}", out.describe());
 }
 
 /// Relative `/`-separated path -> blake3 hex of every regular file under `dir`.
@@ -291,9 +273,7 @@ pub fn snapshot_excluding(dir: &Path, exclude: &[&str]) -> BTreeMap<String, Stri
 /// Total size of the regular files under `dir`.
 pub fn dir_size(dir: &Path) -> u64 {
     let mut total = 0;
-    walk(dir, dir, &[], &mut |_, abs| {
-        total += std::fs::metadata(abs).unwrap().len()
-    });
+    walk(dir, dir, &[], &mut |_, abs| total += std::fs::metadata(abs).unwrap().len());
     total
 }
 
@@ -325,10 +305,7 @@ pub fn assert_dirs_identical(expected: &Path, actual: &Path, exclude: &[&str]) {
     let got = snapshot_excluding(actual, exclude);
     let missing: Vec<&String> = want.keys().filter(|k| !got.contains_key(*k)).collect();
     let extra: Vec<&String> = got.keys().filter(|k| !want.contains_key(*k)).collect();
-    assert!(
-        missing.is_empty() && extra.is_empty(),
-        "file sets differ: missing {missing:?}, unexpected {extra:?}"
-    );
+    assert!(missing.is_empty() && extra.is_empty(), "file sets differ: missing {missing:?}, unexpected {extra:?}");
     for (rel, h) in &want {
         if got[rel] != *h {
             assert_files_identical(&expected.join(rel), &actual.join(rel));
@@ -343,11 +320,7 @@ pub fn assert_files_identical(expected: &Path, actual: &Path) {
     if a == b {
         return;
     }
-    let first = a
-        .iter()
-        .zip(&b)
-        .position(|(x, y)| x != y)
-        .unwrap_or(a.len().min(b.len()));
+    let first = a.iter().zip(&b).position(|(x, y)| x != y).unwrap_or(a.len().min(b.len()));
     panic!(
         "{} differs from {}: lengths {} vs {}, first difference at byte {first}",
         actual.display(),
@@ -382,6 +355,5 @@ pub fn byte_offset_in(text: &str) -> Option<u64> {
 
 /// The entries of a JSON array, or a test failure naming what was expected.
 pub fn array<'a>(v: &'a serde_json::Value, what: &str) -> &'a Vec<serde_json::Value> {
-    v.as_array()
-        .unwrap_or_else(|| panic!("{what} is not a JSON array: {v}"))
+    v.as_array().unwrap_or_else(|| panic!("{what} is not a JSON array: {v}"))
 }

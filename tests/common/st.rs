@@ -59,22 +59,9 @@ impl T {
     pub fn new(name: &str, dtype: &str, shape: &[u64], data: Vec<u8>) -> T {
         let elems: u64 = shape.iter().product();
         let bits = elems * dtype_bits(dtype);
-        assert_eq!(
-            bits % 8,
-            0,
-            "{name}: {elems} elements of {dtype} do not fill whole bytes"
-        );
-        assert_eq!(
-            data.len() as u64,
-            bits / 8,
-            "{name}: wrong byte length for {dtype} {shape:?}"
-        );
-        T {
-            name: name.into(),
-            dtype: dtype.into(),
-            shape: shape.to_vec(),
-            data,
-        }
+        assert_eq!(bits % 8, 0, "{name}: {elems} elements of {dtype} do not fill whole bytes");
+        assert_eq!(data.len() as u64, bits / 8, "{name}: wrong byte length for {dtype} {shape:?}");
+        T { name: name.into(), dtype: dtype.into(), shape: shape.to_vec(), data }
     }
 
     /// An F32 tensor.
@@ -161,10 +148,7 @@ pub fn serialize(tensors: &[T], metadata: Option<&[(&str, &str)]>) -> Vec<u8> {
         .iter()
         .map(|t| {
             let shape: Vec<usize> = t.shape.iter().map(|&d| d as usize).collect();
-            (
-                t.name.clone(),
-                TensorView::new(dtype_of(&t.dtype), shape, &t.data).expect("valid tensor view"),
-            )
+            (t.name.clone(), TensorView::new(dtype_of(&t.dtype), shape, &t.data).expect("valid tensor view"))
         })
         .collect();
     let meta: Option<HashMap<String, String>> =
@@ -214,10 +198,7 @@ pub fn hand_written(tensors: &[T], layout: &Layout) -> Vec<u8> {
         data.extend_from_slice(&t.data);
         offsets.push((start, data.len()));
     }
-    let order: Vec<usize> = layout
-        .json_order
-        .clone()
-        .unwrap_or_else(|| (0..tensors.len()).collect());
+    let order: Vec<usize> = layout.json_order.clone().unwrap_or_else(|| (0..tensors.len()).collect());
     let mut parts = Vec::new();
     if let Some(m) = &layout.metadata {
         parts.push(format!("\"__metadata__\" :  {m}"));
@@ -246,11 +227,8 @@ pub fn hand_written(tensors: &[T], layout: &Layout) -> Vec<u8> {
 /// Names, dtypes and shapes of a file as the `safetensors` crate reads it (sorted by name).
 pub fn describe(bytes: &[u8]) -> Vec<(String, String, Vec<usize>)> {
     let st = safetensors::SafeTensors::deserialize(bytes).expect("the safetensors crate rejects the file");
-    let mut out: Vec<_> = st
-        .tensors()
-        .into_iter()
-        .map(|(n, v)| (n, format!("{:?}", v.dtype()), v.shape().to_vec()))
-        .collect();
+    let mut out: Vec<_> =
+        st.tensors().into_iter().map(|(n, v)| (n, format!("{:?}", v.dtype()), v.shape().to_vec())).collect();
     out.sort();
     out
 }
@@ -284,33 +262,16 @@ pub fn base_model(seed: u64, hidden: u64, layers: usize, vocab: u64) -> Vec<Weig
     let mut out = Vec::new();
     let mut push = |name: String, shape: Vec<u64>, rng: &mut Rng, norm: bool| {
         let n: u64 = shape.iter().product();
-        let values = (0..n)
-            .map(|_| if norm { 1.0 + rng.normal(0.01) } else { rng.normal(0.02) })
-            .collect();
+        let values = (0..n).map(|_| if norm { 1.0 + rng.normal(0.01) } else { rng.normal(0.02) }).collect();
         out.push(Weights { name, shape, values });
     };
     push("embeddings.word.weight".into(), vec![vocab, hidden], &mut rng, false);
     for l in 0..layers {
         for p in ["q", "k", "v", "o"] {
-            push(
-                format!("layers.{l}.attn.{p}.weight"),
-                vec![hidden, hidden],
-                &mut rng,
-                false,
-            );
+            push(format!("layers.{l}.attn.{p}.weight"), vec![hidden, hidden], &mut rng, false);
         }
-        push(
-            format!("layers.{l}.mlp.up.weight"),
-            vec![2 * hidden, hidden],
-            &mut rng,
-            false,
-        );
-        push(
-            format!("layers.{l}.mlp.down.weight"),
-            vec![hidden, 2 * hidden],
-            &mut rng,
-            false,
-        );
+        push(format!("layers.{l}.mlp.up.weight"), vec![2 * hidden, hidden], &mut rng, false);
+        push(format!("layers.{l}.mlp.down.weight"), vec![hidden, 2 * hidden], &mut rng, false);
         push(format!("layers.{l}.norm.weight"), vec![hidden], &mut rng, true);
     }
     push("final_norm.weight".into(), vec![hidden], &mut rng, true);
@@ -323,22 +284,9 @@ pub fn fine_tune(base: &[Weights], seed: u64, fraction: f32) -> Vec<Weights> {
     let mut rng = Rng::new(seed);
     base.iter()
         .map(|w| {
-            let values = w
-                .values
-                .iter()
-                .map(|&x| {
-                    if rng.uniform() < fraction {
-                        x + rng.normal(2e-3)
-                    } else {
-                        x
-                    }
-                })
-                .collect();
-            Weights {
-                name: w.name.clone(),
-                shape: w.shape.clone(),
-                values,
-            }
+            let values =
+                w.values.iter().map(|&x| if rng.uniform() < fraction { x + rng.normal(2e-3) } else { x }).collect();
+            Weights { name: w.name.clone(), shape: w.shape.clone(), values }
         })
         .collect()
 }
