@@ -39,8 +39,16 @@ pub enum Target {
     Detached(ObjectId),
 }
 
-/// Interprets a revision: a branch name attaches HEAD, anything else detaches.
+/// Interprets a revision: a branch name attaches HEAD, `HEAD` (or `@`) leaves it as it is,
+/// anything else detaches.
 pub fn target_of(repo: &Repository, rev: &str) -> Result<(Target, ObjectId)> {
+    if rev == "HEAD" || rev == "@" {
+        let id = repo.resolve(rev)?;
+        return Ok(match repo.refs.head()? {
+            Head::Branch(b) => (Target::Branch(b), id),
+            Head::Detached(_) => (Target::Detached(id), id),
+        });
+    }
     if crate::refs::check_name(rev).is_ok()
         && let Some(id) = repo.refs.read(&format!("{HEADS}{rev}"))?
     {

@@ -281,7 +281,6 @@ fn diff_counts_exactly_the_changed_elements() {
 }
 
 #[test]
-#[ignore = "known bug, fix in progress"]
 fn checkout_head_keeps_the_branch_attached() {
     // `mlv checkout --force HEAD` is the usual way to discard local changes; it must not
     // detach HEAD, or the next commit would not advance the branch.
