@@ -2,7 +2,7 @@
 //! compare-and-swap so concurrent writers cannot silently lose an update.
 
 use std::fs::OpenOptions;
-use std::io::Write;
+use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
 
 use crate::fsutil;
@@ -26,6 +26,14 @@ pub enum RefError {
         expected: String,
         /// What is there now.
         found: String,
+    },
+    /// The name and an existing ref cannot both exist: one would be a directory of the other.
+    #[error("{name} clashes with the existing ref {existing}: a ref name cannot also be a directory of refs")]
+    Clash {
+        /// The ref being created.
+        name: String,
+        /// The ref in the way.
+        existing: String,
     },
     /// The ref file holds garbage.
     #[error("{path}: corrupt ref: {what}")]
@@ -79,7 +87,7 @@ impl Refs {
         Refs { dir: dir.to_path_buf() }
     }
 
-    fn path(&self, full: &str) -> PathBuf {
+    fn path(&self, full: impl AsRef<Path>) -> PathBuf {
         self.dir.join(full)
     }
 
@@ -115,7 +123,11 @@ impl Refs {
         let path = self.path(full);
         match std::fs::read_to_string(&path) {
             Ok(text) => text.trim_end().parse().map(Some).map_err(|_| corrupt(&path, "not an object id")),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            // A directory holds longer names (`exp` while `exp/lr` exists), and a file on the
+            // way (`exp/lr` while `exp` exists) means there is no such ref either.
+            Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::IsADirectory | ErrorKind::NotADirectory) => {
+                Ok(None)
+            }
             Err(e) => Err(fsutil::with_path(&path, e).into()),
         }
     }
@@ -123,6 +135,7 @@ impl Refs {
     /// Sets `full` to `new` if it still holds `expected` (None: must not exist).
     pub fn update(&self, full: &str, new: ObjectId, expected: Option<ObjectId>) -> Result<(), RefError> {
         let path = self.path(full);
+        self.check_no_clash(full)?;
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)?;
         }
@@ -139,7 +152,7 @@ impl Refs {
     /// Deletes a ref if it still holds `expected`.
     pub fn delete(&self, full: &str, expected: ObjectId) -> Result<(), RefError> {
         let path = self.path(full);
-        let _lock = Lock::acquire(&path)?;
+        let lock = Lock::acquire(&path)?;
         if self.read(full)? != Some(expected) {
             return Err(RefError::Conflict {
                 name: full.into(),
@@ -148,7 +161,34 @@ impl Refs {
             });
         }
         std::fs::remove_file(&path)?;
+        drop(lock);
+        self.prune_empty_dirs(full);
         Ok(())
+    }
+
+    /// Refuses `full` when it is a directory of other refs or lies under an existing ref.
+    fn check_no_clash(&self, full: &str) -> Result<(), RefError> {
+        let clash = |existing: String| Err(RefError::Clash { name: full.to_string(), existing });
+        if self.path(full).is_dir() {
+            let below = self.list(&format!("{full}/"))?.into_iter().next();
+            return clash(below.map_or_else(|| format!("{full}/"), |(name, _)| format!("{full}/{name}")));
+        }
+        match Path::new(full).ancestors().skip(1).find(|a| self.path(a).is_file()) {
+            Some(file) => clash(file.display().to_string()),
+            None => Ok(()),
+        }
+    }
+
+    /// Removes directories emptied by deleting `full`, keeping `refs/<kind>` itself, so the
+    /// directory's name is free for a ref again.
+    fn prune_empty_dirs(&self, full: &str) {
+        let mut dir = Path::new(full).parent();
+        while let Some(d) = dir.filter(|d| d.components().count() > 2) {
+            if std::fs::remove_dir(self.path(d)).is_err() {
+                break;
+            }
+            dir = d.parent();
+        }
     }
 
     /// Short names of all refs under `prefix` (e.g. [`HEADS`]), sorted.
@@ -224,6 +264,20 @@ mod tests {
         refs.update("refs/heads/main", b, Some(a)).unwrap();
         assert_eq!(refs.read("refs/heads/main").unwrap(), Some(b));
         assert_eq!(refs.list(HEADS).unwrap(), vec![("main".to_string(), b)]);
+    }
+
+    #[test]
+    fn a_name_cannot_also_be_a_directory_of_names_and_deleting_frees_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let refs = Refs::new(dir.path());
+        let a = ObjectId([1; 32]);
+        refs.update("refs/heads/exp/lr", a, None).unwrap();
+        assert_eq!(refs.read("refs/heads/exp").unwrap(), None);
+        assert!(matches!(refs.update("refs/heads/exp", a, None), Err(RefError::Clash { .. })));
+        assert!(matches!(refs.update("refs/heads/exp/lr/x", a, None), Err(RefError::Clash { .. })));
+        refs.delete("refs/heads/exp/lr", a).unwrap();
+        assert!(dir.path().join("refs/heads").is_dir());
+        refs.update("refs/heads/exp", a, None).unwrap();
     }
 
     #[test]

@@ -295,7 +295,6 @@ fn checkout_head_keeps_the_branch_attached() {
 }
 
 #[test]
-#[ignore = "known bug, fix in progress"]
 fn branch_names_with_slashes_and_their_prefixes() {
     let (r, [c1, ..]) = three_commits();
     r.ok(&["branch", "exp/lr-1e-4", &c1]);
