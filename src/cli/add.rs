@@ -31,7 +31,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         return print_json(&report);
     }
     if !report.staged.is_empty() {
-        println!(
+        outln!(
             "staged {} file(s), {} logical, {} stored ({} tensors new, {} as deltas, {} already stored)",
             report.staged.len(),
             human(report.logical_bytes),
@@ -39,10 +39,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             report.tensors_standalone,
             report.tensors_delta,
             report.tensors_duplicate
-        );
+        )?;
     }
     for r in &report.removed {
-        println!("staged removal of {r}");
+        outln!("staged removal of {r}")?;
     }
     Ok(())
 }
@@ -62,7 +62,7 @@ pub fn run_rm(args: RmArgs) -> anyhow::Result<()> {
     let repo = open_repo()?;
     let cwd = std::env::current_dir()?;
     for p in mlv::ops::add::rm(&repo, &cwd, &args.paths, args.cached)? {
-        println!("rm {p}");
+        outln!("rm {p}")?;
     }
     Ok(())
 }

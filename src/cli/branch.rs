@@ -24,11 +24,11 @@ pub fn run_branch(args: BranchArgs) -> anyhow::Result<()> {
     match (args.name, args.delete) {
         (Some(name), true) => {
             branch::delete_branch(&repo, &name)?;
-            println!("Deleted branch {name}");
+            outln!("Deleted branch {name}")?;
         }
         (Some(name), false) => {
             let id = branch::create_branch(&repo, &name, args.start.as_deref())?;
-            println!("Created branch {name} at {}", id.short());
+            outln!("Created branch {name} at {}", id.short())?;
         }
         (None, true) => anyhow::bail!("--delete needs a branch name"),
         (None, false) => {
@@ -37,7 +37,7 @@ pub fn run_branch(args: BranchArgs) -> anyhow::Result<()> {
                 return print_json(&list);
             }
             for b in list {
-                println!("{} {} {}", if b.current { '*' } else { ' ' }, b.name, b.id.short());
+                outln!("{} {} {}", if b.current { '*' } else { ' ' }, b.name, b.id.short())?;
             }
         }
     }
@@ -67,11 +67,11 @@ pub fn run_tag(args: TagArgs) -> anyhow::Result<()> {
     match (args.name, args.delete) {
         (Some(name), true) => {
             branch::delete_tag(&repo, &name)?;
-            println!("Deleted tag {name}");
+            outln!("Deleted tag {name}")?;
         }
         (Some(name), false) => {
             let id = branch::create_tag(&mut repo, &name, args.rev.as_deref(), args.message.as_deref())?;
-            println!("Tagged {name} ({})", id.short());
+            outln!("Tagged {name} ({})", id.short())?;
         }
         (None, true) => anyhow::bail!("--delete needs a tag name"),
         (None, false) => {
@@ -79,7 +79,9 @@ pub fn run_tag(args: TagArgs) -> anyhow::Result<()> {
             if args.json {
                 return print_json(&list);
             }
-            list.iter().for_each(|t| println!("{}", t.name));
+            for t in list {
+                outln!("{}", t.name)?;
+            }
         }
     }
     Ok(())

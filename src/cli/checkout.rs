@@ -31,10 +31,10 @@ pub fn print_report(r: &CheckoutReport, json: bool) -> anyhow::Result<()> {
     if json {
         return print_json(r);
     }
-    println!("{} file(s) written ({}), {} removed", r.written.len(), human(r.bytes), r.removed.len());
+    outln!("{} file(s) written ({}), {} removed", r.written.len(), human(r.bytes), r.removed.len())?;
     match (&r.branch, &r.commit) {
-        (Some(b), _) => println!("Switched to branch '{b}'"),
-        (None, Some(c)) => println!("HEAD is now at {}", c.short()),
+        (Some(b), _) => outln!("Switched to branch '{b}'")?,
+        (None, Some(c)) => outln!("HEAD is now at {}", c.short())?,
         (None, None) => {}
     }
     Ok(())
@@ -75,12 +75,12 @@ pub fn run_restore(args: RestoreArgs) -> anyhow::Result<()> {
     let source = args.source.as_deref().unwrap_or("HEAD");
     if args.staged {
         for p in mlv::ops::checkout::unstage(&repo, source, &cwd, &args.paths)? {
-            println!("unstaged {p}");
+            outln!("unstaged {p}")?;
         }
         return Ok(());
     }
     let commit = repo.resolve(source)?;
     let r = checkout_paths(&repo, commit, &cwd, &args.paths, progress::for_stderr().as_ref())?;
-    println!("restored {} file(s)", r.written.len());
+    outln!("restored {} file(s)", r.written.len())?;
     Ok(())
 }

@@ -34,10 +34,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let branch = report.branch.as_deref().unwrap_or("detached HEAD");
     let subject = args.message.lines().next().unwrap_or("");
-    println!("[{branch} {}] {subject}", report.commit.short());
-    println!(" {} file(s), {} logical", report.files, human(report.logical_bytes));
+    outln!("[{branch} {}] {subject}", report.commit.short())?;
+    outln!(" {} file(s), {} logical", report.files, human(report.logical_bytes))?;
     if !report.staged.staged.is_empty() {
-        println!(" stored {} for {} changed file(s)", human(report.staged.stored_bytes), report.staged.staged.len());
+        outln!(" stored {} for {} changed file(s)", human(report.staged.stored_bytes), report.staged.staged.len())?;
     }
     Ok(())
 }

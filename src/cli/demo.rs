@@ -53,7 +53,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         let family = write_family(&spec, &work.join("family"))?;
         if args.generate_only {
-            family.dirs.iter().for_each(|d| println!("{}", d.display()));
+            for d in &family.dirs {
+                outln!("{}", d.display())?;
+            }
             return Ok(());
         }
         family.dirs
@@ -64,35 +66,35 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if args.json {
         return print_json(&report);
     }
-    println!("{:<12} {:>12} {:>12} {:>7} {:>10}", "commit", "logical", "stored", "ratio", "ingest");
+    outln!("{:<12} {:>12} {:>12} {:>7} {:>10}", "commit", "logical", "stored", "ratio", "ingest")?;
     for i in &report.ingests {
         let ratio = i.logical as f64 / i.stored.max(1) as f64;
         let speed = i.logical as f64 / 1e6 / i.seconds.max(1e-9);
-        println!("{:<12} {:>12} {:>12} {:>6.2}x {:>6.0} MB/s", i.tag, human(i.logical), human(i.stored), ratio, speed);
+        outln!("{:<12} {:>12} {:>12} {:>6.2}x {:>6.0} MB/s", i.tag, human(i.logical), human(i.stored), ratio, speed)?;
     }
     let (logical, stored): (u64, u64) = report.ingests.iter().fold((0, 0), |a, i| (a.0 + i.logical, a.1 + i.stored));
-    println!(
+    outln!(
         "{:<12} {:>12} {:>12} {:>6.2}x",
         "total",
         human(logical),
         human(stored),
         logical as f64 / stored.max(1) as f64
-    );
-    println!();
+    )?;
+    outln!()?;
     let mut all_ok = true;
     for r in &report.restores {
         let speed = r.bytes as f64 / 1e6 / r.seconds.max(1e-9);
-        println!(
+        outln!(
             "checkout {:<12} {:>12} {:>6.0} MB/s  {}",
             r.tag,
             human(r.bytes),
             speed,
             if r.identical { "byte-identical" } else { "MISMATCH" }
-        );
+        )?;
         all_ok &= r.identical;
     }
     if let Some(k) = &args.keep {
-        println!("\nrepository kept in {}", k.join("repo").display());
+        outln!("\nrepository kept in {}", k.join("repo").display())?;
     }
     anyhow::ensure!(all_ok, "a checked-out file differs from its original");
     Ok(())

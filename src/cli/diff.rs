@@ -1,5 +1,7 @@
 //! `mlv diff`.
 
+use std::io::Write;
+
 use mlv::ops::diff::{FileDiff, Side};
 use mlv::ops::status::ChangeKind;
 
@@ -33,36 +35,36 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if args.json {
         return print_json(&files);
     }
-    print_files(&files);
+    print_files(&files)?;
     Ok(())
 }
 
 /// Prints file diffs for people.
-pub fn print_files(files: &[FileDiff]) {
+pub fn print_files(files: &[FileDiff]) -> std::io::Result<()> {
     for f in files {
         let what = match f.change {
             ChangeKind::New => "added",
             ChangeKind::Modified => "modified",
             ChangeKind::Deleted => "deleted",
         };
-        println!("{what}: {}", f.path);
+        outln!("{what}: {}", f.path)?;
         if let Some(t) = &f.tensors {
-            println!(
+            outln!(
                 "  tensors: {} changed, {} added, {} removed, {} unchanged",
                 t.changed.len(),
                 t.added.len(),
                 t.removed.len(),
                 t.unchanged
-            );
+            )?;
             for a in &t.added {
-                println!("  + {a}");
+                outln!("  + {a}")?;
             }
             for r in &t.removed {
-                println!("  - {r}");
+                outln!("  - {r}")?;
             }
             for c in &t.changed {
                 let pct = if c.elements > 0 { 100.0 * c.changed as f64 / c.elements as f64 } else { 0.0 };
-                println!(
+                outln!(
                     "  ~ {} {} {:?}: {} of {} elements changed ({pct:.1}%), max |Δ| {:.3e}, mean |Δ| {:.3e}, {} in low mantissa bits only",
                     c.name,
                     c.dtype,
@@ -72,11 +74,12 @@ pub fn print_files(files: &[FileDiff]) {
                     c.max_abs_diff,
                     c.mean_abs_diff,
                     c.low_mantissa_only
-                );
+                )?;
             }
         }
         if let Some(text) = &f.text {
-            print!("{text}");
+            std::io::stdout().lock().write_all(text.as_bytes())?;
         }
     }
+    Ok(())
 }

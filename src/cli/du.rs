@@ -33,14 +33,15 @@ fn describe(s: &Storage) -> String {
     }
 }
 
-fn print_usage(u: &Usage) {
-    println!("commit {}: {} logical, {} stored", u.commit.short(), human(u.logical), human(u.stored));
+fn print_usage(u: &Usage) -> std::io::Result<()> {
+    outln!("commit {}: {} logical, {} stored", u.commit.short(), human(u.logical), human(u.stored))?;
     for f in &u.files {
-        println!("  {:>12} {:>12}  {}", human(f.logical), human(f.stored), f.path);
+        outln!("  {:>12} {:>12}  {}", human(f.logical), human(f.stored), f.path)?;
         for t in &f.tensors {
-            println!("      {:>12} {:>12}  {}  {}", human(t.logical), human(t.stored), t.name, describe(&t.storage));
+            outln!("      {:>12} {:>12}  {}  {}", human(t.logical), human(t.stored), t.name, describe(&t.storage))?;
         }
     }
+    Ok(())
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -50,6 +51,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if args.json {
         return print_json(&usage);
     }
-    print_usage(&usage);
+    print_usage(&usage)?;
     Ok(())
 }

@@ -13,6 +13,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let root = std::path::absolute(args.dir.unwrap_or_else(|| PathBuf::from(".")))?;
     std::fs::create_dir_all(&root)?;
     let repo = mlv::Repository::init(&root)?;
-    println!("Initialized empty mlv repository in {}", repo.dir.display());
+    outln!("Initialized empty mlv repository in {}", repo.dir.display())?;
     Ok(())
 }

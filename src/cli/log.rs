@@ -30,29 +30,28 @@ fn date(s: &Signature) -> String {
     format!("{} {sign}{:02}{:02}", s.time, tz / 60, tz % 60)
 }
 
-fn print_entry(e: &LogEntry, oneline: bool) {
+fn print_entry(e: &LogEntry, oneline: bool) -> std::io::Result<()> {
     let subject = e.message.lines().next().unwrap_or("");
     if oneline {
-        println!("{} {subject}", e.id.short());
-        return;
+        return outln!("{} {subject}", e.id.short());
     }
-    println!("commit {}", e.id);
+    outln!("commit {}", e.id)?;
     if e.parents.len() > 1 {
         let ps: Vec<String> = e.parents.iter().map(|p| p.short()).collect();
-        println!("Merge: {}", ps.join(" "));
+        outln!("Merge: {}", ps.join(" "))?;
     }
-    println!("Author: {} <{}>", e.author.name, e.author.email);
-    println!("Date:   {}", date(&e.author));
+    outln!("Author: {} <{}>", e.author.name, e.author.email)?;
+    outln!("Date:   {}", date(&e.author))?;
     if let Some(g) = &e.git {
-        println!("Source: git {}{}", g.commit, if g.dirty { " (dirty)" } else { "" });
+        outln!("Source: git {}{}", g.commit, if g.dirty { " (dirty)" } else { "" })?;
     }
-    println!();
+    outln!()?;
     for l in e.message.lines() {
-        println!("    {l}");
+        outln!("    {l}")?;
     }
     match e.stored_bytes_added {
-        Some(s) => println!("\n    {} logical, {} stored added\n", human(e.logical_bytes), human(s)),
-        None => println!(),
+        Some(s) => outln!("\n    {} logical, {} stored added\n", human(e.logical_bytes), human(s)),
+        None => outln!(),
     }
 }
 
@@ -63,7 +62,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if args.json {
         return print_json(&entries);
     }
-    entries.iter().for_each(|e| print_entry(e, args.oneline));
+    for e in &entries {
+        print_entry(e, args.oneline)?;
+    }
     Ok(())
 }
 
@@ -88,8 +89,8 @@ pub fn run_show(args: ShowArgs) -> anyhow::Result<()> {
         return print_json(&serde_json::json!({ "commit": entry, "diff": files }));
     }
     if let Some(e) = &entry {
-        print_entry(e, false);
+        print_entry(e, false)?;
     }
-    super::diff::print_files(&files);
+    super::diff::print_files(&files)?;
     Ok(())
 }

@@ -1,5 +1,14 @@
 //! Command-line parsing and dispatch; each command lives in its own file.
 
+/// `println!` that returns the error instead of panicking when stdout is closed (as in
+/// `mlv log | head`); `main` then exits quietly.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)
+    }};
+}
+
 mod add;
 mod branch;
 mod checkout;
@@ -105,6 +114,11 @@ pub fn report_error(e: &anyhow::Error) {
     }
 }
 
+/// True when the error is stdout having been closed by its reader: not a failure to report.
+pub fn is_closed_stdout(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+}
+
 /// Opens the repository containing the current directory.
 fn open_repo() -> anyhow::Result<mlv::Repository> {
     Ok(mlv::Repository::discover(&std::env::current_dir()?)?)
@@ -112,7 +126,7 @@ fn open_repo() -> anyhow::Result<mlv::Repository> {
 
 /// Prints a value as pretty JSON.
 fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+    outln!("{}", serde_json::to_string_pretty(value)?)?;
     Ok(())
 }
 

@@ -31,29 +31,35 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         return print_json(&s);
     }
     match (&s.branch, &s.head) {
-        (Some(b), _) => println!("On branch {b}"),
-        (None, Some(h)) => println!("HEAD detached at {}", h.short()),
-        (None, None) => println!("HEAD detached"),
+        (Some(b), _) => outln!("On branch {b}")?,
+        (None, Some(h)) => outln!("HEAD detached at {}", h.short())?,
+        (None, None) => outln!("HEAD detached")?,
     }
     if s.head.is_none() {
-        println!("\nNo commits yet");
+        outln!("\nNo commits yet")?;
     }
     if !s.staged.is_empty() {
-        println!("\nChanges to be committed:");
-        s.staged.iter().for_each(|c| println!("{}", line(c)));
+        outln!("\nChanges to be committed:")?;
+        for c in &s.staged {
+            outln!("{}", line(c))?;
+        }
     }
     if !s.unstaged.is_empty() {
-        println!(
+        outln!(
             "\nChanges not staged for commit:\n  (use \"mlv add <path>\" to stage, \"mlv commit -a\" to commit them all)"
-        );
-        s.unstaged.iter().for_each(|c| println!("{}", line(c)));
+        )?;
+        for c in &s.unstaged {
+            outln!("{}", line(c))?;
+        }
     }
     if !s.untracked.is_empty() {
-        println!("\nUntracked files:\n  (use \"mlv add <path>\" to include in what will be committed)");
-        s.untracked.iter().for_each(|p| println!("\t{p}"));
+        outln!("\nUntracked files:\n  (use \"mlv add <path>\" to include in what will be committed)")?;
+        for p in &s.untracked {
+            outln!("\t{p}")?;
+        }
     }
     if s.is_clean() {
-        println!("nothing to commit, working tree clean");
+        outln!("nothing to commit, working tree clean")?;
     }
     Ok(())
 }

@@ -388,7 +388,6 @@ fn checkout_never_deletes_untracked_files_in_a_directory_it_replaces() {
 }
 
 #[test]
-#[ignore = "known bug, fix in progress"]
 fn output_to_a_closed_pipe_does_not_panic() {
     // `mlv show | head -1`: the reader goes away while mlv is still printing.
     use std::io::Read;
