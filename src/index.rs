@@ -2,13 +2,15 @@
 //! files are recognised without rehashing.
 
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::time::SystemTime;
+use std::ops::{Deref, DerefMut};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
 use crate::fsutil;
 use crate::object::{EntryKind, ObjectId};
+use crate::refs::{Lock, RefError};
 
 /// First bytes of the index file.
 pub const INDEX_MAGIC: &[u8; 8] = b"MLVINDEX";
@@ -71,6 +73,44 @@ pub enum IndexError {
     /// Bad content.
     #[error("{0}: corrupt index: {1} (delete it and run `mlv add` again)")]
     Corrupt(String, String),
+    /// Another mlv command is updating the index.
+    #[error(transparent)]
+    Locked(#[from] RefError),
+}
+
+/// The index loaded for a read-modify-write. `<index>.lock` is held until this is dropped,
+/// so two commands staging at once cannot overwrite each other's entries.
+pub struct LockedIndex {
+    index: Index,
+    path: PathBuf,
+    _lock: Lock,
+}
+
+impl LockedIndex {
+    /// Locks the index at `path`, waiting up to `patience` for another command, then loads it.
+    pub fn open(path: &Path, patience: Duration) -> Result<LockedIndex, IndexError> {
+        let lock = Lock::acquire_waiting(path, patience)?;
+        Ok(LockedIndex { index: Index::load(path)?, path: path.to_path_buf(), _lock: lock })
+    }
+
+    /// Writes the index back (the lock stays held).
+    pub fn save(&mut self) -> Result<(), IndexError> {
+        self.index.save(&self.path)
+    }
+}
+
+impl Deref for LockedIndex {
+    type Target = Index;
+
+    fn deref(&self) -> &Index {
+        &self.index
+    }
+}
+
+impl DerefMut for LockedIndex {
+    fn deref_mut(&mut self) -> &mut Index {
+        &mut self.index
+    }
 }
 
 impl Index {
@@ -140,6 +180,17 @@ mod tests {
         bytes[20] ^= 1;
         std::fs::write(&path, bytes).unwrap();
         assert!(Index::load(&path).is_err());
+    }
+
+    #[test]
+    fn a_locked_index_blocks_a_second_writer_until_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index");
+        let mut first = LockedIndex::open(&path, Duration::ZERO).unwrap();
+        first.save().unwrap();
+        assert!(matches!(LockedIndex::open(&path, Duration::from_millis(30)), Err(IndexError::Locked(_))));
+        drop(first);
+        LockedIndex::open(&path, Duration::ZERO).unwrap();
     }
 
     #[test]

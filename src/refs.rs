@@ -4,6 +4,7 @@
 use std::fs::OpenOptions;
 use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use crate::fsutil;
 use crate::object::ObjectId;
@@ -242,7 +243,21 @@ impl Lock {
             Err(e) => Err(fsutil::with_path(&path, e).into()),
         }
     }
+
+    /// Like [`Lock::acquire`], but retries for up to `patience` while another process holds it.
+    pub fn acquire_waiting(target: &Path, patience: Duration) -> Result<Lock, RefError> {
+        let start = Instant::now();
+        loop {
+            match Lock::acquire(target) {
+                Err(RefError::Locked(_)) if start.elapsed() < patience => std::thread::sleep(LOCK_RETRY),
+                other => return other,
+            }
+        }
+    }
 }
+
+/// How long to sleep between attempts to take a held lock.
+const LOCK_RETRY: Duration = Duration::from_millis(10);
 
 impl Drop for Lock {
     fn drop(&mut self) {

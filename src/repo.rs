@@ -5,10 +5,13 @@ use std::path::{Path, PathBuf};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::index::Index;
+use crate::index::{Index, LockedIndex};
 use crate::object::{Commit, EntryKind, ObjectId, ObjectKind, Signature, Tag, Tree, TreeEntry};
 use crate::refs::{HEADS, Head, Refs, TAGS};
 use crate::store::{ObjectWriter, Odb, StoreError};
+
+/// How long a command waits for another one to release the index lock.
+const INDEX_LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Name of the repository directory at the work-tree root.
 pub const DIR_NAME: &str = ".mlv";
@@ -99,9 +102,15 @@ impl Repository {
         self.dir.join("index")
     }
 
-    /// Loads the staging index.
+    /// Loads the staging index for reading only.
     pub fn index(&self) -> Result<Index> {
         Ok(Index::load(&self.index_path())?)
+    }
+
+    /// Loads the staging index to change it, holding its lock until the result is dropped.
+    /// Waits a few seconds for another command that holds it, then fails naming the lock.
+    pub fn lock_index(&self) -> Result<LockedIndex> {
+        Ok(LockedIndex::open(&self.index_path(), INDEX_LOCK_PATIENCE)?)
     }
 
     /// The commit HEAD points at, if any.

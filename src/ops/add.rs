@@ -69,7 +69,7 @@ pub fn add(
     base: Option<&str>,
     progress: &dyn Progress,
 ) -> Result<AddReport> {
-    let mut index = repo.index()?;
+    let mut index = repo.lock_index()?;
     let mut found: Vec<FoundFile> = Vec::new();
     let mut prefixes = Vec::new();
     for p in paths {
@@ -94,7 +94,7 @@ pub fn add(
         index.entries.remove(&g);
         report.removed.push(g);
     }
-    index.save(&repo.index_path())?;
+    index.save()?;
     Ok(report)
 }
 
@@ -139,7 +139,7 @@ pub fn stage_files(
 
 /// Unstages `paths` and, unless `cached`, deletes them from the work tree.
 pub fn rm(repo: &Repository, cwd: &Path, paths: &[PathBuf], cached: bool) -> Result<Vec<String>> {
-    let mut index = repo.index()?;
+    let mut index = repo.lock_index()?;
     let mut removed = Vec::new();
     for p in paths {
         let abs = work_path(repo, cwd, p)?;
@@ -159,6 +159,6 @@ pub fn rm(repo: &Repository, cwd: &Path, paths: &[PathBuf], cached: bool) -> Res
             removed.push(m);
         }
     }
-    index.save(&repo.index_path())?;
+    index.save()?;
     Ok(removed)
 }

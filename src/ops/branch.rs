@@ -4,7 +4,6 @@ use serde::Serialize;
 
 use super::checkout::{CheckoutReport, Target, checkout};
 use crate::error::{Error, Result};
-use crate::index::Index;
 use crate::object::{ObjectId, ObjectKind, Tag};
 use crate::progress::Progress;
 use crate::refs::{HEADS, Head, TAGS, check_name};
@@ -124,9 +123,8 @@ pub fn switch(
         }
         SwitchMode::Orphan => {
             ensure_free(repo, &full, name)?;
-            let report = checkout(repo, Target::Branch(name.to_string()), None, force, progress)?;
-            Index::default().save(&repo.index_path())?;
-            return Ok(report);
+            // Checking out no commit also empties the index.
+            return checkout(repo, Target::Branch(name.to_string()), None, force, progress);
         }
         SwitchMode::Existing => {}
     }

@@ -72,6 +72,7 @@ pub fn checkout(
     force: bool,
     progress: &dyn Progress,
 ) -> Result<CheckoutReport> {
+    let mut index = repo.lock_index()?;
     let head_files = repo.commit_files(repo.head_commit()?)?;
     let target_files = repo.commit_files(commit)?;
     // Local changes survive a checkout that does not touch their paths, as in git.
@@ -80,7 +81,6 @@ pub fn checkout(
     if !conflicts.is_empty() {
         return Err(Error::DirtyWorktree(conflicts));
     }
-    let mut index = repo.index()?;
     let wanted: FlatTree =
         target_files.iter().filter(|(p, _)| !keep.contains(*p)).map(|(p, e)| (p.clone(), e.clone())).collect();
     let mut report = write_files(repo, &mut index, &wanted, force, progress)?;
@@ -92,7 +92,7 @@ pub fn checkout(
             report.removed.push(path);
         }
     }
-    index.save(&repo.index_path())?;
+    index.save()?;
     report.branch = match target {
         Target::Branch(b) => {
             repo.refs.set_head(&Head::Branch(b.clone()))?;
@@ -125,9 +125,9 @@ pub fn checkout_paths(
             return Err(Error::NoMatch(p.display().to_string()));
         }
     }
-    let mut index = repo.index()?;
+    let mut index = repo.lock_index()?;
     let mut report = write_files(repo, &mut index, &selected, true, progress)?;
-    index.save(&repo.index_path())?;
+    index.save()?;
     report.commit = Some(commit);
     Ok(report)
 }
@@ -191,7 +191,7 @@ pub fn unstage(repo: &Repository, rev: &str, cwd: &Path, paths: &[PathBuf]) -> R
         None if rev == "HEAD" => FlatTree::new(),
         _ => repo.commit_files(Some(repo.resolve(rev)?))?,
     };
-    let mut index = repo.index()?;
+    let mut index = repo.lock_index()?;
     let mut changed = Vec::new();
     for p in paths {
         let prefix = rel_prefix(repo, &work_path(repo, cwd, p)?)?;
@@ -217,6 +217,6 @@ pub fn unstage(repo: &Repository, rev: &str, cwd: &Path, paths: &[PathBuf]) -> R
             changed.push(path);
         }
     }
-    index.save(&repo.index_path())?;
+    index.save()?;
     Ok(changed)
 }

@@ -50,7 +50,7 @@ pub fn index_tree(index: &crate::index::Index) -> FlatTree {
 /// Commits the index (after staging tracked changes with `all`).
 pub fn commit(repo: &mut Repository, opts: &CommitOptions<'_>, progress: &dyn Progress) -> Result<CommitReport> {
     let author = repo.signature()?;
-    let mut index = repo.index()?;
+    let mut index = repo.lock_index()?;
     let mut staged = AddReport::default();
     if opts.all {
         let found: Vec<_> = worktree::scan(&repo.root, &repo.root)?
@@ -83,7 +83,7 @@ pub fn commit(repo: &mut Repository, opts: &CommitOptions<'_>, progress: &dyn Pr
     };
     let id = writer.put(ObjectKind::Commit, &commit.encode())?;
     writer.finish()?;
-    index.save(&repo.index_path())?;
+    index.save()?;
     let branch = match repo.refs.head()? {
         Head::Branch(b) => {
             repo.refs.update(&format!("{HEADS}{b}"), id, head)?;

@@ -1,10 +1,12 @@
 //! `mlv status`: staged changes (HEAD vs index), unstaged changes (index vs work tree), untracked files.
 
+use std::time::Duration;
+
 use serde::Serialize;
 
 use super::tensors::named_tensors;
 use crate::error::Result;
-use crate::index::Index;
+use crate::index::{Index, LockedIndex};
 use crate::object::{EntryKind, ObjectId};
 use crate::refs::Head;
 use crate::repo::Repository;
@@ -108,10 +110,20 @@ pub fn status(repo: &Repository) -> Result<Status> {
         unstaged.push(Change { path: path.clone(), kind: ChangeKind::Deleted, tensors_changed: None });
     }
     if refreshed {
-        // Best effort: a read-only repository still answers status.
-        let _ = index.save(&repo.index_path());
+        save_refreshed(repo, index);
     }
     Ok(Status { branch, head, staged, unstaged, untracked })
+}
+
+/// Saves refreshed stats, best effort: only if no other command holds the index or wrote it
+/// since it was read (its entries would be lost), and a read-only repository still answers.
+fn save_refreshed(repo: &Repository, index: Index) {
+    if let Ok(mut locked) = LockedIndex::open(&repo.index_path(), Duration::ZERO)
+        && locked.written_ns == index.written_ns
+    {
+        *locked = index;
+        let _ = locked.save();
+    }
 }
 
 fn compare_trees(repo: &Repository, head: &crate::repo::FlatTree, index: &Index) -> Vec<Change> {

@@ -277,7 +277,6 @@ fn untracked_file_with_non_utf8_name_does_not_block_the_repository() {
 }
 
 #[test]
-#[ignore = "known bug, fix in progress"]
 fn concurrent_adds_never_lose_staged_files_silently() {
     // Each `mlv add` either stages its file or fails with an error (e.g. the index is locked);
     // none may report success and then be overwritten by another writer.
