@@ -201,14 +201,18 @@ pub fn unstage(repo: &Repository, rev: &str, cwd: &Path, paths: &[PathBuf]) -> R
             return Err(Error::NoMatch(p.display().to_string()));
         }
         for path in staged.into_iter().collect::<BTreeSet<_>>() {
-            let old = index.entries.get(&path).map(|e| e.id);
-            if old == source.get(&path).map(|e| e.id) {
+            let old = index.entries.get(&path).map(|e| (e.id, e.stat.executable));
+            if old == source.get(&path).map(|e| (e.id, e.executable)) {
                 continue;
             }
             match source.get(&path) {
-                // Stat zeroed: the work-tree file must be rehashed before it counts as clean.
+                // The work-tree file is not this content (or not known to be): it must be
+                // rehashed before it counts as clean.
                 Some(e) => {
-                    index.entries.insert(path.clone(), IndexEntry { kind: e.kind, id: e.id, stat: Stat::default() });
+                    index.entries.insert(
+                        path.clone(),
+                        IndexEntry { kind: e.kind, id: e.id, stat: Stat::unverified(e.size, e.executable) },
+                    );
                 }
                 None => {
                     index.entries.remove(&path);

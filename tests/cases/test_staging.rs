@@ -70,7 +70,6 @@ fn rm_cached_keeps_the_file_as_untracked() {
 }
 
 #[test]
-#[ignore = "known bug, fix in progress"]
 fn restore_staged_unstages_but_keeps_the_work_tree() {
     let r = repo_with_files();
     r.write("a.txt", "a modified\n");
@@ -89,7 +88,6 @@ fn restore_staged_unstages_but_keeps_the_work_tree() {
 }
 
 #[test]
-#[ignore = "known bug, fix in progress"]
 fn commit_after_restore_staged_records_true_file_sizes() {
     let r = repo_with_files();
     r.write("a.txt", "a modified\n");
