@@ -1,10 +1,12 @@
 //! `mlv add` and `mlv rm`: staging files, storing their objects.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
 use super::bases::RepoBases;
+use super::status::tracked_files;
 use crate::error::{Error, Result};
 use crate::index::{Index, IndexEntry};
 use crate::progress::Progress;
@@ -82,8 +84,14 @@ pub fn add(
         }
         prefixes.push(prefix);
     }
+    // Tracked files stay tracked even when an ignore rule now matches them.
+    let scanned: HashSet<String> = found.iter().map(|f| f.rel.clone()).collect();
+    let ignored_tracked = tracked_files(repo, &index)?
+        .into_iter()
+        .filter(|f| !scanned.contains(&f.rel) && prefixes.iter().any(|p| under(&f.rel, p)));
+    found.extend(ignored_tracked);
     let mut report = stage_files(repo, &mut index, &found, base, progress)?;
-    let present: std::collections::HashSet<&str> = found.iter().map(|f| f.rel.as_str()).collect();
+    let present: HashSet<&str> = found.iter().map(|f| f.rel.as_str()).collect();
     let gone: Vec<String> = index
         .entries
         .keys()

@@ -3,12 +3,12 @@
 use serde::Serialize;
 
 use super::add::{AddReport, stage_files};
+use super::status::tracked_files;
 use crate::error::{Error, Result};
 use crate::object::{Commit, ObjectId, ObjectKind};
 use crate::progress::Progress;
 use crate::refs::{HEADS, Head};
 use crate::repo::{FlatEntry, FlatTree, Repository};
-use crate::worktree;
 
 /// Options of `mlv commit`.
 #[derive(Debug, Default)]
@@ -53,10 +53,7 @@ pub fn commit(repo: &mut Repository, opts: &CommitOptions<'_>, progress: &dyn Pr
     let mut index = repo.lock_index()?;
     let mut staged = AddReport::default();
     if opts.all {
-        let found: Vec<_> = worktree::scan(&repo.root, &repo.root)?
-            .into_iter()
-            .filter(|f| index.entries.contains_key(&f.rel))
-            .collect();
+        let found = tracked_files(repo, &index)?;
         staged = stage_files(repo, &mut index, &found, opts.base, progress)?;
         let present: std::collections::HashSet<String> = found.into_iter().map(|f| f.rel).collect();
         index.entries.retain(|k, _| present.contains(k));

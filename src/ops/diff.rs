@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use super::status::ChangeKind;
+use super::status::{ChangeKind, tracked_files};
 use super::tensors::{NamedTensor, named_tensors};
 use crate::error::Result;
 use crate::object::{DType, EntryKind, ObjectId};
@@ -108,7 +108,7 @@ fn side_files(repo: &Repository, side: &Side) -> Result<Vec<(String, SideFile)>>
         Side::WorkTree => {
             let index = repo.index()?;
             let mut out = Vec::new();
-            for f in worktree::scan(&repo.root, &repo.root)? {
+            for f in tracked_files(repo, &index)? {
                 let Some(entry) = index.entries.get(&f.rel) else {
                     continue;
                 };

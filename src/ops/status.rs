@@ -1,16 +1,18 @@
 //! `mlv status`: staged changes (HEAD vs index), unstaged changes (index vs work tree), untracked files.
 
+use std::collections::HashSet;
+use std::io::ErrorKind;
 use std::time::Duration;
 
 use serde::Serialize;
 
 use super::tensors::named_tensors;
 use crate::error::Result;
-use crate::index::{Index, LockedIndex};
+use crate::index::{Index, IndexEntry, LockedIndex, Stat};
 use crate::object::{EntryKind, ObjectId};
 use crate::refs::Head;
 use crate::repo::Repository;
-use crate::worktree::{self, NoBases, load_tensor_file};
+use crate::worktree::{self, FoundFile, Ingested, NoBases, load_tensor_file};
 
 /// How a path changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -77,42 +79,82 @@ pub fn status(repo: &Repository) -> Result<Status> {
     let head_files = repo.commit_files(head)?;
     let staged = compare_trees(repo, &head_files, &index);
     let mut unstaged = Vec::new();
-    let mut untracked = Vec::new();
     let mut refreshed = false;
-    let found = worktree::scan(&repo.root, &repo.root)?;
-    for f in &found {
-        let Some(entry) = index.entries.get(&f.rel).cloned() else {
-            untracked.push(f.rel.clone());
-            continue;
-        };
-        if index.is_stat_clean(&f.rel, &f.stat) {
-            continue;
-        }
-        let now = worktree::ingest(&f.abs, &f.rel, None, &mut NoBases)?;
-        if now.id == entry.id {
-            if let Some(e) = index.entries.get_mut(&f.rel) {
-                e.stat = f.stat;
-                refreshed = true;
+    let tracked = tracked_files(repo, &index)?;
+    for f in &tracked {
+        match freshness(&index, f)? {
+            Freshness::Clean => {}
+            Freshness::Refreshed => {
+                if let Some(e) = index.entries.get_mut(&f.rel) {
+                    e.stat = f.stat;
+                    refreshed = true;
+                }
             }
-            continue;
-        }
-        let tensors_changed = match entry.kind {
-            EntryKind::TensorFile => {
-                let new: Vec<(String, ObjectId)> = now.tensors.iter().map(|t| (t.name.clone(), t.id)).collect();
-                tensors_changed(repo, &entry.id, &new)
+            Freshness::Changed(now) => {
+                let tensors_changed = index.entries.get(&f.rel).and_then(|e| tensors_changed_in_file(repo, e, &now));
+                unstaged.push(Change { path: f.rel.clone(), kind: ChangeKind::Modified, tensors_changed });
             }
-            _ => None,
-        };
-        unstaged.push(Change { path: f.rel.clone(), kind: ChangeKind::Modified, tensors_changed });
+        }
     }
-    let present: std::collections::HashSet<&str> = found.iter().map(|f| f.rel.as_str()).collect();
+    let present: HashSet<&str> = tracked.iter().map(|f| f.rel.as_str()).collect();
     for path in index.entries.keys().filter(|k| !present.contains(k.as_str())) {
         unstaged.push(Change { path: path.clone(), kind: ChangeKind::Deleted, tensors_changed: None });
     }
+    let untracked = worktree::scan(&repo.root, &repo.root)?
+        .into_iter()
+        .filter(|f| !index.entries.contains_key(&f.rel))
+        .map(|f| f.rel)
+        .collect();
     if refreshed {
         save_refreshed(repo, index);
     }
     Ok(Status { branch, head, staged, unstaged, untracked })
+}
+
+/// The tracked files present in the work tree. They are looked up by path rather than found
+/// by walking, because ignore rules are for untracked files: a tracked file stays tracked.
+pub fn tracked_files(repo: &Repository, index: &Index) -> Result<Vec<FoundFile>> {
+    let mut out = Vec::new();
+    for rel in index.entries.keys() {
+        let abs = repo.root.join(rel);
+        match std::fs::symlink_metadata(&abs) {
+            Ok(meta) if meta.is_file() => out.push(FoundFile { rel: rel.clone(), abs, stat: Stat::of(&meta) }),
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => {}
+            Err(e) => return Err(crate::fsutil::with_path(&abs, e).into()),
+        }
+    }
+    Ok(out)
+}
+
+/// How a tracked work-tree file compares with its index entry.
+pub enum Freshness {
+    /// Its stat proves it unchanged.
+    Clean,
+    /// Same content and mode; only the stat recorded in the index is stale.
+    Refreshed,
+    /// Its content or executable bit differs: the file as it is now.
+    Changed(Ingested),
+}
+
+/// Compares work-tree file `f` with its index entry (a file not in the index has changed),
+/// rehashing only when the stat does not prove it unchanged.
+pub fn freshness(index: &Index, f: &FoundFile) -> Result<Freshness> {
+    if index.is_stat_clean(&f.rel, &f.stat) {
+        return Ok(Freshness::Clean);
+    }
+    let now = worktree::ingest(&f.abs, &f.rel, None, &mut NoBases)?;
+    let same = index.entries.get(&f.rel).is_some_and(|e| e.id == now.id && e.stat.executable == f.stat.executable);
+    Ok(if same { Freshness::Refreshed } else { Freshness::Changed(now) })
+}
+
+/// For a safetensors file whose content changed: how many of its tensors did.
+fn tensors_changed_in_file(repo: &Repository, entry: &IndexEntry, now: &Ingested) -> Option<usize> {
+    if entry.kind != EntryKind::TensorFile || now.id == entry.id {
+        return None;
+    }
+    let new: Vec<(String, ObjectId)> = now.tensors.iter().map(|t| (t.name.clone(), t.id)).collect();
+    tensors_changed(repo, &entry.id, &new)
 }
 
 /// Saves refreshed stats, best effort: only if no other command holds the index or wrote it
@@ -131,15 +173,16 @@ fn compare_trees(repo: &Repository, head: &crate::repo::FlatTree, index: &Index)
     for (path, e) in &index.entries {
         match head.get(path) {
             None => out.push(Change { path: path.clone(), kind: ChangeKind::New, tensors_changed: None }),
-            Some(h) if h.id != e.id => {
-                let tensors_changed = (e.kind == EntryKind::TensorFile && h.kind == EntryKind::TensorFile)
-                    .then(|| load_tensor_file(&repo.odb, &e.id).ok())
-                    .flatten()
-                    .and_then(|tf| {
-                        let new: Vec<(String, ObjectId)> =
-                            named_tensors(&tf).into_iter().map(|t| (t.name, t.id)).collect();
-                        tensors_changed(repo, &h.id, &new)
-                    });
+            Some(h) if h.id != e.id || h.executable != e.stat.executable => {
+                let tensors_changed =
+                    (e.kind == EntryKind::TensorFile && h.kind == EntryKind::TensorFile && h.id != e.id)
+                        .then(|| load_tensor_file(&repo.odb, &e.id).ok())
+                        .flatten()
+                        .and_then(|tf| {
+                            let new: Vec<(String, ObjectId)> =
+                                named_tensors(&tf).into_iter().map(|t| (t.name, t.id)).collect();
+                            tensors_changed(repo, &h.id, &new)
+                        });
                 out.push(Change { path: path.clone(), kind: ChangeKind::Modified, tensors_changed });
             }
             Some(_) => {}

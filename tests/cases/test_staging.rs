@@ -244,7 +244,6 @@ fn rm_refuses_to_delete_uncommitted_changes() {
 }
 
 #[test]
-#[ignore = "known bug, fix in progress"]
 fn tracked_file_matching_mlvignore_stays_tracked() {
     // Ignore rules are for untracked files: a tracked file must not look deleted.
     let r = TestRepo::init();

@@ -151,3 +151,23 @@ fn deleting_a_file_and_adding_its_path_stages_the_removal() {
     let v = r.json(&["status", "--json"]);
     assert_eq!(find(&v["staged"], "gone.txt")["kind"], "deleted");
 }
+
+#[test]
+fn executable_bit_changes_are_reported_staged_and_committed() {
+    use std::os::unix::fs::PermissionsExt;
+    let r = committed();
+    std::fs::set_permissions(r.path("a.txt"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let s = r.json(&["status", "--json"]);
+    assert_eq!(find(&s["unstaged"], "a.txt")["kind"], "modified", "{s}");
+    // status must not stage the mode change while refreshing its stat cache.
+    assert_eq!(find(&r.json(&["status", "--json"])["unstaged"], "a.txt")["kind"], "modified");
+    r.ok(&["add", "a.txt"]);
+    let s = r.json(&["status", "--json"]);
+    assert_eq!(find(&s["staged"], "a.txt")["kind"], "modified", "{s}");
+    assert!(s["unstaged"].as_array().unwrap().is_empty(), "{s}");
+    r.commit("make a.txt executable");
+    assert!(r.json(&["status", "--json"])["staged"].as_array().unwrap().is_empty());
+    r.clear_worktree();
+    r.ok(&["checkout", "--force", "HEAD"]);
+    assert_eq!(std::fs::metadata(r.path("a.txt")).unwrap().permissions().mode() & 0o777, 0o755);
+}
