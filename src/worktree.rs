@@ -258,7 +258,12 @@ pub fn load_tensor_file(odb: &Odb, id: &ObjectId) -> Result<TensorFile, StoreErr
 }
 
 /// Streams a file's content (blob or rebuilt safetensors) into `out`, verifying every object.
-pub fn write_content(odb: &Odb, kind: EntryKind, id: &ObjectId, out: &mut dyn Write) -> Result<u64, StoreError> {
+pub fn write_content(
+    odb: &Odb,
+    kind: EntryKind,
+    id: &ObjectId,
+    out: &mut (dyn Write + Send),
+) -> Result<u64, StoreError> {
     let mut written = 0u64;
     let mut sink = |b: &[u8]| {
         written += b.len() as u64;

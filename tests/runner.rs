@@ -37,3 +37,6 @@ mod test_demo;
 
 #[path = "cases/test_fuzz.rs"]
 mod test_fuzz;
+
+#[path = "cases/test_delta.rs"]
+mod test_delta;

@@ -153,7 +153,7 @@ impl<'a> ChunkView<'a> {
         let n = self.raw_len / width;
         let mut out = Vec::with_capacity(self.raw_len);
         match self.codec {
-            Codec::Raw => out = self.stream(0, self.raw_len)?,
+            Codec::Raw => out = self.stream(0, self.raw_len)?.into_owned(),
             Codec::Grouped => self.join_planes(dtype, n, &mut out)?,
             Codec::Xor => {
                 let base = self.base_bytes(base)?;
@@ -201,13 +201,15 @@ impl<'a> ChunkView<'a> {
     }
 
     /// Decodes stream `i`, refusing to inflate beyond `limit` bytes (or the chunk bound).
-    fn stream(&self, i: usize, limit: usize) -> Result<Vec<u8>, CodecError> {
+    fn stream(&self, i: usize, limit: usize) -> Result<std::borrow::Cow<'a, [u8]>, CodecError> {
         let (coding, bytes) = self.streams.get(i).ok_or_else(|| CodecError::Corrupt(format!("missing stream {i}")))?;
         let limit = limit.min(MAX_CHUNK_BYTES * 2);
         match *coding {
-            STREAM_RAW => Ok(bytes.to_vec()),
+            STREAM_RAW => Ok(std::borrow::Cow::Borrowed(bytes)),
             STREAM_ZSTD => {
-                zstd_decompress(bytes, limit).map_err(|e| CodecError::Corrupt(format!("zstd stream {i}: {e}")))
+                let data =
+                    zstd_decompress(bytes, limit).map_err(|e| CodecError::Corrupt(format!("zstd stream {i}: {e}")))?;
+                Ok(std::borrow::Cow::Owned(data))
             }
             c => Err(CodecError::Corrupt(format!("unknown stream coding {c}"))),
         }

@@ -58,18 +58,18 @@ impl Grouping {
     }
 
     /// Inverse of [`Grouping::split`]; `planes` must hold `elements` bytes each.
-    pub fn join(&self, planes: &[Vec<u8>], elements: usize, out: &mut Vec<u8>) {
+    pub fn join<P: AsRef<[u8]>>(&self, planes: &[P], elements: usize, out: &mut Vec<u8>) {
         if self.is_bf16_like() {
-            return join_bf16(&planes[0], &planes[1], elements, out);
+            return join_bf16(planes[0].as_ref(), planes[1].as_ref(), elements, out);
         }
         if self.is_f32_like() {
             return join_f32(planes, elements, out);
         }
         match self.width {
-            1 => self.join_words::<1>(planes, elements, out),
-            2 => self.join_words::<2>(planes, elements, out),
-            4 => self.join_words::<4>(planes, elements, out),
-            _ => self.join_words::<8>(planes, elements, out),
+            1 => self.join_words::<1, P>(planes, elements, out),
+            2 => self.join_words::<2, P>(planes, elements, out),
+            4 => self.join_words::<4, P>(planes, elements, out),
+            _ => self.join_words::<8, P>(planes, elements, out),
         }
     }
 
@@ -122,13 +122,13 @@ impl Grouping {
     }
 
     /// Gathers the planes into exponent and sign+mantissa fields, then reassembles each word.
-    fn join_words<const W: usize>(&self, planes: &[Vec<u8>], elements: usize, out: &mut Vec<u8>) {
+    fn join_words<const W: usize, P: AsRef<[u8]>>(&self, planes: &[P], elements: usize, out: &mut Vec<u8>) {
         let mut exp = vec![0u64; elements];
         let mut sm = vec![0u64; elements];
         for (k, p) in planes.iter().enumerate() {
             let (field, shift) =
                 if k < self.exp_planes { (&mut exp, 8 * k) } else { (&mut sm, 8 * (k - self.exp_planes)) };
-            field.iter_mut().zip(p).for_each(|(f, &b)| *f |= (b as u64) << shift);
+            field.iter_mut().zip(p.as_ref()).for_each(|(f, &b)| *f |= (b as u64) << shift);
         }
         out.reserve(elements * W);
         for (e, m) in exp.into_iter().zip(sm) {
@@ -144,12 +144,22 @@ fn split_bf16(data: &[u8]) -> Vec<Vec<u8>> {
     vec![exp, sm]
 }
 
-fn join_bf16(exp: &[u8], sm: &[u8], elements: usize, out: &mut Vec<u8>) {
-    out.reserve(elements * 2);
-    for (&e, &s) in exp.iter().zip(sm).take(elements) {
-        let w = ((s as u16 & 0x80) << 8) | ((e as u16) << 7) | (s as u16 & 0x7F);
-        out.extend_from_slice(&w.to_le_bytes());
+/// Appends `elements` words of `W` bytes, each computed by `word(i)`, writing in place so
+/// the loop vectorises (no per-element capacity checks).
+fn append_words<const W: usize>(out: &mut Vec<u8>, elements: usize, word: impl Fn(usize) -> [u8; W]) {
+    let start = out.len();
+    out.resize(start + elements * W, 0);
+    for (i, o) in out[start..].chunks_exact_mut(W).enumerate() {
+        o.copy_from_slice(&word(i));
     }
+}
+
+fn join_bf16(exp: &[u8], sm: &[u8], elements: usize, out: &mut Vec<u8>) {
+    let (exp, sm) = (&exp[..elements], &sm[..elements]);
+    append_words::<2>(out, elements, |i| {
+        let (e, s) = (exp[i] as u16, sm[i] as u16);
+        (((s & 0x80) << 8) | (e << 7) | (s & 0x7F)).to_le_bytes()
+    });
 }
 
 fn split_f32(data: &[u8]) -> Vec<Vec<u8>> {
@@ -162,15 +172,14 @@ fn split_f32(data: &[u8]) -> Vec<Vec<u8>> {
     ]
 }
 
-fn join_f32(planes: &[Vec<u8>], elements: usize, out: &mut Vec<u8>) {
-    out.reserve(elements * 4);
-    let (e, p0, p1, p2) = (&planes[0], &planes[1], &planes[2], &planes[3]);
-    for i in 0..elements.min(e.len()).min(p0.len()).min(p1.len()).min(p2.len()) {
+fn join_f32<P: AsRef<[u8]>>(planes: &[P], elements: usize, out: &mut Vec<u8>) {
+    let plane = |k: usize| &planes[k].as_ref()[..elements];
+    let (e, p0, p1, p2) = (plane(0), plane(1), plane(2), plane(3));
+    append_words::<4>(out, elements, |i| {
         let hi = p2[i] as u32;
-        let w =
-            ((hi & 0x80) << 24) | ((e[i] as u32) << 23) | ((hi & 0x7F) << 16) | ((p1[i] as u32) << 8) | p0[i] as u32;
-        out.extend_from_slice(&w.to_le_bytes());
-    }
+        (((hi & 0x80) << 24) | ((e[i] as u32) << 23) | ((hi & 0x7F) << 16) | ((p1[i] as u32) << 8) | p0[i] as u32)
+            .to_le_bytes()
+    });
 }
 
 /// Reads a little-endian word of `W` bytes.

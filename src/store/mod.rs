@@ -64,6 +64,29 @@ pub struct StorageInfo {
     pub depth: u8,
 }
 
+/// Chunks decoded or encoded per parallel batch: enough to keep every core busy, few
+/// enough that memory stays a handful of chunks per core.
+pub fn batch_len() -> usize {
+    (rayon::current_num_threads() * 2).max(2)
+}
+
+/// Runs `produce` on each batch in parallel with `consume` of the previous batch's result,
+/// so the sequential part (hashing, writing) overlaps the parallel part (decoding, encoding).
+pub fn pipelined<B: Sync, T: Send>(
+    batches: &[B],
+    produce: impl Fn(&B) -> Result<T, StoreError> + Sync,
+    mut consume: impl FnMut(&B, T) -> Result<(), StoreError> + Send,
+) -> Result<(), StoreError> {
+    let mut pending: Option<(&B, T)> = None;
+    for batch in batches {
+        let previous = pending.take();
+        let (consumed, produced) = rayon::join(|| previous.map_or(Ok(()), |(b, t)| consume(b, t)), || produce(batch));
+        consumed?;
+        pending = Some((batch, produced?));
+    }
+    pending.map_or(Ok(()), |(b, t)| consume(b, t))
+}
+
 /// A hasher for an object's id, primed with the tensor header when it is a tensor.
 fn id_hasher(h: &EntryHeader) -> crate::object::IdHasher {
     match h.kind {
@@ -198,7 +221,7 @@ impl Odb {
     pub fn stream(
         &self,
         id: &ObjectId,
-        sink: impl FnMut(&[u8]) -> std::io::Result<()>,
+        sink: impl FnMut(&[u8]) -> std::io::Result<()> + Send,
     ) -> Result<EntryHeader, StoreError> {
         let mut headers = self.stream_all(std::slice::from_ref(id), sink)?;
         headers.pop().ok_or(StoreError::NotFound(*id))
@@ -209,23 +232,26 @@ impl Odb {
     pub fn stream_all(
         &self,
         ids: &[ObjectId],
-        mut sink: impl FnMut(&[u8]) -> std::io::Result<()>,
+        mut sink: impl FnMut(&[u8]) -> std::io::Result<()> + Send,
     ) -> Result<Vec<EntryHeader>, StoreError> {
         let headers: Vec<EntryHeader> = ids.iter().map(|id| self.header(id)).collect::<Result<_, _>>()?;
         let work: Vec<(usize, u64)> =
             headers.iter().enumerate().flat_map(|(k, h)| (0..h.chunk_count()).map(move |i| (k, i))).collect();
         let mut hashers: Vec<Option<crate::object::IdHasher>> = headers.iter().map(|h| Some(id_hasher(h))).collect();
-        let window = (rayon::current_num_threads() * 2).max(2);
-        for batch in work.chunks(window) {
-            let decoded: Vec<Vec<u8>> =
-                batch.par_iter().map(|&(k, i)| self.decode_chunk(&ids[k], i)).collect::<Result<_, _>>()?;
-            for (&(k, _), data) in batch.iter().zip(&decoded) {
-                if let Some(h) = hashers[k].as_mut() {
-                    h.update(data);
+        let batches: Vec<&[(usize, u64)]> = work.chunks(batch_len()).collect();
+        pipelined(
+            &batches,
+            |batch| batch.par_iter().map(|&(k, i)| self.decode_chunk(&ids[k], i)).collect::<Result<Vec<_>, _>>(),
+            |batch, decoded| {
+                for (&(k, _), data) in batch.iter().zip(&decoded) {
+                    if let Some(h) = hashers[k].as_mut() {
+                        h.update(data);
+                    }
+                    sink(data)?;
                 }
-                sink(data)?;
-            }
-        }
+                Ok(())
+            },
+        )?;
         for (k, h) in hashers.iter_mut().enumerate() {
             if h.take().is_none_or(|h| h.finish() != ids[k]) {
                 return Err(StoreError::corrupt(ids[k], "content does not hash to its id"));

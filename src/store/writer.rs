@@ -75,11 +75,6 @@ pub struct ObjectWriter<'a> {
     written_bytes: u64,
 }
 
-/// Chunks encoded in parallel per batch; bounds memory to a few chunks per core.
-fn window() -> u64 {
-    (rayon::current_num_threads() as u64 * 2).max(2)
-}
-
 impl<'a> ObjectWriter<'a> {
     /// Starts a new pack in the repository.
     pub fn new(odb: &'a Odb, opts: EncodeOptions, chunk_elems: u64, max_chain: u8) -> Result<Self, StoreError> {
@@ -157,21 +152,28 @@ impl<'a> ObjectWriter<'a> {
             .filter(|&k| fresh[k])
             .flat_map(|k| (0..headers[k].chunk_count().max(1)).map(move |i| (k, i)))
             .collect();
-        for batch in work.chunks(window() as usize) {
-            let encoded: Vec<Option<Vec<u8>>> = batch
-                .par_iter()
-                .map(|&(k, i)| {
-                    let h = &headers[k];
-                    if h.chunk_count() == 0 {
-                        return Ok(None);
-                    }
-                    self.encode_chunk(h, &items[k].src, bases[k].as_ref(), i).map(Some)
-                })
-                .collect::<Result<_, _>>()?;
-            for (&(k, i), chunk) in batch.iter().zip(encoded) {
-                self.write_chunk(&headers[k], &items[k].src, bases[k].as_ref(), i, chunk)?;
-            }
-        }
+        let (odb, opts) = (self.odb, self.opts);
+        let batches: Vec<&[(usize, u64)]> = work.chunks(super::batch_len()).collect();
+        super::pipelined(
+            &batches,
+            |batch| {
+                batch
+                    .par_iter()
+                    .map(|&(k, i)| {
+                        let h = &headers[k];
+                        let chunk = (h.chunk_count() > 0)
+                            .then(|| encode_chunk(odb, opts, h, &items[k].src, bases[k].as_ref(), i));
+                        chunk.transpose()
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            },
+            |batch, encoded| {
+                for (&(k, i), chunk) in batch.iter().zip(encoded) {
+                    self.write_chunk(&headers[k], &items[k].src, bases[k].as_ref(), i, chunk)?;
+                }
+                Ok(())
+            },
+        )?;
         Ok(fresh
             .iter()
             .zip(bases)
@@ -209,37 +211,22 @@ impl<'a> ObjectWriter<'a> {
         Ok(())
     }
 
-    fn encode_chunk(
-        &self,
-        header: &EntryHeader,
-        src: &TensorSource<'_>,
-        base: Option<&Base>,
-        i: u64,
-    ) -> Result<Vec<u8>, StoreError> {
-        let (start, end) = header.chunk_range(i);
-        let data = src.bytes(start, end);
-        let dtype = header.meta.dtype;
-        let base_bytes = match base {
-            Some(b) => b.range(self.odb, dtype, start, end)?,
-            None => None,
-        };
-        let base_ref = base.zip(base_bytes.as_deref()).map(|(b, bytes)| (b.id, bytes));
-        Ok(codec::encode_chunk(dtype, data, base_ref, self.opts))
-    }
-
     /// Trial-encodes a sample against each usable candidate and returns the one that saves most,
     /// or None when standalone is smallest.
+    /// The sample covers only the elements a candidate has (a resized vocabulary deltas its
+    /// overlapping rows), so candidates are ranked by the fraction of bytes they save.
     fn pick_base(&self, src: &TensorSource<'_>, candidates: &[ObjectId]) -> Result<Option<Base>, StoreError> {
-        let sample = Sample::of(src, self.chunk_elems);
-        let standalone = sample.size(self.odb, src.meta.dtype, None, self.opts)?;
-        let mut best: Option<(u64, Base)> = None;
+        let mut best: Option<(f64, Base)> = None;
         for &cand in candidates {
             let Some(base) = Base::usable(self.odb, &src.meta, cand, self.max_chain)? else {
                 continue;
             };
-            let size = sample.size(self.odb, src.meta.dtype, Some(&base), self.opts)?;
-            if size < standalone && best.as_ref().is_none_or(|b| size < b.0) {
-                best = Some((size, base));
+            let sample = Sample::of(src, self.chunk_elems, base.header.meta.elements());
+            let alone = sample.size(self.odb, src.meta.dtype, None, self.opts)?;
+            let delta = sample.size(self.odb, src.meta.dtype, Some(&base), self.opts)?;
+            let ratio = delta as f64 / alone.max(1) as f64;
+            if ratio < 1.0 && best.as_ref().is_none_or(|b| ratio < b.0) {
+                best = Some((ratio, base));
             }
         }
         Ok(best.map(|b| b.1))
@@ -249,6 +236,26 @@ impl<'a> ObjectWriter<'a> {
     pub fn finish(self) -> Result<Option<PackIndex>, StoreError> {
         Ok(self.pack.finish()?)
     }
+}
+
+/// Encodes chunk `i` of an object against its base, if any.
+fn encode_chunk(
+    odb: &Odb,
+    opts: EncodeOptions,
+    header: &EntryHeader,
+    src: &TensorSource<'_>,
+    base: Option<&Base>,
+    i: u64,
+) -> Result<Vec<u8>, StoreError> {
+    let (start, end) = header.chunk_range(i);
+    let data = src.bytes(start, end);
+    let dtype = header.meta.dtype;
+    let base_bytes = match base {
+        Some(b) => b.range(odb, dtype, start, end)?,
+        None => None,
+    };
+    let base_ref = base.zip(base_bytes.as_deref()).map(|(b, bytes)| (b.id, bytes));
+    Ok(codec::encode_chunk(dtype, data, base_ref, opts))
 }
 
 /// A delta base for one tensor.
@@ -295,9 +302,10 @@ const SAMPLE_WINDOW: u64 = 1024;
 const SAMPLE_WINDOWS: u64 = 8;
 
 impl Sample {
-    fn of(src: &TensorSource<'_>, chunk_elems: u64) -> Sample {
+    /// Windows over the first `limit` elements of the tensor.
+    fn of(src: &TensorSource<'_>, chunk_elems: u64, limit: u64) -> Sample {
         let w = src.meta.dtype.width() as u64;
-        let n = src.meta.elements();
+        let n = src.meta.elements().min(limit);
         let ranges: Vec<(u64, u64)> = if n <= SAMPLE_WINDOW * SAMPLE_WINDOWS {
             vec![(0, n * w)]
         } else {

@@ -1,0 +1,190 @@
+//! The BitX delta engine end to end: base selection (parent, `--base`, discovery by shape and
+//! name), resized tensors, unrelated models, chain limits, FP16/FP32 saves.
+
+use serde_json::Value;
+
+use crate::common::st::{self, T, Weights};
+use crate::common::{TestRepo, array};
+
+fn rows(r: &TestRepo, rev: &str, path: &str) -> Vec<Value> {
+    let du = r.json(&["du", "--tensors", "--json", rev]);
+    let file = array(&du["files"], "files").iter().find(|f| f["path"] == path).cloned();
+    let file = file.unwrap_or_else(|| panic!("{path} not in {du}"));
+    array(&file["tensors"], "tensors").clone()
+}
+
+fn how(rows: &[Value], name: &str) -> String {
+    let row = rows.iter().find(|t| t["name"] == name).unwrap_or_else(|| panic!("{name} not in {rows:?}"));
+    row["storage"]["how"].as_str().unwrap_or_default().to_string()
+}
+
+fn stored(r: &TestRepo, rev: &str) -> u64 {
+    r.json(&["du", "--json", rev])["stored"].as_u64().unwrap_or(0)
+}
+
+fn base() -> Vec<Weights> {
+    st::base_model(7, 64, 2, 256)
+}
+
+fn as_bf16(ws: &[Weights]) -> Vec<T> {
+    ws.iter().map(Weights::to_bf16).collect()
+}
+
+fn as_f32(ws: &[Weights]) -> Vec<T> {
+    ws.iter().map(Weights::to_f32).collect()
+}
+
+/// A repository with small chunks, so chunk-level behaviour shows up on small tensors.
+fn repo_with_small_chunks() -> TestRepo {
+    let r = TestRepo::init();
+    let config = std::fs::read_to_string(r.path(".mlv/config")).unwrap();
+    std::fs::write(r.path(".mlv/config"), config.replace("chunk_elems = 1048576", "chunk_elems = 1024")).unwrap();
+    r
+}
+
+#[test]
+fn fine_tune_of_parent_is_stored_as_deltas_and_round_trips() {
+    let r = TestRepo::init();
+    let b = base();
+    st::write(&r.path("m/model.safetensors"), &as_f32(&b), None);
+    r.add_commit(&["m"], "base");
+    let ft = st::fine_tune(&b, 11, 0.5);
+    st::write(&r.path("m/model.safetensors"), &as_bf16(&ft), None);
+    let expected = r.read("m/model.safetensors");
+    r.ok(&["commit", "-am", "ft"]);
+    let rows = rows(&r, "HEAD", "m/model.safetensors");
+    assert_eq!(how(&rows, "embeddings.word.weight"), "delta");
+    r.ok(&["checkout", "HEAD~1"]);
+    r.ok(&["checkout", "main"]);
+    assert_eq!(r.read("m/model.safetensors"), expected);
+}
+
+#[test]
+fn resized_vocabulary_deltas_the_overlapping_rows() {
+    let r = repo_with_small_chunks();
+    let b = base();
+    st::write(&r.path("model.safetensors"), &as_f32(&b), None);
+    r.add_commit(&["model.safetensors"], "base");
+    let mut ft = st::fine_tune(&b, 3, 0.3);
+    let mut rng = st::Rng::new(5);
+    // 32 new vocabulary rows appended to the embedding.
+    ft[0].shape[0] += 32;
+    ft[0].values.extend((0..32 * 64).map(|_| rng.normal(0.02)));
+    st::write(&r.path("model.safetensors"), &as_bf16(&ft), None);
+    let expected = r.read("model.safetensors");
+    r.ok(&["commit", "-am", "resized"]);
+    let rows = rows(&r, "HEAD", "model.safetensors");
+    assert_eq!(how(&rows, "embeddings.word.weight"), "delta", "{rows:?}");
+    r.ok(&["checkout", "HEAD~1"]);
+    r.ok(&["checkout", "main"]);
+    assert_eq!(r.read("model.safetensors"), expected);
+}
+
+#[test]
+fn orphan_branch_with_named_base_finds_its_base() {
+    let r = TestRepo::init();
+    let b = base();
+    st::write(&r.path("base/model.safetensors"), &as_f32(&b), None);
+    r.add_commit(&["base"], "base model");
+    r.ok(&["switch", "--orphan", "ft"]);
+    assert!(!r.exists("base/model.safetensors"), "an orphan branch starts empty");
+    let ft = st::fine_tune(&b, 9, 0.5);
+    st::write(&r.path("tuned/model.safetensors"), &as_bf16(&ft), None);
+    let expected = r.read("tuned/model.safetensors");
+    r.ok(&["add", "--base", "main", "tuned"]);
+    r.ok(&["commit", "-m", "fine-tune"]);
+    let rows = rows(&r, "HEAD", "tuned/model.safetensors");
+    assert_eq!(how(&rows, "layers.0.attn.q.weight"), "delta", "{rows:?}");
+    r.ok(&["switch", "main"]);
+    r.ok(&["switch", "ft"]);
+    assert_eq!(r.read("tuned/model.safetensors"), expected);
+}
+
+#[test]
+fn renamed_tensors_are_discovered_by_shape_and_name() {
+    let r = TestRepo::init();
+    let b = base();
+    st::write(&r.path("base/model.safetensors"), &as_f32(&b), None);
+    r.add_commit(&["base"], "base model");
+    let ft: Vec<T> = st::fine_tune(&b, 4, 0.5)
+        .iter()
+        .map(|w| Weights { name: format!("bert.{}", w.name), ..w.clone() }.to_bf16())
+        .collect();
+    st::write(&r.path("classifier/model.safetensors"), &ft, None);
+    r.add_commit(&["classifier"], "classification fine-tune");
+    let rows = rows(&r, "HEAD", "classifier/model.safetensors");
+    for name in ["bert.embeddings.word.weight", "bert.layers.1.mlp.up.weight"] {
+        assert_eq!(how(&rows, name), "delta", "{name}: {rows:?}");
+    }
+}
+
+#[test]
+fn unrelated_model_costs_no_more_than_standalone() {
+    let alone = TestRepo::init();
+    let other = st::base_model(99, 64, 2, 256);
+    st::write(&alone.path("other.safetensors"), &as_bf16(&other), None);
+    alone.add_commit(&["other.safetensors"], "alone");
+    let standalone = stored(&alone, "HEAD");
+
+    let r = TestRepo::init();
+    st::write(&r.path("base.safetensors"), &as_f32(&base()), None);
+    r.add_commit(&["base.safetensors"], "base");
+    st::write(&r.path("other.safetensors"), &as_bf16(&other), None);
+    r.add_commit(&["other.safetensors"], "unrelated");
+    let with_base = stored(&r, "HEAD");
+    assert!(with_base <= standalone + 512, "unrelated model stored in {with_base} bytes, {standalone} alone");
+    let rows = rows(&r, "HEAD", "other.safetensors");
+    assert!(rows.iter().all(|t| t["storage"]["how"] != "delta"), "{rows:?}");
+}
+
+#[test]
+fn chain_depth_is_capped_by_config() {
+    let r = TestRepo::init();
+    let config = std::fs::read_to_string(r.path(".mlv/config")).unwrap();
+    std::fs::write(r.path(".mlv/config"), config.replace("max_chain = 8", "max_chain = 1")).unwrap();
+    let mut w = base();
+    st::write(&r.path("model.safetensors"), &as_bf16(&w), None);
+    r.add_commit(&["model.safetensors"], "v0");
+    let mut versions = vec![r.read("model.safetensors")];
+    for k in 1..4 {
+        w = st::fine_tune(&w, k, 0.5);
+        st::write(&r.path("model.safetensors"), &as_bf16(&w), None);
+        versions.push(r.read("model.safetensors"));
+        r.ok(&["commit", "-am", &format!("v{k}")]);
+    }
+    // With max_chain = 1 a delta's base must itself be stored whole.
+    for rev in ["HEAD", "HEAD~1", "HEAD~2"] {
+        for row in rows(&r, rev, "model.safetensors").iter().filter(|t| t["storage"]["how"] == "delta") {
+            let base = &row["storage"]["base"];
+            let (commit, name) =
+                (base["commit"].as_str().unwrap_or_default(), base["tensor"].as_str().unwrap_or_default());
+            let base_rows = rows(&r, commit, "model.safetensors");
+            assert_ne!(how(&base_rows, name), "delta", "{rev}: {row} is a delta of a delta");
+        }
+    }
+    for (k, expected) in versions.iter().enumerate() {
+        r.ok(&["checkout", &format!("HEAD~{}", 3 - k.min(3))]);
+        assert_eq!(&r.read("model.safetensors"), expected, "version {k}");
+        r.ok(&["checkout", "main"]);
+    }
+}
+
+#[test]
+fn fp16_and_fp32_saves_delta_against_an_fp32_base() {
+    let r = TestRepo::init();
+    let b = base();
+    st::write(&r.path("model.safetensors"), &as_f32(&b), None);
+    r.add_commit(&["model.safetensors"], "base");
+    let ft = st::fine_tune(&b, 21, 0.5);
+    let fp16: Vec<T> = ft.iter().map(|w| T::new(&w.name, "F16", &w.shape, st::f16_le(&w.values))).collect();
+    for (tag, tensors) in [("fp16", fp16), ("fp32", as_f32(&ft))] {
+        st::write(&r.path("model.safetensors"), &tensors, None);
+        let expected = r.read("model.safetensors");
+        r.ok(&["commit", "-am", tag]);
+        let rows = rows(&r, "HEAD", "model.safetensors");
+        assert_eq!(how(&rows, "embeddings.word.weight"), "delta", "{tag}: {rows:?}");
+        r.ok(&["checkout", "HEAD~1"]);
+        r.ok(&["checkout", "main"]);
+        assert_eq!(r.read("model.safetensors"), expected, "{tag}");
+    }
+}
