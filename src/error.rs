@@ -30,6 +30,9 @@ pub enum Error {
     /// Checkout would lose work.
     #[error("your local changes would be overwritten: {}", .0.join(", "))]
     DirtyWorktree(Vec<String>),
+    /// `rm` would delete changes that exist nowhere else.
+    #[error("not removing {}: uncommitted changes would be lost", .0.join(", "))]
+    UncommittedChanges(Vec<String>),
     /// No author configured.
     #[error("no author identity: set MLV_AUTHOR_NAME and MLV_AUTHOR_EMAIL, or git's user.name and user.email")]
     NoIdentity,
@@ -85,6 +88,10 @@ impl Error {
             Error::AmbiguousRevision(_) => "give more characters of the id".into(),
             Error::NothingToCommit => "use `mlv add <path>` to stage changes, or `mlv commit -a`".into(),
             Error::DirtyWorktree(_) => "commit your changes, or pass --force to discard them".into(),
+            Error::UncommittedChanges(_) => {
+                "commit them first, use --cached to only unstage (keeping the file), or -f/--force to remove anyway"
+                    .into()
+            }
             Error::NoIdentity => "e.g. export MLV_AUTHOR_NAME='Your Name' MLV_AUTHOR_EMAIL=you@example.com".into(),
             Error::NoMatch(_) => "check the path; `mlv status` shows what mlv sees".into(),
             Error::Ref(RefError::Clash { .. }) => "choose another name, or delete the ref in the way first".into(),

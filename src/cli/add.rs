@@ -56,12 +56,15 @@ pub struct RmArgs {
     /// Only unstage; keep the files in the work tree.
     #[arg(long)]
     cached: bool,
+    /// Remove even files with changes that are not committed (they are lost).
+    #[arg(short, long)]
+    force: bool,
 }
 
 pub fn run_rm(args: RmArgs) -> anyhow::Result<()> {
     let repo = open_repo()?;
     let cwd = std::env::current_dir()?;
-    for p in mlv::ops::add::rm(&repo, &cwd, &args.paths, args.cached)? {
+    for p in mlv::ops::add::rm(&repo, &cwd, &args.paths, args.cached, args.force)? {
         outln!("rm {p}")?;
     }
     Ok(())

@@ -1,13 +1,14 @@
 //! `mlv add` and `mlv rm`: staging files, storing their objects.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
 use super::bases::RepoBases;
-use super::status::tracked_files;
+use super::status::{Freshness, freshness, tracked_files};
 use crate::error::{Error, Result};
+use crate::fsutil;
 use crate::index::{Index, IndexEntry};
 use crate::progress::Progress;
 use crate::repo::Repository;
@@ -145,28 +146,54 @@ pub fn stage_files(
     Ok(report)
 }
 
-/// Unstages `paths` and, unless `cached`, deletes them from the work tree.
-pub fn rm(repo: &Repository, cwd: &Path, paths: &[PathBuf], cached: bool) -> Result<Vec<String>> {
+/// Unstages `paths` and, unless `cached`, deletes them from the work tree (with the
+/// directories that leaves empty). Like `git rm`, refuses unless `force` when that would
+/// lose changes that are not committed.
+pub fn rm(repo: &Repository, cwd: &Path, paths: &[PathBuf], cached: bool, force: bool) -> Result<Vec<String>> {
     let mut index = repo.lock_index()?;
-    let mut removed = Vec::new();
+    let mut matched = BTreeSet::new();
     for p in paths {
-        let abs = work_path(repo, cwd, p)?;
-        let prefix = rel_prefix(repo, &abs)?;
-        let matched: Vec<String> = index.entries.keys().filter(|k| under(k, &prefix)).cloned().collect();
-        if matched.is_empty() {
+        let prefix = rel_prefix(repo, &work_path(repo, cwd, p)?)?;
+        let hits: Vec<String> = index.entries.keys().filter(|k| under(k, &prefix)).cloned().collect();
+        if hits.is_empty() {
             return Err(Error::NoMatch(p.display().to_string()));
         }
-        for m in matched {
-            index.entries.remove(&m);
-            if !cached {
-                let file = repo.root.join(&m);
-                if file.exists() {
-                    std::fs::remove_file(&file).map_err(|e| crate::fsutil::with_path(&file, e))?;
-                }
-            }
-            removed.push(m);
+        matched.extend(hits);
+    }
+    if !force {
+        let at_risk = uncommitted(repo, &index, &matched, cached)?;
+        if !at_risk.is_empty() {
+            return Err(Error::UncommittedChanges(at_risk));
+        }
+    }
+    for m in &matched {
+        index.entries.remove(m);
+        if !cached {
+            fsutil::remove_file_and_empty_dirs(&repo.root, m)?;
         }
     }
     index.save()?;
-    Ok(removed)
+    Ok(matched.into_iter().collect())
+}
+
+/// The paths among `paths` whose removal would lose content that is not committed. With
+/// `cached` the work-tree file stays, so only staged content found nowhere else counts;
+/// otherwise any staged change, or a work-tree file that differs from the index, does.
+fn uncommitted(repo: &Repository, index: &Index, paths: &BTreeSet<String>, cached: bool) -> Result<Vec<String>> {
+    let head = repo.commit_files(repo.head_commit()?)?;
+    let present: BTreeMap<String, FoundFile> =
+        tracked_files(repo, index)?.into_iter().map(|f| (f.rel.clone(), f)).collect();
+    let mut out = Vec::new();
+    for (path, entry) in paths.iter().filter_map(|p| Some((p, index.entries.get(p)?))) {
+        let staged = head.get(path).is_none_or(|h| h.id != entry.id || h.executable != entry.stat.executable);
+        let in_worktree = match present.get(path) {
+            Some(f) => matches!(freshness(index, f)?, Freshness::Clean | Freshness::Refreshed),
+            None => false,
+        };
+        let worktree_changed = present.contains_key(path) && !in_worktree;
+        if (cached && staged && !in_worktree) || (!cached && (staged || worktree_changed)) {
+            out.push(path.clone());
+        }
+    }
+    Ok(out)
 }

@@ -9,6 +9,7 @@ use super::add::{rel_prefix, under, work_path};
 use super::commit::index_tree;
 use super::status::status;
 use crate::error::{Error, Result};
+use crate::fsutil::remove_file_and_empty_dirs;
 use crate::index::{Index, IndexEntry, Stat};
 use crate::object::ObjectId;
 use crate::progress::Progress;
@@ -87,7 +88,7 @@ pub fn checkout(
     let tracked: Vec<String> = index_tree(&index).into_keys().chain(head_files.into_keys()).collect();
     for path in tracked.into_iter().collect::<BTreeSet<_>>() {
         if !target_files.contains_key(&path) {
-            remove_work_file(&repo.root, &path)?;
+            remove_file_and_empty_dirs(&repo.root, &path)?;
             index.entries.remove(&path);
             report.removed.push(path);
         }
@@ -165,24 +166,6 @@ fn is_current(repo: &Repository, index: &Index, path: &str, e: &FlatEntry) -> bo
         return false;
     };
     ie.id == e.id && ie.stat.executable == e.executable && index.is_stat_clean(path, &Stat::of(&meta))
-}
-
-/// Deletes a work-tree file and any directories that became empty.
-fn remove_work_file(root: &Path, rel: &str) -> Result<()> {
-    let path = root.join(rel);
-    match std::fs::remove_file(&path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(crate::fsutil::with_path(&path, e).into()),
-    }
-    let mut dir = path.parent();
-    while let Some(d) = dir.filter(|d| *d != root) {
-        if std::fs::remove_dir(d).is_err() {
-            break;
-        }
-        dir = d.parent();
-    }
-    Ok(())
 }
 
 /// Resets the index entries under `paths` to their state in `rev` (the work tree is untouched).

@@ -214,7 +214,6 @@ fn commands_work_from_a_subdirectory() {
 }
 
 #[test]
-#[ignore = "known bug, fix in progress"]
 fn rm_removes_directories_it_empties() {
     let r = repo_with_files();
     r.ok(&["rm", "sub"]);
@@ -225,7 +224,6 @@ fn rm_removes_directories_it_empties() {
 }
 
 #[test]
-#[ignore = "known bug, fix in progress"]
 fn rm_refuses_to_delete_uncommitted_changes() {
     // Like `git rm`: a file whose content exists nowhere else is not deleted without force.
     let r = repo_with_files();
