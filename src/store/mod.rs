@@ -186,7 +186,7 @@ impl Odb {
         let bh = self.header(base)?;
         let (fw, bw) = (fine.meta.dtype.width() as u64, bh.meta.dtype.width() as u64);
         let bytes = self.read_range(base, &bh, start / fw * bw, end / fw * bw)?;
-        convert::convert(&bytes, bh.meta.dtype, fine.meta.dtype).ok_or_else(|| {
+        convert::convert(bytes, bh.meta.dtype, fine.meta.dtype).ok_or_else(|| {
             StoreError::corrupt(fine.id, format!("base {} has incompatible dtype {}", base.short(), bh.meta.dtype))
         })
     }

@@ -287,7 +287,7 @@ impl Base {
             return Ok(None);
         }
         let bytes = odb.read_range(&self.id, &self.header, bs, be)?;
-        Ok(convert::convert(&bytes, self.header.meta.dtype, dtype))
+        Ok(convert::convert(bytes, self.header.meta.dtype, dtype))
     }
 }
 
