@@ -95,6 +95,7 @@ impl Error {
             Error::NoIdentity => "e.g. export MLV_AUTHOR_NAME='Your Name' MLV_AUTHOR_EMAIL=you@example.com".into(),
             Error::NoMatch(_) => "check the path; `mlv status` shows what mlv sees".into(),
             Error::Ref(RefError::Clash { .. }) => "choose another name, or delete the ref in the way first".into(),
+            Error::Worktree(WorktreeError::BadPath(_)) => "rename the file, or list it in .mlvignore".into(),
             Error::Worktree(WorktreeError::Safetensors { .. }) => {
                 "the file is not valid safetensors; nothing was written. Re-save it, or list it in .mlvignore".into()
             }

@@ -62,9 +62,21 @@ pub fn is_safetensors(rel: &str) -> bool {
     rel.ends_with(".safetensors")
 }
 
+/// What a walk of the work tree found.
+#[derive(Debug, Default)]
+pub struct Scan {
+    /// Regular files mlv can store.
+    pub files: Vec<FoundFile>,
+    /// Regular files whose names mlv cannot store (see [`WorktreeError::BadPath`]), skipped;
+    /// relative to the root and decoded lossily, for messages.
+    pub unsupported: Vec<String>,
+}
+
 /// Lists regular files under `start` (inside `root`), honouring `.mlvignore` and skipping `.mlv`.
-pub fn scan(root: &Path, start: &Path) -> Result<Vec<FoundFile>, WorktreeError> {
-    let mut out = Vec::new();
+/// A file whose name mlv cannot store is set aside rather than failing the whole walk, so
+/// one oddly named untracked file does not block every command.
+pub fn scan(root: &Path, start: &Path) -> Result<Scan, WorktreeError> {
+    let mut out = Scan::default();
     let walker = ignore::WalkBuilder::new(start)
         .standard_filters(false)
         .add_custom_ignore_filename(IGNORE_FILE)
@@ -80,7 +92,13 @@ pub fn scan(root: &Path, start: &Path) -> Result<Vec<FoundFile>, WorktreeError> 
         let abs = entry.path().to_path_buf();
         let meta =
             entry.metadata().map_err(|e| WorktreeError::Io { path: abs.clone(), source: std::io::Error::other(e) })?;
-        out.push(FoundFile { rel: relative(root, &abs)?, abs, stat: Stat::of(&meta) });
+        match relative(root, &abs) {
+            Ok(rel) => out.files.push(FoundFile { rel, abs, stat: Stat::of(&meta) }),
+            Err(WorktreeError::BadPath(_)) => {
+                out.unsupported.push(abs.strip_prefix(root).unwrap_or(&abs).to_string_lossy().into_owned())
+            }
+            Err(e) => return Err(e),
+        }
     }
     Ok(out)
 }

@@ -44,6 +44,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     for r in &report.removed {
         outln!("staged removal of {r}")?;
     }
+    for s in &report.skipped {
+        eprintln!("warning: skipped {s}: file names must be valid UTF-8 without '\\'");
+    }
     Ok(())
 }
 

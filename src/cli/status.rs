@@ -58,6 +58,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             outln!("\t{p}")?;
         }
     }
+    if !s.unsupported.is_empty() {
+        outln!(
+            "\nFiles mlv cannot track:\n  (names must be valid UTF-8 without '\\'; rename them or list them in .mlvignore)"
+        )?;
+        for p in &s.unsupported {
+            outln!("\t{p}")?;
+        }
+    }
     if s.is_clean() {
         outln!("nothing to commit, working tree clean")?;
     }

@@ -32,6 +32,8 @@ pub struct AddReport {
     pub tensors_delta: usize,
     /// Tensors already in the repository.
     pub tensors_duplicate: usize,
+    /// Files under the paths that were skipped because mlv cannot store their names (lossy).
+    pub skipped: Vec<String>,
 }
 
 /// Converts a user path (relative to `cwd`) into an absolute path inside the work tree.
@@ -74,12 +76,15 @@ pub fn add(
 ) -> Result<AddReport> {
     let mut index = repo.lock_index()?;
     let mut found: Vec<FoundFile> = Vec::new();
+    let mut skipped = Vec::new();
     let mut prefixes = Vec::new();
     for p in paths {
         let abs = work_path(repo, cwd, p)?;
         let prefix = rel_prefix(repo, &abs)?;
         if abs.exists() {
-            found.extend(worktree::scan(&repo.root, &abs)?);
+            let scan = worktree::scan(&repo.root, &abs)?;
+            found.extend(scan.files);
+            skipped.extend(scan.unsupported);
         } else if !index.entries.keys().any(|k| under(k, &prefix)) {
             return Err(Error::NoMatch(p.display().to_string()));
         }
@@ -92,6 +97,7 @@ pub fn add(
         .filter(|f| !scanned.contains(&f.rel) && prefixes.iter().any(|p| under(&f.rel, p)));
     found.extend(ignored_tracked);
     let mut report = stage_files(repo, &mut index, &found, base, progress)?;
+    report.skipped = skipped;
     let present: HashSet<&str> = found.iter().map(|f| f.rel.as_str()).collect();
     let gone: Vec<String> = index
         .entries

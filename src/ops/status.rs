@@ -51,12 +51,14 @@ pub struct Status {
     pub unstaged: Vec<Change>,
     /// Files not in the index.
     pub untracked: Vec<String>,
+    /// Untracked files mlv cannot store because of their names (shown lossily).
+    pub unsupported: Vec<String>,
 }
 
 impl Status {
     /// True when nothing differs anywhere.
     pub fn is_clean(&self) -> bool {
-        self.staged.is_empty() && self.unstaged.is_empty() && self.untracked.is_empty()
+        self.staged.is_empty() && self.unstaged.is_empty() && self.untracked.is_empty() && self.unsupported.is_empty()
     }
 }
 
@@ -100,15 +102,13 @@ pub fn status(repo: &Repository) -> Result<Status> {
     for path in index.entries.keys().filter(|k| !present.contains(k.as_str())) {
         unstaged.push(Change { path: path.clone(), kind: ChangeKind::Deleted, tensors_changed: None });
     }
-    let untracked = worktree::scan(&repo.root, &repo.root)?
-        .into_iter()
-        .filter(|f| !index.entries.contains_key(&f.rel))
-        .map(|f| f.rel)
-        .collect();
+    let scan = worktree::scan(&repo.root, &repo.root)?;
+    let untracked = scan.files.into_iter().filter(|f| !index.entries.contains_key(&f.rel)).map(|f| f.rel).collect();
+    let unsupported = scan.unsupported;
     if refreshed {
         save_refreshed(repo, index);
     }
-    Ok(Status { branch, head, staged, unstaged, untracked })
+    Ok(Status { branch, head, staged, unstaged, untracked, unsupported })
 }
 
 /// The tracked files present in the work tree. They are looked up by path rather than found

@@ -257,7 +257,6 @@ fn tracked_file_matching_mlvignore_stays_tracked() {
 }
 
 #[test]
-#[ignore = "known bug, fix in progress"]
 fn untracked_file_with_non_utf8_name_does_not_block_the_repository() {
     use std::os::unix::ffi::OsStrExt;
     let r = repo_with_files();
@@ -304,4 +303,20 @@ fn concurrent_adds_never_lose_staged_files_silently() {
     let staged = paths(&s["staged"]);
     let lost: Vec<&String> = succeeded.iter().filter(|f| !staged.contains(f)).collect();
     assert!(lost.is_empty(), "`mlv add` reported success but {lost:?} are not staged: {s}");
+}
+
+#[test]
+fn add_skips_non_utf8_names_with_a_warning_but_refuses_them_by_name() {
+    use std::os::unix::ffi::OsStrExt;
+    let r = repo_with_files();
+    std::fs::write(r.root.join(std::ffi::OsStr::from_bytes(b"caf\xe9.txt")), "latin-1 name\n").unwrap();
+    r.write("new.txt", "new\n");
+    let out = r.run(&["add", "."]);
+    assert!(out.success() && out.stderr.contains("warning: skipped caf"), "{}", out.describe());
+    let s = r.json(&["status", "--json"]);
+    assert_eq!(paths(&s["staged"]), ["new.txt"], "{s}");
+    assert_eq!(array(&s["unsupported"], "unsupported").len(), 1, "{s}");
+    let args = [std::ffi::OsStr::new("add"), std::ffi::OsStr::from_bytes(b"caf\xe9.txt")];
+    let out = TestRepo::exec(&mut r.cmd_in(&r.root, args), "mlv add caf\\xe9.txt".into());
+    assert!(!out.success() && out.stderr.contains("UTF-8"), "{}", out.describe());
 }
