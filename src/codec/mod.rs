@@ -97,7 +97,7 @@ pub struct EncodeOptions {
 
 impl Default for EncodeOptions {
     fn default() -> Self {
-        EncodeOptions { zstd_level: 3 }
+        EncodeOptions { zstd_level: 1 }
     }
 }
 

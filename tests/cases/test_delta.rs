@@ -37,9 +37,15 @@ fn as_f32(ws: &[Weights]) -> Vec<T> {
 /// A repository with small chunks, so chunk-level behaviour shows up on small tensors.
 fn repo_with_small_chunks() -> TestRepo {
     let r = TestRepo::init();
-    let config = std::fs::read_to_string(r.path(".mlv/config")).unwrap();
-    std::fs::write(r.path(".mlv/config"), config.replace("chunk_elems = 1048576", "chunk_elems = 1024")).unwrap();
+    set_config(&r, "chunk_elems = 1048576", "chunk_elems = 1024");
     r
+}
+
+/// Rewrites one line of `.mlv/config`.
+fn set_config(r: &TestRepo, from: &str, to: &str) {
+    let config = std::fs::read_to_string(r.path(".mlv/config")).unwrap();
+    assert!(config.contains(from), "{from:?} not in {config}");
+    std::fs::write(r.path(".mlv/config"), config.replace(from, to)).unwrap();
 }
 
 #[test]
@@ -140,8 +146,7 @@ fn unrelated_model_costs_no_more_than_standalone() {
 #[test]
 fn chain_depth_is_capped_by_config() {
     let r = TestRepo::init();
-    let config = std::fs::read_to_string(r.path(".mlv/config")).unwrap();
-    std::fs::write(r.path(".mlv/config"), config.replace("max_chain = 8", "max_chain = 1")).unwrap();
+    set_config(&r, "max_chain = 8", "max_chain = 1");
     let mut w = base();
     st::write(&r.path("model.safetensors"), &as_bf16(&w), None);
     r.add_commit(&["model.safetensors"], "v0");
