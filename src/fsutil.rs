@@ -21,7 +21,7 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> io::Result<()> {
 
 /// Deletes the work-tree file `root/rel` if it is there, then the directories that leaves
 /// empty, up to `root`, so the path is free again (e.g. for a file where a directory was).
-pub fn remove_file_and_empty_dirs(root: &Path, rel: &str) -> io::Result<()> {
+pub fn remove_file_and_empty_dirs(root: &Path, rel: impl AsRef<Path>) -> io::Result<()> {
     let path = root.join(rel);
     match std::fs::remove_file(&path) {
         // NotADirectory: a parent is a file now, so there is no such file to remove.
@@ -38,7 +38,51 @@ pub fn remove_file_and_empty_dirs(root: &Path, rel: &str) -> io::Result<()> {
     Ok(())
 }
 
+/// Removes directory `dir` if it holds nothing but (nested) empty directories. A file inside
+/// stops it with a DirectoryNotEmpty error naming that file: it may be someone's work.
+pub fn remove_empty_dir_tree(dir: &Path) -> io::Result<()> {
+    for entry in walkdir::WalkDir::new(dir).contents_first(true) {
+        let entry = entry.map_err(io::Error::from)?;
+        if !entry.file_type().is_dir() {
+            let why = io::Error::new(io::ErrorKind::DirectoryNotEmpty, "in the way of a directory being removed");
+            return Err(with_path(entry.path(), why));
+        }
+        std::fs::remove_dir(entry.path()).map_err(|e| with_path(entry.path(), e))?;
+    }
+    Ok(())
+}
+
 /// Attaches the path to an I/O error so messages say which file failed.
 pub fn with_path(path: &Path, e: io::Error) -> io::Error {
     io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_directory_tree_is_removed_but_a_file_in_it_is_kept() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("x/a/b")).unwrap();
+        remove_empty_dir_tree(&root.path().join("x")).unwrap();
+        assert!(!root.path().join("x").exists());
+        std::fs::create_dir_all(root.path().join("y/a")).unwrap();
+        std::fs::write(root.path().join("y/a/notes.txt"), "keep").unwrap();
+        let err = remove_empty_dir_tree(&root.path().join("y")).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::DirectoryNotEmpty);
+        assert!(root.path().join("y/a/notes.txt").is_file());
+    }
+
+    #[test]
+    fn removing_a_file_prunes_the_directories_it_empties_up_to_the_root() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("a/b")).unwrap();
+        std::fs::write(root.path().join("a/b/f"), "").unwrap();
+        std::fs::write(root.path().join("a/g"), "").unwrap();
+        remove_file_and_empty_dirs(root.path(), "a/b/f").unwrap();
+        assert!(!root.path().join("a/b").exists() && root.path().join("a/g").is_file());
+        remove_file_and_empty_dirs(root.path(), "a/b/f").unwrap();
+        remove_file_and_empty_dirs(root.path(), "a/g/h").unwrap();
+    }
 }

@@ -316,8 +316,10 @@ pub fn checkout_file(
 ) -> Result<u64, WorktreeError> {
     let dir = dest.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
-    if dest.is_dir() {
-        std::fs::remove_dir_all(dest).map_err(io_err(dest))?;
+    // A directory where the file goes is removed only if empty: files in it may be untracked
+    // work, which callers must have dealt with (refused, or deleted on --force).
+    if dest.symlink_metadata().is_ok_and(|m| m.is_dir()) {
+        crate::fsutil::remove_empty_dir_tree(dest).map_err(io_err(dest))?;
     }
     let tmp = tempfile::Builder::new().prefix(".mlv-tmp-").tempfile_in(dir).map_err(io_err(dir))?;
     let mut out = BufWriter::with_capacity(4 << 20, tmp.as_file());

@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::add::{rel_prefix, under, work_path};
-use super::commit::index_tree;
 use super::status::status;
 use crate::error::{Error, Result};
 use crate::fsutil::remove_file_and_empty_dirs;
@@ -65,7 +64,9 @@ fn local_changes(repo: &Repository) -> Result<BTreeSet<String>> {
     Ok(s.staged.into_iter().chain(s.unstaged).map(|c| c.path).chain(s.untracked).collect())
 }
 
-/// Switches the whole work tree to `commit` and points HEAD at `target`.
+/// Switches the whole work tree to `commit` (None: an unborn branch, nothing tracked) and
+/// points HEAD at `target`. Unless `force`, refuses before changing anything when local
+/// changes or files that are not tracked would be overwritten or deleted.
 pub fn checkout(
     repo: &Repository,
     target: Target,
@@ -78,20 +79,38 @@ pub fn checkout(
     let target_files = repo.commit_files(commit)?;
     // Local changes survive a checkout that does not touch their paths, as in git.
     let keep = if force { BTreeSet::new() } else { local_changes(repo)? };
-    let conflicts: Vec<String> = keep.iter().filter(|p| head_files.get(*p) != target_files.get(*p)).cloned().collect();
-    if !conflicts.is_empty() {
-        return Err(Error::DirtyWorktree(conflicts));
-    }
+    let mut conflicts: Vec<String> =
+        keep.iter().filter(|p| head_files.get(*p) != target_files.get(*p)).cloned().collect();
+    let doomed: BTreeSet<String> = index
+        .entries
+        .keys()
+        .chain(head_files.keys())
+        .filter(|p| !target_files.contains_key(*p) && !keep.contains(*p))
+        .cloned()
+        .collect();
     let wanted: FlatTree =
         target_files.iter().filter(|(p, _)| !keep.contains(*p)).map(|(p, e)| (p.clone(), e.clone())).collect();
+    let in_the_way = obstructions(&repo.root, &wanted, &doomed)?;
+    conflicts.extend(in_the_way.iter().map(|p| p.to_string_lossy().into_owned()));
+    if !force && !conflicts.is_empty() {
+        return Err(Error::DirtyWorktree(conflicts));
+    }
+    // Deleting first frees paths that change between file and directory.
+    let mut removed = Vec::new();
+    for path in doomed {
+        remove_file_and_empty_dirs(&repo.root, &path)?;
+        index.entries.remove(&path);
+        removed.push(path);
+    }
+    // Only with --force: anything in the way was refused above otherwise.
+    for path in &in_the_way {
+        remove_file_and_empty_dirs(&repo.root, path)?;
+    }
     let mut report = write_files(repo, &mut index, &wanted, force, progress)?;
-    let tracked: Vec<String> = index_tree(&index).into_keys().chain(head_files.into_keys()).collect();
-    for path in tracked.into_iter().collect::<BTreeSet<_>>() {
-        if !target_files.contains_key(&path) {
-            remove_file_and_empty_dirs(&repo.root, &path)?;
-            index.entries.remove(&path);
-            report.removed.push(path);
-        }
+    report.removed = removed;
+    if commit.is_none() {
+        // An unborn branch starts with nothing staged; kept files stay, untracked.
+        index.entries.clear();
     }
     index.save()?;
     report.branch = match target {
@@ -106,6 +125,35 @@ pub fn checkout(
     };
     report.commit = commit;
     Ok(report)
+}
+
+/// Files that stand where `wanted` files go and that the checkout would not delete anyway
+/// (untracked or ignored, relative to `root`): those inside a directory that must become
+/// a file, and a file where a directory is needed.
+fn obstructions(root: &Path, wanted: &FlatTree, doomed: &BTreeSet<String>) -> Result<Vec<PathBuf>> {
+    let mut found = BTreeSet::new();
+    let is_doomed = |rel: &Path| rel.to_str().is_some_and(|r| doomed.contains(r));
+    for path in wanted.keys() {
+        let parents = Path::new(path).ancestors().skip(1).filter(|a| !a.as_os_str().is_empty());
+        for parent in parents {
+            let not_a_dir = std::fs::symlink_metadata(root.join(parent)).is_ok_and(|m| !m.is_dir());
+            if not_a_dir && !is_doomed(parent) {
+                found.insert(parent.to_path_buf());
+            }
+        }
+        let dest = root.join(path);
+        if !std::fs::symlink_metadata(&dest).is_ok_and(|m| m.is_dir()) {
+            continue;
+        }
+        for entry in walkdir::WalkDir::new(&dest) {
+            let entry = entry.map_err(std::io::Error::from)?;
+            let rel = entry.path().strip_prefix(root).unwrap_or(entry.path());
+            if !entry.file_type().is_dir() && !is_doomed(rel) {
+                found.insert(rel.to_path_buf());
+            }
+        }
+    }
+    Ok(found.into_iter().collect())
 }
 
 /// Restores `paths` from `commit` into the work tree and index; HEAD does not move.

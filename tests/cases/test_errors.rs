@@ -371,7 +371,6 @@ fn corrupted_pack_error_has_a_repair_hint() {
 }
 
 #[test]
-#[ignore = "known bug, fix in progress"]
 fn checkout_never_deletes_untracked_files_in_a_directory_it_replaces() {
     // c1 tracks a file `x`; c2 removes it; then the user keeps notes in a directory `x/`.
     let r = TestRepo::init();
@@ -385,6 +384,22 @@ fn checkout_never_deletes_untracked_files_in_a_directory_it_replaces() {
     assert!(r.path("x/notes.txt").is_file(), "checkout deleted the untracked file x/notes.txt:\n{}", out.describe());
     assert_eq!(r.read("x/notes.txt"), b"precious untracked notes\n");
     assert!(!out.success(), "the checkout should have refused:\n{}", out.describe());
+}
+
+#[test]
+fn checkout_refuses_to_delete_ignored_files_in_a_directory_it_replaces_unless_forced() {
+    let r = TestRepo::init();
+    r.write("x", "tracked file\n");
+    let c1 = r.add_commit(&["x"], "x is a file");
+    r.ok(&["rm", "x"]);
+    r.write(".mlvignore", "*.log\n");
+    r.add_commit(&[".mlvignore"], "x removed");
+    r.write("x/train.log", "ignored, but still someone's file\n");
+    let out = r.fail(&["checkout", &c1]);
+    assert!(out.stderr.contains("x/train.log"), "{}", out.describe());
+    assert!(r.path("x/train.log").is_file());
+    r.ok(&["checkout", "--force", &c1]);
+    assert_eq!(r.read("x"), b"tracked file\n");
 }
 
 #[test]

@@ -356,7 +356,6 @@ fn file_and_directory_commits(file_first: bool) -> (TestRepo, String, String) {
 }
 
 #[test]
-#[ignore = "known bug, fix in progress"]
 fn checkout_replaces_a_directory_with_a_file() {
     // HEAD has x/inner.txt; the target has a file x.
     let (r, file_commit, dir_commit) = file_and_directory_commits(true);
@@ -369,7 +368,6 @@ fn checkout_replaces_a_directory_with_a_file() {
 }
 
 #[test]
-#[ignore = "known bug, fix in progress"]
 fn checkout_replaces_a_file_with_a_directory() {
     // HEAD has a file x; the target has x/inner.txt.
     let (r, dir_commit, file_commit) = file_and_directory_commits(false);
