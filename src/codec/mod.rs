@@ -301,14 +301,22 @@ pub fn encode_with(
     assemble(codec, data, base_id, streams)
 }
 
-/// Codecs worth a trial for a chunk: with a base, the delta codecs against byte grouping;
-/// without one, byte grouping alone (raw is the fallback of every encoding).
-pub fn candidates(has_base: bool) -> &'static [Codec] {
-    if has_base { &[Codec::DiffContext, Codec::Xor, Codec::Grouped] } else { &[Codec::Grouped] }
+/// Codecs worth a trial for a chunk of `elements`: with a base, the difference coder against
+/// byte grouping, plus XOR for small chunks (the only place it has been seen to win, where the
+/// coder's tables cost more than they save); without a base, byte grouping alone (raw is the
+/// fallback of every encoding).
+pub fn candidates(has_base: bool, elements: usize) -> &'static [Codec] {
+    match (has_base, elements <= SMALL_CHUNK) {
+        (true, true) => &[Codec::DiffContext, Codec::Xor, Codec::Grouped],
+        (true, false) => &[Codec::DiffContext, Codec::Grouped],
+        (false, _) => &[Codec::Grouped],
+    }
 }
 
+/// Chunks up to this many elements also try XOR.
+const SMALL_CHUNK: usize = 1 << 14;
 /// Elements per sample window, and windows per sample, used to choose a chunk's codec.
-const SAMPLE_WINDOW: usize = 2048;
+const SAMPLE_WINDOW: usize = 1024;
 const SAMPLE_WINDOWS: usize = 4;
 
 /// Evenly spaced windows of `data` (`width`-byte elements), or all of it when small.
@@ -326,7 +334,7 @@ pub fn sample(data: &[u8], width: usize) -> std::borrow::Cow<'_, [u8]> {
 
 /// Picks the codec whose encoding of a sample is smallest.
 pub fn choose(dtype: DType, data: &[u8], base: Option<(ObjectId, &[u8])>, opts: EncodeOptions) -> Codec {
-    let options = candidates(base.is_some());
+    let options = candidates(base.is_some(), data.len() / dtype.width());
     if options.len() == 1 {
         return options[0];
     }
