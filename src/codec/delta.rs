@@ -162,6 +162,9 @@ impl<'a> RawBitsReader<'a> {
         if let Some(bytes) = self.data.get(self.next..self.next + 8) {
             // Take whole bytes that fit above the bits still held.
             let take = (63 - self.avail) / 8;
+            if take == 0 {
+                return;
+            }
             let mut word = [0u8; 8];
             word.copy_from_slice(bytes);
             let w = u64::from_le_bytes(word) & (u64::MAX >> (64 - 8 * take));
