@@ -3,6 +3,9 @@
 use crate::encoding::{DecodeError, Reader, Writer};
 use crate::object::{DType, ObjectId, ObjectKind, TensorMeta};
 
+/// The most elements per chunk a reader accepts (bounds every chunk's size and offsets).
+pub const MAX_CHUNK_ELEMS: u64 = crate::codec::MAX_CHUNK_BYTES as u64;
+
 /// Everything about an entry except its chunk bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EntryHeader {
@@ -50,6 +53,9 @@ impl EntryHeader {
             return Err(r.error("data length is not a whole number of elements"));
         }
         let chunk_elems = r.u64()?;
+        if chunk_elems > MAX_CHUNK_ELEMS {
+            return Err(r.error(format!("{chunk_elems} elements per chunk is more than any writer uses")));
+        }
         let header = EntryHeader { kind, id, meta, chunk_elems };
         let count = r.u32()? as u64;
         if chunk_elems == 0 && header.meta.data_len > 0 || count != header.chunk_count() {
