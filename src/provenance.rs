@@ -31,3 +31,9 @@ pub fn now_with_zone() -> (i64, i32) {
     let t = gix::date::Time::now_local_or_utc();
     (t.seconds, t.offset / 60)
 }
+
+/// A commit time as git shows it, e.g. `Fri Nov 27 10:43:39 2026 +0000`.
+pub fn format_time(seconds: i64, tz_minutes: i32) -> String {
+    let time = gix::date::Time::new(seconds, tz_minutes.saturating_mul(60));
+    time.format(gix::date::time::format::DEFAULT).unwrap_or_else(|_| format!("{seconds} {tz_minutes:+}min"))
+}

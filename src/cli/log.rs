@@ -25,9 +25,7 @@ pub struct Args {
 }
 
 fn date(s: &Signature) -> String {
-    let sign = if s.tz_minutes < 0 { '-' } else { '+' };
-    let tz = s.tz_minutes.unsigned_abs();
-    format!("{} {sign}{:02}{:02}", s.time, tz / 60, tz % 60)
+    mlv::provenance::format_time(s.time, s.tz_minutes)
 }
 
 fn print_entry(e: &LogEntry, oneline: bool) -> std::io::Result<()> {
