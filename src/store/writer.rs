@@ -302,23 +302,16 @@ const SAMPLE_WINDOW: u64 = 1024;
 const SAMPLE_WINDOWS: u64 = 8;
 
 impl Sample {
-    /// Windows over the first `limit` elements of the tensor.
+    /// Evenly spread windows over the tensor's first chunk (and its first `limit` elements):
+    /// the base chunk a trial decodes is then the one the first encode needs anyway, instead
+    /// of chunks all over a large tensor that may leave the cache before they are used.
     fn of(src: &TensorSource<'_>, chunk_elems: u64, limit: u64) -> Sample {
         let w = src.meta.dtype.width() as u64;
-        let n = src.meta.elements().min(limit);
+        let n = src.meta.elements().min(limit).min(chunk_elems);
         let ranges: Vec<(u64, u64)> = if n <= SAMPLE_WINDOW * SAMPLE_WINDOWS {
             vec![(0, n * w)]
         } else {
-            // Windows never straddle a chunk boundary, so a base read touches one chunk each.
-            (0..SAMPLE_WINDOWS)
-                .map(|k| {
-                    let s = n / SAMPLE_WINDOWS * k;
-                    let s = s
-                        .min((s / chunk_elems + 1) * chunk_elems - SAMPLE_WINDOW.min(chunk_elems))
-                        .min(n - SAMPLE_WINDOW);
-                    (s * w, (s + SAMPLE_WINDOW.min(chunk_elems)) * w)
-                })
-                .collect()
+            (0..SAMPLE_WINDOWS).map(|k| (n / SAMPLE_WINDOWS * k * w, (n / SAMPLE_WINDOWS * k + SAMPLE_WINDOW) * w)).collect()
         };
         let bytes = ranges.iter().flat_map(|&(s, e)| src.bytes(s, e).to_vec()).collect();
         Sample { ranges, bytes }
