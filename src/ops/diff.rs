@@ -211,6 +211,7 @@ fn compare(repo: &Repository, o: &SideTensor, n: &SideTensor) -> Result<TensorCh
         mean_abs_diff: 0.0,
         low_mantissa_only: 0,
     };
+    let same_dtype = o.t.dtype == n.t.dtype;
     let mut sum = 0.0;
     let mut pos = 0;
     while pos < elements {
@@ -219,18 +220,18 @@ fn compare(repo: &Repository, o: &SideTensor, n: &SideTensor) -> Result<TensorCh
         let b = read(repo, n, pos * nw, end * nw)?;
         for (x, y) in a.chunks_exact(ow as usize).zip(b.chunks_exact(nw as usize)) {
             let (vx, vy) = (value(o.t.dtype, x), value(n.t.dtype, y));
-            if x == y && o.t.dtype == n.t.dtype {
+            // Same dtype: any bit differs. Across dtypes (an F32 base, a BF16 fine-tune): the value.
+            let changed = if same_dtype { x != y } else { vx.to_bits() != vy.to_bits() };
+            if !changed {
                 continue;
             }
+            c.changed += 1;
             let delta = (vx - vy).abs();
-            if delta != 0.0 || x != y {
-                c.changed += 1;
-            }
             if delta.is_finite() {
                 c.max_abs_diff = c.max_abs_diff.max(delta);
                 sum += delta;
             }
-            if o.t.dtype == n.t.dtype && low_mantissa_only(n.t.dtype, x, y) {
+            if same_dtype && low_mantissa_only(n.t.dtype, x, y) {
                 c.low_mantissa_only += 1;
             }
         }
