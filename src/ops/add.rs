@@ -18,7 +18,7 @@ use crate::worktree::{self, FoundFile};
 /// What `add` did.
 #[derive(Debug, Default, Serialize)]
 pub struct AddReport {
-    /// Files newly staged or updated.
+    /// Files newly staged or whose staged content changed.
     pub staged: Vec<String>,
     /// Files whose deletion was staged.
     pub removed: Vec<String>,
@@ -140,8 +140,13 @@ pub fn stage_files(
                 Some(BaseChoice::Duplicate) | None => report.tensors_duplicate += 1,
             }
         }
-        report.logical_bytes += f.stat.size;
-        report.staged.push(f.rel.clone());
+        // A file whose stat changed but whose content did not (a fresh copy) is refreshed, not staged.
+        let changed =
+            index.entries.get(&f.rel).is_none_or(|e| e.id != ingested.id || e.stat.executable != f.stat.executable);
+        if changed {
+            report.logical_bytes += f.stat.size;
+            report.staged.push(f.rel.clone());
+        }
         updates.push((f.rel.clone(), IndexEntry { kind: ingested.kind, id: ingested.id, stat: f.stat }));
         progress.advance(f.stat.size);
     }
