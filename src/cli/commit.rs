@@ -18,7 +18,7 @@ pub struct Args {
     #[arg(short, long)]
     all: bool,
     /// With -a: use the same paths in this revision as delta bases.
-    #[arg(long, value_name = "REV")]
+    #[arg(long, value_name = "REV", requires = "all")]
     base: Option<String>,
     /// Print a JSON report.
     #[arg(long)]
