@@ -9,6 +9,7 @@ use rayon::prelude::*;
 
 use crate::index::Stat;
 use crate::object::{DType, EntryKind, IdHasher, ObjectId, ObjectKind, Segment, TensorFile, TensorMeta};
+use crate::progress::Progress;
 use crate::safetensors::{self as st, Span, TensorSpan};
 use crate::store::{BaseChoice, NewObject, ObjectWriter, Odb, StoreError, TensorSource};
 
@@ -235,6 +236,9 @@ pub fn ingest(
         })
         .collect();
     let segments = hashed.into_iter().map(|(seg, _)| seg).collect();
+    if let Some(w) = writer.as_deref() {
+        w.advance(layout.prefix.len() as u64);
+    }
     let tf = TensorFile { prefix: layout.prefix, segments };
     let body = tf.encode();
     let id = match writer {
@@ -281,10 +285,12 @@ pub fn write_content(
     kind: EntryKind,
     id: &ObjectId,
     out: &mut (dyn Write + Send),
+    progress: &dyn Progress,
 ) -> Result<u64, StoreError> {
     let mut written = 0u64;
     let mut sink = |b: &[u8]| {
         written += b.len() as u64;
+        progress.advance(b.len() as u64);
         out.write_all(b)
     };
     match kind {
@@ -313,6 +319,7 @@ pub fn checkout_file(
     id: &ObjectId,
     dest: &Path,
     executable: bool,
+    progress: &dyn Progress,
 ) -> Result<u64, WorktreeError> {
     let dir = dest.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
@@ -323,7 +330,7 @@ pub fn checkout_file(
     }
     let tmp = tempfile::Builder::new().prefix(".mlv-tmp-").tempfile_in(dir).map_err(io_err(dir))?;
     let mut out = BufWriter::with_capacity(4 << 20, tmp.as_file());
-    let written = write_content(odb, kind, id, &mut out)?;
+    let written = write_content(odb, kind, id, &mut out, progress)?;
     out.flush().map_err(io_err(dest))?;
     drop(out);
     // Temporary files are created 0600; checked-out files get ordinary permissions.

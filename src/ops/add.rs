@@ -128,8 +128,8 @@ pub fn stage_files(
         return Ok(report);
     }
     let mut bases = RepoBases::new(repo, repo.head_commit()?, base)?;
-    let mut writer = repo.writer()?;
     progress.start("adding", todo.iter().map(|f| f.stat.size).sum());
+    let mut writer = repo.writer()?.with_progress(progress);
     let mut updates = Vec::new();
     for f in todo {
         let ingested = worktree::ingest(&f.abs, &f.rel, Some(&mut writer), &mut bases)?;
@@ -148,7 +148,6 @@ pub fn stage_files(
             report.staged.push(f.rel.clone());
         }
         updates.push((f.rel.clone(), IndexEntry { kind: ingested.kind, id: ingested.id, stat: f.stat }));
-        progress.advance(f.stat.size);
     }
     report.stored_bytes = writer.written_bytes();
     writer.finish()?;

@@ -195,11 +195,10 @@ fn write_files(
     progress.start("checking out", todo.iter().map(|(_, e)| e.size).sum());
     for (path, e) in todo {
         let dest = repo.root.join(path);
-        report.bytes += worktree::checkout_file(&repo.odb, e.kind, &e.id, &dest, e.executable)?;
+        report.bytes += worktree::checkout_file(&repo.odb, e.kind, &e.id, &dest, e.executable, progress)?;
         let meta = std::fs::metadata(&dest).map_err(|err| crate::fsutil::with_path(&dest, err))?;
         index.entries.insert(path.clone(), IndexEntry { kind: e.kind, id: e.id, stat: Stat::of(&meta) });
         report.written.push(path.clone());
-        progress.advance(e.size);
     }
     progress.finish();
     Ok(report)

@@ -8,6 +8,7 @@ use super::{Odb, StoreError};
 use crate::codec::{self, Codec, EncodeOptions, convert};
 use crate::object::{DType, ObjectId, ObjectKind, TensorMeta};
 use crate::pack::{EntryHeader, PackIndex, PackWriter};
+use crate::progress::{Progress, Silent};
 
 /// A tensor's bytes inside a memory-mapped file.
 pub struct TensorSource<'a> {
@@ -73,6 +74,7 @@ pub struct ObjectWriter<'a> {
     chunk_elems: u64,
     max_chain: u8,
     written_bytes: u64,
+    progress: &'a dyn Progress,
 }
 
 impl<'a> ObjectWriter<'a> {
@@ -85,7 +87,18 @@ impl<'a> ObjectWriter<'a> {
             chunk_elems: chunk_elems.max(1),
             max_chain,
             written_bytes: 0,
+            progress: &Silent,
         })
+    }
+
+    /// Reports the logical bytes stored (or found already stored) to `progress` from now on.
+    pub fn with_progress(self, progress: &'a dyn Progress) -> Self {
+        ObjectWriter { progress, ..self }
+    }
+
+    /// Counts logical bytes that were handled without going through a chunk (headers).
+    pub fn advance(&self, bytes: u64) {
+        self.progress.advance(bytes);
     }
 
     /// True if the object is stored already or written in this pack.
@@ -134,6 +147,8 @@ impl<'a> ObjectWriter<'a> {
     pub fn put_all(&mut self, items: Vec<NewObject<'_>>) -> Result<Vec<BaseChoice>, StoreError> {
         let mut seen = std::collections::HashSet::new();
         let fresh: Vec<bool> = items.iter().map(|it| !self.contains(&it.id) && seen.insert(it.id)).collect();
+        let known: u64 = items.iter().zip(&fresh).filter(|(_, f)| !**f).map(|(it, _)| it.src.meta.data_len).sum();
+        self.progress.advance(known);
         let bases: Vec<Option<Base>> = items
             .par_iter()
             .zip(&fresh)
@@ -203,6 +218,7 @@ impl<'a> ObjectWriter<'a> {
             self.pack.push_chunk(&c)?;
             let (start, end) = header.chunk_range(i);
             src.release(start, end);
+            self.progress.advance(end - start);
         }
         if i + 1 >= header.chunk_count() {
             let depth = base.map_or(0, |b| b.depth.saturating_add(1));
@@ -311,7 +327,9 @@ impl Sample {
         let ranges: Vec<(u64, u64)> = if n <= SAMPLE_WINDOW * SAMPLE_WINDOWS {
             vec![(0, n * w)]
         } else {
-            (0..SAMPLE_WINDOWS).map(|k| (n / SAMPLE_WINDOWS * k * w, (n / SAMPLE_WINDOWS * k + SAMPLE_WINDOW) * w)).collect()
+            (0..SAMPLE_WINDOWS)
+                .map(|k| (n / SAMPLE_WINDOWS * k * w, (n / SAMPLE_WINDOWS * k + SAMPLE_WINDOW) * w))
+                .collect()
         };
         let bytes = ranges.iter().flat_map(|&(s, e)| src.bytes(s, e).to_vec()).collect();
         Sample { ranges, bytes }
