@@ -332,28 +332,40 @@ pub fn sample(data: &[u8], width: usize) -> std::borrow::Cow<'_, [u8]> {
     )
 }
 
-/// Picks the codec whose encoding of a sample is smallest.
-pub fn choose(dtype: DType, data: &[u8], base: Option<(ObjectId, &[u8])>, opts: EncodeOptions) -> Codec {
+/// The candidate codecs ranked by the size of their encoding of a sample, smallest first.
+pub fn rank(dtype: DType, data: &[u8], base: Option<(ObjectId, &[u8])>, opts: EncodeOptions) -> Vec<(Codec, usize)> {
     let options = candidates(base.is_some(), data.len() / dtype.width());
-    if options.len() == 1 {
-        return options[0];
+    if let [only] = options {
+        return vec![(*only, 0)];
     }
     let width = dtype.width();
     let data_sample = sample(data, width);
     let base_sample = base.map(|(id, b)| (id, sample(b, width)));
     let base_ref = base_sample.as_ref().map(|(id, b)| (*id, b.as_ref()));
-    options
-        .iter()
-        .copied()
-        .min_by_key(|&c| encode_with(c, dtype, &data_sample, base_ref, opts).len())
-        .unwrap_or(Codec::Raw)
+    let mut ranked: Vec<(Codec, usize)> =
+        options.iter().map(|&c| (c, encode_with(c, dtype, &data_sample, base_ref, opts).len())).collect();
+    ranked.sort_by_key(|r| r.1);
+    ranked
 }
 
-/// Encodes a chunk with the codec that wins on a sample, or raw when nothing beats raw.
+/// A runner-up within this fraction of the winner on the sample is also encoded in full.
+const CLOSE_CALL: f64 = 0.1;
+
+/// Encodes a chunk with the codec that wins on a sample (and with the runner-up when the
+/// sample cannot tell them apart, keeping the smaller), or raw when nothing beats raw.
 pub fn encode_chunk(dtype: DType, data: &[u8], base: Option<(ObjectId, &[u8])>, opts: EncodeOptions) -> Vec<u8> {
-    let codec = choose(dtype, data, base, opts);
-    let encoded = encode_with(codec, dtype, data, base, opts);
-    if encoded.len() > data.len() + RAW_OVERHEAD { encode_with(Codec::Raw, dtype, data, None, opts) } else { encoded }
+    let ranked = rank(dtype, data, base, opts);
+    let winner = ranked.first().map_or(Codec::Raw, |r| r.0);
+    let mut best = encode_with(winner, dtype, data, base, opts);
+    if let [(_, first), (second, size), ..] = ranked[..]
+        && size as f64 <= first as f64 * (1.0 + CLOSE_CALL)
+    {
+        let other = encode_with(second, dtype, data, base, opts);
+        if other.len() < best.len() {
+            best = other;
+        }
+    }
+    if best.len() > data.len() + RAW_OVERHEAD { encode_with(Codec::Raw, dtype, data, None, opts) } else { best }
 }
 
 /// Header bytes of a raw chunk with one stream: codec, count, length, checksum, stream header.
