@@ -151,16 +151,22 @@ impl Odb {
     }
 
     /// Decodes chunk `i` of an object through the cache, so a base shared by many deltas
-    /// decodes once.
+    /// decodes once. The chunk's own bases are not cached: once it is, they are not needed again,
+    /// and caching a whole chain would push out the chunks that are.
     pub fn chunk(&self, id: &ObjectId, i: u64) -> Result<Arc<Vec<u8>>, StoreError> {
         if let Some(hit) = self.cache.get(id, i) {
             return Ok(hit);
         }
-        Ok(self.cache.insert(*id, i, self.decode_chunk(id, i)?))
+        Ok(self.cache.insert(*id, i, self.decode_with(id, i, false)?))
     }
 
-    /// Decodes chunk `i` of an object, resolving its base (bases go through the cache).
+    /// Decodes chunk `i` of an object, resolving its base through the cache.
     pub fn decode_chunk(&self, id: &ObjectId, i: u64) -> Result<Vec<u8>, StoreError> {
+        self.decode_with(id, i, true)
+    }
+
+    /// Decodes chunk `i`, reading its base's chunks through the cache or not.
+    fn decode_with(&self, id: &ObjectId, i: u64, cache_bases: bool) -> Result<Vec<u8>, StoreError> {
         let (pack, rec) = self.find(id).ok_or(StoreError::NotFound(*id))?;
         let entry = pack.entry(&rec)?;
         let stored = entry.chunk(i as usize).ok_or_else(|| StoreError::corrupt(*id, format!("no chunk {i}")))?;
@@ -173,7 +179,7 @@ impl Odb {
             ));
         }
         let base = match view.base {
-            Some(base_id) => Some(self.base_range(&base_id, &entry.header, start, end)?),
+            Some(base_id) => Some(self.base_range(&base_id, &entry.header, start, end, cache_bases)?),
             None => None,
         };
         let decoded = view.decode(entry.header.meta.dtype, base.as_deref());
@@ -182,17 +188,36 @@ impl Odb {
     }
 
     /// The base's elements matching bytes `start..end` of `fine`, converted to the fine dtype.
-    fn base_range(&self, base: &ObjectId, fine: &EntryHeader, start: u64, end: u64) -> Result<Vec<u8>, StoreError> {
+    fn base_range(
+        &self,
+        base: &ObjectId,
+        fine: &EntryHeader,
+        start: u64,
+        end: u64,
+        cached: bool,
+    ) -> Result<Vec<u8>, StoreError> {
         let bh = self.header(base)?;
         let (fw, bw) = (fine.meta.dtype.width() as u64, bh.meta.dtype.width() as u64);
-        let bytes = self.read_range(base, &bh, start / fw * bw, end / fw * bw)?;
+        let bytes = self.read_range_with(base, &bh, start / fw * bw, end / fw * bw, cached)?;
         convert::convert(bytes, bh.meta.dtype, fine.meta.dtype).ok_or_else(|| {
             StoreError::corrupt(fine.id, format!("base {} has incompatible dtype {}", base.short(), bh.meta.dtype))
         })
     }
 
-    /// Bytes `start..end` of an object's data, decoding only the chunks that cover them.
+    /// Bytes `start..end` of an object's data, decoding only the chunks that cover them
+    /// (through the cache).
     pub fn read_range(&self, id: &ObjectId, header: &EntryHeader, start: u64, end: u64) -> Result<Vec<u8>, StoreError> {
+        self.read_range_with(id, header, start, end, true)
+    }
+
+    fn read_range_with(
+        &self,
+        id: &ObjectId,
+        header: &EntryHeader,
+        start: u64,
+        end: u64,
+        cached: bool,
+    ) -> Result<Vec<u8>, StoreError> {
         if end > header.meta.data_len || start > end || end - start > MAX_IN_MEMORY {
             return Err(StoreError::corrupt(
                 *id,
@@ -204,7 +229,7 @@ impl Odb {
         let mut pos = start;
         while pos < end {
             let i = pos / chunk_bytes;
-            let chunk = self.chunk(id, i)?;
+            let chunk = if cached { self.chunk(id, i)? } else { Arc::new(self.decode_with(id, i, false)?) };
             let offset = (pos - i * chunk_bytes) as usize;
             let take = ((end - pos) as usize).min(chunk.len().saturating_sub(offset));
             if take == 0 {
