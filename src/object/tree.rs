@@ -23,15 +23,6 @@ impl EntryKind {
             EntryKind::Tree => 3,
         }
     }
-
-    /// The object kind the entry's id names.
-    pub fn object_kind(self) -> ObjectKind {
-        match self {
-            EntryKind::Blob => ObjectKind::Blob,
-            EntryKind::TensorFile => ObjectKind::TensorFile,
-            EntryKind::Tree => ObjectKind::Tree,
-        }
-    }
 }
 
 /// One named entry.

@@ -102,11 +102,6 @@ impl<'a> EntryView<'a> {
     pub fn chunk_count(&self) -> usize {
         self.chunks.len()
     }
-
-    /// Stored bytes of all chunks, for accounting.
-    pub fn stored_len(&self) -> u64 {
-        self.chunks.iter().map(|c| c.len() as u64 + 4).sum()
-    }
 }
 
 #[cfg(test)]

@@ -95,12 +95,4 @@ impl Pack {
             crate::store::release_pages(&self.map, start as u64, bytes.len() as u64);
         }
     }
-
-    /// Recomputes the content hash and compares it with the trailer (the pack's name).
-    pub fn verify_checksum(&self) -> bool {
-        let body = &self.map[..self.map.len() - TRAILER_LEN as usize];
-        let mut h = blake3::Hasher::new();
-        h.update_rayon(body);
-        h.finalize().as_bytes() == &self.index.pack_hash
-    }
 }

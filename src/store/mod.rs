@@ -12,7 +12,7 @@ use std::sync::Arc;
 use rayon::prelude::*;
 
 use crate::codec::{ChunkView, CodecError, convert};
-use crate::object::{ObjectId, ObjectKind, TensorMeta};
+use crate::object::{ObjectId, ObjectKind};
 use crate::pack::{EntryHeader, IndexRecord, Pack, PackError};
 use cache::ChunkCache;
 
@@ -306,11 +306,6 @@ impl Odb {
             return Err(StoreError::corrupt(*id, format!("is a {}, expected a {}", k.name(), kind.name())));
         }
         Ok(body)
-    }
-
-    /// The tensor metadata of a stored tensor.
-    pub fn tensor_meta(&self, id: &ObjectId) -> Result<TensorMeta, StoreError> {
-        Ok(self.header(id)?.meta)
     }
 
     /// How an object is stored: bytes, codecs, bases.
