@@ -34,6 +34,14 @@ fn as_f32(ws: &[Weights]) -> Vec<T> {
     ws.iter().map(Weights::to_f32).collect()
 }
 
+/// Writes the F32 base model at `path` and commits it.
+fn committed_base(r: &TestRepo, path: &str) -> Vec<Weights> {
+    let b = base();
+    st::write(&r.path(path), &as_f32(&b), None);
+    r.add_commit(&[path], "base");
+    b
+}
+
 /// A repository with small chunks, so chunk-level behaviour shows up on small tensors.
 fn repo_with_small_chunks() -> TestRepo {
     let r = TestRepo::init();
@@ -51,9 +59,7 @@ fn set_config(r: &TestRepo, from: &str, to: &str) {
 #[test]
 fn fine_tune_of_parent_is_stored_as_deltas_and_round_trips() {
     let r = TestRepo::init();
-    let b = base();
-    st::write(&r.path("m/model.safetensors"), &as_f32(&b), None);
-    r.add_commit(&["m"], "base");
+    let b = committed_base(&r, "m/model.safetensors");
     let ft = st::fine_tune(&b, 11, 0.5);
     st::write(&r.path("m/model.safetensors"), &as_bf16(&ft), None);
     let expected = r.read("m/model.safetensors");
@@ -68,9 +74,7 @@ fn fine_tune_of_parent_is_stored_as_deltas_and_round_trips() {
 #[test]
 fn resized_vocabulary_deltas_the_overlapping_rows() {
     let r = repo_with_small_chunks();
-    let b = base();
-    st::write(&r.path("model.safetensors"), &as_f32(&b), None);
-    r.add_commit(&["model.safetensors"], "base");
+    let b = committed_base(&r, "model.safetensors");
     let mut ft = st::fine_tune(&b, 3, 0.3);
     let mut rng = st::Rng::new(5);
     // 32 new vocabulary rows appended to the embedding.
@@ -89,9 +93,7 @@ fn resized_vocabulary_deltas_the_overlapping_rows() {
 #[test]
 fn orphan_branch_with_named_base_finds_its_base() {
     let r = TestRepo::init();
-    let b = base();
-    st::write(&r.path("base/model.safetensors"), &as_f32(&b), None);
-    r.add_commit(&["base"], "base model");
+    let b = committed_base(&r, "base/model.safetensors");
     r.ok(&["switch", "--orphan", "ft"]);
     assert!(!r.exists("base/model.safetensors"), "an orphan branch starts empty");
     let ft = st::fine_tune(&b, 9, 0.5);
@@ -109,9 +111,7 @@ fn orphan_branch_with_named_base_finds_its_base() {
 #[test]
 fn renamed_tensors_are_discovered_by_shape_and_name() {
     let r = TestRepo::init();
-    let b = base();
-    st::write(&r.path("base/model.safetensors"), &as_f32(&b), None);
-    r.add_commit(&["base"], "base model");
+    let b = committed_base(&r, "base/model.safetensors");
     let ft: Vec<T> = st::fine_tune(&b, 4, 0.5)
         .iter()
         .map(|w| Weights { name: format!("bert.{}", w.name), ..w.clone() }.to_bf16())
@@ -177,9 +177,7 @@ fn chain_depth_is_capped_by_config() {
 #[test]
 fn fp16_and_fp32_saves_delta_against_an_fp32_base() {
     let r = TestRepo::init();
-    let b = base();
-    st::write(&r.path("model.safetensors"), &as_f32(&b), None);
-    r.add_commit(&["model.safetensors"], "base");
+    let b = committed_base(&r, "model.safetensors");
     let ft = st::fine_tune(&b, 21, 0.5);
     let fp16: Vec<T> = ft.iter().map(|w| T::new(&w.name, "F16", &w.shape, st::f16_le(&w.values))).collect();
     for (tag, tensors) in [("fp16", fp16), ("fp32", as_f32(&ft))] {

@@ -87,8 +87,9 @@ fn du_reports_unchanged_tensors_as_duplicates() {
     assert!(rows.iter().filter(|t| how(t) == "duplicate").count() == 7, "{du}");
 }
 
-#[test]
-fn add_with_base_on_an_orphan_branch_stores_deltas() {
+/// A repository whose first commit is the fixture base, with the fine-tune written (not added)
+/// to a scratch folder; returns the repository and both folders.
+fn base_committed_with_finetune_aside() -> (TestRepo, std::path::PathBuf, std::path::PathBuf) {
     let r = TestRepo::init();
     let base_dir = r.scratch("base");
     let ft_dir = r.scratch("ft");
@@ -96,6 +97,12 @@ fn add_with_base_on_an_orphan_branch_stores_deltas() {
     fixtures::write_finetune(&ft_dir, &w);
     r.copy_in(&base_dir);
     r.add_commit(&["."], "base");
+    (r, base_dir, ft_dir)
+}
+
+#[test]
+fn add_with_base_on_an_orphan_branch_stores_deltas() {
+    let (r, base_dir, ft_dir) = base_committed_with_finetune_aside();
     r.ok(&["switch", "--orphan", "ft"]);
     r.copy_in(&ft_dir);
     let report = r.json(&["add", "--json", "--base", "main", "."]);
@@ -129,13 +136,7 @@ fn long_delta_chains_still_check_out_exactly() {
 
 #[test]
 fn configured_delta_bases_work_like_the_base_flag() {
-    let r = TestRepo::init();
-    let base_dir = r.scratch("base");
-    let ft_dir = r.scratch("ft");
-    let w = fixtures::write_base(&base_dir);
-    fixtures::write_finetune(&ft_dir, &w);
-    r.copy_in(&base_dir);
-    r.add_commit(&["."], "base");
+    let (r, base_dir, ft_dir) = base_committed_with_finetune_aside();
     r.ok(&["tag", "base-model"]);
     let config = r.path(".mlv/config");
     let text = std::fs::read_to_string(&config).unwrap();
