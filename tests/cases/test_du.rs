@@ -136,7 +136,7 @@ fn long_delta_chains_still_check_out_exactly() {
 
 #[test]
 fn configured_delta_bases_work_like_the_base_flag() {
-    let (r, base_dir, ft_dir) = base_committed_with_finetune_aside();
+    let (r, _, ft_dir) = base_committed_with_finetune_aside();
     r.ok(&["tag", "base-model"]);
     let config = r.path(".mlv/config");
     let text = std::fs::read_to_string(&config).unwrap();
