@@ -42,6 +42,18 @@ fn committed_base(r: &TestRepo, path: &str) -> Vec<Weights> {
     b
 }
 
+/// Commits the modified `path` (on `main`) and checks that its embedding is stored as a delta
+/// and that both this commit and its parent check out byte for byte.
+fn commit_all_as_delta_and_round_trip(r: &TestRepo, path: &str, message: &str) {
+    let expected = r.read(path);
+    r.ok(&["commit", "-am", message]);
+    let rows = rows(r, "HEAD", path);
+    assert_eq!(how(&rows, "embeddings.word.weight"), "delta", "{message}: {rows:?}");
+    r.ok(&["checkout", "HEAD~1"]);
+    r.ok(&["checkout", "main"]);
+    assert_eq!(r.read(path), expected, "{message}");
+}
+
 /// A repository with small chunks, so chunk-level behaviour shows up on small tensors.
 fn repo_with_small_chunks() -> TestRepo {
     let r = TestRepo::init();
@@ -62,13 +74,7 @@ fn fine_tune_of_parent_is_stored_as_deltas_and_round_trips() {
     let b = committed_base(&r, "m/model.safetensors");
     let ft = st::fine_tune(&b, 11, 0.5);
     st::write(&r.path("m/model.safetensors"), &as_bf16(&ft), None);
-    let expected = r.read("m/model.safetensors");
-    r.ok(&["commit", "-am", "ft"]);
-    let rows = rows(&r, "HEAD", "m/model.safetensors");
-    assert_eq!(how(&rows, "embeddings.word.weight"), "delta");
-    r.ok(&["checkout", "HEAD~1"]);
-    r.ok(&["checkout", "main"]);
-    assert_eq!(r.read("m/model.safetensors"), expected);
+    commit_all_as_delta_and_round_trip(&r, "m/model.safetensors", "ft");
 }
 
 #[test]
@@ -81,13 +87,7 @@ fn resized_vocabulary_deltas_the_overlapping_rows() {
     ft[0].shape[0] += 32;
     ft[0].values.extend((0..32 * 64).map(|_| rng.normal(0.02)));
     st::write(&r.path("model.safetensors"), &as_bf16(&ft), None);
-    let expected = r.read("model.safetensors");
-    r.ok(&["commit", "-am", "resized"]);
-    let rows = rows(&r, "HEAD", "model.safetensors");
-    assert_eq!(how(&rows, "embeddings.word.weight"), "delta", "{rows:?}");
-    r.ok(&["checkout", "HEAD~1"]);
-    r.ok(&["checkout", "main"]);
-    assert_eq!(r.read("model.safetensors"), expected);
+    commit_all_as_delta_and_round_trip(&r, "model.safetensors", "resized");
 }
 
 #[test]
@@ -182,12 +182,6 @@ fn fp16_and_fp32_saves_delta_against_an_fp32_base() {
     let fp16: Vec<T> = ft.iter().map(|w| T::new(&w.name, "F16", &w.shape, st::f16_le(&w.values))).collect();
     for (tag, tensors) in [("fp16", fp16), ("fp32", as_f32(&ft))] {
         st::write(&r.path("model.safetensors"), &tensors, None);
-        let expected = r.read("model.safetensors");
-        r.ok(&["commit", "-am", tag]);
-        let rows = rows(&r, "HEAD", "model.safetensors");
-        assert_eq!(how(&rows, "embeddings.word.weight"), "delta", "{tag}: {rows:?}");
-        r.ok(&["checkout", "HEAD~1"]);
-        r.ok(&["checkout", "main"]);
-        assert_eq!(r.read("model.safetensors"), expected, "{tag}");
+        commit_all_as_delta_and_round_trip(&r, "model.safetensors", tag);
     }
 }
