@@ -32,11 +32,14 @@ pub struct Config {
 pub struct Core {
     /// Repository format version.
     pub format: u32,
+    /// True for a repository without a work tree (a server's or a backup's).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub bare: bool,
 }
 
 impl Default for Core {
     fn default() -> Self {
-        Core { format: FORMAT_VERSION }
+        Core { format: FORMAT_VERSION, bare: false }
     }
 }
 
@@ -129,6 +132,10 @@ impl Config {
         }
         if !(1..=22).contains(&config.delta.zstd_level) {
             return invalid(format!("delta.zstd_level must be 1..=22, not {}", config.delta.zstd_level));
+        }
+        if config.delta.max_chain as usize > crate::store::MAX_DECODE_DEPTH {
+            let max = crate::store::MAX_DECODE_DEPTH;
+            return invalid(format!("delta.max_chain must be 0..={max}, not {}", config.delta.max_chain));
         }
         if config.pack.chunk_elems == 0 || config.pack.chunk_elems > (8 << 20) {
             return invalid(format!("pack.chunk_elems must be 1..=8388608, not {}", config.pack.chunk_elems));

@@ -15,6 +15,9 @@ pub enum Error {
     /// No `.mlv` directory here or above.
     #[error("not an mlv repository (or any parent up to /): {0}")]
     NotARepository(PathBuf),
+    /// A work-tree command in a bare repository.
+    #[error("{0} is a bare repository: this command needs a work tree")]
+    Bare(PathBuf),
     /// `init` where a repository exists.
     #[error("{0} is already an mlv repository")]
     AlreadyARepository(PathBuf),
@@ -82,6 +85,7 @@ impl Error {
     pub fn hint(&self) -> Option<String> {
         Some(match self {
             Error::NotARepository(_) => "run `mlv init` to create one, or cd into a repository".into(),
+            Error::Bare(_) => "clone it (`mlv clone <dir> <new dir>`) to get a work tree".into(),
             Error::UnknownRevision(_) => {
                 "use a branch, a tag, HEAD~N or a commit id; `mlv log` and `mlv branch` list them".into()
             }

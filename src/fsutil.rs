@@ -1,4 +1,5 @@
-//! Crash-safe file writes: temporary file, fsync, rename, fsync the directory.
+//! File helpers: crash-safe writes (temporary file, fsync, rename, fsync the directory),
+//! work-tree removals, and page release for memory maps.
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -50,6 +51,18 @@ pub fn remove_empty_dir_tree(dir: &Path) -> io::Result<()> {
         std::fs::remove_dir(entry.path()).map_err(|e| with_path(entry.path(), e))?;
     }
     Ok(())
+}
+
+/// Drops resident pages of a read-only file mapping so peak memory stays flat.
+pub fn release_pages(map: &memmap2::Mmap, start: u64, len: u64) {
+    let page = 4096u64;
+    let aligned = start / page * page;
+    let len = (len + start - aligned) as usize;
+    if len > 0 && (aligned as usize).saturating_add(len) <= map.len() {
+        // SAFETY: the mapping is a private read-only file mapping: dropped pages are re-read from
+        // the file on the next access, so no data visible through it changes.
+        let _ = unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, aligned as usize, len) };
+    }
 }
 
 /// Attaches the path to an I/O error so messages say which file failed.

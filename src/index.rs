@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::fsutil;
 use crate::object::{EntryKind, ObjectId};
-use crate::refs::{Lock, RefError};
+use crate::lock::{Lock, LockError};
 
 /// First bytes of the index file.
 pub const INDEX_MAGIC: &[u8; 8] = b"MLVINDEX";
@@ -82,7 +82,7 @@ pub enum IndexError {
     Corrupt(String, String),
     /// Another mlv command is updating the index.
     #[error(transparent)]
-    Locked(#[from] RefError),
+    Locked(#[from] LockError),
 }
 
 /// The index loaded for a read-modify-write. `<index>.lock` is held until this is dropped,

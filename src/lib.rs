@@ -15,6 +15,7 @@ pub mod encoding;
 pub mod error;
 pub mod fsutil;
 pub mod index;
+pub mod lock;
 pub mod object;
 pub mod ops;
 pub mod pack;

@@ -7,8 +7,8 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::index::{Index, LockedIndex};
 use crate::object::{Commit, EntryKind, ObjectId, ObjectKind, Signature, Tag, Tree, TreeEntry};
-use crate::refs::{HEADS, Head, Refs, TAGS};
-use crate::store::{ObjectWriter, Odb, StoreError};
+use crate::refs::{FsRefs, HEADS, Head, REMOTES, RefStore, TAGS};
+use crate::store::{ObjectWriter, Odb};
 
 /// How long a command waits for another one to release the index lock.
 const INDEX_LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
@@ -18,16 +18,18 @@ pub const DIR_NAME: &str = ".mlv";
 
 /// An open repository.
 pub struct Repository {
-    /// The work-tree root.
+    /// The work-tree root (for a bare repository, its directory).
     pub root: PathBuf,
-    /// `<root>/.mlv`.
+    /// `<root>/.mlv`, or the directory of a bare repository.
     pub dir: PathBuf,
+    /// True for a repository without a work tree.
+    pub bare: bool,
     /// `.mlv/config`.
     pub config: Config,
     /// All objects.
     pub odb: Odb,
-    /// Branches, tags, HEAD.
-    pub refs: Refs,
+    /// Branches, tags, remote-tracking branches, HEAD.
+    pub refs: Box<dyn RefStore>,
 }
 
 /// A file in a flattened tree.
@@ -53,24 +55,54 @@ impl Repository {
         if dir.exists() {
             return Err(Error::AlreadyARepository(root.to_path_buf()));
         }
-        // Build in a temporary directory and rename, so a crash never leaves half a repository.
-        let tmp = tempfile::Builder::new().prefix(".mlv-init-").tempdir_in(root)?;
-        std::fs::create_dir_all(tmp.path().join("objects/pack"))?;
-        std::fs::create_dir_all(tmp.path().join("refs/heads"))?;
-        std::fs::create_dir_all(tmp.path().join("refs/tags"))?;
-        std::fs::write(tmp.path().join("HEAD"), format!("ref: {HEADS}main\n"))?;
-        std::fs::write(tmp.path().join("config"), Config::default().to_toml())?;
-        std::fs::rename(tmp.keep(), &dir)?;
-        crate::fsutil::fsync_dir(root)?;
+        create_layout(root, &dir, &Config::default())?;
         Repository::open(root)
+    }
+
+    /// Creates an empty bare repository (no work tree) in the directory `dir`, which must be
+    /// empty or not exist.
+    pub fn init_bare(dir: &Path) -> Result<Repository> {
+        std::fs::create_dir_all(dir)?;
+        if std::fs::read_dir(dir)?.next().is_some() {
+            return Err(Error::Usage(format!("{} already exists and is not empty", dir.display())));
+        }
+        let parent = dir.parent().unwrap_or(Path::new("."));
+        let mut config = Config::default();
+        config.core.bare = true;
+        // The layout is built beside `dir` and renamed over it, so a crash leaves either
+        // nothing or a whole repository.
+        std::fs::remove_dir(dir)?;
+        create_layout(parent, dir, &config)?;
+        Repository::open_bare(dir)
     }
 
     /// Opens the repository whose work tree is `root`.
     pub fn open(root: &Path) -> Result<Repository> {
         let dir = root.join(DIR_NAME);
+        Repository::open_at(root, &dir, false)
+    }
+
+    /// Opens the bare repository in `dir`.
+    pub fn open_bare(dir: &Path) -> Result<Repository> {
+        Repository::open_at(dir, dir, true)
+    }
+
+    fn open_at(root: &Path, dir: &Path, bare: bool) -> Result<Repository> {
         let config = Config::load(&dir.join("config"))?;
-        let odb = Odb::open(&dir.join("objects"))?;
-        Ok(Repository { root: root.to_path_buf(), refs: Refs::new(&dir), dir, config, odb })
+        let odb = Odb::open_dir(&dir.join("objects"))?;
+        let refs = Box::new(FsRefs::new(dir));
+        Ok(Repository { root: root.to_path_buf(), dir: dir.to_path_buf(), bare, refs, config, odb })
+    }
+
+    /// Opens the repository at `path`: a work tree holding `.mlv`, or a bare repository.
+    pub fn open_any(path: &Path) -> Result<Repository> {
+        if path.join(DIR_NAME).is_dir() {
+            Repository::open(path)
+        } else if is_bare(path) {
+            Repository::open_bare(path)
+        } else {
+            Err(Error::NotARepository(path.to_path_buf()))
+        }
     }
 
     /// Finds the repository containing `start` (searching parent directories).
@@ -78,16 +110,27 @@ impl Repository {
         let start = std::path::absolute(start)?;
         let mut cur = start.as_path();
         loop {
-            if cur.join(DIR_NAME).is_dir() {
-                return Repository::open(cur);
+            if cur.join(DIR_NAME).is_dir() || is_bare(cur) {
+                return Repository::open_any(cur);
             }
             cur = cur.parent().ok_or_else(|| Error::NotARepository(start.clone()))?;
         }
     }
 
-    /// Re-reads the pack list after new packs were written.
+    /// Fails for a bare repository: the operation needs a work tree.
+    pub fn require_worktree(&self) -> Result<()> {
+        if self.bare { Err(Error::Bare(self.dir.clone())) } else { Ok(()) }
+    }
+
+    /// Looks for packs other processes added since the repository was opened.
     pub fn reload(&mut self) -> Result<()> {
-        self.odb = Odb::open(&self.dir.join("objects"))?;
+        self.odb.refresh()?;
+        Ok(())
+    }
+
+    /// Writes `.mlv/config` back, atomically.
+    pub fn save_config(&self) -> Result<()> {
+        crate::fsutil::atomic_write(&self.dir.join("config"), self.config.to_toml().as_bytes())?;
         Ok(())
     }
 
@@ -123,20 +166,17 @@ impl Repository {
 
     /// Reads a commit object.
     pub fn commit(&self, id: &ObjectId) -> Result<Commit> {
-        let body = self.odb.read_kind(id, ObjectKind::Commit)?;
-        Ok(Commit::decode(&body).map_err(|e| StoreError::Corrupt { id: *id, what: e.to_string() })?)
+        Ok(self.odb.commit(id)?)
     }
 
     /// Reads a tree object.
     pub fn tree(&self, id: &ObjectId) -> Result<Tree> {
-        let body = self.odb.read_kind(id, ObjectKind::Tree)?;
-        Ok(Tree::decode(&body).map_err(|e| StoreError::Corrupt { id: *id, what: e.to_string() })?)
+        Ok(self.odb.tree(id)?)
     }
 
     /// Reads an annotated tag object.
     pub fn tag(&self, id: &ObjectId) -> Result<Tag> {
-        let body = self.odb.read_kind(id, ObjectKind::Tag)?;
-        Ok(Tag::decode(&body).map_err(|e| StoreError::Corrupt { id: *id, what: e.to_string() })?)
+        Ok(self.odb.tag(id)?)
     }
 
     /// All files of a tree, by path.
@@ -204,7 +244,7 @@ impl Repository {
         if name == "HEAD" || name == "@" {
             return self.head_commit();
         }
-        for prefix in [HEADS, TAGS] {
+        for prefix in [HEADS, TAGS, REMOTES] {
             if crate::refs::check_name(name).is_ok()
                 && let Some(id) = self.refs.read(&format!("{prefix}{name}"))?
             {
@@ -218,18 +258,11 @@ impl Repository {
     }
 
     fn resolve_prefix(&self, prefix: &str) -> Result<Option<ObjectId>> {
-        let mut found: Option<ObjectId> = None;
-        for pack in self.odb.packs() {
-            for r in &pack.index.records {
-                if matches!(r.kind, ObjectKind::Commit | ObjectKind::Tag) && r.id.to_hex().starts_with(prefix) {
-                    if found.is_some_and(|f| f != r.id) {
-                        return Err(Error::AmbiguousRevision(prefix.into()));
-                    }
-                    found = Some(r.id);
-                }
-            }
+        match self.odb.commits_with_prefix(prefix).as_slice() {
+            [] => Ok(None),
+            [id] => self.peel(*id).map(Some),
+            _ => Err(Error::AmbiguousRevision(prefix.into())),
         }
-        found.map(|id| self.peel(id)).transpose()
     }
 
     /// Follows annotated tags to the commit they name.
@@ -259,6 +292,28 @@ impl Repository {
         let (time, tz_minutes) = crate::provenance::now_with_zone();
         Ok(Signature { name, email, time, tz_minutes })
     }
+}
+
+/// True if `dir` looks like a bare repository: HEAD, config, objects and refs, no `.mlv`.
+fn is_bare(dir: &Path) -> bool {
+    ["HEAD", "config"].iter().all(|f| dir.join(f).is_file())
+        && ["objects", "refs"].iter().all(|d| dir.join(d).is_dir())
+        && Config::load(&dir.join("config")).is_ok_and(|c| c.core.bare)
+}
+
+/// Builds a repository directory's layout in a temporary directory inside `parent` and renames
+/// it to `dir`, so a crash never leaves half a repository.
+fn create_layout(parent: &Path, dir: &Path, config: &Config) -> Result<()> {
+    let tmp = tempfile::Builder::new().prefix(".mlv-init-").tempdir_in(parent)?;
+    std::fs::create_dir_all(tmp.path().join("objects/pack"))?;
+    std::fs::create_dir_all(tmp.path().join("refs/heads"))?;
+    std::fs::create_dir_all(tmp.path().join("refs/tags"))?;
+    crate::fsutil::atomic_write(&tmp.path().join("HEAD"), format!("ref: {HEADS}main\n").as_bytes())?;
+    crate::fsutil::atomic_write(&tmp.path().join("config"), config.to_toml().as_bytes())?;
+    crate::fsutil::fsync_dir(tmp.path())?;
+    std::fs::rename(tmp.keep(), dir)?;
+    crate::fsutil::fsync_dir(parent)?;
+    Ok(())
 }
 
 /// Writes the trees for all files under `prefix`; returns (tree id, total size).

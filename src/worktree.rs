@@ -165,7 +165,7 @@ fn hash_region(map: &Mmap, kind_hasher: &mut IdHasher, start: u64, end: u64) {
     while pos < end {
         let next = (pos + STEP).min(end);
         kind_hasher.update(&map[pos as usize..next as usize]);
-        crate::store::release_pages(map, pos, next - pos);
+        crate::fsutil::release_pages(map, pos, next - pos);
         pos = next;
     }
 }
@@ -273,12 +273,6 @@ fn new_object<'m>(
     NewObject { kind, src: TensorSource { map, start, meta }, id: seg.id(), candidates }
 }
 
-/// Reads a stored tensor-file object.
-pub fn load_tensor_file(odb: &Odb, id: &ObjectId) -> Result<TensorFile, StoreError> {
-    let body = odb.read_kind(id, ObjectKind::TensorFile)?;
-    TensorFile::decode(&body).map_err(|e| StoreError::Corrupt { id: *id, what: e.to_string() })
-}
-
 /// Streams a file's content (blob or rebuilt safetensors) into `out`, verifying every object.
 pub fn write_content(
     odb: &Odb,
@@ -295,7 +289,7 @@ pub fn write_content(
     };
     match kind {
         EntryKind::TensorFile => {
-            let tf = load_tensor_file(odb, id)?;
+            let tf = odb.tensor_file(id)?;
             sink(&tf.prefix)?;
             let ids: Vec<ObjectId> = tf.segments.iter().map(Segment::id).collect();
             let headers = odb.stream_all(&ids, &mut sink)?;

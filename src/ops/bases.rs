@@ -10,7 +10,7 @@ use crate::object::{EntryKind, ObjectId};
 use crate::refs::{HEADS, TAGS};
 use crate::repo::{FlatTree, Repository};
 use crate::safetensors::TensorSpan;
-use crate::worktree::{BaseFinder, load_tensor_file};
+use crate::worktree::BaseFinder;
 
 /// Candidates proposed by discovery.
 const DISCOVERY_CANDIDATES: usize = 3;
@@ -53,7 +53,7 @@ impl<'r> RepoBases<'r> {
         let repo = self.repo;
         self.files
             .entry(id)
-            .or_insert_with(|| load_tensor_file(&repo.odb, &id).map(|tf| named_tensors(&tf)).unwrap_or_default())
+            .or_insert_with(|| repo.odb.tensor_file(&id).map(|tf| named_tensors(&tf)).unwrap_or_default())
     }
 
     fn by_name(&mut self, file: ObjectId, t: &TensorSpan) -> Option<ObjectId> {

@@ -12,7 +12,7 @@ use super::tensors::{NamedTensor, named_tensors};
 use crate::error::Result;
 use crate::object::{DType, EntryKind, ObjectId};
 use crate::repo::Repository;
-use crate::worktree::{self, NoBases, load_tensor_file};
+use crate::worktree::{self, NoBases};
 
 /// Elements compared per read, to keep memory flat.
 const WINDOW_ELEMS: u64 = 1 << 20;
@@ -150,7 +150,7 @@ pub fn diff(repo: &Repository, old: &Side, new: &Side) -> Result<Vec<FileDiff>> 
 fn tensors_of(repo: &Repository, f: Option<&SideFile>) -> Result<Vec<SideTensor>> {
     let Some(f) = f else { return Ok(Vec::new()) };
     match &f.path {
-        None => Ok(named_tensors(&load_tensor_file(&repo.odb, &f.id)?)
+        None => Ok(named_tensors(&repo.odb.tensor_file(&f.id)?)
             .into_iter()
             .map(|t| SideTensor { bytes: Bytes::Stored(t.id), t })
             .collect()),

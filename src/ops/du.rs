@@ -9,7 +9,6 @@ use super::tensors::named_tensors;
 use crate::error::Result;
 use crate::object::{EntryKind, ObjectId, Segment};
 use crate::repo::Repository;
-use crate::worktree::load_tensor_file;
 
 /// Where an object first appears in history.
 #[derive(Debug, Clone, Serialize)]
@@ -116,7 +115,7 @@ fn first_locations(repo: &Repository, commit: ObjectId) -> Result<HashMap<Object
             let loc = |tensor: Option<String>| Location { commit: c.short(), path: path.clone(), tensor };
             out.entry(e.id).or_insert_with(|| loc(None));
             if e.kind == EntryKind::TensorFile {
-                for t in named_tensors(&load_tensor_file(&repo.odb, &e.id)?) {
+                for t in named_tensors(&repo.odb.tensor_file(&e.id)?) {
                     out.entry(t.id).or_insert_with(|| loc(Some(t.name)));
                 }
             }
@@ -156,7 +155,7 @@ pub fn du(repo: &Repository, commit: ObjectId, tensors: bool) -> Result<Usage> {
         let (mut stored, _) = storage_of(repo, &e.id, &first, &here)?;
         let mut rows = Vec::new();
         if e.kind == EntryKind::TensorFile && stored > 0 {
-            let tf = load_tensor_file(&repo.odb, &e.id)?;
+            let tf = repo.odb.tensor_file(&e.id)?;
             let named = named_tensors(&tf);
             for t in &named {
                 let here = Location { tensor: Some(t.name.clone()), ..here.clone() };

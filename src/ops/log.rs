@@ -7,7 +7,6 @@ use serde::Serialize;
 use crate::error::Result;
 use crate::object::{EntryKind, GitProvenance, ObjectId, Signature};
 use crate::repo::Repository;
-use crate::worktree::load_tensor_file;
 
 /// One commit in a log.
 #[derive(Debug, Serialize)]
@@ -47,7 +46,7 @@ pub fn reachable(repo: &Repository, commit: &ObjectId) -> Result<HashSet<ObjectI
                 }
                 EntryKind::TensorFile => {
                     if out.insert(e.id) {
-                        out.extend(load_tensor_file(&repo.odb, &e.id)?.segments.iter().map(|s| s.id()));
+                        out.extend(repo.odb.tensor_file(&e.id)?.segments.iter().map(|s| s.id()));
                     }
                 }
             }

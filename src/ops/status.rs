@@ -12,7 +12,7 @@ use crate::index::{Index, IndexEntry, LockedIndex, Stat};
 use crate::object::{EntryKind, ObjectId};
 use crate::refs::Head;
 use crate::repo::Repository;
-use crate::worktree::{self, FoundFile, Ingested, NoBases, load_tensor_file};
+use crate::worktree::{self, FoundFile, Ingested, NoBases};
 
 /// How a path changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -64,7 +64,7 @@ impl Status {
 
 /// Counts tensors that differ between two tensor files (by name).
 pub fn tensors_changed(repo: &Repository, old: &ObjectId, new: &[(String, ObjectId)]) -> Option<usize> {
-    let old = named_tensors(&load_tensor_file(&repo.odb, old).ok()?);
+    let old = named_tensors(&repo.odb.tensor_file(old).ok()?);
     let changed = new.iter().filter(|(n, id)| !old.iter().any(|o| &o.name == n && &o.id == id)).count();
     let removed = old.iter().filter(|o| !new.iter().any(|(n, _)| n == &o.name)).count();
     Some(changed + removed)
@@ -176,7 +176,7 @@ fn compare_trees(repo: &Repository, head: &crate::repo::FlatTree, index: &Index)
             Some(h) if h.id != e.id || h.executable != e.stat.executable => {
                 let tensors_changed =
                     (e.kind == EntryKind::TensorFile && h.kind == EntryKind::TensorFile && h.id != e.id)
-                        .then(|| load_tensor_file(&repo.odb, &e.id).ok())
+                        .then(|| repo.odb.tensor_file(&e.id).ok())
                         .flatten()
                         .and_then(|tf| {
                             let new: Vec<(String, ObjectId)> =

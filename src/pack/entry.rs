@@ -78,7 +78,17 @@ pub struct EntryView<'a> {
 impl<'a> EntryView<'a> {
     /// Parses an entry: its header, then every length-prefixed chunk, which must end exactly at the end.
     pub fn parse(entry: &'a [u8]) -> Result<EntryView<'a>, DecodeError> {
-        let mut r = Reader::new(entry);
+        let (view, used) = EntryView::parse_prefix(entry)?;
+        if used != entry.len() {
+            return Err(Reader::new(&entry[used..]).error(format!("{} unexpected trailing bytes", entry.len() - used)));
+        }
+        Ok(view)
+    }
+
+    /// Parses the entry at the start of `bytes` (entries are self-delimiting); returns it and
+    /// its length.
+    pub fn parse_prefix(bytes: &'a [u8]) -> Result<(EntryView<'a>, usize), DecodeError> {
+        let mut r = Reader::new(bytes);
         let header = EntryHeader::decode(&mut r)?;
         let count = header.chunk_count() as usize;
         if count > r.remaining() / 4 {
@@ -89,8 +99,7 @@ impl<'a> EntryView<'a> {
             let len = r.u32()? as usize;
             chunks.push(r.bytes(len)?);
         }
-        r.finish()?;
-        Ok(EntryView { header, chunks })
+        Ok((EntryView { header, chunks }, r.position()))
     }
 
     /// Stored bytes of chunk `i`.

@@ -1,24 +1,48 @@
-//! Streaming pack writer: entries go to a temporary file that becomes a pack only when finished.
+//! Streaming pack writer: entries go to a temporary file that becomes a sealed pack, ready to
+//! be installed in a store, only when finished.
 
-use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
-use super::{EntryHeader, IndexRecord, PACK_MAGIC, PackError, PackIndex, VERSION};
+use super::{EntryHeader, IndexRecord, PACK_MAGIC, PackError, PackIndex, PackName, VERSION};
 use crate::encoding::Writer as _;
-use crate::fsutil;
 use crate::object::ObjectId;
+
+/// A finished pack in a temporary file, with its index, not yet in any store. Dropping it
+/// deletes the file.
+pub struct SealedPack {
+    /// The temporary file.
+    pub file: tempfile::TempPath,
+    /// Its name (content hash).
+    pub name: PackName,
+    /// Its length in bytes.
+    pub len: u64,
+    /// Its index.
+    pub index: PackIndex,
+}
+
+/// A pack file in a temporary file: its bytes are complete and hashed, but no index was built.
+pub struct UnindexedPack {
+    /// The temporary file.
+    pub file: tempfile::TempPath,
+    /// Its name (content hash).
+    pub name: PackName,
+    /// Its length in bytes.
+    pub len: u64,
+}
 
 /// Writes one new pack. Dropping it unfinished leaves no trace.
 pub struct PackWriter {
     dir: PathBuf,
-    tmp: Option<tempfile::NamedTempFile>,
+    tmp: tempfile::TempPath,
     out: BufWriter<File>,
     hasher: blake3::Hasher,
     offset: u64,
-    records: HashMap<ObjectId, IndexRecord>,
+    records: Vec<(IndexRecord, Vec<ObjectId>)>,
+    ids: std::collections::HashSet<ObjectId>,
     open: Option<OpenEntry>,
+    raw_bytes: bool,
 }
 
 struct OpenEntry {
@@ -27,18 +51,20 @@ struct OpenEntry {
 }
 
 impl PackWriter {
-    /// Starts a pack in `dir` (the repository's pack directory).
+    /// Starts a pack in a temporary file in `dir`.
     pub fn new(dir: &Path) -> Result<PackWriter, PackError> {
         let tmp = tempfile::Builder::new().prefix(".tmp-pack-").tempfile_in(dir).map_err(|e| PackError::io(dir, e))?;
-        let file = tmp.reopen().map_err(|e| PackError::io(tmp.path(), e))?;
+        let (file, tmp) = tmp.into_parts();
         let mut w = PackWriter {
             dir: dir.to_path_buf(),
-            tmp: Some(tmp),
+            tmp,
             out: BufWriter::with_capacity(1 << 20, file),
             hasher: blake3::Hasher::new(),
             offset: 0,
-            records: HashMap::new(),
+            records: Vec::new(),
+            ids: Default::default(),
             open: None,
+            raw_bytes: false,
         };
         let mut header = PACK_MAGIC.to_vec();
         header.put_u32(VERSION);
@@ -54,14 +80,14 @@ impl PackWriter {
         self.out.write_all(bytes).map_err(|e| PackError::io(&path, e))
     }
 
-    /// True if this pack already holds (or is writing) `id`.
-    pub fn contains(&self, id: &ObjectId) -> bool {
-        self.records.contains_key(id) || self.open.as_ref().is_some_and(|o| o.header.id == *id)
+    /// Bytes written so far.
+    pub fn offset(&self) -> u64 {
+        self.offset
     }
 
-    /// The record of an object written to this pack.
-    pub fn record(&self, id: &ObjectId) -> Option<&IndexRecord> {
-        self.records.get(id)
+    /// True if this pack already holds (or is writing) `id`.
+    pub fn contains(&self, id: &ObjectId) -> bool {
+        self.ids.contains(id) || self.open.as_ref().is_some_and(|o| o.header.id == *id)
     }
 
     /// Opens an entry; its chunks follow via [`PackWriter::push_chunk`].
@@ -78,8 +104,8 @@ impl PackWriter {
         self.write(chunk)
     }
 
-    /// Closes the open entry with its delta chain depth.
-    pub fn end(&mut self, depth: u8) -> Result<(), PackError> {
+    /// Closes the open entry with its delta chain depth and the bases its chunks name.
+    pub fn end(&mut self, depth: u8, bases: Vec<ObjectId>) -> Result<(), PackError> {
         let Some(open) = self.open.take() else { return Ok(()) };
         let record = IndexRecord {
             id: open.header.id,
@@ -88,8 +114,11 @@ impl PackWriter {
             data_len: open.header.meta.data_len,
             kind: open.header.kind,
             depth,
+            base_count: 0,
+            first_base: 0,
         };
-        self.records.insert(record.id, record);
+        self.ids.insert(record.id);
+        self.records.push((record, bases));
         Ok(())
     }
 
@@ -99,7 +128,35 @@ impl PackWriter {
         for c in chunks {
             self.push_chunk(c)?;
         }
-        self.end(depth)
+        self.end(depth, Vec::new())
+    }
+
+    /// Appends an entry copied as it is stored elsewhere, described by its record there.
+    pub fn copy_entry(&mut self, record: &IndexRecord, bases: &[ObjectId], entry: &[u8]) -> Result<(), PackError> {
+        let start = self.offset;
+        self.write(entry)?;
+        let rec = IndexRecord { offset: start, ..*record };
+        self.ids.insert(rec.id);
+        self.records.push((rec, bases.to_vec()));
+        Ok(())
+    }
+
+    /// Appends bytes that hold whole entries the writer does not index (a received range);
+    /// the pack can then only be finished with [`PackWriter::finish_unindexed`].
+    pub fn copy_raw(&mut self, from: &mut dyn Read) -> Result<u64, PackError> {
+        self.raw_bytes = true;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut total = 0u64;
+        loop {
+            let n = match from.read(&mut buf) {
+                Ok(0) => return Ok(total),
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(PackError::io(&self.dir, e)),
+            };
+            self.write(&buf[..n])?;
+            total += n as u64;
+        }
     }
 
     /// Number of objects written.
@@ -109,31 +166,38 @@ impl PackWriter {
 
     /// True if nothing was written.
     pub fn is_empty(&self) -> bool {
-        self.records.is_empty()
+        self.records.is_empty() && !self.raw_bytes
     }
 
-    /// Seals the pack: trailer, fsync, rename, then the index the same way. Returns its index,
-    /// or None (and no files) when nothing was written.
-    pub fn finish(mut self) -> Result<Option<PackIndex>, PackError> {
+    /// Seals the pack with its index. None (and no file) when nothing was written.
+    pub fn finish(self) -> Result<Option<SealedPack>, PackError> {
+        if self.raw_bytes {
+            return Err(PackError::corrupt(&self.dir, "a pack with copied ranges must be indexed from its content"));
+        }
         if self.records.is_empty() {
             return Ok(None);
         }
-        let pack_hash = *self.hasher.finalize().as_bytes();
+        let (file, name, len, records) = self.seal()?;
+        Ok(Some(SealedPack { file, name, len, index: PackIndex::build(name.0, records) }))
+    }
+
+    /// Seals the pack without an index (see [`PackWriter::copy_raw`]). None when empty.
+    pub fn finish_unindexed(self) -> Result<Option<UnindexedPack>, PackError> {
+        if self.is_empty() {
+            return Ok(None);
+        }
+        let (file, name, len, _) = self.seal()?;
+        Ok(Some(UnindexedPack { file, name, len }))
+    }
+
+    /// Writes the trailer and flushes the file to disk.
+    fn seal(mut self) -> Result<(tempfile::TempPath, PackName, u64, Vec<(IndexRecord, Vec<ObjectId>)>), PackError> {
+        let name = PackName(*self.hasher.finalize().as_bytes());
         let dir = self.dir.clone();
         let io = |e| PackError::io(&dir, e);
-        self.out.write_all(&pack_hash).map_err(io)?;
+        self.out.write_all(&name.0).map_err(io)?;
         self.out.flush().map_err(io)?;
         self.out.get_ref().sync_all().map_err(io)?;
-        let name = format!("pack-{}", hex::encode(pack_hash));
-        let pack_path = self.dir.join(format!("{name}.pack"));
-        if let Some(tmp) = self.tmp.take() {
-            tmp.persist(&pack_path).map_err(|e| PackError::io(&pack_path, e.error))?;
-        }
-        let mut records: Vec<IndexRecord> = self.records.values().copied().collect();
-        records.sort_by_key(|r| r.id);
-        let index = PackIndex { pack_hash, records };
-        let idx_path = self.dir.join(format!("{name}.idx"));
-        fsutil::atomic_write(&idx_path, &index.encode()).map_err(|e| PackError::io(&idx_path, e))?;
-        Ok(Some(index))
+        Ok((self.tmp, name, self.offset + 32, self.records))
     }
 }

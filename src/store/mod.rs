@@ -1,24 +1,37 @@
 //! The object database: every pack of a repository behind get/has/put, with delta bases
 //! resolved transparently and every object verified against its id when read whole.
 
+mod backend;
 mod cache;
+mod local;
+mod memory;
+mod verify;
 mod writer;
 
-pub use writer::{BaseChoice, NewObject, ObjectWriter, TensorSource, release_pages};
+pub use backend::{PackInfo, PackStore};
+pub use local::LocalPacks;
+pub use memory::MemoryPacks;
+pub use verify::verify_pack;
+pub use writer::{BaseChoice, NewObject, ObjectWriter, TensorSource};
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
 
+use bytes::Bytes;
 use rayon::prelude::*;
 
 use crate::codec::{ChunkView, CodecError, convert};
-use crate::object::{ObjectId, ObjectKind};
-use crate::pack::{EntryHeader, IndexRecord, Pack, PackError};
+use crate::object::{Commit, ObjectId, ObjectKind, Tag, TensorFile, Tree};
+use crate::pack::{EntryHeader, EntryView, IndexRecord, PACK_HEADER_LEN, PackError, PackIndex, PackName, SealedPack, TRAILER_LEN};
 use cache::ChunkCache;
 
 /// Elements per chunk for new tensors: 1 Mi elements (2 MiB of BF16), small enough to spread
 /// over cores, large enough that per-chunk headers and tables cost nothing.
 pub const DEFAULT_CHUNK_ELEMS: u64 = 1 << 20;
+
+/// The longest delta chain a reader follows: longer ones (or cycles) are corrupt, not a reason
+/// to recurse without end. Writers stay within `delta.max_chain`, at most this.
+pub const MAX_DECODE_DEPTH: usize = 32;
 
 /// Objects larger than this are never read whole into memory.
 pub const MAX_IN_MEMORY: u64 = 256 << 20;
@@ -40,6 +53,9 @@ pub enum StoreError {
     /// A pack file problem.
     #[error(transparent)]
     Pack(#[from] PackError),
+    /// The store behind the packs failed (a network or object-store error).
+    #[error("{0}")]
+    Backend(String),
     /// Another I/O failure.
     #[error(transparent)]
     Io(#[from] std::io::Error),
@@ -95,80 +111,235 @@ fn id_hasher(h: &EntryHeader) -> crate::object::IdHasher {
     }
 }
 
-/// All packs of one repository.
+/// One pack as an object database sees it: its index, and the store to read it from.
+pub struct LoadedPack {
+    /// Its name.
+    pub name: PackName,
+    /// Its length in bytes.
+    pub len: u64,
+    /// Its index.
+    pub index: PackIndex,
+    source: Arc<dyn PackStore>,
+}
+
+impl LoadedPack {
+    /// Loads a pack's index and checks that every record lies inside the pack.
+    fn load(source: Arc<dyn PackStore>, info: PackInfo) -> Result<LoadedPack, StoreError> {
+        let index = source.read_index(&info.name)?;
+        LoadedPack::new(source, info, index)
+    }
+
+    fn new(source: Arc<dyn PackStore>, info: PackInfo, index: PackIndex) -> Result<LoadedPack, StoreError> {
+        let body_end = info.len.saturating_sub(TRAILER_LEN);
+        for r in &index.records {
+            if r.offset < PACK_HEADER_LEN || r.offset.checked_add(r.len).is_none_or(|e| e > body_end) {
+                let what = format!("index entry for {} points outside the pack", r.id.short());
+                return Err(PackError::corrupt(&PathBuf::from(source.describe()).join(info.name.stem()), what).into());
+            }
+        }
+        Ok(LoadedPack { name: info.name, len: info.len, index, source })
+    }
+
+    fn path(&self) -> PathBuf {
+        PathBuf::from(self.source.describe()).join(format!("{}.pack", self.name.stem()))
+    }
+
+    /// The stored bytes of an entry.
+    pub fn entry_bytes(&self, rec: &IndexRecord) -> Result<Bytes, StoreError> {
+        self.source.read_range(&self.name, rec.offset, rec.len)
+    }
+
+    /// Parses an entry's bytes and checks them against its index record.
+    fn entry<'a>(&self, rec: &IndexRecord, bytes: &'a [u8]) -> Result<EntryView<'a>, StoreError> {
+        let view = EntryView::parse(bytes)
+            .map_err(|e| PackError::corrupt(&self.path(), format!("object {} at offset {}: {e}", rec.id.short(), rec.offset)))?;
+        if view.header.id != rec.id || view.header.kind != rec.kind || view.header.meta.data_len != rec.data_len {
+            let what = format!("entry at offset {} does not match its index record", rec.offset);
+            return Err(PackError::corrupt(&self.path(), what).into());
+        }
+        Ok(view)
+    }
+
+    /// Lets the store drop `part` (a slice of the entry `bytes` of `rec`) from memory.
+    fn release(&self, rec: &IndexRecord, bytes: &Bytes, part: &[u8]) {
+        let within = (part.as_ptr() as usize).wrapping_sub(bytes.as_ptr() as usize) as u64;
+        if within < rec.len {
+            self.source.release(&self.name, rec.offset + within, part.len() as u64);
+        }
+    }
+}
+
+type PackList = Arc<Vec<Arc<LoadedPack>>>;
+
+/// All packs of one store: objects by id, decoded and verified.
 pub struct Odb {
-    dir: PathBuf,
-    packs: Vec<Pack>,
+    store: Arc<dyn PackStore>,
+    packs: RwLock<PackList>,
     cache: ChunkCache,
 }
 
 impl Odb {
-    /// Opens every pack under `objects_dir/pack` that has an index.
-    pub fn open(objects_dir: &Path) -> Result<Odb, StoreError> {
-        let dir = objects_dir.join("pack");
-        let mut packs = Vec::new();
-        let mut names: Vec<PathBuf> = std::fs::read_dir(&dir)
-            .map_err(|e| crate::fsutil::with_path(&dir, e))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "idx"))
-            .collect();
-        names.sort();
-        for idx in names {
-            packs.push(Pack::open(&idx.with_extension("pack"), &idx)?);
+    /// Opens the packs of a repository's `objects` directory.
+    pub fn open_dir(objects_dir: &std::path::Path) -> Result<Odb, StoreError> {
+        Odb::open(Arc::new(LocalPacks::new(&objects_dir.join("pack"))))
+    }
+
+    /// Opens every complete pack of a store.
+    pub fn open(store: Arc<dyn PackStore>) -> Result<Odb, StoreError> {
+        let odb = Odb { store, packs: RwLock::new(Arc::new(Vec::new())), cache: ChunkCache::new(64 << 20) };
+        odb.refresh()?;
+        Ok(odb)
+    }
+
+    /// The store behind this database.
+    pub fn store(&self) -> &Arc<dyn PackStore> {
+        &self.store
+    }
+
+    /// Where new packs are staged before they are installed.
+    pub fn staging_dir(&self) -> PathBuf {
+        self.store.staging_dir().map_or_else(std::env::temp_dir, std::path::Path::to_path_buf)
+    }
+
+    /// The packs loaded now.
+    pub fn packs(&self) -> PackList {
+        self.packs.read().map(|p| p.clone()).unwrap_or_default()
+    }
+
+    /// Loads packs added to the store since it was opened (by another process, say). Returns
+    /// true when there were any.
+    pub fn refresh(&self) -> Result<bool, StoreError> {
+        let known = self.packs();
+        let fresh: Vec<PackInfo> =
+            self.store.list()?.into_iter().filter(|p| !known.iter().any(|k| k.name == p.name)).collect();
+        if fresh.is_empty() {
+            return Ok(false);
         }
-        Ok(Odb { dir, packs, cache: ChunkCache::new(64 << 20) })
+        let loaded: Vec<Arc<LoadedPack>> = fresh
+            .into_par_iter()
+            .map(|info| LoadedPack::load(self.store.clone(), info).map(Arc::new))
+            .collect::<Result<_, _>>()?;
+        self.add_packs(loaded);
+        Ok(true)
     }
 
-    /// The directory new packs go to.
-    pub fn pack_dir(&self) -> &Path {
-        &self.dir
+    fn add_packs(&self, loaded: Vec<Arc<LoadedPack>>) {
+        if let Ok(mut packs) = self.packs.write() {
+            let mut next: Vec<Arc<LoadedPack>> = packs.iter().cloned().collect();
+            for p in loaded {
+                if !next.iter().any(|k| k.name == p.name) {
+                    next.push(p);
+                }
+            }
+            *packs = Arc::new(next);
+        }
     }
 
-    /// The open packs.
-    pub fn packs(&self) -> &[Pack] {
-        &self.packs
+    /// Installs a sealed pack in the store and makes its objects readable here.
+    pub fn install(&self, pack: SealedPack) -> Result<PackName, StoreError> {
+        let (name, info, index) = (pack.name, PackInfo { name: pack.name, len: pack.len }, pack.index.clone());
+        self.store.install(pack)?;
+        self.add_packs(vec![Arc::new(LoadedPack::new(self.store.clone(), info, index)?)]);
+        Ok(name)
     }
 
-    /// Where an object is stored.
-    pub fn find(&self, id: &ObjectId) -> Option<(&Pack, IndexRecord)> {
-        self.packs.iter().find_map(|p| p.find(id).map(|r| (p, *r)))
+    /// This database plus one more pack read from `source`, which is not installed anywhere:
+    /// how a received pack is checked before it is accepted.
+    pub fn overlay(&self, source: Arc<dyn PackStore>, info: PackInfo, index: PackIndex) -> Result<Odb, StoreError> {
+        let mut packs: Vec<Arc<LoadedPack>> = vec![Arc::new(LoadedPack::new(source, info, index)?)];
+        packs.extend(self.packs().iter().cloned());
+        Ok(Odb { store: self.store.clone(), packs: RwLock::new(Arc::new(packs)), cache: ChunkCache::new(64 << 20) })
     }
 
-    /// True if the object is stored.
+    /// Where an object is stored, among the packs loaded now.
+    pub fn find(&self, id: &ObjectId) -> Option<(Arc<LoadedPack>, IndexRecord)> {
+        self.packs().iter().find_map(|p| p.index.find(id).map(|r| (p.clone(), *r)))
+    }
+
+    /// Where an object is stored, looking for new packs before calling it missing, so that
+    /// objects another process just wrote are found.
+    pub fn locate(&self, id: &ObjectId) -> Result<(Arc<LoadedPack>, IndexRecord), StoreError> {
+        if let Some(found) = self.find(id) {
+            return Ok(found);
+        }
+        if self.refresh()? {
+            return self.find(id).ok_or(StoreError::NotFound(*id));
+        }
+        Err(StoreError::NotFound(*id))
+    }
+
+    /// True if the object is in a loaded pack.
     pub fn contains(&self, id: &ObjectId) -> bool {
         self.find(id).is_some()
     }
 
-    /// The entry header (kind, dtype, shape, size) of a stored object.
-    pub fn header(&self, id: &ObjectId) -> Result<EntryHeader, StoreError> {
-        let (pack, rec) = self.find(id).ok_or(StoreError::NotFound(*id))?;
-        Ok(pack.entry(&rec)?.header)
+    /// Stored bytes of an object's entry, if it is here.
+    pub fn stored_len(&self, id: &ObjectId) -> Option<u64> {
+        self.find(id).map(|(_, r)| r.len)
     }
 
-    /// Delta depth of a stored object (0 when standalone).
-    pub fn depth(&self, id: &ObjectId) -> Option<u8> {
-        self.find(id).map(|(_, r)| r.depth)
+    /// The delta bases an object's chunks name (from the pack index; nothing is decoded).
+    pub fn bases(&self, id: &ObjectId) -> Result<Vec<ObjectId>, StoreError> {
+        let (pack, rec) = self.locate(id)?;
+        Ok(pack.index.bases_of(&rec).to_vec())
+    }
+
+    /// The ids of commits and tags that start with the hex `prefix`.
+    pub fn commits_with_prefix(&self, prefix: &str) -> Vec<ObjectId> {
+        let mut out: Vec<ObjectId> = self
+            .packs()
+            .iter()
+            .flat_map(|p| p.index.records.iter())
+            .filter(|r| matches!(r.kind, ObjectKind::Commit | ObjectKind::Tag) && r.id.to_hex().starts_with(prefix))
+            .map(|r| r.id)
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// An object's entry as stored (for copying into another pack), with its record and bases.
+    pub fn raw_entry(&self, id: &ObjectId) -> Result<(IndexRecord, Vec<ObjectId>, Bytes), StoreError> {
+        let (pack, rec) = self.locate(id)?;
+        Ok((rec, pack.index.bases_of(&rec).to_vec(), pack.entry_bytes(&rec)?))
+    }
+
+    /// The entry header (kind, dtype, shape, size) of a stored object.
+    pub fn header(&self, id: &ObjectId) -> Result<EntryHeader, StoreError> {
+        let (pack, rec) = self.locate(id)?;
+        let bytes = pack.entry_bytes(&rec)?;
+        Ok(pack.entry(&rec, &bytes)?.header)
     }
 
     /// Decodes chunk `i` of an object through the cache, so a base shared by many deltas
     /// decodes once. The chunk's own bases are not cached: once it is, they are not needed again,
     /// and caching a whole chain would push out the chunks that are.
     pub fn chunk(&self, id: &ObjectId, i: u64) -> Result<Arc<Vec<u8>>, StoreError> {
+        self.cached_chunk(id, i, 0)
+    }
+
+    fn cached_chunk(&self, id: &ObjectId, i: u64, depth: usize) -> Result<Arc<Vec<u8>>, StoreError> {
         if let Some(hit) = self.cache.get(id, i) {
             return Ok(hit);
         }
-        Ok(self.cache.insert(*id, i, self.decode_with(id, i, false)?))
+        Ok(self.cache.insert(*id, i, self.decode_with(id, i, false, depth)?))
     }
 
     /// Decodes chunk `i` of an object, resolving its base through the cache.
     pub fn decode_chunk(&self, id: &ObjectId, i: u64) -> Result<Vec<u8>, StoreError> {
-        self.decode_with(id, i, true)
+        self.decode_with(id, i, true, 0)
     }
 
-    /// Decodes chunk `i`, reading its base's chunks through the cache or not.
-    fn decode_with(&self, id: &ObjectId, i: u64, cache_bases: bool) -> Result<Vec<u8>, StoreError> {
-        let (pack, rec) = self.find(id).ok_or(StoreError::NotFound(*id))?;
-        let entry = pack.entry(&rec)?;
+    /// Decodes chunk `i`, `depth` links down a delta chain, reading its base's chunks through
+    /// the cache or not.
+    fn decode_with(&self, id: &ObjectId, i: u64, cache_bases: bool, depth: usize) -> Result<Vec<u8>, StoreError> {
+        if depth > MAX_DECODE_DEPTH {
+            let what = format!("delta chain longer than {MAX_DECODE_DEPTH} links (a cycle of bases?)");
+            return Err(StoreError::corrupt(*id, what));
+        }
+        let (pack, rec) = self.locate(id)?;
+        let bytes = pack.entry_bytes(&rec)?;
+        let entry = pack.entry(&rec, &bytes)?;
         let stored = entry.chunk(i as usize).ok_or_else(|| StoreError::corrupt(*id, format!("no chunk {i}")))?;
         let view = ChunkView::parse(stored).map_err(|e| StoreError::corrupt(*id, e))?;
         let (start, end) = entry.header.chunk_range(i);
@@ -179,11 +350,14 @@ impl Odb {
             ));
         }
         let base = match view.base {
-            Some(base_id) => Some(self.base_range(&base_id, &entry.header, start, end, cache_bases)?),
+            Some(base_id) => {
+                let range = (start, end);
+                Some(self.base_range(&base_id, &entry.header, range, cache_bases, depth + 1)?)
+            }
             None => None,
         };
         let decoded = view.decode(entry.header.meta.dtype, base.as_deref());
-        pack.release(stored);
+        pack.release(&rec, &bytes, stored);
         decoded.map_err(|e: CodecError| StoreError::corrupt(*id, e))
     }
 
@@ -192,13 +366,13 @@ impl Odb {
         &self,
         base: &ObjectId,
         fine: &EntryHeader,
-        start: u64,
-        end: u64,
+        (start, end): (u64, u64),
         cached: bool,
+        depth: usize,
     ) -> Result<Vec<u8>, StoreError> {
         let bh = self.header(base)?;
         let (fw, bw) = (fine.meta.dtype.width() as u64, bh.meta.dtype.width() as u64);
-        let bytes = self.read_range_with(base, &bh, start / fw * bw, end / fw * bw, cached)?;
+        let bytes = self.read_range_with(base, &bh, (start / fw * bw, end / fw * bw), cached, depth)?;
         convert::convert(bytes, bh.meta.dtype, fine.meta.dtype).ok_or_else(|| {
             StoreError::corrupt(fine.id, format!("base {} has incompatible dtype {}", base.short(), bh.meta.dtype))
         })
@@ -207,16 +381,16 @@ impl Odb {
     /// Bytes `start..end` of an object's data, decoding only the chunks that cover them
     /// (through the cache).
     pub fn read_range(&self, id: &ObjectId, header: &EntryHeader, start: u64, end: u64) -> Result<Vec<u8>, StoreError> {
-        self.read_range_with(id, header, start, end, true)
+        self.read_range_with(id, header, (start, end), true, 0)
     }
 
     fn read_range_with(
         &self,
         id: &ObjectId,
         header: &EntryHeader,
-        start: u64,
-        end: u64,
+        (start, end): (u64, u64),
         cached: bool,
+        depth: usize,
     ) -> Result<Vec<u8>, StoreError> {
         if end > header.meta.data_len || start > end || end - start > MAX_IN_MEMORY {
             return Err(StoreError::corrupt(
@@ -229,7 +403,8 @@ impl Odb {
         let mut pos = start;
         while pos < end {
             let i = pos / chunk_bytes;
-            let chunk = if cached { self.chunk(id, i)? } else { Arc::new(self.decode_with(id, i, false)?) };
+            let chunk =
+                if cached { self.cached_chunk(id, i, depth)? } else { Arc::new(self.decode_with(id, i, false, depth)?) };
             let offset = (pos - i * chunk_bytes) as usize;
             let take = ((end - pos) as usize).min(chunk.len().saturating_sub(offset));
             if take == 0 {
@@ -310,8 +485,9 @@ impl Odb {
 
     /// How an object is stored: bytes, codecs, bases.
     pub fn storage(&self, id: &ObjectId) -> Result<StorageInfo, StoreError> {
-        let (pack, rec) = self.find(id).ok_or(StoreError::NotFound(*id))?;
-        let entry = pack.entry(&rec)?;
+        let (pack, rec) = self.locate(id)?;
+        let bytes = pack.entry_bytes(&rec)?;
+        let entry = pack.entry(&rec, &bytes)?;
         let mut codecs: Vec<(String, u64)> = Vec::new();
         let mut bases = Vec::new();
         for i in 0..entry.chunk_count() {
@@ -326,5 +502,36 @@ impl Odb {
             }
         }
         Ok(StorageInfo { stored: rec.len, codecs, bases, depth: rec.depth })
+    }
+
+    /// Reads and decodes a small object of a known kind.
+    fn decode_as<T>(
+        &self,
+        id: &ObjectId,
+        kind: ObjectKind,
+        decode: impl FnOnce(&[u8]) -> Result<T, crate::encoding::DecodeError>,
+    ) -> Result<T, StoreError> {
+        let body = self.read_kind(id, kind)?;
+        decode(&body).map_err(|e| StoreError::corrupt(*id, e))
+    }
+
+    /// Reads a commit.
+    pub fn commit(&self, id: &ObjectId) -> Result<Commit, StoreError> {
+        self.decode_as(id, ObjectKind::Commit, Commit::decode)
+    }
+
+    /// Reads a tree.
+    pub fn tree(&self, id: &ObjectId) -> Result<Tree, StoreError> {
+        self.decode_as(id, ObjectKind::Tree, Tree::decode)
+    }
+
+    /// Reads an annotated tag.
+    pub fn tag(&self, id: &ObjectId) -> Result<Tag, StoreError> {
+        self.decode_as(id, ObjectKind::Tag, Tag::decode)
+    }
+
+    /// Reads a tensor file.
+    pub fn tensor_file(&self, id: &ObjectId) -> Result<TensorFile, StoreError> {
+        self.decode_as(id, ObjectKind::TensorFile, TensorFile::decode)
     }
 }

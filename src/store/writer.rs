@@ -5,9 +5,9 @@ use memmap2::Mmap;
 use rayon::prelude::*;
 
 use super::{Odb, StoreError};
-use crate::codec::{self, Codec, EncodeOptions, convert};
+use crate::codec::{self, ChunkView, Codec, EncodeOptions, convert};
 use crate::object::{DType, ObjectId, ObjectKind, TensorMeta};
-use crate::pack::{EntryHeader, PackIndex, PackWriter};
+use crate::pack::{EntryHeader, PackName, PackWriter};
 use crate::progress::{Progress, Silent};
 
 /// A tensor's bytes inside a memory-mapped file.
@@ -27,19 +27,7 @@ impl TensorSource<'_> {
 
     /// Tells the kernel the pages of `start..end` (relative) can go: they were read already.
     fn release(&self, start: u64, end: u64) {
-        release_pages(self.map, self.start + start, end - start);
-    }
-}
-
-/// Drops resident pages of a read-only file mapping so peak memory stays flat.
-pub fn release_pages(map: &Mmap, start: u64, len: u64) {
-    let page = 4096u64;
-    let aligned = start / page * page;
-    let len = (len + start - aligned) as usize;
-    if len > 0 {
-        // SAFETY: the mapping is a private read-only file mapping: dropped pages are re-read from
-        // the file on the next access, so no data visible through it changes.
-        let _ = unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, aligned as usize, len) };
+        crate::fsutil::release_pages(self.map, self.start + start, end - start);
     }
 }
 
@@ -75,6 +63,8 @@ pub struct ObjectWriter<'a> {
     max_chain: u8,
     written_bytes: u64,
     progress: &'a dyn Progress,
+    /// Bases named by the chunks of the entry being written.
+    open_bases: Vec<ObjectId>,
 }
 
 impl<'a> ObjectWriter<'a> {
@@ -82,12 +72,13 @@ impl<'a> ObjectWriter<'a> {
     pub fn new(odb: &'a Odb, opts: EncodeOptions, chunk_elems: u64, max_chain: u8) -> Result<Self, StoreError> {
         Ok(ObjectWriter {
             odb,
-            pack: PackWriter::new(odb.pack_dir())?,
+            pack: PackWriter::new(&odb.staging_dir())?,
             opts,
             chunk_elems: chunk_elems.max(1),
             max_chain,
             written_bytes: 0,
             progress: &Silent,
+            open_bases: Vec::new(),
         })
     }
 
@@ -214,6 +205,9 @@ impl<'a> ObjectWriter<'a> {
             self.pack.begin(header.clone())?;
         }
         if let Some(c) = chunk {
+            if let Some(b) = ChunkView::parse(&c).ok().and_then(|v| v.base).filter(|b| !self.open_bases.contains(b)) {
+                self.open_bases.push(b);
+            }
             self.written_bytes += c.len() as u64 + 4;
             self.pack.push_chunk(&c)?;
             let (start, end) = header.chunk_range(i);
@@ -221,8 +215,9 @@ impl<'a> ObjectWriter<'a> {
             self.progress.advance(end - start);
         }
         if i + 1 >= header.chunk_count() {
-            let depth = base.map_or(0, |b| b.depth.saturating_add(1));
-            self.pack.end(depth)?;
+            let bases = std::mem::take(&mut self.open_bases);
+            let depth = base.filter(|_| !bases.is_empty()).map_or(0, |b| b.depth.saturating_add(1));
+            self.pack.end(depth, bases)?;
         }
         Ok(())
     }
@@ -248,9 +243,12 @@ impl<'a> ObjectWriter<'a> {
         Ok(best.map(|b| b.1))
     }
 
-    /// Seals the pack. None when nothing new was written.
-    pub fn finish(self) -> Result<Option<PackIndex>, StoreError> {
-        Ok(self.pack.finish()?)
+    /// Seals the pack and installs it. None when nothing new was written.
+    pub fn finish(self) -> Result<Option<PackName>, StoreError> {
+        match self.pack.finish()? {
+            Some(sealed) => Ok(Some(self.odb.install(sealed)?)),
+            None => Ok(None),
+        }
     }
 }
 

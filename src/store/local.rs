@@ -1,0 +1,170 @@
+//! Packs in a directory (`objects/pack/` of a repository): memory-mapped, read without copying.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use memmap2::Mmap;
+
+use super::{PackInfo, PackStore, StoreError};
+use crate::codec::ChunkView;
+use crate::fsutil;
+use crate::pack::{EntryView, PackError, PackIndex, PackName, SealedPack, TRAILER_LEN, check_header};
+
+/// A directory of `pack-<hex>.pack` files, each with its `.idx`.
+pub struct LocalPacks {
+    dir: PathBuf,
+    maps: Mutex<HashMap<PackName, Mapped>>,
+}
+
+/// A mapped pack: the map for page hints, and a handle that slices it without copying.
+#[derive(Clone)]
+struct Mapped {
+    map: Arc<Mmap>,
+    bytes: Bytes,
+}
+
+struct MapOwner(Arc<Mmap>);
+
+impl AsRef<[u8]> for MapOwner {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl LocalPacks {
+    /// The packs in `dir`.
+    pub fn new(dir: &Path) -> LocalPacks {
+        LocalPacks { dir: dir.to_path_buf(), maps: Mutex::new(HashMap::new()) }
+    }
+
+    fn path(&self, pack: &PackName, ext: &str) -> PathBuf {
+        self.dir.join(format!("{}.{ext}", pack.stem()))
+    }
+
+    /// Maps a pack (once) and checks its header.
+    fn mapped(&self, pack: &PackName) -> Result<Mapped, StoreError> {
+        if let Some(m) = self.maps.lock().ok().and_then(|m| m.get(pack).cloned()) {
+            return Ok(m);
+        }
+        let path = self.path(pack, "pack");
+        let file = File::open(&path).map_err(|e| PackError::io(&path, e))?;
+        // SAFETY: packs are never modified after they are renamed into place; a concurrent
+        // truncation by another program could fault, which no checked read can prevent.
+        let map = Arc::new(unsafe { Mmap::map(&file) }.map_err(|e| PackError::io(&path, e))?);
+        check_header(&path, &map)?;
+        let mapped = Mapped { bytes: Bytes::from_owner(MapOwner(map.clone())), map };
+        if let Ok(mut maps) = self.maps.lock() {
+            maps.insert(*pack, mapped.clone());
+        }
+        Ok(mapped)
+    }
+
+    /// Fills in the delta bases of a version-1 index by reading every entry's chunk headers.
+    fn upgrade(&self, pack: &PackName, index: &mut PackIndex) -> Result<(), StoreError> {
+        let mapped = self.mapped(pack)?;
+        let path = self.path(pack, "pack");
+        let mut entries = Vec::with_capacity(index.records.len());
+        for rec in &index.records {
+            let bytes = slice(&mapped.bytes, &path, rec.offset, rec.len)?;
+            let entry = EntryView::parse(&bytes).map_err(|e| PackError::corrupt(&path, e.to_string()))?;
+            let mut bases = Vec::new();
+            for i in 0..entry.chunk_count() {
+                let view = entry.chunk(i).map(ChunkView::parse).transpose();
+                let view = view.map_err(|e| PackError::corrupt(&path, format!("object {}: {e}", rec.id.short())))?;
+                bases.extend(view.and_then(|v| v.base));
+            }
+            entries.push((*rec, bases));
+        }
+        *index = PackIndex::build(index.pack_hash, entries);
+        Ok(())
+    }
+}
+
+/// Bytes `start..start + len` of a mapped pack, or an error naming the file.
+fn slice(bytes: &Bytes, path: &Path, start: u64, len: u64) -> Result<Bytes, StoreError> {
+    let end = start.checked_add(len).filter(|&e| e <= bytes.len() as u64);
+    match end {
+        Some(end) => Ok(bytes.slice(start as usize..end as usize)),
+        None => Err(PackError::corrupt(path, format!("range {start}+{len} lies outside the pack")).into()),
+    }
+}
+
+impl PackStore for LocalPacks {
+    fn describe(&self) -> String {
+        self.dir.display().to_string()
+    }
+
+    fn list(&self) -> Result<Vec<PackInfo>, StoreError> {
+        let mut out = Vec::new();
+        let entries = std::fs::read_dir(&self.dir).map_err(|e| fsutil::with_path(&self.dir, e))?;
+        for entry in entries {
+            let path = entry.map_err(|e| fsutil::with_path(&self.dir, e))?.path();
+            let Some(name) = (path.extension().is_some_and(|x| x == "idx"))
+                .then(|| path.file_stem().and_then(|s| s.to_str()).and_then(PackName::from_stem))
+                .flatten()
+            else {
+                continue;
+            };
+            let pack = self.path(&name, "pack");
+            let len = std::fs::metadata(&pack).map_err(|e| PackError::io(&pack, e))?.len();
+            out.push(PackInfo { name, len });
+        }
+        out.sort_by_key(|p| p.name);
+        Ok(out)
+    }
+
+    fn read_index(&self, pack: &PackName) -> Result<PackIndex, StoreError> {
+        let path = self.path(pack, "idx");
+        let bytes = std::fs::read(&path).map_err(|e| PackError::io(&path, e))?;
+        let mut index = PackIndex::decode(&path, &bytes)?;
+        let mapped = self.mapped(pack)?;
+        let trailer = mapped.bytes.len().saturating_sub(TRAILER_LEN as usize);
+        if index.pack_hash != pack.0 || mapped.bytes[trailer..] != pack.0 {
+            return Err(PackError::corrupt(&path, "index, pack name and pack trailer do not agree").into());
+        }
+        if !index.bases_known {
+            self.upgrade(pack, &mut index)?;
+            // In place, atomically; a read-only repository keeps working with the upgrade in memory.
+            let _ = fsutil::atomic_write(&path, &index.encode());
+        }
+        Ok(index)
+    }
+
+    fn read_range(&self, pack: &PackName, start: u64, len: u64) -> Result<Bytes, StoreError> {
+        slice(&self.mapped(pack)?.bytes, &self.path(pack, "pack"), start, len)
+    }
+
+    fn has_pack(&self, pack: &PackName) -> Result<bool, StoreError> {
+        Ok(self.path(pack, "idx").is_file())
+    }
+
+    fn install(&self, pack: SealedPack) -> Result<(), StoreError> {
+        let pack_path = self.path(&pack.name, "pack");
+        let idx_path = self.path(&pack.name, "idx");
+        if idx_path.is_file() {
+            return Ok(());
+        }
+        if let Err(e) = pack.file.persist(&pack_path) {
+            // Staged on another filesystem: copy, then rename within this directory.
+            let tmp = tempfile::Builder::new().prefix(".tmp-pack-").tempfile_in(&self.dir)?;
+            std::fs::copy(&e.path, tmp.path()).map_err(|e| fsutil::with_path(&pack_path, e))?;
+            tmp.as_file().sync_all()?;
+            tmp.persist(&pack_path).map_err(|e| fsutil::with_path(&pack_path, e.error))?;
+        }
+        fsutil::atomic_write(&idx_path, &pack.index.encode()).map_err(|e| PackError::io(&idx_path, e))?;
+        Ok(())
+    }
+
+    fn staging_dir(&self) -> Option<&Path> {
+        Some(&self.dir)
+    }
+
+    fn release(&self, pack: &PackName, start: u64, len: u64) {
+        if let Some(m) = self.maps.lock().ok().and_then(|m| m.get(pack).cloned()) {
+            fsutil::release_pages(&m.map, start, len);
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! Checking a pack that came from elsewhere before anything may point at it (git's
+//! index-pack): every byte hashed, every entry walked and decoded, every object id and delta
+//! base checked, and the index built from the content, never taken on trust.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use memmap2::Mmap;
+
+use super::{MAX_DECODE_DEPTH, Odb, PackInfo, PackStore, StoreError};
+use crate::codec::ChunkView;
+use crate::object::{ObjectId, ObjectKind};
+use crate::pack::{
+    EntryView, IndexRecord, PACK_HEADER_LEN, PackError, PackIndex, PackName, SealedPack, TRAILER_LEN, UnindexedPack,
+    check_header,
+};
+use crate::progress::Progress;
+
+/// Verifies a received pack against the objects `odb` already holds and returns it sealed
+/// with the index built from its content. Delta chains may be as long as any reader follows.
+pub fn verify_pack(odb: &Odb, pack: UnindexedPack, progress: &dyn Progress) -> Result<SealedPack, StoreError> {
+    let path = pack.file.to_path_buf();
+    let corrupt = |offset: u64, what: String| StoreError::from(PackError::corrupt(&path, format!("{what} (at byte {offset})")));
+    let file = File::open(&path).map_err(|e| PackError::io(&path, e))?;
+    // SAFETY: the temporary file is private to this process until it is installed.
+    let map = Arc::new(unsafe { Mmap::map(&file) }.map_err(|e| PackError::io(&path, e))?);
+    check_header(&path, &map)?;
+    let len = map.len() as u64;
+    let body_end = len.checked_sub(TRAILER_LEN).filter(|&e| e >= PACK_HEADER_LEN);
+    let body_end = body_end.ok_or_else(|| corrupt(0, "pack too short".into()))? as usize;
+    let mut hasher = blake3::Hasher::new();
+    hasher.update_rayon(&map[..body_end]);
+    let hash = *hasher.finalize().as_bytes();
+    if hash != map[body_end..] || hash != pack.name.0 {
+        return Err(corrupt(body_end as u64, "pack checksum mismatch: it was damaged on the way".into()));
+    }
+    let entries = walk_entries(&map[..body_end], &corrupt)?;
+    crate::fsutil::release_pages(&map, 0, len);
+    let entries = with_depths(odb, entries, MAX_DECODE_DEPTH as u8, &corrupt)?;
+    let order: Vec<ObjectId> = entries.iter().map(|(r, _)| r.id).collect();
+    let index = PackIndex::build(pack.name.0, entries);
+    let info = PackInfo { name: pack.name, len };
+    let source = Arc::new(FilePack { path: path.clone(), name: pack.name, bytes: Bytes::from_owner(MapOwner(map)) });
+    let overlay = odb.overlay(source, info, index.clone())?;
+    overlay.stream_all(&order, |b| {
+        progress.advance(b.len() as u64);
+        Ok(())
+    })?;
+    Ok(SealedPack { file: pack.file, name: pack.name, len, index })
+}
+
+/// Walks every entry of a pack body: its record and the bases its chunks name.
+fn walk_entries(
+    body: &[u8],
+    corrupt: &dyn Fn(u64, String) -> StoreError,
+) -> Result<Vec<(IndexRecord, Vec<ObjectId>)>, StoreError> {
+    let mut out = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut pos = PACK_HEADER_LEN as usize;
+    while pos < body.len() {
+        let at = pos as u64;
+        let (entry, used) = EntryView::parse_prefix(&body[pos..]).map_err(|e| corrupt(at, e.to_string()))?;
+        let h = &entry.header;
+        let mut bases = Vec::new();
+        for i in 0..entry.chunk_count() {
+            let stored = entry.chunk(i).unwrap_or_default();
+            let what = |e: String| corrupt(at, format!("object {} chunk {i}: {e}", h.id.short()));
+            let view = ChunkView::parse(stored).map_err(|e| what(e.to_string()))?;
+            let (start, end) = h.chunk_range(i as u64);
+            if view.raw_len as u64 != end - start {
+                return Err(what(format!("holds {} bytes, expected {}", view.raw_len, end - start)));
+            }
+            bases.extend(view.base.filter(|b| !bases.contains(b)));
+        }
+        if h.kind != ObjectKind::Tensor && !bases.is_empty() {
+            return Err(corrupt(at, format!("{} {} names a delta base", h.kind.name(), h.id.short())));
+        }
+        if !seen.insert(h.id) {
+            return Err(corrupt(at, format!("object {} appears twice", h.id.short())));
+        }
+        let record = IndexRecord {
+            id: h.id,
+            offset: at,
+            len: used as u64,
+            data_len: h.meta.data_len,
+            kind: h.kind,
+            depth: 0,
+            base_count: 0,
+            first_base: 0,
+        };
+        out.push((record, bases));
+        pos += used;
+    }
+    Ok(out)
+}
+
+/// Fills in each entry's delta chain depth; every base must be a tensor in this pack or the
+/// store, and no chain may be longer than `max_chain` or loop.
+fn with_depths(
+    odb: &Odb,
+    mut entries: Vec<(IndexRecord, Vec<ObjectId>)>,
+    max_chain: u8,
+    corrupt: &dyn Fn(u64, String) -> StoreError,
+) -> Result<Vec<(IndexRecord, Vec<ObjectId>)>, StoreError> {
+    let position: HashMap<ObjectId, usize> = entries.iter().enumerate().map(|(k, (r, _))| (r.id, k)).collect();
+    let mut depth: HashMap<ObjectId, u8> = HashMap::new();
+    for k in 0..entries.len() {
+        let mut path = Vec::new();
+        depth_of(k, &entries, &position, odb, max_chain, &mut depth, &mut path, corrupt)?;
+    }
+    for (rec, _) in &mut entries {
+        rec.depth = depth.get(&rec.id).copied().unwrap_or(0);
+    }
+    Ok(entries)
+}
+
+/// Depth of entry `k`, computed from its bases' depths; `path` holds the entries being
+/// computed, to detect cycles.
+#[allow(clippy::too_many_arguments)]
+fn depth_of(
+    k: usize,
+    entries: &[(IndexRecord, Vec<ObjectId>)],
+    position: &HashMap<ObjectId, usize>,
+    odb: &Odb,
+    max_chain: u8,
+    depth: &mut HashMap<ObjectId, u8>,
+    path: &mut Vec<ObjectId>,
+    corrupt: &dyn Fn(u64, String) -> StoreError,
+) -> Result<u8, StoreError> {
+    let (rec, bases) = &entries[k];
+    if let Some(&d) = depth.get(&rec.id) {
+        return Ok(d);
+    }
+    if path.contains(&rec.id) || path.len() > max_chain as usize {
+        return Err(corrupt(rec.offset, format!("delta chain of {} loops or exceeds {max_chain} links", rec.id.short())));
+    }
+    path.push(rec.id);
+    let mut deepest: Option<u8> = None;
+    for b in bases {
+        let d = match position.get(b) {
+            Some(&j) if entries[j].0.kind == ObjectKind::Tensor => {
+                depth_of(j, entries, position, odb, max_chain, depth, path, corrupt)?
+            }
+            None => match odb.find(b) {
+                Some((_, r)) if r.kind == ObjectKind::Tensor => r.depth,
+                Some(_) => return Err(corrupt(rec.offset, format!("delta base {} is not a tensor", b.short()))),
+                None => {
+                    let what = format!("delta base {} of {} is in neither the pack nor the repository", b.short(), rec.id.short());
+                    return Err(corrupt(rec.offset, what));
+                }
+            },
+            Some(_) => return Err(corrupt(rec.offset, format!("delta base {} is not a tensor", b.short()))),
+        };
+        deepest = Some(deepest.map_or(d, |m| m.max(d)));
+    }
+    path.pop();
+    let d = match deepest {
+        None => 0,
+        Some(m) if m < max_chain => m + 1,
+        Some(_) => return Err(corrupt(rec.offset, format!("delta chain of {} exceeds {max_chain} links", rec.id.short()))),
+    };
+    depth.insert(rec.id, d);
+    Ok(d)
+}
+
+struct MapOwner(Arc<Mmap>);
+
+impl AsRef<[u8]> for MapOwner {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// The one pack file being verified, readable like any store but installed nowhere.
+struct FilePack {
+    path: PathBuf,
+    name: PackName,
+    bytes: Bytes,
+}
+
+impl PackStore for FilePack {
+    fn describe(&self) -> String {
+        self.path.parent().unwrap_or(Path::new(".")).display().to_string()
+    }
+
+    fn list(&self) -> Result<Vec<PackInfo>, StoreError> {
+        Ok(vec![PackInfo { name: self.name, len: self.bytes.len() as u64 }])
+    }
+
+    fn read_index(&self, _: &PackName) -> Result<PackIndex, StoreError> {
+        Err(StoreError::Backend("a pack being verified has no index yet".into()))
+    }
+
+    fn read_range(&self, _: &PackName, start: u64, len: u64) -> Result<Bytes, StoreError> {
+        match start.checked_add(len).filter(|&e| e <= self.bytes.len() as u64) {
+            Some(end) => Ok(self.bytes.slice(start as usize..end as usize)),
+            None => Err(PackError::corrupt(&self.path, format!("range {start}+{len} lies outside the pack")).into()),
+        }
+    }
+
+    fn has_pack(&self, pack: &PackName) -> Result<bool, StoreError> {
+        Ok(*pack == self.name)
+    }
+
+    fn install(&self, _: SealedPack) -> Result<(), StoreError> {
+        Err(StoreError::Backend("a pack being verified cannot take new packs".into()))
+    }
+}
