@@ -24,6 +24,42 @@ pub struct Config {
     /// Pack layout settings.
     #[serde(default)]
     pub pack: PackConfig,
+    /// Remotes by name: `[remote.origin]`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub remote: BTreeMap<String, RemoteConfig>,
+    /// Upstreams of local branches: `[branch.main]`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub branch: BTreeMap<String, BranchConfig>,
+}
+
+/// `[remote.<name>]`: another repository this one pushes to and fetches from.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteConfig {
+    /// A path, `file://`, `http(s)://` or `s3://bucket/prefix` URL.
+    pub url: String,
+    /// Bearer token for an HTTP remote (`MLV_TOKEN` wins). Never printed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// S3: endpoint URL of an S3-compatible server (`AWS_ENDPOINT_URL` otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// S3: region (`AWS_REGION` otherwise, else us-east-1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// S3: allow a plain-http endpoint (local servers).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_http: bool,
+}
+
+/// `[branch.<name>]`: where a local branch pulls from and pushes to.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BranchConfig {
+    /// The remote's name.
+    pub remote: String,
+    /// The branch on the remote, as a full ref (`refs/heads/main`).
+    pub merge: String,
 }
 
 /// `[core]`.

@@ -7,6 +7,7 @@ use crate::index::IndexError;
 use crate::pack::PackError;
 use crate::refs::RefError;
 use crate::store::StoreError;
+use crate::transport::TransportError;
 use crate::worktree::WorktreeError;
 
 /// Anything an mlv operation can fail with.
@@ -51,6 +52,12 @@ pub enum Error {
     /// Removing the current branch.
     #[error("cannot delete branch {0:?}: it is checked out")]
     CurrentBranch(String),
+    /// A remote name that is not configured.
+    #[error("no remote named {0:?}")]
+    NoSuchRemote(String),
+    /// A push that would lose commits on the remote.
+    #[error("{0}")]
+    Rejected(String),
     /// Invalid use that is the user's to fix.
     #[error("{0}")]
     Usage(String),
@@ -69,6 +76,9 @@ pub enum Error {
     /// Work tree problem.
     #[error(transparent)]
     Worktree(#[from] WorktreeError),
+    /// A remote could not be reached or used.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
     /// Other I/O.
     #[error(transparent)]
     Io(#[from] std::io::Error),
@@ -85,6 +95,9 @@ impl Error {
     pub fn hint(&self) -> Option<String> {
         Some(match self {
             Error::NotARepository(_) => "run `mlv init` to create one, or cd into a repository".into(),
+            Error::NoSuchRemote(_) => {
+                "`mlv remote -v` lists the remotes; `mlv remote add <name> <url>` adds one".into()
+            }
             Error::Bare(_) => "clone it (`mlv clone <dir> <new dir>`) to get a work tree".into(),
             Error::UnknownRevision(_) => {
                 "use a branch, a tag, HEAD~N or a commit id; `mlv log` and `mlv branch` list them".into()

@@ -9,8 +9,8 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use crate::fsutil;
-use crate::object::{EntryKind, ObjectId};
 use crate::lock::{Lock, LockError};
+use crate::object::{EntryKind, ObjectId};
 
 /// First bytes of the index file.
 pub const INDEX_MAGIC: &[u8; 8] = b"MLVINDEX";

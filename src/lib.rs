@@ -21,10 +21,13 @@ pub mod ops;
 pub mod pack;
 pub mod progress;
 pub mod provenance;
+pub mod reach;
 pub mod refs;
 pub mod repo;
 pub mod safetensors;
 pub mod store;
+pub mod sync;
+pub mod transport;
 pub mod worktree;
 
 pub use error::{Error, Result};

@@ -38,7 +38,9 @@ impl Lock {
                 let _ = writeln!(f, "{}", std::process::id());
                 Ok(Lock { path })
             }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(LockError::Held(target.display().to_string())),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                Err(LockError::Held(target.display().to_string()))
+            }
             Err(e) => Err(crate::fsutil::with_path(&path, e).into()),
         }
     }

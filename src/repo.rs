@@ -169,6 +169,11 @@ impl Repository {
         Ok(self.odb.commit(id)?)
     }
 
+    /// The parents of a commit that are here: a shallow clone lacks those past its boundary.
+    pub fn parents(&self, id: &ObjectId) -> Result<Vec<ObjectId>> {
+        Ok(self.commit(id)?.parents.into_iter().filter(|p| self.odb.contains(p)).collect())
+    }
+
     /// Reads a tree object.
     pub fn tree(&self, id: &ObjectId) -> Result<Tree> {
         Ok(self.odb.tree(id)?)
@@ -238,6 +243,18 @@ impl Repository {
             }
         }
         Ok(id)
+    }
+
+    /// Resolves a revision as a push sends it: like [`Repository::resolve`], except that a tag
+    /// names the tag object itself, not the commit it points at.
+    pub fn resolve_ref_target(&self, rev: &str) -> Result<ObjectId> {
+        let full = if rev.starts_with("refs/") { Some(rev.to_string()) } else { Some(format!("{TAGS}{rev}")) };
+        if let Some(full) = full.filter(|f| crate::refs::check_full_name(f).is_ok())
+            && let Some(id) = self.refs.read(&full)?
+        {
+            return Ok(id);
+        }
+        self.resolve(rev)
     }
 
     fn resolve_name(&self, name: &str) -> Result<Option<ObjectId>> {

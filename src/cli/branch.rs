@@ -2,7 +2,7 @@
 
 use mlv::ops::branch::{self, SwitchMode};
 
-use super::{checkout::print_report, open_repo, print_json, progress};
+use super::{checkout::print_report, open_repo, open_repo_any, print_json, progress};
 
 /// List, create or delete branches.
 #[derive(clap::Args)]
@@ -14,13 +14,19 @@ pub struct BranchArgs {
     /// Delete the named branch.
     #[arg(short, long)]
     delete: bool,
+    /// Show each branch's commit subject; twice (-vv) also its upstream, ahead and behind.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// List the remote-tracking branches (origin/main, ...).
+    #[arg(short, long)]
+    remotes: bool,
     /// Print the list as JSON.
     #[arg(long)]
     json: bool,
 }
 
 pub fn run_branch(args: BranchArgs) -> anyhow::Result<()> {
-    let repo = open_repo()?;
+    let repo = open_repo_any()?;
     match (args.name, args.delete) {
         (Some(name), true) => {
             branch::delete_branch(&repo, &name)?;
@@ -32,16 +38,38 @@ pub fn run_branch(args: BranchArgs) -> anyhow::Result<()> {
         }
         (None, true) => anyhow::bail!("--delete needs a branch name"),
         (None, false) => {
-            let list = branch::list_branches(&repo)?;
+            let list = branch::list_branches(&repo, args.verbose > 0 || args.json, args.remotes)?;
             if args.json {
                 return print_json(&list);
             }
+            let width = list.iter().map(|b| b.name.len()).max().unwrap_or(0);
             for b in list {
-                outln!("{} {} {}", if b.current { '*' } else { ' ' }, b.name, b.id.short())?;
+                let mark = if b.current { '*' } else { ' ' };
+                let mut line = format!("{mark} {:<width$} {}", b.name, b.id.short());
+                if args.verbose > 1
+                    && let Some(t) = &b.tracking
+                {
+                    line.push_str(&format!(" [{}]", upstream_state(t)));
+                }
+                if let Some(s) = b.subject.filter(|_| args.verbose > 0) {
+                    line.push_str(&format!(" {s}"));
+                }
+                outln!("{line}")?;
             }
         }
     }
     Ok(())
+}
+
+/// `origin/main: ahead 1, behind 2`, as `git branch -vv` shows it.
+fn upstream_state(t: &mlv::ops::status::Tracking) -> String {
+    match (t.fetched, t.ahead, t.behind) {
+        (false, _, _) => format!("{}: gone", t.upstream),
+        (true, 0, 0) => t.upstream.clone(),
+        (true, a, 0) => format!("{}: ahead {a}", t.upstream),
+        (true, 0, b) => format!("{}: behind {b}", t.upstream),
+        (true, a, b) => format!("{}: ahead {a}, behind {b}", t.upstream),
+    }
 }
 
 /// List, create or delete tags.
@@ -63,7 +91,7 @@ pub struct TagArgs {
 }
 
 pub fn run_tag(args: TagArgs) -> anyhow::Result<()> {
-    let mut repo = open_repo()?;
+    let mut repo = open_repo_any()?;
     match (args.name, args.delete) {
         (Some(name), true) => {
             branch::delete_tag(&repo, &name)?;
@@ -92,9 +120,15 @@ pub fn run_tag(args: TagArgs) -> anyhow::Result<()> {
 pub struct SwitchArgs {
     /// Branch to switch to.
     name: String,
-    /// Create the branch at HEAD first.
+    /// With -c or --force-create: where the branch starts (default HEAD).
+    start: Option<String>,
+    /// Create the branch first.
     #[arg(short = 'c', long, conflicts_with = "orphan")]
     create: bool,
+    /// Create the branch, or move it if it exists (e.g. `mlv switch --force-create main
+    /// origin/main` to take the remote's commits after a refused pull).
+    #[arg(long, conflicts_with_all = ["create", "orphan"])]
+    force_create: bool,
     /// Start a new branch with no history and an empty work tree (e.g. for a base model;
     /// relate later commits to it with --base).
     #[arg(long)]
@@ -106,9 +140,13 @@ pub struct SwitchArgs {
 
 pub fn run_switch(args: SwitchArgs) -> anyhow::Result<()> {
     let repo = open_repo()?;
-    let mode = match (args.create, args.orphan) {
-        (true, _) => SwitchMode::Create,
-        (_, true) => SwitchMode::Orphan,
+    if args.start.is_some() && !(args.create || args.force_create) {
+        anyhow::bail!("a start point needs -c or --force-create");
+    }
+    let mode = match (args.create, args.orphan, args.force_create) {
+        (_, _, true) => SwitchMode::Reset(args.start),
+        (true, _, _) => SwitchMode::Create(args.start),
+        (_, true, _) => SwitchMode::Orphan,
         _ => SwitchMode::Existing,
     };
     let r = branch::switch(&repo, &args.name, mode, args.force, progress::for_stderr().as_ref())?;

@@ -2,7 +2,7 @@
 
 use mlv::ops::du::{Storage, Usage};
 
-use super::{human, open_repo, print_json};
+use super::{human, open_repo_any, print_json};
 
 /// Disk usage of a commit.
 ///
@@ -45,7 +45,7 @@ fn print_usage(u: &Usage) -> std::io::Result<()> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let repo = open_repo()?;
+    let repo = open_repo_any()?;
     let id = repo.resolve(args.rev.as_deref().unwrap_or("HEAD"))?;
     let usage = mlv::ops::du::du(&repo, id, args.tensors)?;
     if args.json {

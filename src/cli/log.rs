@@ -3,7 +3,7 @@
 use mlv::object::Signature;
 use mlv::ops::log::LogEntry;
 
-use super::{human, open_repo, print_json};
+use super::{human, open_repo_any, print_json};
 
 /// Show commit history.
 #[derive(clap::Args)]
@@ -54,7 +54,7 @@ fn print_entry(e: &LogEntry, oneline: bool) -> std::io::Result<()> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let repo = open_repo()?;
+    let repo = open_repo_any()?;
     let start = repo.resolve(args.rev.as_deref().unwrap_or("HEAD"))?;
     let entries = mlv::ops::log::log(&repo, start, args.max_count, args.stat)?;
     if args.json {
@@ -77,7 +77,7 @@ pub struct ShowArgs {
 }
 
 pub fn run_show(args: ShowArgs) -> anyhow::Result<()> {
-    let repo = open_repo()?;
+    let repo = open_repo_any()?;
     let id = repo.resolve(args.rev.as_deref().unwrap_or("HEAD"))?;
     let entry = mlv::ops::log::log(&repo, id, 1, true)?.into_iter().next();
     let parent = repo.commit(&id)?.parents.first().copied();

@@ -12,14 +12,19 @@ macro_rules! outln {
 mod add;
 mod branch;
 mod checkout;
+mod clone;
 mod commit;
 mod demo;
 mod diff;
 mod du;
+mod fetch;
 mod init;
 mod log;
 mod progress;
+mod push;
+mod remote;
 mod status;
+mod transfer;
 
 use std::path::PathBuf;
 
@@ -71,6 +76,16 @@ enum Command {
     Tag(branch::TagArgs),
     /// Disk usage: logical vs stored bytes per file and tensor, and how each is stored.
     Du(du::Args),
+    /// Manage remotes: other repositories (path, HTTP or S3) to push to and fetch from.
+    Remote(remote::Args),
+    /// Send commits to a remote: only what it lacks, verified there before refs move.
+    Push(push::Args),
+    /// Download a remote's branches (as origin/<branch>) and tags.
+    Fetch(fetch::Args),
+    /// Fetch and fast-forward the current branch to its upstream.
+    Pull(fetch::PullArgs),
+    /// Copy a repository (path, HTTP or S3), every object verified; --depth 1 for one snapshot.
+    Clone(clone::Args),
     /// Build a model family (or use yours), commit, check out, verify, and report sizes and speed.
     Demo(demo::Args),
 }
@@ -95,6 +110,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Branch(a) => branch::run_branch(a),
         Command::Tag(a) => branch::run_tag(a),
         Command::Du(a) => du::run(a),
+        Command::Remote(a) => remote::run(a),
+        Command::Push(a) => push::run(a),
+        Command::Fetch(a) => fetch::run(a),
+        Command::Pull(a) => fetch::run_pull(a),
+        Command::Clone(a) => clone::run(a),
         Command::Demo(a) => demo::run(a),
     }
 }
@@ -119,8 +139,15 @@ pub fn is_closed_stdout(e: &anyhow::Error) -> bool {
     e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
 }
 
-/// Opens the repository containing the current directory.
+/// Opens the repository containing the current directory; it must have a work tree.
 fn open_repo() -> anyhow::Result<mlv::Repository> {
+    let repo = open_repo_any()?;
+    repo.require_worktree()?;
+    Ok(repo)
+}
+
+/// Opens the repository containing the current directory, bare or not.
+fn open_repo_any() -> anyhow::Result<mlv::Repository> {
     Ok(mlv::Repository::discover(&std::env::current_dir()?)?)
 }
 

@@ -1,6 +1,6 @@
 //! `mlv status`.
 
-use mlv::ops::status::{Change, ChangeKind};
+use mlv::ops::status::{Change, ChangeKind, Tracking};
 
 use super::{open_repo, print_json};
 
@@ -24,9 +24,32 @@ fn line(c: &Change) -> String {
     }
 }
 
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+/// `Your branch is ahead of 'origin/main' by 2 commits.` and the like, as git says it.
+fn tracking_line(t: &Tracking) -> String {
+    let up = &t.upstream;
+    match (t.fetched, t.ahead, t.behind) {
+        (false, _, _) => format!("Your branch is based on '{up}', but it has not been fetched (or is gone)."),
+        (true, 0, 0) => format!("Your branch is up to date with '{up}'."),
+        (true, a, 0) => {
+            format!("Your branch is ahead of '{up}' by {a} commit{}.\n  (use \"mlv push\" to publish)", plural(a))
+        }
+        (true, 0, b) => {
+            format!("Your branch is behind '{up}' by {b} commit{}.\n  (use \"mlv pull\" to fast-forward)", plural(b))
+        }
+        (true, a, b) => format!("Your branch and '{up}' have diverged: {a} and {b} different commits each."),
+    }
+}
+
 pub fn run(args: Args) -> anyhow::Result<()> {
     let repo = open_repo()?;
-    let s = mlv::ops::status::status(&repo)?;
+    let mut s = mlv::ops::status::status(&repo)?;
+    if let Some(b) = &s.branch {
+        s.tracking = mlv::ops::status::tracking(&repo, b)?;
+    }
     if args.json {
         return print_json(&s);
     }
@@ -34,6 +57,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         (Some(b), _) => outln!("On branch {b}")?,
         (None, Some(h)) => outln!("HEAD detached at {}", h.short())?,
         (None, None) => outln!("HEAD detached")?,
+    }
+    if let Some(t) = &s.tracking {
+        outln!("{}", tracking_line(t))?;
     }
     if s.head.is_none() {
         outln!("\nNo commits yet")?;

@@ -3,10 +3,11 @@
 use serde::Serialize;
 
 use super::checkout::{CheckoutReport, Target, checkout};
+use super::status::Tracking;
 use crate::error::{Error, Result};
 use crate::object::{ObjectId, ObjectKind, Tag};
 use crate::progress::Progress;
-use crate::refs::{HEADS, Head, TAGS, check_name};
+use crate::refs::{HEADS, Head, REMOTES, TAGS, check_name};
 use crate::repo::Repository;
 
 /// A branch or tag in a listing.
@@ -18,25 +19,43 @@ pub struct RefInfo {
     pub id: ObjectId,
     /// True for the checked-out branch.
     pub current: bool,
+    /// First line of the commit's message (verbose listings).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// The branch against its upstream (verbose listings).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tracking: Option<Tracking>,
 }
 
-/// Branches, marking the current one.
-pub fn list_branches(repo: &Repository) -> Result<Vec<RefInfo>> {
+/// Branches, marking the current one; with `verbose`, each commit's subject and how the
+/// branch stands against its upstream. With `remotes`, the remote-tracking branches instead.
+pub fn list_branches(repo: &Repository, verbose: bool, remotes: bool) -> Result<Vec<RefInfo>> {
     let current = match repo.refs.head()? {
         Head::Branch(b) => Some(b),
         Head::Detached(_) => None,
     };
-    Ok(repo
-        .refs
-        .list(HEADS)?
-        .into_iter()
-        .map(|(name, id)| RefInfo { current: current.as_deref() == Some(&name), name, id })
-        .collect())
+    let prefix = if remotes { REMOTES } else { HEADS };
+    let mut out = Vec::new();
+    for (name, id) in repo.refs.list(prefix)? {
+        let mut info =
+            RefInfo { current: !remotes && current.as_deref() == Some(&name), name, id, subject: None, tracking: None };
+        if verbose {
+            info.subject = repo.commit(&id)?.message.lines().next().map(str::to_string);
+            info.tracking = if remotes { None } else { super::status::tracking(repo, &info.name)? };
+        }
+        out.push(info);
+    }
+    Ok(out)
 }
 
 /// Tags.
 pub fn list_tags(repo: &Repository) -> Result<Vec<RefInfo>> {
-    Ok(repo.refs.list(TAGS)?.into_iter().map(|(name, id)| RefInfo { name, id, current: false }).collect())
+    Ok(repo
+        .refs
+        .list(TAGS)?
+        .into_iter()
+        .map(|(name, id)| RefInfo { name, id, current: false, subject: None, tracking: None })
+        .collect())
 }
 
 fn ensure_free(repo: &Repository, full: &str, name: &str) -> Result<()> {
@@ -102,10 +121,12 @@ pub fn delete_tag(repo: &Repository, name: &str) -> Result<()> {
 pub enum SwitchMode {
     /// The branch exists.
     Existing,
-    /// Create it at HEAD first.
-    Create,
+    /// Create it first, at a revision (default HEAD).
+    Create(Option<String>),
     /// Start an unborn branch with an empty index and work tree, for an unrelated history.
     Orphan,
+    /// Create it at a revision (default HEAD), or move it there if it exists.
+    Reset(Option<String>),
 }
 
 /// Switches to branch `name`.
@@ -118,13 +139,20 @@ pub fn switch(
 ) -> Result<CheckoutReport> {
     let full = format!("{HEADS}{name}");
     match mode {
-        SwitchMode::Create => {
-            create_branch(repo, name, None)?;
+        SwitchMode::Create(start) => {
+            create_branch(repo, name, start.as_deref())?;
         }
         SwitchMode::Orphan => {
             ensure_free(repo, &full, name)?;
             // Checking out no commit also empties the index.
             return checkout(repo, Target::Branch(name.to_string()), None, force, progress);
+        }
+        SwitchMode::Reset(rev) => {
+            let target = repo.resolve(rev.as_deref().unwrap_or("HEAD"))?;
+            let old = repo.refs.read(&full)?;
+            let report = checkout(repo, Target::Branch(name.to_string()), Some(target), force, progress)?;
+            repo.refs.update(&full, target, old)?;
+            return Ok(report);
         }
         SwitchMode::Existing => {}
     }

@@ -102,7 +102,7 @@ fn first_locations(repo: &Repository, commit: ObjectId) -> Result<HashMap<Object
     let mut chain = vec![commit];
     let mut i = 0;
     while i < chain.len() {
-        for p in repo.commit(&chain[i])?.parents {
+        for p in repo.parents(&chain[i])? {
             if !chain.contains(&p) {
                 chain.push(p);
             }

@@ -5,7 +5,8 @@ use std::collections::{BinaryHeap, HashSet};
 use serde::Serialize;
 
 use crate::error::Result;
-use crate::object::{EntryKind, GitProvenance, ObjectId, Signature};
+use crate::object::{GitProvenance, ObjectId, Signature};
+use crate::reach;
 use crate::repo::Repository;
 
 /// One commit in a log.
@@ -30,41 +31,23 @@ pub struct LogEntry {
     pub stored_bytes_added: Option<u64>,
 }
 
-/// Every object a commit's tree reaches: trees, files, tensors, blobs (not the commit itself).
-pub fn reachable(repo: &Repository, commit: &ObjectId) -> Result<HashSet<ObjectId>> {
-    let mut out = HashSet::new();
-    let mut trees = vec![repo.commit(commit)?.tree];
-    while let Some(t) = trees.pop() {
-        if !out.insert(t) {
-            continue;
-        }
-        for e in repo.tree(&t)?.entries {
-            match e.kind {
-                EntryKind::Tree => trees.push(e.id),
-                EntryKind::Blob => {
-                    out.insert(e.id);
-                }
-                EntryKind::TensorFile => {
-                    if out.insert(e.id) {
-                        out.extend(repo.odb.tensor_file(&e.id)?.segments.iter().map(|s| s.id()));
-                    }
-                }
-            }
-        }
-    }
-    Ok(out)
+/// Every object one commit's snapshot needs, itself included: trees, files, tensors, blobs
+/// and the delta bases of those tensors (not its parents).
+pub fn snapshot_objects(repo: &Repository, commit: &ObjectId) -> Result<HashSet<ObjectId>> {
+    let none = HashSet::new();
+    let walk = reach::Walk { stop: &|_| false, parents: false, shallow: &none };
+    Ok(reach::closure(&repo.odb, &[*commit], &walk)?.objects.into_iter().collect())
 }
 
-/// Stored bytes of the objects `commit` reaches that none of its parents reach, plus the commit.
+/// Stored bytes of the objects `commit` needs that none of its parents need.
 pub fn stored_added(repo: &Repository, commit: &ObjectId) -> Result<u64> {
-    let mut mine = reachable(repo, commit)?;
-    for p in repo.commit(commit)?.parents {
-        for id in reachable(repo, &p)? {
+    let mut mine = snapshot_objects(repo, commit)?;
+    for p in repo.commit(commit)?.parents.iter().filter(|p| repo.odb.contains(p)) {
+        for id in snapshot_objects(repo, p)? {
             mine.remove(&id);
         }
     }
-    mine.insert(*commit);
-    Ok(mine.iter().filter_map(|id| repo.odb.find(id)).map(|(_, r)| r.len).sum())
+    Ok(mine.iter().filter_map(|id| repo.odb.stored_len(id)).sum())
 }
 
 /// Up to `limit` commits reachable from `start`, newest first.
@@ -80,7 +63,7 @@ pub fn log(repo: &Repository, start: ObjectId, limit: usize, with_stat: bool) ->
             break;
         }
         let c = repo.commit(&id)?;
-        for p in &c.parents {
+        for p in &repo.parents(&id)? {
             if seen.insert(*p) {
                 queue.push((repo.commit(p)?.committer.time, *p));
             }

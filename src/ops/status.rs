@@ -53,6 +53,33 @@ pub struct Status {
     pub untracked: Vec<String>,
     /// Untracked files mlv cannot store because of their names (shown lossily).
     pub unsupported: Vec<String>,
+    /// The branch against its upstream (filled in by [`tracking`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tracking: Option<Tracking>,
+}
+
+/// A branch against its upstream's remote-tracking ref.
+#[derive(Debug, Clone, Serialize)]
+pub struct Tracking {
+    /// `origin/main`.
+    pub upstream: String,
+    /// False when the upstream has not been fetched (or is gone).
+    pub fetched: bool,
+    /// Commits here that the upstream lacks.
+    pub ahead: usize,
+    /// Commits of the upstream that are not here.
+    pub behind: usize,
+}
+
+/// How `branch` stands against its upstream, if it has one.
+pub fn tracking(repo: &Repository, branch: &str) -> Result<Option<Tracking>> {
+    let Some(up) = super::remote::upstream(repo, branch)? else { return Ok(None) };
+    let ours = repo.refs.read(&format!("{}{branch}", crate::refs::HEADS))?;
+    let (ahead, behind) = match (ours, up.id) {
+        (Some(o), Some(t)) => super::remote::ahead_behind(repo, &o, &t)?,
+        _ => (0, 0),
+    };
+    Ok(Some(Tracking { upstream: up.name, fetched: up.id.is_some(), ahead, behind }))
 }
 
 impl Status {
@@ -108,7 +135,7 @@ pub fn status(repo: &Repository) -> Result<Status> {
     if refreshed {
         save_refreshed(repo, index);
     }
-    Ok(Status { branch, head, staged, unstaged, untracked, unsupported })
+    Ok(Status { branch, head, staged, unstaged, untracked, unsupported, tracking: None })
 }
 
 /// The tracked files present in the work tree. They are looked up by path rather than found

@@ -54,7 +54,8 @@ impl PackIndex {
     /// Builds an index from unsorted records and each record's bases.
     pub fn build(pack_hash: [u8; 32], mut entries: Vec<(IndexRecord, Vec<ObjectId>)>) -> PackIndex {
         entries.sort_by_key(|(r, _)| r.id);
-        let mut index = PackIndex { pack_hash, records: Vec::with_capacity(entries.len()), bases: Vec::new(), bases_known: true };
+        let mut index =
+            PackIndex { pack_hash, records: Vec::with_capacity(entries.len()), bases: Vec::new(), bases_known: true };
         for (mut rec, mut bases) in entries {
             bases.sort();
             bases.dedup();

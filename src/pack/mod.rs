@@ -10,7 +10,7 @@ mod writer;
 
 pub use entry::{EntryHeader, EntryView, MAX_CHUNK_ELEMS};
 pub use index::{INDEX_VERSION, INDEX_VERSION_1, IndexRecord, MAX_BASES, PackIndex};
-pub use writer::{PackWriter, SealedPack, UnindexedPack};
+pub use writer::{PackWriter, RawSink, SealedPack, UnindexedPack};
 
 /// First bytes of every pack file.
 pub const PACK_MAGIC: &[u8; 8] = b"MLVPACK\0";
@@ -55,7 +55,10 @@ pub fn check_header(path: &std::path::Path, header: &[u8]) -> Result<(), PackErr
     }
     let version = u32::from_le_bytes([header[8], header[9], header[10], header[11]]);
     if version != VERSION {
-        return Err(PackError::corrupt(path, format!("pack version {version} is not supported (this mlv reads {VERSION})")));
+        return Err(PackError::corrupt(
+            path,
+            format!("pack version {version} is not supported (this mlv reads {VERSION})"),
+        ));
     }
     Ok(())
 }

@@ -2,12 +2,13 @@
 //! be installed in a store, only when finished.
 
 use std::fs::File;
-use std::io::{BufWriter, Read, Write};
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use super::{EntryHeader, IndexRecord, PACK_MAGIC, PackError, PackIndex, PackName, VERSION};
 use crate::encoding::Writer as _;
 use crate::object::ObjectId;
+use crate::progress::Progress;
 
 /// A finished pack in a temporary file, with its index, not yet in any store. Dropping it
 /// deletes the file.
@@ -30,6 +31,24 @@ pub struct UnindexedPack {
     pub name: PackName,
     /// Its length in bytes.
     pub len: u64,
+}
+
+/// Appends received bytes to a pack being written; see [`PackWriter::raw_sink`].
+pub struct RawSink<'a> {
+    writer: &'a mut PackWriter,
+    progress: &'a dyn Progress,
+}
+
+impl Write for RawSink<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.writer.write(buf).map_err(std::io::Error::other)?;
+        self.progress.advance(buf.len() as u64);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Writes one new pack. Dropping it unfinished leaves no trace.
@@ -141,22 +160,12 @@ impl PackWriter {
         Ok(())
     }
 
-    /// Appends bytes that hold whole entries the writer does not index (a received range);
-    /// the pack can then only be finished with [`PackWriter::finish_unindexed`].
-    pub fn copy_raw(&mut self, from: &mut dyn Read) -> Result<u64, PackError> {
+    /// A sink for bytes that hold whole entries the writer does not index (a received
+    /// range), reporting them to `progress`; the pack can then only be finished with
+    /// [`PackWriter::finish_unindexed`], and must be verified.
+    pub fn raw_sink<'a>(&'a mut self, progress: &'a dyn Progress) -> RawSink<'a> {
         self.raw_bytes = true;
-        let mut buf = vec![0u8; 1 << 20];
-        let mut total = 0u64;
-        loop {
-            let n = match from.read(&mut buf) {
-                Ok(0) => return Ok(total),
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(PackError::io(&self.dir, e)),
-            };
-            self.write(&buf[..n])?;
-            total += n as u64;
-        }
+        RawSink { writer: self, progress }
     }
 
     /// Number of objects written.

@@ -67,10 +67,11 @@ impl RefStore for FsRefs {
     fn read(&self, full: &str) -> Result<Option<ObjectId>, RefError> {
         let path = self.path(full);
         match std::fs::read_to_string(&path) {
-            Ok(text) => text.trim_end().parse().map(Some).map_err(|_| RefError::Corrupt {
-                path: path.display().to_string(),
-                what: "not an object id".into(),
-            }),
+            Ok(text) => text
+                .trim_end()
+                .parse()
+                .map(Some)
+                .map_err(|_| RefError::Corrupt { path: path.display().to_string(), what: "not an object id".into() }),
             // A directory holds longer names (`exp` while `exp/lr` exists), and a file on the
             // way (`exp/lr` while `exp` exists) means there is no such ref either.
             Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::IsADirectory | ErrorKind::NotADirectory) => {

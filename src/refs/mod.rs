@@ -55,6 +55,9 @@ pub enum RefError {
         /// What is wrong.
         what: String,
     },
+    /// The receiving repository refused the update.
+    #[error("{0}")]
+    Refused(String),
     /// The store behind the refs failed (a network or object-store error).
     #[error("{0}")]
     Backend(String),

@@ -22,7 +22,9 @@ use rayon::prelude::*;
 
 use crate::codec::{ChunkView, CodecError, convert};
 use crate::object::{Commit, ObjectId, ObjectKind, Tag, TensorFile, Tree};
-use crate::pack::{EntryHeader, EntryView, IndexRecord, PACK_HEADER_LEN, PackError, PackIndex, PackName, SealedPack, TRAILER_LEN};
+use crate::pack::{
+    EntryHeader, EntryView, IndexRecord, PACK_HEADER_LEN, PackError, PackIndex, PackName, SealedPack, TRAILER_LEN,
+};
 use cache::ChunkCache;
 
 /// Elements per chunk for new tensors: 1 Mi elements (2 MiB of BF16), small enough to spread
@@ -151,8 +153,9 @@ impl LoadedPack {
 
     /// Parses an entry's bytes and checks them against its index record.
     fn entry<'a>(&self, rec: &IndexRecord, bytes: &'a [u8]) -> Result<EntryView<'a>, StoreError> {
-        let view = EntryView::parse(bytes)
-            .map_err(|e| PackError::corrupt(&self.path(), format!("object {} at offset {}: {e}", rec.id.short(), rec.offset)))?;
+        let view = EntryView::parse(bytes).map_err(|e| {
+            PackError::corrupt(&self.path(), format!("object {} at offset {}: {e}", rec.id.short(), rec.offset))
+        })?;
         if view.header.id != rec.id || view.header.kind != rec.kind || view.header.meta.data_len != rec.data_len {
             let what = format!("entry at offset {} does not match its index record", rec.offset);
             return Err(PackError::corrupt(&self.path(), what).into());
@@ -298,10 +301,13 @@ impl Odb {
         out
     }
 
-    /// An object's entry as stored (for copying into another pack), with its record and bases.
-    pub fn raw_entry(&self, id: &ObjectId) -> Result<(IndexRecord, Vec<ObjectId>, Bytes), StoreError> {
+    /// Copies an object's entry as it is stored into another pack, bases recorded.
+    pub fn copy_entry(&self, id: &ObjectId, to: &mut crate::pack::PackWriter) -> Result<IndexRecord, StoreError> {
         let (pack, rec) = self.locate(id)?;
-        Ok((rec, pack.index.bases_of(&rec).to_vec(), pack.entry_bytes(&rec)?))
+        let bytes = pack.entry_bytes(&rec)?;
+        to.copy_entry(&rec, pack.index.bases_of(&rec), &bytes)?;
+        pack.release(&rec, &bytes, &bytes);
+        Ok(rec)
     }
 
     /// The entry header (kind, dtype, shape, size) of a stored object.
@@ -403,8 +409,11 @@ impl Odb {
         let mut pos = start;
         while pos < end {
             let i = pos / chunk_bytes;
-            let chunk =
-                if cached { self.cached_chunk(id, i, depth)? } else { Arc::new(self.decode_with(id, i, false, depth)?) };
+            let chunk = if cached {
+                self.cached_chunk(id, i, depth)?
+            } else {
+                Arc::new(self.decode_with(id, i, false, depth)?)
+            };
             let offset = (pos - i * chunk_bytes) as usize;
             let take = ((end - pos) as usize).min(chunk.len().saturating_sub(offset));
             if take == 0 {

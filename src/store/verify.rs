@@ -23,7 +23,8 @@ use crate::progress::Progress;
 /// with the index built from its content. Delta chains may be as long as any reader follows.
 pub fn verify_pack(odb: &Odb, pack: UnindexedPack, progress: &dyn Progress) -> Result<SealedPack, StoreError> {
     let path = pack.file.to_path_buf();
-    let corrupt = |offset: u64, what: String| StoreError::from(PackError::corrupt(&path, format!("{what} (at byte {offset})")));
+    let corrupt =
+        |offset: u64, what: String| StoreError::from(PackError::corrupt(&path, format!("{what} (at byte {offset})")));
     let file = File::open(&path).map_err(|e| PackError::io(&path, e))?;
     // SAFETY: the temporary file is private to this process until it is installed.
     let map = Arc::new(unsafe { Mmap::map(&file) }.map_err(|e| PackError::io(&path, e))?);
@@ -135,7 +136,10 @@ fn depth_of(
         return Ok(d);
     }
     if path.contains(&rec.id) || path.len() > max_chain as usize {
-        return Err(corrupt(rec.offset, format!("delta chain of {} loops or exceeds {max_chain} links", rec.id.short())));
+        return Err(corrupt(
+            rec.offset,
+            format!("delta chain of {} loops or exceeds {max_chain} links", rec.id.short()),
+        ));
     }
     path.push(rec.id);
     let mut deepest: Option<u8> = None;
@@ -148,7 +152,11 @@ fn depth_of(
                 Some((_, r)) if r.kind == ObjectKind::Tensor => r.depth,
                 Some(_) => return Err(corrupt(rec.offset, format!("delta base {} is not a tensor", b.short()))),
                 None => {
-                    let what = format!("delta base {} of {} is in neither the pack nor the repository", b.short(), rec.id.short());
+                    let what = format!(
+                        "delta base {} of {} is in neither the pack nor the repository",
+                        b.short(),
+                        rec.id.short()
+                    );
                     return Err(corrupt(rec.offset, what));
                 }
             },
@@ -160,7 +168,9 @@ fn depth_of(
     let d = match deepest {
         None => 0,
         Some(m) if m < max_chain => m + 1,
-        Some(_) => return Err(corrupt(rec.offset, format!("delta chain of {} exceeds {max_chain} links", rec.id.short()))),
+        Some(_) => {
+            return Err(corrupt(rec.offset, format!("delta chain of {} exceeds {max_chain} links", rec.id.short())));
+        }
     };
     depth.insert(rec.id, d);
     Ok(d)
