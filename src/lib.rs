@@ -25,6 +25,7 @@ pub mod reach;
 pub mod refs;
 pub mod repo;
 pub mod safetensors;
+pub mod serve;
 pub mod store;
 pub mod sync;
 pub mod transport;

@@ -50,7 +50,7 @@ pub struct TransferStats {
 /// ends a run (one in eight). The cut points depend only on the objects, so a retried
 /// transfer of the same objects rebuilds the same packs, which the receiver already has.
 fn cut_here(unit_bytes: u64, limit: u64, id: &ObjectId) -> bool {
-    unit_bytes >= limit || (unit_bytes >= limit / 4 && id.0[0] % 8 == 0)
+    unit_bytes >= limit || (unit_bytes >= limit / 4 && id.0[0].is_multiple_of(8))
 }
 
 /// The objects reachable from `wants` that are not reachable from `haves` (both in `odb`),

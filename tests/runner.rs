@@ -40,3 +40,12 @@ mod test_fuzz;
 
 #[path = "cases/test_delta.rs"]
 mod test_delta;
+
+#[path = "cases/test_remote.rs"]
+mod test_remote;
+
+#[path = "cases/test_http.rs"]
+mod test_http;
+
+#[path = "cases/test_s3.rs"]
+mod test_s3;

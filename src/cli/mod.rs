@@ -23,6 +23,7 @@ mod log;
 mod progress;
 mod push;
 mod remote;
+mod serve;
 mod status;
 mod transfer;
 
@@ -86,6 +87,8 @@ enum Command {
     Pull(fetch::PullArgs),
     /// Copy a repository (path, HTTP or S3), every object verified; --depth 1 for one snapshot.
     Clone(clone::Args),
+    /// Serve repositories over HTTP for push, fetch and clone (bearer tokens, loopback by default).
+    Serve(serve::Args),
     /// Build a model family (or use yours), commit, check out, verify, and report sizes and speed.
     Demo(demo::Args),
 }
@@ -115,6 +118,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Fetch(a) => fetch::run(a),
         Command::Pull(a) => fetch::run_pull(a),
         Command::Clone(a) => clone::run(a),
+        Command::Serve(a) => serve::run(a),
         Command::Demo(a) => demo::run(a),
     }
 }

@@ -33,6 +33,9 @@ pub struct UnindexedPack {
     pub len: u64,
 }
 
+/// An entry's index record and the delta bases its chunks name.
+type Indexed = (IndexRecord, Vec<ObjectId>);
+
 /// Appends received bytes to a pack being written; see [`PackWriter::raw_sink`].
 pub struct RawSink<'a> {
     writer: &'a mut PackWriter,
@@ -58,7 +61,7 @@ pub struct PackWriter {
     out: BufWriter<File>,
     hasher: blake3::Hasher,
     offset: u64,
-    records: Vec<(IndexRecord, Vec<ObjectId>)>,
+    records: Vec<Indexed>,
     ids: std::collections::HashSet<ObjectId>,
     open: Option<OpenEntry>,
     raw_bytes: bool,
@@ -200,7 +203,7 @@ impl PackWriter {
     }
 
     /// Writes the trailer and flushes the file to disk.
-    fn seal(mut self) -> Result<(tempfile::TempPath, PackName, u64, Vec<(IndexRecord, Vec<ObjectId>)>), PackError> {
+    fn seal(mut self) -> Result<(tempfile::TempPath, PackName, u64, Vec<Indexed>), PackError> {
         let name = PackName(*self.hasher.finalize().as_bytes());
         let dir = self.dir.clone();
         let io = |e| PackError::io(&dir, e);

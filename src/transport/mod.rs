@@ -2,8 +2,11 @@
 //! object store. Every transport is the same two stores — packs and refs — so push, fetch and
 //! clone are written once, over [`Remote`].
 
+mod http;
 mod path;
 mod receive;
+pub mod runtime;
+mod s3;
 
 pub use receive::{Receiver, ReceivingPacks, ReceivingRefs};
 
@@ -95,12 +98,10 @@ pub struct Remote {
 impl Remote {
     /// Opens the remote at `url`, with settings (tokens, S3 endpoint) from its config section.
     pub fn open(url: &str, settings: &RemoteConfig) -> Result<Remote, TransportError> {
-        let _ = settings;
         match Location::parse(url)? {
             Location::Path(p) => path::open(url, &p),
-            Location::Http(_) | Location::S3 { .. } => {
-                Err(TransportError::Failed { url: url.into(), what: "this transport is not available yet".into() })
-            }
+            Location::Http(base) => http::open(&base, settings),
+            Location::S3 { bucket, prefix } => s3::open(url, &bucket, &prefix, settings),
         }
     }
 

@@ -1,0 +1,1 @@
+//! `mlv serve`: repositories over HTTP (see docs/PROTOCOL.md).

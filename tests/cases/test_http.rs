@@ -1,0 +1,1 @@
+//! Push, fetch and clone through `mlv serve` on a loopback port.

@@ -1,0 +1,1 @@
+//! Push, fetch, pull and clone between repositories on this machine (the path transport).

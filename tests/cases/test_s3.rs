@@ -1,0 +1,1 @@
+//! Push, fetch and clone through an S3-compatible store (SeaweedFS on loopback).
