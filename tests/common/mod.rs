@@ -81,13 +81,13 @@ impl TestRepo {
         p
     }
 
-    /// An `mlv` command in `dir`, with a test identity and an isolated environment.
-    pub fn cmd_in<I, S>(&self, dir: &Path, args: I) -> assert_cmd::Command
+    /// An `mlv` process in `dir`, with a test identity and an isolated environment.
+    pub fn std_cmd_in<I, S>(&self, dir: &Path, args: I) -> std::process::Command
     where
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        let mut c = assert_cmd::Command::new(env!("CARGO_BIN_EXE_mlv"));
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_mlv"));
         c.current_dir(dir)
             .args(args)
             .env("MLV_AUTHOR_NAME", AUTHOR_NAME)
@@ -99,8 +99,29 @@ impl TestRepo {
             .env_remove("GIT_WORK_TREE")
             .env_remove("GIT_CONFIG_GLOBAL")
             .env_remove("RUST_BACKTRACE")
-            .timeout(std::time::Duration::from_secs(120));
+            .env_remove("MLV_TOKEN")
+            .env_remove("MLV_TRANSFER_UNIT");
         c
+    }
+
+    /// An `mlv` command in `dir`, with a test identity and an isolated environment.
+    pub fn cmd_in<I, S>(&self, dir: &Path, args: I) -> assert_cmd::Command
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut c = assert_cmd::Command::from_std(self.std_cmd_in(dir, args));
+        c.timeout(std::time::Duration::from_secs(120));
+        c
+    }
+
+    /// Starts `mlv ARGS` in `dir` without waiting, output captured.
+    pub fn spawn_at(&self, dir: &Path, args: &[&str]) -> std::process::Child {
+        self.std_cmd_in(dir, args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("failed to start mlv")
     }
 
     /// An `mlv` command in the work-tree root.
@@ -129,6 +150,30 @@ impl TestRepo {
     /// Runs `mlv ARGS` in `dir` (relative to the root).
     pub fn run_in(&self, dir: &str, args: &[&str]) -> Out {
         Self::exec(&mut self.cmd_in(&self.root.join(dir), args), format!("(cd {dir}) mlv {}", args.join(" ")))
+    }
+
+    /// Runs `mlv ARGS` in any directory (another repository beside this one, say).
+    pub fn run_at(&self, dir: &Path, args: &[&str]) -> Out {
+        Self::exec(&mut self.cmd_in(dir, args), format!("(cd {}) mlv {}", dir.display(), args.join(" ")))
+    }
+
+    /// Runs `mlv ARGS` in `dir`, which must succeed; returns stdout.
+    pub fn ok_at(&self, dir: &Path, args: &[&str]) -> String {
+        let out = self.run_at(dir, args);
+        assert!(out.success(), "command failed:\n{}", out.describe());
+        out.stdout
+    }
+
+    /// Runs `mlv ARGS` in `dir` and parses stdout as JSON.
+    pub fn json_at(&self, dir: &Path, args: &[&str]) -> serde_json::Value {
+        let stdout = self.ok_at(dir, args);
+        serde_json::from_str(&stdout)
+            .unwrap_or_else(|e| panic!("`mlv {}` printed invalid JSON ({e}):\n{stdout}", args.join(" ")))
+    }
+
+    /// A path beside the work tree (not created), for clones and bare repositories.
+    pub fn beside(&self, name: &str) -> PathBuf {
+        self.tmp.path().join(name)
     }
 
     /// Runs `mlv ARGS`, which must succeed; returns stdout.
