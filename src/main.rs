@@ -12,6 +12,10 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         // The reader (e.g. `head`) has all it wanted.
         Err(e) if cli::is_closed_stdout(&e) => ExitCode::SUCCESS,
+        Err(_) if cli::interrupted() => {
+            eprintln!("error: interrupted; nothing half-written was kept");
+            ExitCode::from(130)
+        }
         Err(e) => {
             cli::report_error(&e);
             ExitCode::FAILURE

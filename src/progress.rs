@@ -8,6 +8,16 @@ pub trait Progress: Sync {
     fn advance(&self, bytes: u64);
     /// The current phase is over.
     fn finish(&self);
+    /// True once the user asked to stop (Ctrl-C): long operations check it between steps
+    /// and end with [`crate::store::StoreError::Cancelled`], removing what they started.
+    fn cancelled(&self) -> bool {
+        false
+    }
+}
+
+/// The error a sink returns when the operation was cancelled.
+pub fn interrupted() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::Interrupted, "interrupted")
 }
 
 /// Progress that goes nowhere.

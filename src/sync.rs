@@ -79,6 +79,9 @@ pub fn send_objects(
     progress.start("sending", ids.iter().filter_map(|id| odb.stored_len(id)).sum());
     let mut writer = PackWriter::new(&odb.staging_dir())?;
     for (k, id) in ids.iter().enumerate() {
+        if progress.cancelled() {
+            return Err(StoreError::Cancelled);
+        }
         let rec = odb.copy_entry(id, &mut writer)?;
         stats.objects += 1;
         stats.logical_bytes += rec.data_len;
@@ -135,6 +138,9 @@ pub fn receive_objects(
     let mut unit: Vec<Run> = Vec::new();
     let mut unit_bytes = 0u64;
     for (k, id) in ids.iter().enumerate() {
+        if progress.cancelled() {
+            return Err(StoreError::Cancelled);
+        }
         let (pack, rec) = from.locate(id)?;
         stats.objects += 1;
         stats.logical_bytes += rec.data_len;
@@ -169,7 +175,7 @@ fn receive_unit(
     let Some(pack) = writer.finish_unindexed()? else { return Ok(()) };
     stats.wire_bytes += pack.len;
     stats.packs += 1;
-    let sealed = verify_pack(to, pack, &crate::progress::Silent)?;
+    let sealed = verify_pack(to, pack, progress)?;
     to.install(sealed)?;
     Ok(())
 }

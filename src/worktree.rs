@@ -284,6 +284,9 @@ pub fn write_content(
     let mut written = 0u64;
     let mut sink = |b: &[u8]| {
         written += b.len() as u64;
+        if progress.cancelled() {
+            return Err(crate::progress::interrupted());
+        }
         progress.advance(b.len() as u64);
         out.write_all(b)
     };

@@ -93,10 +93,28 @@ enum Command {
     Demo(demo::Args),
 }
 
+pub use progress::{install_interrupt_handler, interrupted};
+
 /// Dispatches a parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(dir) = &cli.chdir {
         std::env::set_current_dir(dir).map_err(|e| anyhow::anyhow!("cannot enter {}: {e}", dir.display()))?;
+    }
+    // Long work that writes checks the interrupt flag and cleans up; the rest just dies.
+    if matches!(
+        cli.command,
+        Command::Add(_)
+            | Command::Commit(_)
+            | Command::Checkout(_)
+            | Command::Switch(_)
+            | Command::Restore(_)
+            | Command::Push(_)
+            | Command::Fetch(_)
+            | Command::Pull(_)
+            | Command::Clone(_)
+            | Command::Demo(_)
+    ) {
+        install_interrupt_handler();
     }
     match cli.command {
         Command::Init(a) => init::run(a),

@@ -44,6 +44,9 @@ pub struct RawSink<'a> {
 
 impl Write for RawSink<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.progress.cancelled() {
+            return Err(crate::progress::interrupted());
+        }
         self.writer.write(buf).map_err(std::io::Error::other)?;
         self.progress.advance(buf.len() as u64);
         Ok(buf.len())

@@ -55,6 +55,9 @@ pub enum StoreError {
     /// A pack file problem.
     #[error(transparent)]
     Pack(#[from] PackError),
+    /// The user asked to stop.
+    #[error("interrupted")]
+    Cancelled,
     /// The store behind the packs failed (a network or object-store error).
     #[error("{0}")]
     Backend(String),

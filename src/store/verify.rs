@@ -46,10 +46,7 @@ pub fn verify_pack(odb: &Odb, pack: UnindexedPack, progress: &dyn Progress) -> R
     let info = PackInfo { name: pack.name, len };
     let source = Arc::new(FilePack { path: path.clone(), name: pack.name, bytes: Bytes::from_owner(MapOwner(map)) });
     let overlay = odb.overlay(source, info, index.clone())?;
-    overlay.stream_all(&order, |b| {
-        progress.advance(b.len() as u64);
-        Ok(())
-    })?;
+    overlay.stream_all(&order, |_| if progress.cancelled() { Err(crate::progress::interrupted()) } else { Ok(()) })?;
     Ok(SealedPack { file: pack.file, name: pack.name, len, index })
 }
 

@@ -201,6 +201,9 @@ impl<'a> ObjectWriter<'a> {
         i: u64,
         chunk: Option<Vec<u8>>,
     ) -> Result<(), StoreError> {
+        if self.progress.cancelled() {
+            return Err(StoreError::Cancelled);
+        }
         if i == 0 {
             self.pack.begin(header.clone())?;
         }

@@ -191,3 +191,117 @@ fn concurrent_pushes_to_one_branch_have_exactly_one_winner() {
     let check = clone(&r, &srv, "check", &[]);
     assert_eq!(std::fs::read(check.join("who.txt")).unwrap(), std::fs::read(winner.join("who.txt")).unwrap());
 }
+
+/// Files in a pack directory with the given extension.
+fn count(dir: &Path, ext: &str) -> usize {
+    std::fs::read_dir(dir)
+        .map_or(0, |d| d.filter(|e| e.as_ref().is_ok_and(|e| e.path().extension().is_some_and(|x| x == ext))).count())
+}
+
+#[test]
+fn a_push_killed_midway_resumes_without_resending_what_arrived() {
+    let (r, _base, ft) = family_repo();
+    let mut resumed = 0;
+    for trial in 0..6 {
+        let srv = r.beside(&format!("srv{trial}"));
+        r.ok(&["init", "--bare", srv.to_str().unwrap()]);
+        let packs = srv.join("objects/pack");
+        let mut child = r
+            .std_cmd_in(&r.root, ["push", srv.to_str().unwrap(), "main"])
+            .env("MLV_TRANSFER_UNIT", "4000")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let start = std::time::Instant::now();
+        while count(&packs, "idx") == 0 && start.elapsed().as_secs() < 20 && child.try_wait().unwrap().is_none() {
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
+        child.kill().ok();
+        child.wait().unwrap();
+        let out = r
+            .cmd(&["push", srv.to_str().unwrap(), "main", "--json"])
+            .env("MLV_TRANSFER_UNIT", "4000")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        if v["stats"]["packs_skipped"].as_u64().unwrap_or(0) > 0 {
+            resumed += 1;
+        }
+        let b = clone(&r, &srv, &format!("b{trial}"), &[]);
+        assert_dirs_identical(&ft, &b, &[".mlv"]);
+    }
+    assert!(resumed > 0, "no trial resumed a push that had delivered packs");
+}
+
+#[test]
+fn a_fetch_killed_midway_completes_on_the_next_fetch() {
+    let (r, _base, ft) = family_repo();
+    let srv = r.beside("srv");
+    r.ok(&["init", "--bare", srv.to_str().unwrap()]);
+    r.ok(&["push", srv.to_str().unwrap(), "main", "--tags"]);
+    for trial in 0..4 {
+        let b = r.beside(&format!("b{trial}"));
+        r.ok(&["init", b.to_str().unwrap()]);
+        r.ok_at(&b, &["remote", "add", "origin", srv.to_str().unwrap()]);
+        let mut child = r
+            .std_cmd_in(&b, ["fetch"])
+            .env("MLV_TRANSFER_UNIT", "4000")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(5 + 10 * trial));
+        child.kill().ok();
+        child.wait().unwrap();
+        r.ok_at(&b, &["fetch"]);
+        r.ok_at(&b, &["switch", "--force-create", "main", "origin/main"]);
+        assert_dirs_identical(&ft, &b, &[".mlv"]);
+    }
+}
+
+/// Temporary files left in a directory tree.
+fn temp_files(dir: &Path) -> Vec<String> {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".tmp") || n.starts_with(".mlv-tmp") || n.ends_with(".lock"))
+        .collect()
+}
+
+#[test]
+fn ctrl_c_stops_a_push_cleanly_and_the_next_push_completes() {
+    let (r, _base, ft) = family_repo();
+    let mut interrupted = 0;
+    for trial in 0..4 {
+        let srv = r.beside(&format!("srv{trial}"));
+        r.ok(&["init", "--bare", srv.to_str().unwrap()]);
+        let mut child = r
+            .std_cmd_in(&r.root, ["push", srv.to_str().unwrap(), "main"])
+            .env("MLV_TRANSFER_UNIT", "4000")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let start = std::time::Instant::now();
+        while count(&srv.join("objects/pack"), "idx") == 0 && start.elapsed().as_secs() < 20 {
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
+        std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+        let out = child.wait_with_output().unwrap();
+        if out.status.code() == Some(130) {
+            interrupted += 1;
+            assert!(String::from_utf8_lossy(&out.stderr).contains("interrupted"));
+        } else {
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        }
+        assert_eq!(temp_files(&srv), Vec::<String>::new());
+        assert_eq!(temp_files(&r.root.join(".mlv")), Vec::<String>::new());
+        r.ok(&["push", srv.to_str().unwrap(), "main"]);
+        let b = clone(&r, &srv, &format!("b{trial}"), &[]);
+        assert_dirs_identical(&ft, &b, &[".mlv"]);
+    }
+    assert!(interrupted > 0, "no push was still running when interrupted");
+}
