@@ -278,7 +278,7 @@ fn ctrl_c_stops_a_push_cleanly_and_the_next_push_completes() {
     for trial in 0..4 {
         let srv = r.beside(&format!("srv{trial}"));
         r.ok(&["init", "--bare", srv.to_str().unwrap()]);
-        let mut child = r
+        let child = r
             .std_cmd_in(&r.root, ["push", srv.to_str().unwrap(), "main"])
             .env("MLV_TRANSFER_UNIT", "4000")
             .stdout(std::process::Stdio::null())
