@@ -179,3 +179,84 @@ fn receive_unit(
     to.install(sealed)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::object::{Commit, EntryKind, ObjectKind, Signature, Tree, TreeEntry};
+    use crate::progress::Silent;
+    use crate::refs::RefError;
+    use crate::repo::Repository;
+    use crate::transport::Remote;
+
+    fn sig() -> Signature {
+        Signature { name: "t".into(), email: "t@x".into(), time: 0, tz_minutes: 0 }
+    }
+
+    /// Commits one blob `content` on top of `parent`; returns (commit, tree, blob).
+    fn commit(repo: &Repository, content: &[u8], parent: Option<ObjectId>) -> (ObjectId, ObjectId, ObjectId) {
+        let mut w = repo.writer().unwrap();
+        let blob = w.put(ObjectKind::Blob, content).unwrap();
+        let entry = TreeEntry { name: "f".into(), kind: EntryKind::Blob, executable: false, id: blob, size: 1 };
+        let tree = w.put(ObjectKind::Tree, &Tree { entries: vec![entry] }.encode()).unwrap();
+        let c = Commit {
+            tree,
+            parents: parent.into_iter().collect(),
+            author: sig(),
+            committer: sig(),
+            git: None,
+            message: "m\n".into(),
+        };
+        let id = w.put(ObjectKind::Commit, &c.encode()).unwrap();
+        w.finish().unwrap();
+        (id, tree, blob)
+    }
+
+    #[test]
+    fn a_remote_gets_exactly_the_missing_objects_and_a_ref_only_to_complete_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init(dir.path()).unwrap();
+        let remote = Remote::memory().unwrap();
+        let (c1, _, _) = commit(&repo, b"one", None);
+        let (c2, t2, b2) = commit(&repo, b"two", Some(c1));
+        let none = HashSet::new();
+
+        // Only the commit object: the receiver refuses a ref to a commit whose tree is missing.
+        send_objects(&repo.odb, &[c1], remote.packs.as_ref(), DEFAULT_UNIT_BYTES, &Silent).unwrap();
+        let refused = remote.refs.update("refs/heads/main", c1, None);
+        assert!(matches!(refused, Err(RefError::Refused(_))), "{refused:?}");
+
+        let all = missing_objects(&repo.odb, &[c1], &[], &none).unwrap();
+        send_objects(&repo.odb, &all, remote.packs.as_ref(), DEFAULT_UNIT_BYTES, &Silent).unwrap();
+        remote.refs.update("refs/heads/main", c1, None).unwrap();
+
+        let missing = missing_objects(&repo.odb, &[c2], &[c1], &none).unwrap();
+        assert_eq!(missing, vec![b2, t2, c2], "dependencies first, nothing the remote has");
+        let stats = send_objects(&repo.odb, &missing, remote.packs.as_ref(), DEFAULT_UNIT_BYTES, &Silent).unwrap();
+        assert_eq!((stats.objects, stats.packs), (3, 1));
+        assert!(matches!(remote.refs.update("refs/heads/main", c2, None), Err(RefError::Conflict { .. })));
+        remote.refs.update("refs/heads/main", c2, Some(c1)).unwrap();
+
+        // Sending the same units again costs nothing: the remote has those packs.
+        let again = send_objects(&repo.odb, &missing, remote.packs.as_ref(), DEFAULT_UNIT_BYTES, &Silent).unwrap();
+        assert_eq!((again.packs, again.packs_skipped, again.wire_bytes), (0, 1, 0));
+
+        // And everything comes back, verified, into an empty repository.
+        let other = tempfile::tempdir().unwrap();
+        let copy = Repository::init(other.path()).unwrap();
+        let theirs = Odb::open(remote.packs.clone()).unwrap();
+        let wanted = missing_objects(&theirs, &[c2], &[], &none).unwrap();
+        receive_objects(&copy.odb, &theirs, &wanted, 64, &Silent).unwrap();
+        assert_eq!(copy.odb.read(&b2).unwrap().1, b"two");
+        assert!(reach::is_ancestor(&copy.odb, &c1, &c2).unwrap());
+    }
+
+    #[test]
+    fn units_are_cut_by_size_and_only_at_content_defined_points_past_a_quarter() {
+        let low = ObjectId([8; 32]);
+        let high = ObjectId([9; 32]);
+        assert!(cut_here(100, 100, &high));
+        assert!(cut_here(30, 100, &low) && !cut_here(30, 100, &high));
+        assert!(!cut_here(20, 100, &low));
+    }
+}

@@ -168,3 +168,45 @@ impl PackStore for LocalPacks {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{Codec, EncodeOptions, encode_with};
+    use crate::object::{DType, ObjectId, ObjectKind, TensorMeta};
+    use crate::pack::{EntryHeader, INDEX_VERSION_1, PackWriter};
+
+    #[test]
+    fn a_version_1_index_is_upgraded_in_place_with_its_bases() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = ObjectId([1; 32]);
+        let data: Vec<u8> = (0..64u32).flat_map(|i| (i as f32).to_le_bytes()).collect();
+        let meta = TensorMeta { dtype: DType::F32, shape: vec![64], data_len: 256 };
+        let mut w = PackWriter::new(dir.path()).unwrap();
+        w.begin(EntryHeader { kind: ObjectKind::Tensor, id: ObjectId([2; 32]), meta, chunk_elems: 64 }).unwrap();
+        let chunk = encode_with(Codec::Xor, DType::F32, &data, Some((base, &data)), EncodeOptions::default());
+        w.push_chunk(&chunk).unwrap();
+        w.end(1, vec![base]).unwrap();
+        let sealed = w.finish().unwrap().unwrap();
+        let name = sealed.name;
+        let store = LocalPacks::new(dir.path());
+        store.install(sealed).unwrap();
+        // Rewrite the index as version 1: no base table, zero reserved bytes.
+        let idx_path = store.path(&name, "idx");
+        let v2 = store.read_index(&name).unwrap();
+        let mut v1 = PackIndex { bases: Vec::new(), ..v2.clone() };
+        v1.records.iter_mut().for_each(|r| (r.base_count, r.first_base) = (0, 0));
+        let mut bytes = v1.encode();
+        bytes.truncate(bytes.len() - 32 - 8);
+        bytes[8..12].copy_from_slice(&INDEX_VERSION_1.to_le_bytes());
+        let sum = blake3::hash(&bytes);
+        bytes.extend_from_slice(sum.as_bytes());
+        std::fs::write(&idx_path, &bytes).unwrap();
+
+        let upgraded = LocalPacks::new(dir.path()).read_index(&name).unwrap();
+        assert_eq!(upgraded.bases, vec![base]);
+        let on_disk = PackIndex::decode(&idx_path, &std::fs::read(&idx_path).unwrap()).unwrap();
+        assert!(on_disk.bases_known, "the index was not rewritten as version 2");
+        assert_eq!(on_disk.records, v2.records);
+    }
+}

@@ -216,3 +216,90 @@ impl PackStore for FilePack {
         Err(StoreError::Backend("a pack being verified cannot take new packs".into()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{Codec, EncodeOptions, encode_with};
+    use crate::object::{DType, TensorMeta};
+    use crate::pack::{EntryHeader, PackWriter};
+    use crate::progress::Silent;
+    use crate::store::MemoryPacks;
+
+    const N: usize = 64;
+
+    fn values(seed: u8) -> Vec<u8> {
+        (0..N).flat_map(|i| (1.0f32 + (i as f32 + seed as f32) / 100.0).to_le_bytes()).collect()
+    }
+
+    fn tensor_id(data: &[u8]) -> ObjectId {
+        let meta = TensorMeta { dtype: DType::F32, shape: vec![N as u64], data_len: data.len() as u64 };
+        let mut h = meta.hasher();
+        h.update(data);
+        h.finish()
+    }
+
+    /// A pack of tensors, each (its id, its data, the base id and data it is coded against).
+    fn pack(dir: &Path, items: &[(ObjectId, Vec<u8>, Option<(ObjectId, Vec<u8>)>)]) -> UnindexedPack {
+        let mut w = PackWriter::new(dir).unwrap();
+        for (id, data, base) in items {
+            let meta = TensorMeta { dtype: DType::F32, shape: vec![N as u64], data_len: data.len() as u64 };
+            w.begin(EntryHeader { kind: ObjectKind::Tensor, id: *id, meta, chunk_elems: N as u64 }).unwrap();
+            let codec = if base.is_some() { Codec::DiffContext } else { Codec::Grouped };
+            let base = base.as_ref().map(|(b, bytes)| (*b, bytes.as_slice()));
+            w.push_chunk(&encode_with(codec, DType::F32, data, base, EncodeOptions::default())).unwrap();
+            w.end(0, Vec::new()).unwrap();
+        }
+        let sealed = w.finish().unwrap().unwrap();
+        UnindexedPack { file: sealed.file, name: sealed.name, len: sealed.len }
+    }
+
+    fn empty() -> Odb {
+        Odb::open(Arc::new(MemoryPacks::default())).unwrap()
+    }
+
+    fn err(r: Result<SealedPack, StoreError>) -> String {
+        r.err().map(|e| e.to_string()).unwrap_or_else(|| "accepted".into())
+    }
+
+    #[test]
+    fn a_good_pack_is_indexed_from_its_content_with_bases_and_depths() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (values(0), values(1));
+        let (ia, ib) = (tensor_id(&a), tensor_id(&b));
+        let p = pack(dir.path(), &[(ia, a.clone(), None), (ib, b, Some((ia, a)))]);
+        let sealed = verify_pack(&empty(), p, &Silent).unwrap();
+        let rec = *sealed.index.find(&ib).unwrap();
+        assert_eq!((rec.depth, sealed.index.bases_of(&rec)), (1, &[ia][..]));
+    }
+
+    #[test]
+    fn a_lying_id_a_missing_base_and_a_self_base_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (values(0), values(1));
+        let (ia, ib) = (tensor_id(&a), tensor_id(&b));
+        let lying = pack(dir.path(), &[(ib, a.clone(), None)]);
+        assert!(err(verify_pack(&empty(), lying, &Silent)).contains("does not hash to its id"));
+        let orphan = pack(dir.path(), &[(ib, b.clone(), Some((ia, a.clone())))]);
+        assert!(err(verify_pack(&empty(), orphan, &Silent)).contains("neither the pack nor the repository"));
+        let cycle = pack(dir.path(), &[(ib, b.clone(), Some((ib, a)))]);
+        assert!(err(verify_pack(&empty(), cycle, &Silent)).contains("loops"));
+    }
+
+    #[test]
+    fn every_flipped_byte_is_caught() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = values(0);
+        let good = pack(dir.path(), &[(tensor_id(&a), a, None)]);
+        let bytes = std::fs::read(&good.file).unwrap();
+        for i in (0..bytes.len()).step_by(7) {
+            let mut bad = bytes.clone();
+            bad[i] ^= 0x10;
+            std::fs::write(&good.file, &bad).unwrap();
+            let copy = tempfile::Builder::new().tempfile_in(dir.path()).unwrap().into_temp_path();
+            std::fs::copy(&good.file, &copy).unwrap();
+            let p = UnindexedPack { file: copy, name: good.name, len: good.len };
+            assert!(verify_pack(&empty(), p, &Silent).is_err(), "flipped byte {i} accepted");
+        }
+    }
+}
