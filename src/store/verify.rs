@@ -239,8 +239,10 @@ mod tests {
         h.finish()
     }
 
-    /// A pack of tensors, each (its id, its data, the base id and data it is coded against).
-    fn pack(dir: &Path, items: &[(ObjectId, Vec<u8>, Option<(ObjectId, Vec<u8>)>)]) -> UnindexedPack {
+    /// A tensor to pack: its id, its data, and the base id and data it is coded against.
+    type Item = (ObjectId, Vec<u8>, Option<(ObjectId, Vec<u8>)>);
+
+    fn pack(dir: &Path, items: &[Item]) -> UnindexedPack {
         let mut w = PackWriter::new(dir).unwrap();
         for (id, data, base) in items {
             let meta = TensorMeta { dtype: DType::F32, shape: vec![N as u64], data_len: data.len() as u64 };
