@@ -137,6 +137,23 @@ impl PackStore for LocalPacks {
         slice(&self.mapped(pack)?.bytes, &self.path(pack, "pack"), start, len)
     }
 
+    fn copy_range(
+        &self,
+        pack: &PackName,
+        start: u64,
+        len: u64,
+        out: &mut dyn std::io::Write,
+    ) -> Result<(), StoreError> {
+        const PIECE: u64 = 8 << 20;
+        let mapped = self.mapped(pack)?;
+        let bytes = slice(&mapped.bytes, &self.path(pack, "pack"), start, len)?;
+        for (k, piece) in bytes.chunks(PIECE as usize).enumerate() {
+            out.write_all(piece)?;
+            fsutil::release_pages(&mapped.map, start + k as u64 * PIECE, piece.len() as u64);
+        }
+        Ok(())
+    }
+
     fn has_pack(&self, pack: &PackName) -> Result<bool, StoreError> {
         Ok(self.path(pack, "idx").is_file())
     }

@@ -44,7 +44,8 @@ pub fn verify_pack(odb: &Odb, pack: UnindexedPack, progress: &dyn Progress) -> R
     let order: Vec<ObjectId> = entries.iter().map(|(r, _)| r.id).collect();
     let index = PackIndex::build(pack.name.0, entries);
     let info = PackInfo { name: pack.name, len };
-    let source = Arc::new(FilePack { path: path.clone(), name: pack.name, bytes: Bytes::from_owner(MapOwner(map)) });
+    let bytes = Bytes::from_owner(MapOwner(map.clone()));
+    let source = Arc::new(FilePack { path: path.clone(), name: pack.name, map, bytes });
     let overlay = odb.overlay(source, info, index.clone())?;
     overlay.stream_all(&order, |_| if progress.cancelled() { Err(crate::progress::interrupted()) } else { Ok(()) })?;
     Ok(SealedPack { file: pack.file, name: pack.name, len, index })
@@ -185,6 +186,7 @@ impl AsRef<[u8]> for MapOwner {
 struct FilePack {
     path: PathBuf,
     name: PackName,
+    map: Arc<Mmap>,
     bytes: Bytes,
 }
 
@@ -214,6 +216,10 @@ impl PackStore for FilePack {
 
     fn install(&self, _: SealedPack) -> Result<(), StoreError> {
         Err(StoreError::Backend("a pack being verified cannot take new packs".into()))
+    }
+
+    fn release(&self, _: &PackName, start: u64, len: u64) {
+        crate::fsutil::release_pages(&self.map, start, len);
     }
 }
 
