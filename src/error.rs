@@ -111,6 +111,9 @@ impl Error {
             }
             Error::NoIdentity => "e.g. export MLV_AUTHOR_NAME='Your Name' MLV_AUTHOR_EMAIL=you@example.com".into(),
             Error::NoMatch(_) => "check the path; `mlv status` shows what mlv sees".into(),
+            Error::Ref(RefError::Locked(_)) | Error::Index(IndexError::Locked(_)) => {
+                "another mlv command is changing this repository; wait for it to finish, then retry".into()
+            }
             Error::Ref(RefError::Clash { .. }) => "choose another name, or delete the ref in the way first".into(),
             Error::Worktree(WorktreeError::BadPath(_)) => "rename the file, or list it in .mlvignore".into(),
             Error::Worktree(WorktreeError::Safetensors { .. }) => {

@@ -16,6 +16,7 @@ pub mod error;
 pub mod fsutil;
 pub mod index;
 pub mod lock;
+pub mod notes;
 pub mod object;
 pub mod ops;
 pub mod pack;

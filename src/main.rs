@@ -8,7 +8,11 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
-    match cli::run(args) {
+    let result = cli::run(args);
+    for note in mlv::notes::drain() {
+        eprintln!("note: {note}");
+    }
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         // The reader (e.g. `head`) has all it wanted.
         Err(e) if cli::is_closed_stdout(&e) => ExitCode::SUCCESS,

@@ -49,3 +49,6 @@ mod test_http;
 
 #[path = "cases/test_s3.rs"]
 mod test_s3;
+
+#[path = "cases/test_reliability.rs"]
+mod test_reliability;

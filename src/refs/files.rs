@@ -174,6 +174,6 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("refs/heads")).unwrap();
         let _held = Lock::acquire(&dir.path().join("refs/heads/main")).unwrap();
         let err = refs.update("refs/heads/main", ObjectId([1; 32]), None);
-        assert!(matches!(err, Err(RefError::Locked(LockError::Held(_)))));
+        assert!(matches!(err, Err(RefError::Locked(LockError::Held { .. }))));
     }
 }
