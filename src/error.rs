@@ -49,6 +49,14 @@ pub enum Error {
     /// A branch that exists already.
     #[error("a branch or tag named {0:?} already exists")]
     RefExists(String),
+    /// Deleting a branch whose commits are on no other branch.
+    #[error("branch {branch:?} ({id}) is not fully merged: its commits are not in HEAD or its upstream")]
+    NotMerged {
+        /// The branch.
+        branch: String,
+        /// Its commit, short.
+        id: String,
+    },
     /// Removing the current branch.
     #[error("cannot delete branch {0:?}: it is checked out")]
     CurrentBranch(String),
@@ -95,6 +103,9 @@ impl Error {
     pub fn hint(&self) -> Option<String> {
         Some(match self {
             Error::NotARepository(_) => "run `mlv init` to create one, or cd into a repository".into(),
+            Error::NotMerged { branch, .. } => {
+                format!("delete it anyway with `mlv branch -D {branch}` (its commits then stay only until gc)")
+            }
             Error::NoSuchRemote(_) => {
                 "`mlv remote -v` lists the remotes; `mlv remote add <name> <url>` adds one".into()
             }

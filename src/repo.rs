@@ -340,10 +340,16 @@ fn write_dir(writer: &mut ObjectWriter<'_>, files: &FlatTree, prefix: &str) -> R
     for (path, e) in files.range(prefix.to_string()..) {
         let Some(rest) = path.strip_prefix(prefix) else { break };
         match rest.split_once('/') {
+            Some((dir, _)) if !crate::object::is_valid_name(dir) => {
+                return Err(Error::Usage(format!("{path:?} cannot be stored: a tree entry cannot be named {dir:?}")));
+            }
             Some((dir, _)) => {
                 if subdirs.last().map(String::as_str) != Some(dir) {
                     subdirs.push(dir.to_string());
                 }
+            }
+            None if !crate::object::is_valid_name(rest) => {
+                return Err(Error::Usage(format!("{path:?} cannot be stored: a tree entry cannot be named {rest:?}")));
             }
             None => entries.push(TreeEntry {
                 name: rest.into(),

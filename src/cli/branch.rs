@@ -11,9 +11,12 @@ pub struct BranchArgs {
     name: Option<String>,
     /// Where the new branch starts (default HEAD).
     start: Option<String>,
-    /// Delete the named branch.
+    /// Delete the named branch; it must be merged into HEAD or its upstream.
     #[arg(short, long)]
     delete: bool,
+    /// Delete the named branch even if its commits are on no other branch.
+    #[arg(short = 'D')]
+    force_delete: bool,
     /// Show each branch's commit subject; twice (-vv) also its upstream, ahead and behind.
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -26,11 +29,11 @@ pub struct BranchArgs {
 }
 
 pub fn run_branch(args: BranchArgs) -> anyhow::Result<()> {
-    let repo = open_repo_any()?;
-    match (args.name, args.delete) {
+    let mut repo = open_repo_any()?;
+    match (args.name, args.delete || args.force_delete) {
         (Some(name), true) => {
-            branch::delete_branch(&repo, &name)?;
-            outln!("Deleted branch {name}")?;
+            let id = branch::delete_branch(&mut repo, &name, args.force_delete)?;
+            outln!("Deleted branch {name} (was {})", id.short())?;
         }
         (Some(name), false) => {
             let id = branch::create_branch(&repo, &name, args.start.as_deref())?;

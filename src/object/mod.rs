@@ -13,7 +13,7 @@ pub use commit::{Commit, GitProvenance, Signature, Tag};
 pub use dtype::DType;
 pub use id::{BadId, ID_LEN, IdHasher, ObjectId};
 pub use tensor_file::{Segment, TensorFile};
-pub use tree::{EntryKind, Tree, TreeEntry};
+pub use tree::{EntryKind, Tree, TreeEntry, is_valid_name};
 
 use crate::encoding::DecodeError;
 

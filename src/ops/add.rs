@@ -80,6 +80,12 @@ pub fn add(
     let mut prefixes = Vec::new();
     for p in paths {
         let abs = work_path(repo, cwd, p)?;
+        if abs.strip_prefix(&repo.root).is_ok_and(|r| r.components().any(|c| c.as_os_str() == crate::repo::DIR_NAME)) {
+            return Err(Error::Usage(format!(
+                "refusing to add {}: .mlv is mlv's own repository directory, never tracked",
+                p.display()
+            )));
+        }
         let prefix = rel_prefix(repo, &abs)?;
         if abs.exists() {
             let scan = worktree::scan(&repo.root, &abs)?;

@@ -75,14 +75,30 @@ pub fn create_branch(repo: &Repository, name: &str, rev: Option<&str>) -> Result
     Ok(id)
 }
 
-/// Deletes branch `name` (not the current one).
-pub fn delete_branch(repo: &Repository, name: &str) -> Result<()> {
+/// Deletes branch `name` (not the current one) and returns the commit it pointed at. Unless
+/// `force`, the branch must be merged: its commit in the history of HEAD or of its upstream,
+/// so that no commit is left on no branch.
+pub fn delete_branch(repo: &mut Repository, name: &str, force: bool) -> Result<ObjectId> {
     if repo.refs.head()? == Head::Branch(name.to_string()) {
         return Err(Error::CurrentBranch(name.to_string()));
     }
     let full = format!("{HEADS}{name}");
     let id = repo.refs.read(&full)?.ok_or_else(|| Error::UnknownRevision(name.to_string()))?;
-    Ok(repo.refs.delete(&full, id)?)
+    if !force {
+        let upstream = super::remote::upstream(repo, name)?.and_then(|u| u.id);
+        let mut merged = false;
+        for tip in repo.head_commit()?.into_iter().chain(upstream) {
+            merged |= crate::reach::is_ancestor(&repo.odb, &id, &tip)?;
+        }
+        if !merged {
+            return Err(Error::NotMerged { branch: name.to_string(), id: id.short() });
+        }
+    }
+    repo.refs.delete(&full, id)?;
+    if repo.config.branch.remove(name).is_some() {
+        repo.save_config()?;
+    }
+    Ok(id)
 }
 
 /// Creates tag `name` at `rev`; annotated (a tag object) when `message` is given.

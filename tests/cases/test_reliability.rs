@@ -49,3 +49,33 @@ fn a_commit_killed_at_any_point_leaves_a_repository_the_next_commit_can_use() {
     assert_eq!(r.read("big.bin"), &big[7..]);
     assert_eq!(r.read("a.txt"), b"a\n");
 }
+
+#[test]
+fn deleting_an_unmerged_branch_needs_capital_d_and_says_what_it_pointed_at() {
+    let r = TestRepo::init();
+    r.write("a.txt", "a\n");
+    r.add_commit(&["a.txt"], "first");
+    r.ok(&["switch", "-c", "dev"]);
+    r.write("b.txt", "b\n");
+    let dev = r.add_commit(&["b.txt"], "only on dev");
+    r.ok(&["switch", "main"]);
+    let out = r.fail(&["branch", "-d", "dev"]);
+    assert!(out.stderr.contains("not fully merged") && out.stderr.contains("-D dev"), "{}", out.describe());
+    assert_eq!(r.rev_id("dev"), dev);
+    let out = r.ok(&["branch", "-D", "dev"]);
+    assert_eq!(out.trim(), format!("Deleted branch dev (was {})", &dev[..12]));
+}
+
+#[test]
+fn mlv_refuses_to_track_its_own_directory() {
+    let r = TestRepo::init();
+    r.write("a.txt", "a\n");
+    r.add_commit(&["a.txt"], "first");
+    for path in [".mlv", ".mlv/objects", "./.mlv/../.mlv"] {
+        let out = r.fail(&["add", path]);
+        assert!(out.stderr.contains("refusing to add"), "{}", out.describe());
+    }
+    r.ok(&["add", "."]);
+    r.ok(&["status"]);
+    r.ok(&["log"]);
+}
