@@ -128,7 +128,9 @@ impl Error {
             Error::Ref(RefError::Clash { .. }) => "choose another name, or delete the ref in the way first".into(),
             Error::Worktree(WorktreeError::BadPath(_)) => "rename the file, or list it in .mlvignore".into(),
             Error::Worktree(WorktreeError::Safetensors { .. }) => {
-                "the file is not valid safetensors; nothing was written. Re-save it, or list it in .mlvignore".into()
+                "the file is not valid safetensors (a crashed save?); nothing was written. Restore the committed \
+                 version with `mlv checkout HEAD -- <path>`, re-save it, or list it in .mlvignore"
+                    .into()
             }
             _ if matches!(self.store_error(), Some(StoreError::Corrupt { .. })) => {
                 "the repository is damaged; restore the named pack from a backup or another clone".into()

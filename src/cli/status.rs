@@ -18,9 +18,10 @@ fn line(c: &Change) -> String {
         ChangeKind::Modified => "modified:",
         ChangeKind::Deleted => "deleted:",
     };
-    match c.tensors_changed {
-        Some(n) => format!("\t{what:<10} {} ({n} tensor(s) changed)", c.path),
-        None => format!("\t{what:<10} {}", c.path),
+    match (&c.problem, c.tensors_changed) {
+        (Some(p), _) => format!("\t{what:<10} {} ({p}; `mlv checkout HEAD -- {}` restores it)", c.path, c.path),
+        (None, Some(n)) => format!("\t{what:<10} {} ({n} tensor(s) changed)", c.path),
+        (None, None) => format!("\t{what:<10} {}", c.path),
     }
 }
 

@@ -12,7 +12,7 @@ use crate::index::{Index, IndexEntry, LockedIndex, Stat};
 use crate::object::{EntryKind, ObjectId};
 use crate::refs::Head;
 use crate::repo::Repository;
-use crate::worktree::{self, FoundFile, Ingested, NoBases};
+use crate::worktree::{self, FoundFile, Ingested, NoBases, WorktreeError};
 
 /// How a path changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -36,6 +36,9 @@ pub struct Change {
     /// For modified safetensors files: tensors whose content changed, appeared or disappeared.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tensors_changed: Option<usize>,
+    /// Why the work-tree file cannot be stored as it is (e.g. a truncated safetensors file).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
 }
 
 /// The whole status.
@@ -121,13 +124,24 @@ pub fn status(repo: &Repository) -> Result<Status> {
             }
             Freshness::Changed(now) => {
                 let tensors_changed = index.entries.get(&f.rel).and_then(|e| tensors_changed_in_file(repo, e, &now));
-                unstaged.push(Change { path: f.rel.clone(), kind: ChangeKind::Modified, tensors_changed });
+                unstaged.push(Change {
+                    path: f.rel.clone(),
+                    kind: ChangeKind::Modified,
+                    tensors_changed,
+                    problem: None,
+                });
             }
+            Freshness::Invalid(why) => unstaged.push(Change {
+                path: f.rel.clone(),
+                kind: ChangeKind::Modified,
+                tensors_changed: None,
+                problem: Some(format!("not valid safetensors: {why}")),
+            }),
         }
     }
     let present: HashSet<&str> = tracked.iter().map(|f| f.rel.as_str()).collect();
     for path in index.entries.keys().filter(|k| !present.contains(k.as_str())) {
-        unstaged.push(Change { path: path.clone(), kind: ChangeKind::Deleted, tensors_changed: None });
+        unstaged.push(Change { path: path.clone(), kind: ChangeKind::Deleted, tensors_changed: None, problem: None });
     }
     let scan = worktree::scan(&repo.root, &repo.root)?;
     let untracked = scan.files.into_iter().filter(|f| !index.entries.contains_key(&f.rel)).map(|f| f.rel).collect();
@@ -162,6 +176,8 @@ pub enum Freshness {
     Refreshed,
     /// Its content or executable bit differs: the file as it is now.
     Changed(Ingested),
+    /// A `.safetensors` file that is not valid any more (a crashed save, say): why.
+    Invalid(String),
 }
 
 /// Compares work-tree file `f` with its index entry (a file not in the index has changed),
@@ -170,7 +186,11 @@ pub fn freshness(index: &Index, f: &FoundFile) -> Result<Freshness> {
     if index.is_stat_clean(&f.rel, &f.stat) {
         return Ok(Freshness::Clean);
     }
-    let now = worktree::ingest(&f.abs, &f.rel, None, &mut NoBases)?;
+    let now = match worktree::ingest(&f.abs, &f.rel, None, &mut NoBases) {
+        Ok(now) => now,
+        Err(WorktreeError::Safetensors { source, .. }) => return Ok(Freshness::Invalid(source.to_string())),
+        Err(e) => return Err(e.into()),
+    };
     let same = index.entries.get(&f.rel).is_some_and(|e| e.id == now.id && e.stat.executable == f.stat.executable);
     Ok(if same { Freshness::Refreshed } else { Freshness::Changed(now) })
 }
@@ -199,7 +219,9 @@ fn compare_trees(repo: &Repository, head: &crate::repo::FlatTree, index: &Index)
     let mut out = Vec::new();
     for (path, e) in &index.entries {
         match head.get(path) {
-            None => out.push(Change { path: path.clone(), kind: ChangeKind::New, tensors_changed: None }),
+            None => {
+                out.push(Change { path: path.clone(), kind: ChangeKind::New, tensors_changed: None, problem: None })
+            }
             Some(h) if h.id != e.id || h.executable != e.stat.executable => {
                 let tensors_changed =
                     (e.kind == EntryKind::TensorFile && h.kind == EntryKind::TensorFile && h.id != e.id)
@@ -210,13 +232,13 @@ fn compare_trees(repo: &Repository, head: &crate::repo::FlatTree, index: &Index)
                                 named_tensors(&tf).into_iter().map(|t| (t.name, t.id)).collect();
                             tensors_changed(repo, &h.id, &new)
                         });
-                out.push(Change { path: path.clone(), kind: ChangeKind::Modified, tensors_changed });
+                out.push(Change { path: path.clone(), kind: ChangeKind::Modified, tensors_changed, problem: None });
             }
             Some(_) => {}
         }
     }
     for path in head.keys().filter(|p| !index.entries.contains_key(*p)) {
-        out.push(Change { path: path.clone(), kind: ChangeKind::Deleted, tensors_changed: None });
+        out.push(Change { path: path.clone(), kind: ChangeKind::Deleted, tensors_changed: None, problem: None });
     }
     out
 }

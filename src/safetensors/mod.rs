@@ -128,8 +128,13 @@ pub fn parse_header(header: &[u8], file_len: u64) -> Result<Vec<Span>, FormatErr
     let data_start = 8 + header.len() as u64;
     let text = std::str::from_utf8(header)
         .map_err(|e| format_error(8 + e.valid_up_to() as u64, "header is not valid UTF-8"))?;
-    let entries: serde_json::Map<String, serde_json::Value> = serde_json::from_str(text)
+    let Entries(entries) = serde_json::from_str(text)
         .map_err(|e| format_error(8 + json_offset(text, &e), format!("header is not a JSON object: {e}")))?;
+    let mut names = std::collections::HashSet::new();
+    if let Some((dup, _)) = entries.iter().find(|(name, _)| !names.insert(name.as_str())) {
+        // Loaders disagree on which of the two wins, so neither may.
+        return Err(format_error(8, format!("tensor name {dup:?} appears twice in the header")));
+    }
     let data_len = file_len - data_start;
     let mut tensors = Vec::with_capacity(entries.len());
     for (name, value) in entries {
@@ -141,6 +146,29 @@ pub fn parse_header(header: &[u8], file_len: u64) -> Result<Vec<Span>, FormatErr
     }
     tensors.sort_by_key(|t| (t.start, t.end));
     tile(tensors, data_start, file_len)
+}
+
+/// A JSON object's members in order, duplicates kept (a map would silently drop them).
+struct Entries(Vec<(String, serde_json::Value)>);
+
+impl<'de> serde::Deserialize<'de> for Entries {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Members;
+        impl<'de> serde::de::Visitor<'de> for Members {
+            type Value = Entries;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Entries, A::Error> {
+                let mut out = Vec::with_capacity(map.size_hint().unwrap_or(0).min(4096));
+                while let Some(member) = map.next_entry()? {
+                    out.push(member);
+                }
+                Ok(Entries(out))
+            }
+        }
+        d.deserialize_map(Members)
+    }
 }
 
 /// Accepts what `safetensors` accepts: `null` (no metadata) or a map of strings to strings.

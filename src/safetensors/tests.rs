@@ -114,3 +114,11 @@ fn null_metadata_and_unknown_tensor_keys_are_accepted_like_safetensors_does() {
     let h = r#"{"__metadata__":{"epoch":3},"a":{"dtype":"U8","shape":[2],"data_offsets":[0,2]}}"#;
     assert_eq!(format_offset(parse(h, &[1, 2])), 8);
 }
+
+#[test]
+fn a_duplicate_tensor_name_is_an_error_naming_it() {
+    let header =
+        br#"{"w":{"dtype":"U8","shape":[2],"data_offsets":[0,2]},"w":{"dtype":"U8","shape":[2],"data_offsets":[2,4]}}"#;
+    let err = parse_header(header, 8 + header.len() as u64 + 4).unwrap_err();
+    assert!(err.to_string().contains("\"w\" appears twice"), "{err}");
+}

@@ -79,3 +79,22 @@ fn mlv_refuses_to_track_its_own_directory() {
     r.ok(&["status"]);
     r.ok(&["log"]);
 }
+
+#[test]
+fn a_truncated_safetensors_file_shows_as_modified_with_the_way_back() {
+    let (r, _base, ft) = crate::common::fixtures::family_repo();
+    let path = r.path("model.safetensors");
+    let len = std::fs::metadata(&path).unwrap().len();
+    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    f.set_len(len / 2).unwrap();
+    drop(f);
+    let out = r.ok(&["status"]);
+    assert!(out.contains("modified:") && out.contains("not valid safetensors"), "{out}");
+    assert!(out.contains("mlv checkout HEAD -- model.safetensors"), "{out}");
+    let v = r.json(&["status", "--json"]);
+    assert!(v["unstaged"][0]["problem"].as_str().is_some_and(|p| p.contains("not valid")), "{v}");
+    let out = r.fail(&["commit", "-a", "-m", "broken"]);
+    assert!(out.stderr.contains("checkout HEAD --"), "{}", out.describe());
+    r.ok(&["checkout", "HEAD", "--", "model.safetensors"]);
+    r.assert_worktree_eq(&ft);
+}
