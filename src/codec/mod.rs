@@ -141,6 +141,11 @@ impl<'a> ChunkView<'a> {
         Ok(ChunkView { codec, raw_len, base, checksum, streams })
     }
 
+    /// XXH3-64 of the decoded bytes.
+    pub fn checksum(&self) -> u64 {
+        self.checksum
+    }
+
     /// Decodes the chunk; `base` must be the base's elements converted to `dtype`, same length.
     pub fn decode(&self, dtype: DType, base: Option<&[u8]>) -> Result<Vec<u8>, CodecError> {
         let width = dtype.width();

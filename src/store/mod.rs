@@ -58,6 +58,9 @@ pub enum StoreError {
     /// The user asked to stop.
     #[error("interrupted")]
     Cancelled,
+    /// A file changed while it was being stored: what was encoded is not what was hashed.
+    #[error("{0} changed while it was being stored; nothing of it was kept (run the command again)")]
+    SourceChanged(String),
     /// The store behind the packs failed (a network or object-store error).
     #[error("{0}")]
     Backend(String),
@@ -109,7 +112,7 @@ pub fn pipelined<B: Sync, T: Send>(
 }
 
 /// A hasher for an object's id, primed with the tensor header when it is a tensor.
-fn id_hasher(h: &EntryHeader) -> crate::object::IdHasher {
+pub(crate) fn id_hasher(h: &EntryHeader) -> crate::object::IdHasher {
     match h.kind {
         ObjectKind::Tensor => h.meta.hasher(),
         kind => crate::object::IdHasher::new(kind, h.meta.data_len),

@@ -65,6 +65,8 @@ pub struct ObjectWriter<'a> {
     progress: &'a dyn Progress,
     /// Bases named by the chunks of the entry being written.
     open_bases: Vec<ObjectId>,
+    /// The id hash of the entry being written, over exactly the bytes that were encoded.
+    open_hasher: Option<crate::object::IdHasher>,
 }
 
 impl<'a> ObjectWriter<'a> {
@@ -79,6 +81,7 @@ impl<'a> ObjectWriter<'a> {
             written_bytes: 0,
             progress: &Silent,
             open_bases: Vec::new(),
+            open_hasher: None,
         })
     }
 
@@ -206,21 +209,42 @@ impl<'a> ObjectWriter<'a> {
         }
         if i == 0 {
             self.pack.begin(header.clone())?;
+            self.open_hasher = Some(super::id_hasher(header));
         }
         if let Some(c) = chunk {
+            let (start, end) = header.chunk_range(i);
+            self.check_source(header, src.bytes(start, end), &c)?;
             if let Some(b) = ChunkView::parse(&c).ok().and_then(|v| v.base).filter(|b| !self.open_bases.contains(b)) {
                 self.open_bases.push(b);
             }
             self.written_bytes += c.len() as u64 + 4;
             self.pack.push_chunk(&c)?;
-            let (start, end) = header.chunk_range(i);
             src.release(start, end);
             self.progress.advance(end - start);
         }
         if i + 1 >= header.chunk_count() {
+            if self.open_hasher.take().is_none_or(|h| h.finish() != header.id) {
+                return Err(StoreError::SourceChanged(format!("object {}", header.id.short())));
+            }
             let bases = std::mem::take(&mut self.open_bases);
             let depth = base.filter(|_| !bases.is_empty()).map_or(0, |b| b.depth.saturating_add(1));
             self.pack.end(depth, bases)?;
+        }
+        Ok(())
+    }
+
+    /// Checks that `stored` encodes the source bytes as they are now, and feeds those bytes to
+    /// the id hash: a file rewritten between hashing and encoding is caught, never stored
+    /// under an id that does not match its bytes.
+    fn check_source(&mut self, header: &EntryHeader, source: &[u8], stored: &[u8]) -> Result<(), StoreError> {
+        // One read of the (mapped, possibly changing) file serves both checks.
+        let data = source.to_vec();
+        let encoded = ChunkView::parse(stored).map_err(|e| StoreError::corrupt(header.id, e))?.checksum();
+        if xxhash_rust::xxh3::xxh3_64(&data) != encoded {
+            return Err(StoreError::SourceChanged(format!("object {}", header.id.short())));
+        }
+        if let Some(h) = self.open_hasher.as_mut() {
+            h.update(&data);
         }
         Ok(())
     }
@@ -350,5 +374,28 @@ impl Sample {
         }
         let delta = codec::encode_with(Codec::DiffContext, dtype, &self.bytes, Some((base.id, &base_bytes)), opts);
         Ok(delta.len() as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_that_changed_after_hashing_are_never_stored_under_the_old_id() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("objects/pack")).unwrap();
+        let odb = Odb::open_dir(&dir.path().join("objects")).unwrap();
+        let file = dir.path().join("f.bin");
+        std::fs::write(&file, b"as hashed").unwrap();
+        let hashed = ObjectId::hash(ObjectKind::Blob, b"as hashed");
+        std::fs::write(&file, b"rewritten").unwrap();
+        // SAFETY: a private test file nobody else touches.
+        let map = unsafe { Mmap::map(&std::fs::File::open(&file).unwrap()) }.unwrap();
+        let mut w = ObjectWriter::new(&odb, EncodeOptions::default(), 4, 8).unwrap();
+        let err = w.put_blob(&map, 0, 9, hashed).unwrap_err();
+        assert!(matches!(err, StoreError::SourceChanged(_)), "{err}");
+        assert!(w.finish().unwrap().is_none(), "a pack was kept");
+        assert!(odb.find(&hashed).is_none(), "stored under an id that does not match its bytes");
     }
 }
