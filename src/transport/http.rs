@@ -123,12 +123,15 @@ impl Failure {
         }
     }
 
-    fn network(e: &reqwest::Error) -> Failure {
-        let mut text = e.to_string();
-        let mut cause = std::error::Error::source(e);
+    /// A network failure, described by its causes (the URL is named by the caller).
+    fn network(e: reqwest::Error) -> Failure {
+        let connect = e.is_connect();
+        let e = e.without_url();
+        let mut text = if connect { "cannot connect to the server".to_string() } else { e.to_string() };
+        let mut cause = std::error::Error::source(&e);
         while let Some(c) = cause {
             let t = c.to_string();
-            if !text.contains(&t) {
+            if !text.contains(&t) && !t.starts_with("client error") {
                 text = format!("{text}: {t}");
             }
             cause = c.source();
@@ -140,8 +143,11 @@ impl Failure {
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Failure::Status { status, message, .. } if matches!(status.as_u16(), 401 | 403) => {
+            Failure::Status { status, message, .. } if *status == StatusCode::UNAUTHORIZED => {
                 write!(f, "HTTP {status}: {message}; {TOKEN_HINT}")
+            }
+            Failure::Status { status, message, .. } if *status == StatusCode::FORBIDDEN => {
+                write!(f, "HTTP {status}: {message}; use a token that allows it ({TOKEN_HINT})")
             }
             Failure::Status { status, message, .. } => write!(f, "HTTP {status}: {message}"),
             Failure::Network(e) => write!(f, "{e}"),
@@ -210,7 +216,7 @@ impl Client {
             .connect_timeout(CONNECT_TIMEOUT)
             .user_agent(concat!("mlv/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| Failure::network(&e).to_string())?;
+            .map_err(|e| Failure::network(e).to_string())?;
         let stall = std::env::var(TIMEOUT_ENV)
             .ok()
             .and_then(|s| s.parse::<u64>().ok())
@@ -251,7 +257,7 @@ impl Client {
                 Err(_) => return Err(Failure::Stalled(self.stall)),
             },
         };
-        let resp = sent.map_err(|e| Failure::network(&e))?;
+        let resp = sent.map_err(Failure::network)?;
         if resp.status().is_success() {
             return Ok(resp);
         }
@@ -276,7 +282,7 @@ impl Client {
     /// The next piece of a reply's body, waiting at most the stall timeout.
     async fn next_chunk(&self, resp: &mut Response) -> Result<Option<Bytes>, Failure> {
         match tokio::time::timeout(self.stall, resp.chunk()).await {
-            Ok(r) => r.map_err(|e| Failure::network(&e)),
+            Ok(r) => r.map_err(Failure::network),
             Err(_) => Err(Failure::Stalled(self.stall)),
         }
     }

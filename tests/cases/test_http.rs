@@ -572,3 +572,22 @@ fn ref_updates_are_compare_and_swap_and_never_point_at_missing_objects() {
     let (_, refs) = http(&server.addr, "GET", "/models/mlv/v1/refs", &[], b"");
     assert!(!refs.contains("refs/heads/old") && refs.contains(&main), "{refs}");
 }
+
+#[test]
+fn sigterm_stops_the_server_cleanly() {
+    let r = TestRepo::init();
+    let mut server = Server::start(&r, &r.root, &[]);
+    let (status, body) = http(&server.addr, "GET", "/mlv/v1/info", &[], b"");
+    assert_eq!(status, 200, "{body}");
+    let pid = server.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = server.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "mlv serve ignored SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "mlv serve exited with {status}; log:\n{}", server.log());
+}
