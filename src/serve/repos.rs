@@ -35,6 +35,9 @@ pub enum SourceError {
     /// The name is not one a repository may have.
     #[error("{0:?} is not a repository name: use letters, digits, '.', '_' and '-'")]
     BadName(String),
+    /// Something that is not a repository is in the way of creating one.
+    #[error("{0}")]
+    InTheWay(String),
     /// Opening or creating the repository failed.
     #[error("{0}")]
     Repo(#[from] crate::Error),
@@ -164,6 +167,9 @@ impl RepoSource for DirSource {
         let _creating = self.creating.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(repo) = self.open(name)? {
             return Ok(repo);
+        }
+        if self.path(name).exists() {
+            return Err(SourceError::InTheWay(format!("{name:?} exists on the server and is not a repository")));
         }
         Repository::init_bare(&self.path(name))?;
         self.open(name)?.ok_or_else(|| SourceError::NotFound(format!("repository {name:?} vanished")))
@@ -310,6 +316,8 @@ mod tests {
         assert!(matches!(source.open(".."), Err(SourceError::BadName(_))));
         assert!(matches!(source.name(None), Err(SourceError::NotFound(_))));
         source.create("two").unwrap();
+        std::fs::create_dir_all(tmp.path().join("served/notes")).unwrap();
+        assert!(matches!(source.create("notes"), Err(SourceError::InTheWay(_))));
         assert!(tmp.path().join("served/two/HEAD").is_file());
         assert!(source.create("../three").is_err());
     }

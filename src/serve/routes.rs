@@ -92,6 +92,7 @@ impl From<SourceError> for ApiError {
         match e {
             SourceError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, e.to_string()),
             SourceError::BadName(_) => ApiError::new(StatusCode::BAD_REQUEST, e.to_string()),
+            SourceError::InTheWay(_) => ApiError::new(StatusCode::CONFLICT, e.to_string()),
             SourceError::Repo(_) => ApiError::internal(e),
         }
     }
