@@ -657,4 +657,85 @@ mod tests {
         let err = open(url, &RemoteConfig::default()).err().unwrap();
         assert!(err.to_string().contains("MLV_TOKEN") && !err.to_string().contains("secret"), "{err}");
     }
+
+    /// A bare repository with two commits (the second a child of the first), served by an
+    /// in-process `mlv serve` until the returned sender is dropped.
+    fn served_repo() -> (tempfile::TempDir, String, [ObjectId; 2], tokio::sync::oneshot::Sender<()>) {
+        use crate::object::{Commit, ObjectKind, Signature, Tree};
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = crate::Repository::init_bare(&tmp.path().join("r")).unwrap();
+        let mut w = repo.writer().unwrap();
+        let tree = w.put(ObjectKind::Tree, &Tree { entries: vec![] }.encode()).unwrap();
+        let who = Signature { name: "t".into(), email: "t@x".into(), time: 0, tz_minutes: 0 };
+        let commit = |parents: Vec<ObjectId>, message: &str| Commit {
+            tree,
+            parents,
+            author: who.clone(),
+            committer: who.clone(),
+            git: None,
+            message: message.into(),
+        };
+        let one = w.put(ObjectKind::Commit, &commit(vec![], "one\n").encode()).unwrap();
+        let two = w.put(ObjectKind::Commit, &commit(vec![one], "two\n").encode()).unwrap();
+        w.finish().unwrap();
+        repo.refs.update("refs/heads/main", one, None).unwrap();
+        let opts = crate::serve::Options {
+            dir: tmp.path().to_path_buf(),
+            auth: crate::serve::Auth::open(),
+            allow_create: false,
+            max_pack_bytes: 1 << 30,
+            log: Arc::new(|_: &str| {}),
+        };
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let server = rt.block_on(crate::serve::Server::bind("127.0.0.1:0".parse().unwrap(), opts)).unwrap();
+        let url = format!("http://{}/r", server.local_addr().unwrap());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        std::thread::spawn(move || {
+            rt.block_on(server.run(async {
+                let _ = stopped.await;
+            }))
+        });
+        (tmp, url, [one, two], stop)
+    }
+
+    #[test]
+    fn a_ref_update_repeated_after_a_lost_reply_is_not_a_conflict() {
+        let (_tmp, url, [one, two], _stop) = served_repo();
+        let remote = open(&url, &RemoteConfig::default()).unwrap();
+        remote.refs.update("refs/heads/main", two, Some(one)).unwrap();
+        // The same update again, as a retry whose first reply was lost sends it.
+        remote.refs.update("refs/heads/main", two, Some(one)).unwrap();
+        let err = remote.refs.update("refs/heads/main", one, None).unwrap_err();
+        assert!(matches!(err, RefError::Conflict { .. }), "{err}");
+        remote.refs.update("refs/heads/gone", one, None).unwrap();
+        remote.refs.delete("refs/heads/gone", one).unwrap();
+        remote.refs.delete("refs/heads/gone", one).unwrap();
+        assert_eq!(remote.refs.list("refs/heads/").unwrap(), vec![("main".to_string(), two)]);
+        assert_eq!(remote.refs.head().unwrap(), Head::Branch("main".into()));
+        assert!(matches!(remote.refs.set_head(&Head::Detached(one)), Err(RefError::Refused(_))));
+    }
+
+    #[test]
+    fn pack_reads_are_exact_and_objects_decode_from_them() {
+        let (_tmp, url, _, _stop) = served_repo();
+        let remote = open(&url, &RemoteConfig::default()).unwrap();
+        let packs = remote.packs.list().unwrap();
+        let pack = packs[0];
+        let index = remote.packs.read_index(&pack.name).unwrap();
+        assert_eq!(index.records.len(), 3);
+        assert!(remote.packs.has_pack(&pack.name).unwrap());
+        assert!(!remote.packs.has_pack(&PackName([9; 32])).unwrap());
+        let head = remote.packs.read_range(&pack.name, 0, 8).unwrap();
+        assert_eq!(&head[..], crate::pack::PACK_MAGIC);
+        let mut all = Vec::new();
+        remote.packs.copy_range(&pack.name, 0, pack.len, &mut all).unwrap();
+        assert_eq!(all.len() as u64, pack.len);
+        assert_eq!(&all[all.len() - 32..], &pack.name.0);
+        assert!(remote.packs.read_range(&pack.name, pack.len - 4, 8).is_err(), "past the end");
+        let odb = crate::store::Odb::open(remote.packs.clone()).unwrap();
+        let commits = index.records.iter().filter(|r| r.kind == crate::object::ObjectKind::Commit);
+        let mut parents: Vec<usize> = commits.map(|r| odb.commit(&r.id).unwrap().parents.len()).collect();
+        parents.sort();
+        assert_eq!(parents, vec![0, 1], "commits decode from the remote's packs");
+    }
 }
