@@ -337,29 +337,43 @@ pub fn parse_range(header: Option<&str>, len: u64) -> Option<(u64, u64)> {
 }
 
 /// A body that streams bytes `start..end` of a pack from the store, in bounded memory: the
-/// store writes pieces from the blocking pool, a small channel carries them to the socket.
+/// store writes pieces from the blocking pool, a small channel carries them to the socket. A
+/// client that stops reading for [`upload::UPLOAD_IDLE`] loses the reply, so it cannot hold a
+/// thread for ever.
 fn stream_pack(repo: Arc<ServedRepo>, pack: PackName, start: u64, end: u64) -> Body {
+    type Piece = Result<Bytes, std::io::Error>;
     const PIECE: usize = 256 << 10;
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
-    tokio::task::spawn_blocking(move || {
-        struct Pipe<'a>(&'a tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>);
-        impl std::io::Write for Pipe<'_> {
-            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-                for piece in buf.chunks(PIECE) {
-                    // The receiver is gone when the client went away: stop reading the pack.
-                    self.0
-                        .blocking_send(Ok(Bytes::copy_from_slice(piece)))
-                        .map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))?;
+    struct Pipe {
+        tx: tokio::sync::mpsc::Sender<Piece>,
+        rt: tokio::runtime::Handle,
+    }
+    impl std::io::Write for Pipe {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            for piece in buf.chunks(PIECE) {
+                let sent = self.rt.block_on(tokio::time::timeout(
+                    upload::UPLOAD_IDLE,
+                    self.tx.send(Ok(Bytes::copy_from_slice(piece))),
+                ));
+                match sent {
+                    Ok(Ok(())) => {}
+                    // The receiver is gone: the client went away. Stop reading the pack.
+                    Ok(Err(_)) => return Err(std::io::ErrorKind::BrokenPipe.into()),
+                    Err(_) => return Err(std::io::ErrorKind::TimedOut.into()),
                 }
-                Ok(buf.len())
             }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
+            Ok(buf.len())
         }
-        if let Err(e) = repo.packs().copy_range(&pack, start, end - start, &mut Pipe(&tx)) {
-            // Cuts the response short: the client sees fewer bytes than promised.
-            let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel::<Piece>(4);
+    let mut pipe = Pipe { tx, rt: tokio::runtime::Handle::current() };
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = repo.packs().copy_range(&pack, start, end - start, &mut pipe) {
+            // Cuts the reply short: the client sees fewer bytes than promised (also when the
+            // error cannot be queued, as the channel's end closes the body).
+            let _ = pipe.tx.try_send(Err(std::io::Error::other(e.to_string())));
         }
     });
     Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) }))
