@@ -214,6 +214,8 @@ impl Client {
         };
         let http = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
+            // A redirect is a misconfigured URL to fix, not a reason to send the token elsewhere.
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("mlv/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| Failure::network(e).to_string())?;
