@@ -7,6 +7,7 @@ mod path;
 mod receive;
 pub mod runtime;
 mod s3;
+pub mod wire;
 
 pub use receive::{Receiver, ReceivingPacks, ReceivingRefs};
 
