@@ -103,7 +103,16 @@ fn fetch_and_pull_bring_new_commits_and_deleted_branches_can_return() {
     let second = r.add_commit(&["."], "second");
     ok(&r, &root, &s3.env, &["push", &s3.url, "main"]);
 
-    let fetched = ok(&r, &a, &s3.env, &["fetch"]);
+    // The endpoint can come from the remote's config section instead of the environment.
+    let config = a.join(".mlv/config");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let url_line = format!("url = \"{}\"\n", s3.url);
+    let endpoint = &s3.env.iter().find(|(k, _)| k == "AWS_ENDPOINT_URL").unwrap().1;
+    let with_endpoint = format!("{url_line}endpoint = \"{endpoint}\"\nallow_http = true\n");
+    assert!(text.contains(&url_line), "{text}");
+    std::fs::write(&config, text.replace(&url_line, &with_endpoint)).unwrap();
+    let config_only = s3.env_without(&["AWS_ENDPOINT_URL", "AWS_ALLOW_HTTP"]);
+    let fetched = ok(&r, &a, &config_only, &["fetch"]);
     assert!(fetched.contains("origin/main"), "{fetched}");
     assert_eq!(head_id(&r, &a, "origin/main"), second);
     ok(&r, &a, &s3.env, &["pull"]);
@@ -299,12 +308,24 @@ fn bad_credentials_missing_buckets_and_dead_endpoints_are_named() {
         missing.describe()
     );
 
+    let foreign = seaweed::repo("foreign").unwrap();
+    seaweed::put_raw(&foreign.url, "refs/heads/main", "not ours\n");
+    let not_ours = run(&r, &dir, &s3.env, &["clone", &foreign.url, "w"]);
+    assert_clean_failure(&not_ours);
+    assert!(not_ours.stderr.contains("not an mlv repository"), "{}", not_ours.describe());
+
+    let future = seaweed::repo("future").unwrap();
+    seaweed::put_raw(&future.url, "mlv-repo.json", "{\"format\":2}\n");
+    let too_new = run(&r, &dir, &s3.env, &["clone", &future.url, "v"]);
+    assert_clean_failure(&too_new);
+    assert!(too_new.stderr.contains("repository format 2"), "{}", too_new.describe());
+
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let dead = format!("http://127.0.0.1:{port}");
     let unreachable = run(&r, &dir, &s3.env_with("AWS_ENDPOINT_URL", &dead), &["clone", &s3.url, "z"]);
     assert_clean_failure(&unreachable);
     assert!(unreachable.stderr.contains(&dead), "{}", unreachable.describe());
-    for d in ["x", "y", "z"] {
+    for d in ["v", "w", "x", "y", "z"] {
         assert!(!dir.join(d).exists(), "a failed clone left {d} behind");
     }
 }

@@ -41,6 +41,11 @@ pub struct S3Repo {
 }
 
 impl S3Repo {
+    /// The environment without the named variables.
+    pub fn env_without(&self, keys: &[&str]) -> Vec<(String, String)> {
+        self.env.iter().filter(|(k, _)| !keys.contains(&k.as_str())).cloned().collect()
+    }
+
     /// The environment with one variable replaced.
     pub fn env_with(&self, key: &str, value: &str) -> Vec<(String, String)> {
         let mut env: Vec<_> = self.env.iter().filter(|(k, _)| k != key).cloned().collect();
@@ -49,8 +54,14 @@ impl S3Repo {
     }
 }
 
-/// Variables of the machine's AWS setup that must not leak into a test.
+/// `AWS_*` variables removed from every S3 test command before its own are set, so the
+/// machine's AWS setup never leaks into a test.
 pub const FOREIGN_VARS: &[&str] = &[
+    "AWS_ENDPOINT_URL",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_REGION",
+    "AWS_ALLOW_HTTP",
     "AWS_ENDPOINT",
     "AWS_DEFAULT_REGION",
     "AWS_SESSION_TOKEN",
@@ -110,6 +121,16 @@ impl Seaweed {
             .unwrap_or_else(|e| panic!("cannot reach the SeaweedFS filer: {e}"));
         assert!(status == 201 || status == 200, "creating bucket {name}: HTTP {status}: {body}");
     }
+}
+
+/// Writes `body` at `rel` under the repository `url` straight through the filer, as some other
+/// program would.
+pub fn put_raw(url: &str, rel: &str, body: &str) {
+    let server = server().expect("the S3 tests are running");
+    let path = url.strip_prefix("s3://").expect("an s3:// URL");
+    let (status, text) = http(server.filer_port, "PUT", &format!("/buckets/{path}/{rel}"), body)
+        .unwrap_or_else(|e| panic!("cannot reach the SeaweedFS filer: {e}"));
+    assert_eq!(status, 201, "writing {url}/{rel}: HTTP {status}: {text}");
 }
 
 /// Starts the server (trying fresh ports if it does not come up), with [`BUCKET`] in it.

@@ -36,11 +36,13 @@ const MAX_SMALL: u64 = 4096;
 /// Opens the repository at `s3://bucket/prefix`, with endpoint and credentials from the
 /// `AWS_*` environment variables, overridden by the remote's config section.
 pub fn open(url: &str, bucket: &str, prefix: &str, settings: &RemoteConfig) -> Result<Remote, TransportError> {
-    open_with_env(url, bucket, prefix, settings, std::env::vars())
+    // `vars()` would panic on a variable that is not Unicode; such a one is not ours anyway.
+    let env = std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
+    open_with_env(url, bucket, prefix, settings, env)
 }
 
 /// Like [`open`], with the `AWS_*` variables given rather than read from this process's
-/// environment (tests run several servers side by side).
+/// environment (tests open repositories in process without changing their environment).
 pub fn open_with_env(
     url: &str,
     bucket: &str,
@@ -256,7 +258,8 @@ impl Bucket {
             let region = builder.get_config_value(&AmazonS3ConfigKey::Region);
             format!("https://s3.{}.amazonaws.com", region.as_deref().unwrap_or("us-east-1"))
         });
-        if endpoint.starts_with("http://") && !allow_http.is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+        let truthy = |v: String| ["1", "true", "on", "yes", "y"].contains(&v.to_ascii_lowercase().as_str());
+        if endpoint.starts_with("http://") && !allow_http.is_some_and(truthy) {
             return Err(failed(format!(
                 "the endpoint {endpoint} is plain http: set AWS_ALLOW_HTTP=true (or `allow_http = true` in the \
                  remote's config) to allow it"
@@ -325,7 +328,7 @@ impl Bucket {
             },
             _ => TransportError::Failed { url: url.clone(), what: f.detail },
         };
-        super::runtime::block_on(async {
+        let state = super::runtime::block_on(async {
             let top = self.prefix_path();
             let listing =
                 self.store.list_with_delimiter(top.as_ref()).await.map_err(|e| Failure::new(self.show(""), e))?;
@@ -340,15 +343,16 @@ impl Bucket {
                 let text = self.get_small(MARKER).await?.map(|v| v.bytes).unwrap_or_default();
                 check_marker(&text).map_err(|what| Failure::other(self.show(MARKER), what))?;
                 self.marked.store(true, Ordering::Release);
-                Ok(None)
-            } else if names.iter().any(|n| ["packs", "refs", "HEAD"].contains(n)) {
-                Ok(Some(TransportError::NotARepository(self.url.clone())))
+                Ok(true)
             } else {
-                Ok(None)
+                // Nothing yet is an empty repository; an unmarked one is somebody else's data.
+                Ok(!names.iter().any(|n| ["packs", "refs", "HEAD"].contains(n)))
             }
-        })
-        .map_err(to_transport)?
-        .map_or(Ok(()), Err)
+        });
+        match state.map_err(to_transport)? {
+            true => Ok(()),
+            false => Err(TransportError::NotARepository(self.url.clone())),
+        }
     }
 
     /// The prefix as a listing root (None: the whole bucket).
