@@ -54,9 +54,15 @@ impl S3Repo {
     }
 }
 
-/// `AWS_*` variables removed from every S3 test command before its own are set, so the
-/// machine's AWS setup never leaks into a test.
+/// Variables removed from every S3 test command before its own are set, so the machine's
+/// AWS setup (or a proxy that would not reach loopback) never leaks into a test.
 pub const FOREIGN_VARS: &[&str] = &[
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "all_proxy",
     "AWS_ENDPOINT_URL",
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",

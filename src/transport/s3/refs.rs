@@ -184,10 +184,12 @@ impl RefStore for S3Refs {
         }
         block_on(async {
             self.swap(full, Some(new), expected).await?;
-            // The first branch pushed becomes the repository's HEAD, unless it has one.
+            // The first branch pushed becomes the repository's HEAD, unless it has one. The ref
+            // has moved by now, so failing here would misreport the push; a missing HEAD only
+            // means readers pick `main` or the first branch.
             if let (None, Some(branch)) = (expected, full.strip_prefix(HEADS)) {
                 let text = Head::Branch(branch.to_string()).encode()?;
-                self.bucket.put("HEAD", Bytes::from(text), PutMode::Create).await?;
+                let _ = self.bucket.put("HEAD", Bytes::from(text), PutMode::Create).await;
             }
             Ok(())
         })
