@@ -6,7 +6,7 @@ mod http;
 mod path;
 mod receive;
 pub mod runtime;
-mod s3;
+pub mod s3;
 pub mod wire;
 
 pub use receive::{Receiver, ReceivingPacks, ReceivingRefs};

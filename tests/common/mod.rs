@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod fixtures;
+pub mod seaweed;
 pub mod st;
 
 use std::collections::BTreeMap;
