@@ -36,8 +36,21 @@ pub struct Closure {
     pub boundary: Vec<ObjectId>,
 }
 
-/// Walks from `tips` (commits or tags) through `odb`.
+/// Walks from `tips` (commits or tags) through `odb`; the first object that cannot be read
+/// ends the walk with its error.
 pub fn closure(odb: &Odb, tips: &[ObjectId], walk: &Walk<'_>) -> Result<Closure, StoreError> {
+    closure_with(odb, tips, walk, &mut |_, e| Err(e))
+}
+
+/// Like [`closure`], but an object that cannot be read goes to `on_error`, which may end the
+/// walk (returning the error) or let it go on around that object (returning Ok), as `fsck`
+/// does to report every problem.
+pub fn closure_with(
+    odb: &Odb,
+    tips: &[ObjectId],
+    walk: &Walk<'_>,
+    on_error: &mut dyn FnMut(&ObjectId, StoreError) -> Result<(), StoreError>,
+) -> Result<Closure, StoreError> {
     let mut out = Closure::default();
     let mut seen: HashSet<ObjectId> = HashSet::new();
     // (object, its needs already pushed): an object is emitted when popped the second time.
@@ -51,8 +64,15 @@ pub fn closure(odb: &Odb, tips: &[ObjectId], walk: &Walk<'_>) -> Result<Closure,
             continue;
         }
         seen.insert(id);
+        let needed = match needs(odb, &id, walk, &mut out.boundary) {
+            Ok(n) => n,
+            Err(e) => {
+                on_error(&id, e)?;
+                continue;
+            }
+        };
         stack.push((id, true));
-        for need in needs(odb, &id, walk, &mut out.boundary)?.into_iter().rev() {
+        for need in needed.into_iter().rev() {
             if !seen.contains(&need) && !(walk.stop)(&need) {
                 stack.push((need, false));
             }

@@ -42,8 +42,10 @@ pub struct TransferStats {
     pub packs: u64,
     /// Packs the other side had already (an earlier, interrupted transfer).
     pub packs_skipped: u64,
-    /// Seconds spent.
+    /// Seconds spent, all told.
     pub seconds: f64,
+    /// Of those, seconds spent verifying what was received (decoding every object).
+    pub verify_seconds: f64,
 }
 
 /// Where a unit ends: at the size limit, or past a quarter of it after an object whose id
@@ -175,8 +177,10 @@ fn receive_unit(
     let Some(pack) = writer.finish_unindexed()? else { return Ok(()) };
     stats.wire_bytes += pack.len;
     stats.packs += 1;
+    let started = Instant::now();
     let sealed = verify_pack(to, pack, progress)?;
     to.install(sealed)?;
+    stats.verify_seconds += started.elapsed().as_secs_f64();
     Ok(())
 }
 

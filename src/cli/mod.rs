@@ -18,6 +18,7 @@ mod demo;
 mod diff;
 mod du;
 mod fetch;
+mod fsck;
 mod init;
 mod log;
 mod progress;
@@ -87,6 +88,8 @@ enum Command {
     Pull(fetch::PullArgs),
     /// Copy a repository (path, HTTP or S3), every object verified; --depth 1 for one snapshot.
     Clone(clone::Args),
+    /// Verify every pack, object, delta base and ref (exit code 0 only when sound).
+    Fsck(fsck::Args),
     /// Serve repositories over HTTP for push, fetch and clone (bearer tokens, loopback by default).
     Serve(serve::Args),
     /// Build a model family (or use yours), commit, check out, verify, and report sizes and speed.
@@ -136,6 +139,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Fetch(a) => fetch::run(a),
         Command::Pull(a) => fetch::run_pull(a),
         Command::Clone(a) => clone::run(a),
+        Command::Fsck(a) => fsck::run(a),
         Command::Serve(a) => serve::run(a),
         Command::Demo(a) => demo::run(a),
     }

@@ -10,6 +10,7 @@ pub mod commit;
 pub mod diff;
 pub mod du;
 pub mod fetch;
+pub mod fsck;
 pub mod log;
 pub mod push;
 pub mod remote;

@@ -82,6 +82,16 @@ pub enum PackError {
         /// What is wrong.
         what: String,
     },
+    /// The bytes are not a valid pack structure, at a known place.
+    #[error("{path}: corrupt pack data at byte {offset}: {what}")]
+    CorruptAt {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Where in it.
+        offset: u64,
+        /// What is wrong.
+        what: String,
+    },
 }
 
 impl PackError {

@@ -11,11 +11,12 @@ mod writer;
 pub use backend::{PackInfo, PackStore};
 pub use local::LocalPacks;
 pub use memory::MemoryPacks;
-pub use verify::verify_pack;
+pub use verify::{check_stored_pack, index_from_content, verify_pack};
 pub use writer::{BaseChoice, NewObject, ObjectWriter, TensorSource};
 
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
 use rayon::prelude::*;
@@ -34,6 +35,10 @@ pub const DEFAULT_CHUNK_ELEMS: u64 = 1 << 20;
 /// The longest delta chain a reader follows: longer ones (or cycles) are corrupt, not a reason
 /// to recurse without end. Writers stay within `delta.max_chain`, at most this.
 pub const MAX_DECODE_DEPTH: usize = 32;
+
+/// Decoded chunks kept while a received pack is verified: enough for a large tensor whose
+/// deltas follow it in the pack to be decoded once.
+const VERIFY_CACHE_BYTES: usize = 192 << 20;
 
 /// Objects larger than this are never read whole into memory.
 pub const MAX_IN_MEMORY: u64 = 256 << 20;
@@ -128,7 +133,20 @@ pub struct LoadedPack {
     /// Its index.
     pub index: PackIndex,
     source: Arc<dyn PackStore>,
+    /// Parsed entry layouts by entry offset, so decoding a chunk reads only that chunk.
+    layouts: Mutex<HashMap<u64, Arc<EntryLayout>>>,
 }
+
+/// Where an entry's header and chunks lie, read once per entry.
+pub struct EntryLayout {
+    /// The entry's header.
+    pub header: EntryHeader,
+    /// Each chunk's offset within the entry and length.
+    chunks: Vec<(u64, u64)>,
+}
+
+/// Entry layouts kept per pack before the cache starts over (each is a few bytes per chunk).
+const MAX_LAYOUTS: usize = 1 << 16;
 
 impl LoadedPack {
     /// Loads a pack's index and checks that every record lies inside the pack.
@@ -145,10 +163,11 @@ impl LoadedPack {
                 return Err(PackError::corrupt(&PathBuf::from(source.describe()).join(info.name.stem()), what).into());
             }
         }
-        Ok(LoadedPack { name: info.name, len: info.len, index, source })
+        Ok(LoadedPack { name: info.name, len: info.len, index, source, layouts: Mutex::new(HashMap::new()) })
     }
 
-    fn path(&self) -> PathBuf {
+    /// Where the pack is, for messages.
+    pub fn path(&self) -> PathBuf {
         PathBuf::from(self.source.describe()).join(format!("{}.pack", self.name.stem()))
     }
 
@@ -157,24 +176,42 @@ impl LoadedPack {
         self.source.read_range(&self.name, rec.offset, rec.len)
     }
 
-    /// Parses an entry's bytes and checks them against its index record.
-    fn entry<'a>(&self, rec: &IndexRecord, bytes: &'a [u8]) -> Result<EntryView<'a>, StoreError> {
-        let view = EntryView::parse(bytes).map_err(|e| {
+    /// The layout of an entry, parsed and checked against its index record on first use.
+    fn layout(&self, rec: &IndexRecord) -> Result<Arc<EntryLayout>, StoreError> {
+        if let Some(hit) = self.layouts.lock().ok().and_then(|l| l.get(&rec.offset).cloned()) {
+            return Ok(hit);
+        }
+        let bytes = self.entry_bytes(rec)?;
+        let view = EntryView::parse(&bytes).map_err(|e| {
             PackError::corrupt(&self.path(), format!("object {} at offset {}: {e}", rec.id.short(), rec.offset))
         })?;
         if view.header.id != rec.id || view.header.kind != rec.kind || view.header.meta.data_len != rec.data_len {
             let what = format!("entry at offset {} does not match its index record", rec.offset);
             return Err(PackError::corrupt(&self.path(), what).into());
         }
-        Ok(view)
+        let base = bytes.as_ptr() as usize;
+        let chunks = (0..view.chunk_count())
+            .filter_map(|i| view.chunk(i))
+            .map(|c| ((c.as_ptr() as usize - base) as u64, c.len() as u64))
+            .collect();
+        let layout = Arc::new(EntryLayout { header: view.header, chunks });
+        // Parsing touched every chunk's length prefix; the pages come back when a chunk is read.
+        self.source.release(&self.name, rec.offset, rec.len);
+        if let Ok(mut l) = self.layouts.lock() {
+            if l.len() >= MAX_LAYOUTS {
+                l.clear();
+            }
+            l.insert(rec.offset, layout.clone());
+        }
+        Ok(layout)
     }
 
-    /// Lets the store drop `part` (a slice of the entry `bytes` of `rec`) from memory.
-    fn release(&self, rec: &IndexRecord, bytes: &Bytes, part: &[u8]) {
-        let within = (part.as_ptr() as usize).wrapping_sub(bytes.as_ptr() as usize) as u64;
-        if within < rec.len {
-            self.source.release(&self.name, rec.offset + within, part.len() as u64);
-        }
+    /// The stored bytes of chunk `i` of an entry, and where they lie in the pack.
+    fn chunk(&self, rec: &IndexRecord, layout: &EntryLayout, i: u64) -> Result<(Bytes, u64), StoreError> {
+        let &(within, len) =
+            layout.chunks.get(i as usize).ok_or_else(|| StoreError::corrupt(rec.id, format!("no chunk {i}")))?;
+        let at = rec.offset + within;
+        Ok((self.source.read_range(&self.name, at, len)?, at))
     }
 }
 
@@ -198,6 +235,22 @@ impl Odb {
         let odb = Odb { store, packs: RwLock::new(Arc::new(Vec::new())), cache: ChunkCache::new(64 << 20) };
         odb.refresh()?;
         Ok(odb)
+    }
+
+    /// Opens every pack of a store whose index can be read, and says which could not: how
+    /// `fsck` sees a damaged repository.
+    pub fn open_partial(store: Arc<dyn PackStore>) -> Result<(Odb, Vec<(PackInfo, StoreError)>), StoreError> {
+        let odb = Odb { store, packs: RwLock::new(Arc::new(Vec::new())), cache: ChunkCache::new(64 << 20) };
+        let mut loaded = Vec::new();
+        let mut failed = Vec::new();
+        for info in odb.store.list()? {
+            match LoadedPack::load(odb.store.clone(), info) {
+                Ok(p) => loaded.push(Arc::new(p)),
+                Err(e) => failed.push((info, e)),
+            }
+        }
+        odb.add_packs(loaded);
+        Ok((odb, failed))
     }
 
     /// The store behind this database.
@@ -257,7 +310,8 @@ impl Odb {
     pub fn overlay(&self, source: Arc<dyn PackStore>, info: PackInfo, index: PackIndex) -> Result<Odb, StoreError> {
         let mut packs: Vec<Arc<LoadedPack>> = vec![Arc::new(LoadedPack::new(source, info, index)?)];
         packs.extend(self.packs().iter().cloned());
-        Ok(Odb { store: self.store.clone(), packs: RwLock::new(Arc::new(packs)), cache: ChunkCache::new(64 << 20) })
+        let cache = ChunkCache::new(VERIFY_CACHE_BYTES);
+        Ok(Odb { store: self.store.clone(), packs: RwLock::new(Arc::new(packs)), cache })
     }
 
     /// Where an object is stored, among the packs loaded now.
@@ -312,15 +366,14 @@ impl Odb {
         let (pack, rec) = self.locate(id)?;
         let bytes = pack.entry_bytes(&rec)?;
         to.copy_entry(&rec, pack.index.bases_of(&rec), &bytes)?;
-        pack.release(&rec, &bytes, &bytes);
+        pack.source.release(&pack.name, rec.offset, rec.len);
         Ok(rec)
     }
 
     /// The entry header (kind, dtype, shape, size) of a stored object.
     pub fn header(&self, id: &ObjectId) -> Result<EntryHeader, StoreError> {
         let (pack, rec) = self.locate(id)?;
-        let bytes = pack.entry_bytes(&rec)?;
-        Ok(pack.entry(&rec, &bytes)?.header)
+        Ok(pack.layout(&rec)?.header.clone())
     }
 
     /// Decodes chunk `i` of an object through the cache, so a base shared by many deltas
@@ -350,10 +403,9 @@ impl Odb {
             return Err(StoreError::corrupt(*id, what));
         }
         let (pack, rec) = self.locate(id)?;
-        let bytes = pack.entry_bytes(&rec)?;
-        let entry = pack.entry(&rec, &bytes)?;
-        let stored = entry.chunk(i as usize).ok_or_else(|| StoreError::corrupt(*id, format!("no chunk {i}")))?;
-        let view = ChunkView::parse(stored).map_err(|e| StoreError::corrupt(*id, e))?;
+        let entry = pack.layout(&rec)?;
+        let (stored, at) = pack.chunk(&rec, &entry, i)?;
+        let view = ChunkView::parse(&stored).map_err(|e| StoreError::corrupt(*id, e))?;
         let (start, end) = entry.header.chunk_range(i);
         if view.raw_len as u64 != end - start {
             return Err(StoreError::corrupt(
@@ -369,7 +421,7 @@ impl Odb {
             None => None,
         };
         let decoded = view.decode(entry.header.meta.dtype, base.as_deref());
-        pack.release(&rec, &bytes, stored);
+        pack.source.release(&pack.name, at, stored.len() as u64);
         decoded.map_err(|e: CodecError| StoreError::corrupt(*id, e))
     }
 
@@ -415,10 +467,11 @@ impl Odb {
         let mut pos = start;
         while pos < end {
             let i = pos / chunk_bytes;
-            let chunk = if cached {
-                self.cached_chunk(id, i, depth)?
-            } else {
-                Arc::new(self.decode_with(id, i, false, depth)?)
+            // Without `cached`, a chunk already in the cache is still used; it is only not added.
+            let chunk = match (cached, self.cache.get(id, i)) {
+                (true, _) => self.cached_chunk(id, i, depth)?,
+                (false, Some(hit)) => hit,
+                (false, None) => Arc::new(self.decode_with(id, i, false, depth)?),
             };
             let offset = (pos - i * chunk_bytes) as usize;
             let take = ((end - pos) as usize).min(chunk.len().saturating_sub(offset));
@@ -447,6 +500,17 @@ impl Odb {
     pub fn stream_all(
         &self,
         ids: &[ObjectId],
+        sink: impl FnMut(&[u8]) -> std::io::Result<()> + Send,
+    ) -> Result<Vec<EntryHeader>, StoreError> {
+        self.stream_all_keeping(ids, &HashSet::new(), sink)
+    }
+
+    /// Like [`Odb::stream_all`], keeping the decoded chunks of the objects in `keep` in the
+    /// cache: when they are bases of objects that follow, those find their base decoded.
+    pub fn stream_all_keeping(
+        &self,
+        ids: &[ObjectId],
+        keep: &HashSet<ObjectId>,
         mut sink: impl FnMut(&[u8]) -> std::io::Result<()> + Send,
     ) -> Result<Vec<EntryHeader>, StoreError> {
         let headers: Vec<EntryHeader> = ids.iter().map(|id| self.header(id)).collect::<Result<_, _>>()?;
@@ -456,7 +520,13 @@ impl Odb {
         let batches: Vec<&[(usize, u64)]> = work.chunks(batch_len()).collect();
         pipelined(
             &batches,
-            |batch| batch.par_iter().map(|&(k, i)| self.decode_chunk(&ids[k], i)).collect::<Result<Vec<_>, _>>(),
+            |batch| {
+                let decode = |&(k, i): &(usize, u64)| match keep.contains(&ids[k]) {
+                    true => self.chunk(&ids[k], i),
+                    false => self.decode_chunk(&ids[k], i).map(Arc::new),
+                };
+                batch.par_iter().map(decode).collect::<Result<Vec<_>, _>>()
+            },
             |batch, decoded| {
                 for (&(k, _), data) in batch.iter().zip(&decoded) {
                     if let Some(h) = hashers[k].as_mut() {
@@ -501,13 +571,12 @@ impl Odb {
     /// How an object is stored: bytes, codecs, bases.
     pub fn storage(&self, id: &ObjectId) -> Result<StorageInfo, StoreError> {
         let (pack, rec) = self.locate(id)?;
-        let bytes = pack.entry_bytes(&rec)?;
-        let entry = pack.entry(&rec, &bytes)?;
+        let entry = pack.layout(&rec)?;
         let mut codecs: Vec<(String, u64)> = Vec::new();
         let mut bases = Vec::new();
-        for i in 0..entry.chunk_count() {
-            let view = entry.chunk(i).map(ChunkView::parse).transpose().map_err(|e| StoreError::corrupt(*id, e))?;
-            let Some(view) = view else { continue };
+        for i in 0..entry.chunks.len() as u64 {
+            let (stored, _) = pack.chunk(&rec, &entry, i)?;
+            let view = ChunkView::parse(&stored).map_err(|e| StoreError::corrupt(*id, e))?;
             match codecs.iter_mut().find(|c| c.0 == view.codec.name()) {
                 Some(c) => c.1 += 1,
                 None => codecs.push((view.codec.name().to_string(), 1)),

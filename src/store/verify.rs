@@ -23,32 +23,76 @@ use crate::progress::Progress;
 /// with the index built from its content. Delta chains may be as long as any reader follows.
 pub fn verify_pack(odb: &Odb, pack: UnindexedPack, progress: &dyn Progress) -> Result<SealedPack, StoreError> {
     let path = pack.file.to_path_buf();
-    let corrupt =
-        |offset: u64, what: String| StoreError::from(PackError::corrupt(&path, format!("{what} (at byte {offset})")));
     let file = File::open(&path).map_err(|e| PackError::io(&path, e))?;
     // SAFETY: the temporary file is private to this process until it is installed.
     let map = Arc::new(unsafe { Mmap::map(&file) }.map_err(|e| PackError::io(&path, e))?);
-    check_header(&path, &map)?;
     let len = map.len() as u64;
-    let body_end = len.checked_sub(TRAILER_LEN).filter(|&e| e >= PACK_HEADER_LEN);
-    let body_end = body_end.ok_or_else(|| corrupt(0, "pack too short".into()))? as usize;
-    let mut hasher = blake3::Hasher::new();
-    hasher.update_rayon(&map[..body_end]);
-    let hash = *hasher.finalize().as_bytes();
-    if hash != map[body_end..] || hash != pack.name.0 {
-        return Err(corrupt(body_end as u64, "pack checksum mismatch: it was damaged on the way".into()));
-    }
-    let entries = walk_entries(&map[..body_end], &corrupt)?;
+    let index = index_from_content(odb, &path, pack.name, &map)?;
     crate::fsutil::release_pages(&map, 0, len);
-    let entries = with_depths(odb, entries, MAX_DECODE_DEPTH as u8, &corrupt)?;
-    let order: Vec<ObjectId> = entries.iter().map(|(r, _)| r.id).collect();
-    let index = PackIndex::build(pack.name.0, entries);
+    let mut records: Vec<&IndexRecord> = index.records.iter().collect();
+    records.sort_by_key(|r| r.offset);
+    let order: Vec<ObjectId> = records.iter().map(|r| r.id).collect();
     let info = PackInfo { name: pack.name, len };
     let bytes = Bytes::from_owner(MapOwner(map.clone()));
     let source = Arc::new(FilePack { path: path.clone(), name: pack.name, map, bytes });
     let overlay = odb.overlay(source, info, index.clone())?;
-    overlay.stream_all(&order, |_| if progress.cancelled() { Err(crate::progress::interrupted()) } else { Ok(()) })?;
+    // A base decoded for its own check is kept for the deltas after it: each chunk decodes once.
+    let bases_here: std::collections::HashSet<ObjectId> =
+        index.bases.iter().filter(|b| index.find(b).is_some()).copied().collect();
+    overlay.stream_all_keeping(&order, &bases_here, |_| {
+        if progress.cancelled() { Err(crate::progress::interrupted()) } else { Ok(()) }
+    })?;
     Ok(SealedPack { file: pack.file, name: pack.name, len, index })
+}
+
+/// Builds the index of pack `name` (whose bytes are `bytes`, from `path`) from its content:
+/// header, checksum, every entry walked, every delta base found here or in `odb`, depths.
+/// Nothing is decoded.
+pub fn index_from_content(odb: &Odb, path: &Path, name: PackName, bytes: &[u8]) -> Result<PackIndex, StoreError> {
+    let corrupt =
+        |offset: u64, what: String| StoreError::from(PackError::CorruptAt { path: path.to_path_buf(), offset, what });
+    check_header(path, bytes)?;
+    let len = bytes.len() as u64;
+    let body_end = len.checked_sub(TRAILER_LEN).filter(|&e| e >= PACK_HEADER_LEN);
+    let body_end = body_end.ok_or_else(|| corrupt(0, "pack too short".into()))? as usize;
+    let mut hasher = blake3::Hasher::new();
+    hasher.update_rayon(&bytes[..body_end]);
+    let hash = *hasher.finalize().as_bytes();
+    if hash != bytes[body_end..] || hash != name.0 {
+        return Err(corrupt(body_end as u64, "pack checksum mismatch: its bytes were damaged".into()));
+    }
+    let entries = walk_entries(&bytes[..body_end], &corrupt)?;
+    let entries = with_depths(odb, entries, MAX_DECODE_DEPTH as u8, &corrupt)?;
+    Ok(PackIndex::build(name.0, entries))
+}
+
+/// Checks a stored pack against its stored index, which must equal the one its content gives:
+/// every record (offset, length, kind, size, depth) and every delta base.
+pub fn check_stored_pack(odb: &Odb, info: PackInfo, stored: &PackIndex) -> Result<(), StoreError> {
+    let store = odb.store();
+    let path = PathBuf::from(store.describe()).join(format!("{}.pack", info.name.stem()));
+    let bytes = store.read_range(&info.name, 0, info.len)?;
+    let rebuilt = index_from_content(odb, &path, info.name, &bytes)?;
+    store.release(&info.name, 0, info.len);
+    let idx_path = path.with_extension("idx");
+    let wrong = |what: String| StoreError::from(PackError::corrupt(&idx_path, what));
+    if rebuilt.records.len() != stored.records.len() {
+        return Err(wrong(format!("lists {} objects, the pack holds {}", stored.records.len(), rebuilt.records.len())));
+    }
+    for (want, got) in rebuilt.records.iter().zip(&stored.records) {
+        let same_record = (want.id, want.offset, want.len, want.data_len, want.kind, want.depth)
+            == (got.id, got.offset, got.len, got.data_len, got.kind, got.depth);
+        let same_bases = !stored.bases_known || rebuilt.bases_of(want) == stored.bases_of(got);
+        if !same_record || !same_bases {
+            return Err(wrong(format!(
+                "its record of {} (offset {}) does not match the pack (object at byte {})",
+                got.id.short(),
+                got.offset,
+                want.offset
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Walks every entry of a pack body: its record and the bases its chunks name.
