@@ -25,6 +25,7 @@ pub mod upload;
 pub use auth::{Access, Auth, TokensFileError};
 pub use repos::{DirSource, RepoSource, ServedRepo, SourceError, check_repo_name};
 
+use axum::serve::ListenerExt;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -110,7 +111,12 @@ impl Server {
 
     /// Serves until `shutdown` completes, then lets requests in flight finish.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
-        axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown).await?;
+        // Without TCP_NODELAY every small reply waits for the client's delayed ACK (~40 ms):
+        // a fetch makes one range request per run of objects, and would crawl.
+        let listener = self.listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        axum::serve(listener, self.router).with_graceful_shutdown(shutdown).await?;
         Ok(())
     }
 }
