@@ -132,6 +132,11 @@ impl Error {
                  version with `mlv checkout HEAD -- <path>`, re-save it, or list it in .mlvignore"
                     .into()
             }
+            _ if matches!(self.store_error(), Some(StoreError::Unreadable { .. })) => {
+                "a pack of this repository is damaged: `mlv fsck` lists what is wrong; restore the pack from a \
+                 backup or another clone"
+                    .into()
+            }
             _ if matches!(self.store_error(), Some(StoreError::Corrupt { .. })) => {
                 "the repository is damaged; restore the named pack from a backup or another clone".into()
             }

@@ -91,9 +91,11 @@ pub fn fsck(
     progress: &dyn Progress,
 ) -> Result<FsckReport> {
     let mut report = FsckReport::default();
-    let (odb, failed) = Odb::open_partial(store.clone())?;
-    for (info, e) in &failed {
-        report.store_problem(None, Some((format!("{}/{}.idx", store.describe(), info.name.stem()), 0)), e);
+    let odb = Odb::open(store.clone())?;
+    let failed = odb.broken();
+    for (info, why) in &failed {
+        let file = format!("{}/{}.idx", store.describe(), info.name.stem());
+        report.problem(format!("pack {} cannot be read: {why}", info.name.stem()), None, Some(file), None);
     }
     let packs = odb.packs();
     report.packs = packs.len() + failed.len();

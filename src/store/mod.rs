@@ -49,6 +49,16 @@ pub enum StoreError {
     /// No pack holds the object.
     #[error("object {0} not found in the repository")]
     NotFound(ObjectId),
+    /// The object is in none of the readable packs, and some packs cannot be read.
+    #[error("object {id} not found: it may be in {pack}, which cannot be read ({why})")]
+    Unreadable {
+        /// The object.
+        id: ObjectId,
+        /// The unreadable pack.
+        pack: String,
+        /// Why.
+        why: String,
+    },
     /// The object is there but wrong.
     #[error("object {id} is corrupt: {what}")]
     Corrupt {
@@ -222,6 +232,7 @@ pub struct Odb {
     store: Arc<dyn PackStore>,
     packs: RwLock<PackList>,
     cache: ChunkCache,
+    broken: Mutex<Vec<(PackInfo, String)>>,
 }
 
 impl Odb {
@@ -232,25 +243,20 @@ impl Odb {
 
     /// Opens every complete pack of a store.
     pub fn open(store: Arc<dyn PackStore>) -> Result<Odb, StoreError> {
-        let odb = Odb { store, packs: RwLock::new(Arc::new(Vec::new())), cache: ChunkCache::new(64 << 20) };
+        let odb = Odb {
+            store,
+            packs: RwLock::new(Arc::new(Vec::new())),
+            cache: ChunkCache::new(64 << 20),
+            broken: Mutex::new(Vec::new()),
+        };
         odb.refresh()?;
         Ok(odb)
     }
 
-    /// Opens every pack of a store whose index can be read, and says which could not: how
-    /// `fsck` sees a damaged repository.
-    pub fn open_partial(store: Arc<dyn PackStore>) -> Result<(Odb, Vec<(PackInfo, StoreError)>), StoreError> {
-        let odb = Odb { store, packs: RwLock::new(Arc::new(Vec::new())), cache: ChunkCache::new(64 << 20) };
-        let mut loaded = Vec::new();
-        let mut failed = Vec::new();
-        for info in odb.store.list()? {
-            match LoadedPack::load(odb.store.clone(), info) {
-                Ok(p) => loaded.push(Arc::new(p)),
-                Err(e) => failed.push((info, e)),
-            }
-        }
-        odb.add_packs(loaded);
-        Ok((odb, failed))
+    /// Packs whose index could not be loaded, and why: their objects are not readable here.
+    /// `fsck` reports them; a missing object names them.
+    pub fn broken(&self) -> Vec<(PackInfo, String)> {
+        self.broken.lock().map(|b| b.clone()).unwrap_or_default()
     }
 
     /// The store behind this database.
@@ -277,12 +283,26 @@ impl Odb {
         if fresh.is_empty() {
             return Ok(false);
         }
-        let loaded: Vec<Arc<LoadedPack>> = fresh
-            .into_par_iter()
-            .map(|info| LoadedPack::load(self.store.clone(), info).map(Arc::new))
-            .collect::<Result<_, _>>()?;
+        let results: Vec<(PackInfo, Result<LoadedPack, StoreError>)> =
+            fresh.into_par_iter().map(|info| (info, LoadedPack::load(self.store.clone(), info))).collect();
+        let mut loaded = Vec::new();
+        let mut broken = Vec::new();
+        for (info, result) in results {
+            match result {
+                Ok(p) => loaded.push(Arc::new(p)),
+                // Removed since it was listed (by gc): nothing to read, nothing wrong.
+                Err(StoreError::Pack(PackError::Io { source, .. }))
+                    if source.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => broken.push((info, e.to_string())),
+            }
+        }
+        if let Ok(mut b) = self.broken.lock() {
+            b.retain(|(i, _)| !broken.iter().any(|(n, _)| n.name == i.name));
+            b.extend(broken);
+        }
+        let any = !loaded.is_empty();
         self.add_packs(loaded);
-        Ok(true)
+        Ok(any)
     }
 
     fn add_packs(&self, loaded: Vec<Arc<LoadedPack>>) {
@@ -311,7 +331,12 @@ impl Odb {
         let mut packs: Vec<Arc<LoadedPack>> = vec![Arc::new(LoadedPack::new(source, info, index)?)];
         packs.extend(self.packs().iter().cloned());
         let cache = ChunkCache::new(VERIFY_CACHE_BYTES);
-        Ok(Odb { store: self.store.clone(), packs: RwLock::new(Arc::new(packs)), cache })
+        Ok(Odb {
+            store: self.store.clone(),
+            packs: RwLock::new(Arc::new(packs)),
+            cache,
+            broken: Mutex::new(self.broken()),
+        })
     }
 
     /// Where an object is stored, among the packs loaded now.
@@ -325,10 +350,15 @@ impl Odb {
         if let Some(found) = self.find(id) {
             return Ok(found);
         }
-        if self.refresh()? {
-            return self.find(id).ok_or(StoreError::NotFound(*id));
+        if self.refresh()?
+            && let Some(found) = self.find(id)
+        {
+            return Ok(found);
         }
-        Err(StoreError::NotFound(*id))
+        match self.broken().first() {
+            Some((info, why)) => Err(StoreError::Unreadable { id: *id, pack: info.name.stem(), why: why.clone() }),
+            None => Err(StoreError::NotFound(*id)),
+        }
     }
 
     /// True if the object is in a loaded pack.

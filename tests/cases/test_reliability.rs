@@ -98,3 +98,98 @@ fn a_truncated_safetensors_file_shows_as_modified_with_the_way_back() {
     r.ok(&["checkout", "HEAD", "--", "model.safetensors"]);
     r.assert_worktree_eq(&ft);
 }
+
+/// The largest pack of a repository (it holds the tensors) and its index.
+fn largest_pack(mlv_dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let pack = std::fs::read_dir(mlv_dir.join("objects/pack"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "pack"))
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    let idx = pack.with_extension("idx");
+    (pack, idx)
+}
+
+/// Offsets of the first entry's parts: (entry start, first chunk's header, its checksum field).
+fn first_entry_offsets(pack: &[u8]) -> (usize, usize, usize) {
+    let entry = 16;
+    let ndim = pack[entry + 34] as usize;
+    let count_end = entry + 1 + 32 + 1 + 1 + 8 * ndim + 8 + 8 + 4;
+    let chunk = count_end + 4;
+    (entry, chunk, chunk + 6)
+}
+
+#[test]
+fn fsck_finds_a_flipped_byte_in_every_part_of_a_pack_and_checkout_never_writes_it() {
+    let (r, _base, ft) = crate::common::fixtures::family_repo();
+    let clean = r.json(&["fsck", "--json"]);
+    assert_eq!(clean["problems"].as_array().map(Vec::len), Some(0), "{clean}");
+    // Checkouts rewrite the staging index's stat data; everything else must come back as it was.
+    let snapshot = || {
+        let mut s = r.mlv_snapshot();
+        s.remove("index");
+        s
+    };
+    let pristine = snapshot();
+    let (pack_path, idx_path) = largest_pack(&r.root.join(".mlv"));
+    let pack = std::fs::read(&pack_path).unwrap();
+    let idx = std::fs::read(&idx_path).unwrap();
+    let (entry, chunk, checksum) = first_entry_offsets(&pack);
+    let cases: Vec<(&str, &std::path::Path, usize)> = vec![
+        ("pack header", &pack_path, 3),
+        ("entry framing", &pack_path, entry + 5),
+        ("chunk header", &pack_path, chunk),
+        ("chunk checksum", &pack_path, checksum),
+        ("payload", &pack_path, pack.len() / 2),
+        ("trailer", &pack_path, pack.len() - 1),
+        ("index", &idx_path, idx.len() / 2),
+    ];
+    for (class, file, at) in cases {
+        let original = std::fs::read(file).unwrap();
+        let mut bad = original.clone();
+        bad[at] ^= 0x20;
+        std::fs::write(file, &bad).unwrap();
+        let out = r.run(&["fsck", "--json"]);
+        assert_eq!(out.code, Some(1), "{class}: fsck passed a flipped byte\n{}", out.describe());
+        let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        let problems = v["problems"].as_array().unwrap();
+        assert!(!problems.is_empty(), "{class}: {v}");
+        let named = |p: &serde_json::Value| p["file"].as_str().is_some_and(|f| f.contains("pack-"));
+        assert!(problems.iter().any(named), "{class}: no problem names the pack or index file: {v}");
+        if class != "index" && class != "pack header" {
+            assert!(problems.iter().any(|p| p["offset"].is_u64()), "{class}: no offset given: {v}");
+        }
+        // Whatever is damaged, checkout either refuses or writes the right bytes.
+        r.clear_worktree();
+        let co = r.run(&["checkout", "-f", "HEAD"]);
+        if co.success() {
+            r.assert_worktree_eq(&ft);
+        } else {
+            assert!(
+                !r.exists("model.safetensors")
+                    || r.read("model.safetensors") == std::fs::read(ft.join("model.safetensors")).unwrap()
+            );
+        }
+        std::fs::write(file, &original).unwrap();
+    }
+    assert_eq!(snapshot(), pristine);
+    r.ok(&["fsck"]);
+}
+
+#[test]
+fn fsck_checks_refs_bare_repositories_and_remotes() {
+    let (r, _base, _ft) = crate::common::fixtures::family_repo();
+    let srv = r.beside("srv");
+    r.ok(&["init", "--bare", srv.to_str().unwrap()]);
+    r.ok(&["remote", "add", "origin", srv.to_str().unwrap()]);
+    r.ok(&["push", "origin", "main", "--tags"]);
+    let out = r.ok_at(&srv, &["fsck"]);
+    assert!(out.contains("no problems"), "{out}");
+    let out = r.ok(&["fsck", "--remote", "origin"]);
+    assert!(out.contains("no problems"), "{out}");
+    std::fs::write(srv.join("refs/heads/ghost"), format!("{}\n", "ab".repeat(32))).unwrap();
+    let out = r.run(&["fsck", "--remote", "origin"]);
+    assert_eq!(out.code, Some(1), "{}", out.describe());
+    assert!(out.stdout.contains("refs/heads/ghost"), "{}", out.describe());
+}
