@@ -24,12 +24,29 @@ pub struct Config {
     /// Pack layout settings.
     #[serde(default)]
     pub pack: PackConfig,
+    /// Garbage collection.
+    #[serde(default)]
+    pub gc: GcConfig,
     /// Remotes by name: `[remote.origin]`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub remote: BTreeMap<String, RemoteConfig>,
     /// Upstreams of local branches: `[branch.main]`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub branch: BTreeMap<String, BranchConfig>,
+}
+
+/// `[gc]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct GcConfig {
+    /// `commit` runs `gc` when the repository has more packs than this (0: never).
+    pub auto_packs: usize,
+}
+
+impl Default for GcConfig {
+    fn default() -> Self {
+        GcConfig { auto_packs: 50 }
+    }
 }
 
 /// `[remote.<name>]`: another repository this one pushes to and fetches from.

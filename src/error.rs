@@ -78,6 +78,9 @@ pub enum Error {
     /// Refs problem.
     #[error(transparent)]
     Ref(#[from] RefError),
+    /// A lock is held by another running command.
+    #[error(transparent)]
+    Lock(#[from] crate::lock::LockError),
     /// Index problem.
     #[error(transparent)]
     Index(#[from] IndexError),
@@ -122,7 +125,7 @@ impl Error {
             }
             Error::NoIdentity => "e.g. export MLV_AUTHOR_NAME='Your Name' MLV_AUTHOR_EMAIL=you@example.com".into(),
             Error::NoMatch(_) => "check the path; `mlv status` shows what mlv sees".into(),
-            Error::Ref(RefError::Locked(_)) | Error::Index(IndexError::Locked(_)) => {
+            Error::Ref(RefError::Locked(_)) | Error::Index(IndexError::Locked(_)) | Error::Lock(_) => {
                 "another mlv command is changing this repository; wait for it to finish, then retry".into()
             }
             Error::Ref(RefError::Clash { .. }) => "choose another name, or delete the ref in the way first".into(),

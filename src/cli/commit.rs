@@ -30,7 +30,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let opts = CommitOptions { message: &args.message, all: args.all, base: args.base.as_deref() };
     let report = mlv::ops::commit::commit(&mut repo, &opts, progress::for_stderr().as_ref())?;
     if args.json {
-        return print_json(&report);
+        print_json(&report)?;
+        return auto_gc(&mut repo);
     }
     let branch = report.branch.as_deref().unwrap_or("detached HEAD");
     let subject = args.message.lines().next().unwrap_or("");
@@ -39,5 +40,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if !report.staged.staged.is_empty() {
         outln!(" stored {} for {} changed file(s)", human(report.staged.stored_bytes), report.staged.staged.len())?;
     }
+    auto_gc(&mut repo)
+}
+
+/// Repacks when packs have piled up (`gc.auto_packs`), as git's `gc --auto` does after a commit.
+fn auto_gc(repo: &mut mlv::Repository) -> anyhow::Result<()> {
+    if !mlv::ops::gc::needed(repo) {
+        return Ok(());
+    }
+    eprintln!("Packing the repository: more than {} packs (see `mlv gc --help`)...", repo.config.gc.auto_packs);
+    let report = mlv::ops::gc::gc(repo, &Default::default(), progress::for_stderr().as_ref())?;
+    // On stderr, like the note before it: stdout stays the commit's report (or its JSON).
+    eprintln!("{}", super::gc::summary(&report));
     Ok(())
 }

@@ -19,6 +19,7 @@ mod diff;
 mod du;
 mod fetch;
 mod fsck;
+mod gc;
 mod init;
 mod log;
 mod progress;
@@ -90,6 +91,8 @@ enum Command {
     Clone(clone::Args),
     /// Verify every pack, object, delta base and ref (exit code 0 only when sound).
     Fsck(fsck::Args),
+    /// Repack into a few packs, drop unreachable objects (after a grace period), cut long chains.
+    Gc(gc::Args),
     /// Serve repositories over HTTP for push, fetch and clone (bearer tokens, loopback by default).
     Serve(serve::Args),
     /// Build a model family (or use yours), commit, check out, verify, and report sizes and speed.
@@ -116,6 +119,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             | Command::Pull(_)
             | Command::Clone(_)
             | Command::Demo(_)
+            | Command::Gc(_)
     ) {
         install_interrupt_handler();
     }
@@ -140,6 +144,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Pull(a) => fetch::run_pull(a),
         Command::Clone(a) => clone::run(a),
         Command::Fsck(a) => fsck::run(a),
+        Command::Gc(a) => gc::run(a),
         Command::Serve(a) => serve::run(a),
         Command::Demo(a) => demo::run(a),
     }

@@ -11,6 +11,7 @@ pub mod diff;
 pub mod du;
 pub mod fetch;
 pub mod fsck;
+pub mod gc;
 pub mod log;
 pub mod push;
 pub mod remote;

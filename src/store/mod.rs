@@ -393,11 +393,47 @@ impl Odb {
 
     /// Copies an object's entry as it is stored into another pack, bases recorded.
     pub fn copy_entry(&self, id: &ObjectId, to: &mut crate::pack::PackWriter) -> Result<IndexRecord, StoreError> {
+        let (_, rec) = self.locate(id)?;
+        self.copy_entry_with_depth(id, rec.depth, to)?;
+        Ok(rec)
+    }
+
+    /// Like [`Odb::copy_entry`], recording delta chain depth `depth` (its bases may have been
+    /// re-encoded with shorter chains). Returns `depth`.
+    pub fn copy_entry_with_depth(
+        &self,
+        id: &ObjectId,
+        depth: u8,
+        to: &mut crate::pack::PackWriter,
+    ) -> Result<u8, StoreError> {
         let (pack, rec) = self.locate(id)?;
         let bytes = pack.entry_bytes(&rec)?;
-        to.copy_entry(&rec, pack.index.bases_of(&rec), &bytes)?;
+        to.copy_entry(&IndexRecord { depth, ..rec }, pack.index.bases_of(&rec), &bytes)?;
         pack.source.release(&pack.name, rec.offset, rec.len);
-        Ok(rec)
+        Ok(depth)
+    }
+
+    /// Copies an object into another pack re-encoded without delta bases (cutting a chain that
+    /// grew too long), its content checked against its id on the way.
+    pub fn copy_standalone(
+        &self,
+        id: &ObjectId,
+        to: &mut crate::pack::PackWriter,
+        opts: crate::codec::EncodeOptions,
+    ) -> Result<(), StoreError> {
+        let header = self.header(id)?;
+        let mut hasher = id_hasher(&header);
+        to.begin(header.clone())?;
+        for i in 0..header.chunk_count() {
+            let data = self.decode_chunk(id, i)?;
+            hasher.update(&data);
+            to.push_chunk(&crate::codec::encode_chunk(header.meta.dtype, &data, None, opts))?;
+        }
+        if hasher.finish() != *id {
+            return Err(StoreError::corrupt(*id, "content does not hash to its id"));
+        }
+        to.end(0, Vec::new())?;
+        Ok(())
     }
 
     /// The entry header (kind, dtype, shape, size) of a stored object.

@@ -193,3 +193,124 @@ fn fsck_checks_refs_bare_repositories_and_remotes() {
     assert_eq!(out.code, Some(1), "{}", out.describe());
     assert!(out.stdout.contains("refs/heads/ghost"), "{}", out.describe());
 }
+
+/// A repository with a chain of BF16 fine-tunes (each a delta on the one before) on `main`,
+/// a side branch, and the files of every commit by commit id.
+fn chain_repo(len: usize) -> (TestRepo, Vec<(String, Vec<u8>)>) {
+    use crate::common::st;
+    let r = TestRepo::init();
+    let mut w = st::base_model(7, 64, 2, 128);
+    let mut commits = Vec::new();
+    for k in 0..len {
+        w = st::fine_tune(&w, 100 + k as u64, 0.2);
+        let tensors: Vec<_> = w.iter().map(st::Weights::to_bf16).collect();
+        st::write(&r.path("model.safetensors"), &tensors, None);
+        let id = r.add_commit(&["model.safetensors"], &format!("step {k}"));
+        commits.push((id, r.read("model.safetensors")));
+        if k == len / 2 {
+            r.ok(&["branch", "side"]);
+        }
+    }
+    (r, commits)
+}
+
+fn pack_count(r: &TestRepo) -> usize {
+    std::fs::read_dir(r.root.join(".mlv/objects/pack"))
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "idx"))
+        .count()
+}
+
+#[test]
+fn gc_repacks_into_one_pack_and_every_commit_still_checks_out_exactly() {
+    let (r, commits) = chain_repo(6);
+    let before = r.mlv_size();
+    assert!(pack_count(&r) >= 12, "{}", pack_count(&r));
+    let v = r.json(&["gc", "--json"]);
+    assert_eq!(v["packs_after"], 1, "{v}");
+    assert_eq!(pack_count(&r), 1);
+    assert!(r.mlv_size() <= before, "gc grew the store: {} -> {}", before, r.mlv_size());
+    r.ok(&["fsck"]);
+    for (id, bytes) in &commits {
+        r.ok(&["checkout", "-f", id]);
+        assert_eq!(&r.read("model.safetensors"), bytes, "commit {id}");
+    }
+    r.ok(&["switch", "-f", "main"]);
+}
+
+#[test]
+fn gc_cuts_chains_longer_than_max_chain_and_keeps_what_deltas_need() {
+    let (r, commits) = chain_repo(5);
+    let config = std::fs::read_to_string(r.root.join(".mlv/config")).unwrap();
+    std::fs::write(r.root.join(".mlv/config"), config.replace("max_chain = 8", "max_chain = 2")).unwrap();
+    let v = r.json(&["gc", "--json"]);
+    assert!(v["chains_cut"].as_u64().unwrap() > 0, "{v}");
+    r.ok(&["fsck"]);
+    let du = r.json(&["du", "--tensors", "--json"]);
+    let deep = du.to_string().matches("\"depth\":3").count();
+    assert_eq!(deep, 0, "a chain longer than 2 survived: {du}");
+    for (id, bytes) in &commits {
+        r.ok(&["checkout", "-f", id]);
+        assert_eq!(&r.read("model.safetensors"), bytes, "commit {id}");
+    }
+}
+
+#[test]
+fn unreachable_objects_survive_the_grace_period_and_go_with_prune_now() {
+    let (r, commits) = chain_repo(3);
+    r.ok(&["switch", "-c", "doomed"]);
+    r.write("extra.bin", vec![7u8; 200_000]);
+    let doomed = r.add_commit(&["extra.bin"], "doomed");
+    r.ok(&["switch", "main"]);
+    r.ok(&["branch", "-D", "doomed"]);
+    r.ok(&["gc"]);
+    assert!(r.run(&["log", "-n", "1", &doomed]).success(), "a fresh unreachable commit was dropped");
+    let v = r.json(&["gc", "--prune=now", "--json"]);
+    assert!(v["objects_dropped"].as_u64().unwrap() >= 3, "{v}");
+    assert!(!r.run(&["log", "-n", "1", &doomed]).success(), "prune=now kept an unreachable commit");
+    r.ok(&["fsck", "--unreachable"]);
+    r.ok(&["checkout", "-f", &commits[0].0]);
+    assert_eq!(r.read("model.safetensors"), commits[0].1);
+}
+
+#[test]
+fn commit_repacks_on_its_own_once_packs_pile_up() {
+    let r = TestRepo::init();
+    let config = std::fs::read_to_string(r.root.join(".mlv/config")).unwrap();
+    std::fs::write(r.root.join(".mlv/config"), config.replace("auto_packs = 50", "auto_packs = 4")).unwrap();
+    for k in 0..4 {
+        r.write("n.txt", format!("{k}\n"));
+        r.add_commit(&["n.txt"], &format!("c{k}"));
+    }
+    assert!(pack_count(&r) <= 4, "{}", pack_count(&r));
+    r.ok(&["fsck"]);
+    assert_eq!(r.ok(&["log", "--oneline"]).lines().count(), 4);
+}
+
+#[test]
+fn readers_and_committers_never_fail_while_gc_runs_or_is_killed() {
+    let (r, commits) = chain_repo(4);
+    for round in 0..6u64 {
+        let readers: Vec<_> = (0..3).map(|_| r.spawn_at(&r.root, &["log", "--stat"])).collect();
+        let mut gc = r
+            .std_cmd_in(&r.root, ["gc", "--prune=now"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        if round % 2 == 1 {
+            std::thread::sleep(Duration::from_millis(3 * round));
+            gc.kill().ok();
+        }
+        gc.wait().unwrap();
+        for reader in readers {
+            let out = reader.wait_with_output().unwrap();
+            assert!(out.status.success(), "a reader failed during gc: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        r.ok(&["fsck"]);
+        r.write("round.txt", format!("{round}\n"));
+        r.add_commit(&["round.txt"], &format!("round {round}"));
+    }
+    r.ok(&["checkout", "-f", &commits[1].0]);
+    assert_eq!(r.read("model.safetensors"), commits[1].1);
+}

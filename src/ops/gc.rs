@@ -1,0 +1,210 @@
+//! `mlv gc`: repack a repository into a few packs, drop objects nothing needs any more, and
+//! cut delta chains that grew past `delta.max_chain`.
+//!
+//! Safe with commands running at the same time: old packs are deleted only after the new ones
+//! are installed (a reader that opened an old pack keeps its mapping; one that looks again finds
+//! the objects in the new pack), objects written within the grace period are kept with all
+//! they need, and packs that appear while gc runs are checked once more before anything is
+//! deleted, so a concurrent commit that reuses an old object keeps it.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Serialize;
+
+use crate::codec::EncodeOptions;
+use crate::error::{Error, Result};
+use crate::lock::Lock;
+use crate::object::ObjectId;
+use crate::pack::{PackName, PackWriter};
+use crate::progress::Progress;
+use crate::reach::{self, Walk};
+use crate::refs::{HEADS, Head, REMOTES, TAGS};
+use crate::repo::Repository;
+use crate::store::{LoadedPack, StoreError};
+
+/// Unreachable objects younger than this are kept by default: a command may be about to
+/// point at them.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(14 * 24 * 3600);
+
+/// Packs written by `gc` stay below about this size (one larger object makes a larger one).
+pub const DEFAULT_MAX_PACK_BYTES: u64 = 2 << 30;
+
+/// How `gc` runs.
+#[derive(Debug, Clone)]
+pub struct GcOptions {
+    /// Unreachable objects in packs older than this are dropped (zero: all of them).
+    pub grace: Duration,
+    /// Largest pack written, in bytes.
+    pub max_pack_bytes: u64,
+}
+
+impl Default for GcOptions {
+    fn default() -> Self {
+        GcOptions { grace: DEFAULT_GRACE, max_pack_bytes: DEFAULT_MAX_PACK_BYTES }
+    }
+}
+
+/// What `gc` did.
+#[derive(Debug, Default, Serialize)]
+pub struct GcReport {
+    /// Packs before and after.
+    pub packs_before: usize,
+    /// Packs after.
+    pub packs_after: usize,
+    /// Bytes of packs before.
+    pub bytes_before: u64,
+    /// Bytes of packs after.
+    pub bytes_after: u64,
+    /// Objects kept.
+    pub objects_kept: usize,
+    /// Unreachable objects dropped.
+    pub objects_dropped: usize,
+    /// Objects re-encoded without a base because their chain was too long.
+    pub chains_cut: usize,
+    /// Seconds spent.
+    pub seconds: f64,
+}
+
+/// True when there are more packs than `gc.auto_packs`: `commit` then runs gc.
+pub fn needed(repo: &Repository) -> bool {
+    let limit = repo.config.gc.auto_packs;
+    limit > 0 && repo.odb.packs().len() > limit
+}
+
+/// Every object a ref, HEAD or the staging index needs.
+fn live_tips(repo: &Repository) -> Result<Vec<ObjectId>> {
+    let mut tips = Vec::new();
+    for prefix in [HEADS, TAGS, REMOTES] {
+        tips.extend(repo.refs.list(prefix)?.into_iter().map(|r| r.1));
+    }
+    if let Head::Detached(id) = repo.refs.head()? {
+        tips.push(id);
+    }
+    if !repo.bare {
+        tips.extend(repo.index()?.entries.values().map(|e| e.id));
+    }
+    Ok(tips)
+}
+
+/// True if the pack's file was written within `grace` of now.
+fn is_young(repo: &Repository, pack: &LoadedPack, grace: Duration) -> bool {
+    let path = repo.dir.join("objects/pack").join(format!("{}.pack", pack.name.stem()));
+    let modified = std::fs::metadata(path).and_then(|m| m.modified()).unwrap_or_else(|_| SystemTime::now());
+    SystemTime::now().duration_since(modified).map_or(true, |age| age < grace)
+}
+
+/// Repacks.
+pub fn gc(repo: &mut Repository, opts: &GcOptions, progress: &dyn Progress) -> Result<GcReport> {
+    let started = Instant::now();
+    let _lock = Lock::acquire(&repo.dir.join("gc"))?;
+    repo.odb.refresh()?;
+    let old = repo.odb.packs();
+    let mut report =
+        GcReport { packs_before: old.len(), bytes_before: old.iter().map(|p| p.len).sum(), ..GcReport::default() };
+    if !repo.odb.broken().is_empty() {
+        return Err(Error::Usage("some packs cannot be read: run `mlv fsck` and repair them before gc".into()));
+    }
+    let mut roots = live_tips(repo)?;
+    for p in old.iter().filter(|p| is_young(repo, p, opts.grace)) {
+        roots.extend(p.index.records.iter().map(|r| r.id));
+    }
+    let shallow = super::remote::shallow(repo)?;
+    // Strict: an object that cannot be read stops gc before anything is deleted.
+    let keep = reach::closure(&repo.odb, &roots, &Walk::everything(&shallow))?.objects;
+    let mut written = write_packs(repo, &keep, opts, &mut report, progress)?;
+    // Packs that appeared meanwhile may need objects that were not kept: keep those too.
+    let ours: HashSet<PackName> = old.iter().map(|p| p.name).chain(written.iter().copied()).collect();
+    repo.odb.refresh()?;
+    let newcomers: Vec<ObjectId> = repo
+        .odb
+        .packs()
+        .iter()
+        .filter(|p| !ours.contains(&p.name))
+        .flat_map(|p| p.index.records.iter().map(|r| r.id))
+        .collect();
+    if !newcomers.is_empty() {
+        let kept: HashSet<ObjectId> = keep.iter().copied().collect();
+        let walk = Walk { stop: &|id| kept.contains(id), parents: true, shallow: &shallow };
+        let rescued = reach::closure(&repo.odb, &newcomers, &walk)?.objects;
+        let in_old: Vec<ObjectId> = rescued.into_iter().filter(|id| is_in(&old, id)).collect();
+        written.extend(write_packs(repo, &in_old, opts, &mut report, progress)?);
+    }
+    // A pack gc rewrote identically has the same name: it is not old any more.
+    let doomed: Vec<_> = old.iter().filter(|p| !written.contains(&p.name)).cloned().collect();
+    delete_packs(repo, &doomed)?;
+    repo.odb = crate::store::Odb::open_dir(&repo.dir.join("objects"))?;
+    let after = repo.odb.packs();
+    report.objects_kept = keep.len();
+    let total: HashSet<ObjectId> = old.iter().flat_map(|p| p.index.records.iter().map(|r| r.id)).collect();
+    report.objects_dropped = total.len().saturating_sub(keep.len());
+    report.packs_after = after.len();
+    report.bytes_after = after.iter().map(|p| p.len).sum();
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+fn is_in(packs: &[std::sync::Arc<LoadedPack>], id: &ObjectId) -> bool {
+    packs.iter().any(|p| p.index.find(id).is_some())
+}
+
+/// Writes `ids` (each after what it needs) into new packs of bounded size, copying entries
+/// as stored except where a delta chain would exceed `delta.max_chain`.
+fn write_packs(
+    repo: &Repository,
+    ids: &[ObjectId],
+    opts: &GcOptions,
+    report: &mut GcReport,
+    progress: &dyn Progress,
+) -> Result<Vec<PackName>> {
+    let odb = &repo.odb;
+    let max_chain = repo.config.delta.max_chain;
+    let encode = EncodeOptions { zstd_level: repo.config.delta.zstd_level };
+    let mut depth: HashMap<ObjectId, u8> = HashMap::new();
+    let mut names = Vec::new();
+    let mut writer = PackWriter::new(&odb.staging_dir())?;
+    progress.start("repacking", ids.iter().filter_map(|id| odb.stored_len(id)).sum());
+    for (k, id) in ids.iter().enumerate() {
+        if progress.cancelled() {
+            return Err(StoreError::Cancelled.into());
+        }
+        let bases = odb.bases(id)?;
+        let d = bases.iter().map(|b| depth.get(b).copied().unwrap_or(0).saturating_add(1)).max().unwrap_or(0);
+        let before = writer.offset();
+        if d > max_chain {
+            odb.copy_standalone(id, &mut writer, encode)?;
+            report.chains_cut += 1;
+            depth.insert(*id, 0);
+        } else {
+            let rec = odb.copy_entry_with_depth(id, d, &mut writer)?;
+            depth.insert(*id, rec);
+        }
+        progress.advance(writer.offset() - before);
+        if writer.offset() >= opts.max_pack_bytes || k + 1 == ids.len() {
+            let full = std::mem::replace(&mut writer, PackWriter::new(&odb.staging_dir())?);
+            if let Some(sealed) = full.finish()? {
+                names.push(odb.install(sealed)?);
+            }
+        }
+    }
+    progress.finish();
+    Ok(names)
+}
+
+/// Deletes packs: the index first, so no reader opens a pack being deleted.
+fn delete_packs(repo: &Repository, packs: &[std::sync::Arc<LoadedPack>]) -> Result<()> {
+    let dir = repo.dir.join("objects/pack");
+    for p in packs {
+        for ext in ["idx", "pack"] {
+            let path = dir.join(format!("{}.{ext}", p.name.stem()));
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(crate::fsutil::with_path(&path, e).into());
+                }
+                _ => {}
+            }
+        }
+    }
+    crate::fsutil::fsync_dir(&dir)?;
+    Ok(())
+}
