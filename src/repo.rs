@@ -13,6 +13,9 @@ use crate::store::{ObjectWriter, Odb};
 /// How long a command waits for another one to release the index lock.
 const INDEX_LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// The deepest directory nesting a tree may have: deeper is a hostile tree, not a checkpoint.
+pub const MAX_TREE_DEPTH: usize = 256;
+
 /// Name of the repository directory at the work-tree root.
 pub const DIR_NAME: &str = ".mlv";
 
@@ -187,15 +190,19 @@ impl Repository {
     /// All files of a tree, by path.
     pub fn flatten(&self, tree: &ObjectId) -> Result<FlatTree> {
         let mut out = FlatTree::new();
-        self.flatten_into(tree, "", &mut out)?;
+        self.flatten_into(tree, "", &mut out, 0)?;
         Ok(out)
     }
 
-    fn flatten_into(&self, tree: &ObjectId, prefix: &str, out: &mut FlatTree) -> Result<()> {
+    fn flatten_into(&self, tree: &ObjectId, prefix: &str, out: &mut FlatTree, depth: usize) -> Result<()> {
+        if depth > MAX_TREE_DEPTH {
+            let what = format!("directories nested deeper than {MAX_TREE_DEPTH} levels");
+            return Err(crate::store::StoreError::Corrupt { id: *tree, what }.into());
+        }
         for e in self.tree(tree)?.entries {
             let path = format!("{prefix}{}", e.name);
             match e.kind {
-                EntryKind::Tree => self.flatten_into(&e.id, &format!("{path}/"), out)?,
+                EntryKind::Tree => self.flatten_into(&e.id, &format!("{path}/"), out, depth + 1)?,
                 kind => {
                     out.insert(path, FlatEntry { kind, id: e.id, size: e.size, executable: e.executable });
                 }
