@@ -66,16 +66,61 @@ pub fn is_safetensors(rel: &str) -> bool {
 /// What a walk of the work tree found.
 #[derive(Debug, Default)]
 pub struct Scan {
-    /// Regular files mlv can store.
+    /// Regular files (or symlinks to them) mlv can store.
     pub files: Vec<FoundFile>,
-    /// Regular files whose names mlv cannot store (see [`WorktreeError::BadPath`]), skipped;
-    /// relative to the root and decoded lossily, for messages.
-    pub unsupported: Vec<String>,
+    /// What was not stored, and why: names mlv cannot store, symlinks to directories or to
+    /// nothing. Nothing is skipped without saying so.
+    pub skipped: Vec<Skipped>,
 }
 
-/// Lists regular files under `start` (inside `root`), honouring `.mlvignore` and skipping `.mlv`.
-/// A file whose name mlv cannot store is set aside rather than failing the whole walk, so
-/// one oddly named untracked file does not block every command.
+/// A path a walk did not store.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Skipped {
+    /// Relative to the root (decoded lossily).
+    pub path: String,
+    /// Why.
+    pub why: String,
+}
+
+/// What mlv sees at a work-tree path.
+pub enum PathState {
+    /// A regular file, or a symlink to one (tracked as the content it points at): the stat
+    /// of the content.
+    File(Stat),
+    /// Something mlv does not store, and why.
+    Skipped(&'static str),
+    /// Nothing, or a directory.
+    Absent,
+}
+
+/// Looks at `abs` as mlv tracks files: a symlink to a regular file is that file's content
+/// (as in a Hugging Face cache snapshot, whose files link into `../../blobs/`); a symlink to
+/// a directory is not followed (no cycles, no surprises).
+pub fn inspect(abs: &Path) -> std::io::Result<PathState> {
+    use std::io::ErrorKind::{NotADirectory, NotFound};
+    let meta = match std::fs::symlink_metadata(abs) {
+        Ok(m) => m,
+        Err(e) if matches!(e.kind(), NotFound | NotADirectory) => return Ok(PathState::Absent),
+        Err(e) => return Err(crate::fsutil::with_path(abs, e)),
+    };
+    if meta.is_file() {
+        return Ok(PathState::File(Stat::of(&meta)));
+    }
+    if !meta.is_symlink() {
+        return Ok(if meta.is_dir() { PathState::Absent } else { PathState::Skipped("not a regular file") });
+    }
+    Ok(match std::fs::metadata(abs) {
+        Ok(target) if target.is_file() => PathState::File(Stat::of(&target)),
+        Ok(target) if target.is_dir() => PathState::Skipped("a symlink to a directory (not followed)"),
+        Ok(_) => PathState::Skipped("a symlink to something that is not a regular file"),
+        Err(e) if e.kind() == NotFound => PathState::Skipped("a symlink to nothing"),
+        Err(_) => PathState::Skipped("a symlink that cannot be followed (a loop?)"),
+    })
+}
+
+/// Lists regular files (and symlinks to them) under `start` (inside `root`), honouring
+/// `.mlvignore` and skipping `.mlv`. A file mlv cannot store is set aside with the reason
+/// rather than failing the whole walk, so one odd file does not block every command.
 pub fn scan(root: &Path, start: &Path) -> Result<Scan, WorktreeError> {
     let mut out = Scan::default();
     let walker = ignore::WalkBuilder::new(start)
@@ -87,17 +132,25 @@ pub fn scan(root: &Path, start: &Path) -> Result<Scan, WorktreeError> {
     for entry in walker {
         let entry =
             entry.map_err(|e| WorktreeError::Io { path: start.to_path_buf(), source: std::io::Error::other(e) })?;
-        if !entry.file_type().is_some_and(|t| t.is_file()) {
+        if entry.file_type().is_none_or(|t| t.is_dir()) {
             continue;
         }
         let abs = entry.path().to_path_buf();
-        let meta =
-            entry.metadata().map_err(|e| WorktreeError::Io { path: abs.clone(), source: std::io::Error::other(e) })?;
-        match relative(root, &abs) {
-            Ok(rel) => out.files.push(FoundFile { rel, abs, stat: Stat::of(&meta) }),
-            Err(WorktreeError::BadPath(_)) => {
-                out.unsupported.push(abs.strip_prefix(root).unwrap_or(&abs).to_string_lossy().into_owned())
+        let lossy = || abs.strip_prefix(root).unwrap_or(&abs).to_string_lossy().into_owned();
+        let stat = match inspect(&abs).map_err(io_err(&abs))? {
+            PathState::File(stat) => stat,
+            PathState::Skipped(why) => {
+                out.skipped.push(Skipped { path: lossy(), why: why.into() });
+                continue;
             }
+            PathState::Absent => continue,
+        };
+        match relative(root, &abs) {
+            Ok(rel) => out.files.push(FoundFile { rel, abs, stat }),
+            Err(WorktreeError::BadPath(_)) => out.skipped.push(Skipped {
+                path: lossy(),
+                why: "a name mlv cannot store (not UTF-8, holds '\\', or nested too deep)".into(),
+            }),
             Err(e) => return Err(e),
         }
     }

@@ -52,3 +52,6 @@ mod test_s3;
 
 #[path = "cases/test_reliability.rs"]
 mod test_reliability;
+
+#[path = "cases/test_symlinks.rs"]
+mod test_symlinks;

@@ -45,7 +45,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         outln!("staged removal of {r}")?;
     }
     for s in &report.skipped {
-        eprintln!("warning: skipped {s}: file names must be valid UTF-8 without '\\'");
+        eprintln!("warning: skipped {}: {}", s.path, s.why);
     }
     Ok(())
 }

@@ -85,12 +85,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             outln!("\t{p}")?;
         }
     }
-    if !s.unsupported.is_empty() {
-        outln!(
-            "\nFiles mlv cannot track:\n  (names must be valid UTF-8 without '\\'; rename them or list them in .mlvignore)"
-        )?;
-        for p in &s.unsupported {
-            outln!("\t{p}")?;
+    if !s.skipped.is_empty() {
+        outln!("\nNot tracked, and why:\n  (rename or replace them, or list them in .mlvignore)")?;
+        for p in &s.skipped {
+            outln!("\t{}: {}", p.path, p.why)?;
         }
     }
     if s.is_clean() {

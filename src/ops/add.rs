@@ -32,8 +32,8 @@ pub struct AddReport {
     pub tensors_delta: usize,
     /// Tensors already in the repository.
     pub tensors_duplicate: usize,
-    /// Files under the paths that were skipped because mlv cannot store their names (lossy).
-    pub skipped: Vec<String>,
+    /// Paths under the paths that were not stored, and why.
+    pub skipped: Vec<crate::worktree::Skipped>,
 }
 
 /// Converts a user path (relative to `cwd`) into an absolute path inside the work tree.
@@ -90,7 +90,7 @@ pub fn add(
         if abs.exists() {
             let scan = worktree::scan(&repo.root, &abs)?;
             found.extend(scan.files);
-            skipped.extend(scan.unsupported);
+            skipped.extend(scan.skipped);
         } else if !index.entries.keys().any(|k| under(k, &prefix)) {
             return Err(Error::NoMatch(p.display().to_string()));
         }

@@ -181,6 +181,21 @@ pub fn checkout_paths(
     Ok(report)
 }
 
+/// Refuses to write `rel` when a directory on its way is a symlink: the file would land
+/// wherever the link points, perhaps outside the work tree.
+fn refuse_symlinked_parents(root: &Path, rel: &str) -> Result<()> {
+    for parent in Path::new(rel).ancestors().skip(1).filter(|a| !a.as_os_str().is_empty()) {
+        if std::fs::symlink_metadata(root.join(parent)).is_ok_and(|m| m.is_symlink()) {
+            return Err(Error::Usage(format!(
+                "not writing {rel}: {} is a symlink, and checkout never writes through one (replace it with a \
+                 directory, or check out with --force to have it replaced)",
+                parent.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Writes every file of `files` whose work-tree copy is not already that content.
 fn write_files(
     repo: &Repository,
@@ -194,6 +209,7 @@ fn write_files(
         files.iter().filter(|(p, e)| force || !is_current(repo, index, p, e)).collect();
     progress.start("checking out", todo.iter().map(|(_, e)| e.size).sum());
     for (path, e) in todo {
+        refuse_symlinked_parents(&repo.root, path)?;
         let dest = repo.root.join(path);
         report.bytes += worktree::checkout_file(&repo.odb, e.kind, &e.id, &dest, e.executable, progress)?;
         let meta = std::fs::metadata(&dest).map_err(|err| crate::fsutil::with_path(&dest, err))?;

@@ -1,14 +1,13 @@
 //! `mlv status`: staged changes (HEAD vs index), unstaged changes (index vs work tree), untracked files.
 
 use std::collections::HashSet;
-use std::io::ErrorKind;
 use std::time::Duration;
 
 use serde::Serialize;
 
 use super::tensors::named_tensors;
 use crate::error::Result;
-use crate::index::{Index, IndexEntry, LockedIndex, Stat};
+use crate::index::{Index, IndexEntry, LockedIndex};
 use crate::object::{EntryKind, ObjectId};
 use crate::refs::Head;
 use crate::repo::Repository;
@@ -54,8 +53,8 @@ pub struct Status {
     pub unstaged: Vec<Change>,
     /// Files not in the index.
     pub untracked: Vec<String>,
-    /// Untracked files mlv cannot store because of their names (shown lossily).
-    pub unsupported: Vec<String>,
+    /// Untracked paths mlv does not store, and why (odd names, symlinks to directories).
+    pub skipped: Vec<worktree::Skipped>,
     /// The branch against its upstream (filled in by [`tracking`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tracking: Option<Tracking>,
@@ -88,7 +87,7 @@ pub fn tracking(repo: &Repository, branch: &str) -> Result<Option<Tracking>> {
 impl Status {
     /// True when nothing differs anywhere.
     pub fn is_clean(&self) -> bool {
-        self.staged.is_empty() && self.unstaged.is_empty() && self.untracked.is_empty() && self.unsupported.is_empty()
+        self.staged.is_empty() && self.unstaged.is_empty() && self.untracked.is_empty() && self.skipped.is_empty()
     }
 }
 
@@ -145,11 +144,11 @@ pub fn status(repo: &Repository) -> Result<Status> {
     }
     let scan = worktree::scan(&repo.root, &repo.root)?;
     let untracked = scan.files.into_iter().filter(|f| !index.entries.contains_key(&f.rel)).map(|f| f.rel).collect();
-    let unsupported = scan.unsupported;
+    let skipped = scan.skipped;
     if refreshed {
         save_refreshed(repo, index);
     }
-    Ok(Status { branch, head, staged, unstaged, untracked, unsupported, tracking: None })
+    Ok(Status { branch, head, staged, unstaged, untracked, skipped, tracking: None })
 }
 
 /// The tracked files present in the work tree. They are looked up by path rather than found
@@ -158,11 +157,8 @@ pub fn tracked_files(repo: &Repository, index: &Index) -> Result<Vec<FoundFile>>
     let mut out = Vec::new();
     for rel in index.entries.keys() {
         let abs = repo.root.join(rel);
-        match std::fs::symlink_metadata(&abs) {
-            Ok(meta) if meta.is_file() => out.push(FoundFile { rel: rel.clone(), abs, stat: Stat::of(&meta) }),
-            Ok(_) => {}
-            Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => {}
-            Err(e) => return Err(crate::fsutil::with_path(&abs, e).into()),
+        if let worktree::PathState::File(stat) = worktree::inspect(&abs)? {
+            out.push(FoundFile { rel: rel.clone(), abs, stat });
         }
     }
     Ok(out)

@@ -42,7 +42,7 @@ print(json.dumps(out))
 "#;
 
 /// Runs the Python checker on `files`; None when skipped by MLV_SKIP_PYTHON_TESTS=1.
-fn python_inspect(files: &[&Path]) -> Option<Value> {
+pub fn python_inspect(files: &[&Path]) -> Option<Value> {
     if std::env::var("MLV_SKIP_PYTHON_TESTS").as_deref() == Ok("1") {
         eprintln!("MLV_SKIP_PYTHON_TESTS=1: skipping the Python safetensors check");
         return None;

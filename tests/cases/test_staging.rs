@@ -315,7 +315,7 @@ fn add_skips_non_utf8_names_with_a_warning_but_refuses_them_by_name() {
     assert!(out.success() && out.stderr.contains("warning: skipped caf"), "{}", out.describe());
     let s = r.json(&["status", "--json"]);
     assert_eq!(paths(&s["staged"]), ["new.txt"], "{s}");
-    assert_eq!(array(&s["unsupported"], "unsupported").len(), 1, "{s}");
+    assert_eq!(array(&s["skipped"], "skipped").len(), 1, "{s}");
     let args = [std::ffi::OsStr::new("add"), std::ffi::OsStr::from_bytes(b"caf\xe9.txt")];
     let out = TestRepo::exec(&mut r.cmd_in(&r.root, args), "mlv add caf\\xe9.txt".into());
     assert!(!out.success() && out.stderr.contains("UTF-8"), "{}", out.describe());
