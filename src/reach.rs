@@ -105,6 +105,7 @@ fn needs(odb: &Odb, id: &ObjectId, walk: &Walk<'_>, boundary: &mut Vec<ObjectId>
         ObjectKind::Tag => vec![odb.tag(id)?.object],
         ObjectKind::Tree => odb.tree(id)?.entries.into_iter().map(|e| e.id).collect(),
         ObjectKind::TensorFile => odb.tensor_file(id)?.segments.iter().map(|s| s.id()).collect(),
+        ObjectKind::ChunkedFile => odb.chunked_file(id)?.chunks.iter().map(|c| c.0).collect(),
         ObjectKind::Tensor => odb.bases(id)?,
         ObjectKind::Blob => Vec::new(),
     })

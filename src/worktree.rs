@@ -8,7 +8,7 @@ use memmap2::Mmap;
 use rayon::prelude::*;
 
 use crate::index::Stat;
-use crate::object::{DType, EntryKind, IdHasher, ObjectId, ObjectKind, Segment, TensorFile, TensorMeta};
+use crate::object::{ChunkedFile, DType, EntryKind, IdHasher, ObjectId, ObjectKind, Segment, TensorFile, TensorMeta};
 use crate::progress::Progress;
 use crate::safetensors::{self as st, Span, TensorSpan};
 use crate::store::{BaseChoice, NewObject, ObjectWriter, Odb, StoreError, TensorSource};
@@ -249,6 +249,9 @@ pub fn ingest(
 ) -> Result<Ingested, WorktreeError> {
     let (file, map) = map_file(path)?;
     let len = map.len() as u64;
+    if !is_safetensors(rel) && len > CDC_MAX as u64 {
+        return ingest_chunked(&map, writer);
+    }
     if !is_safetensors(rel) {
         let id = blob_id(&map, 0, len);
         if let Some(w) = writer.as_deref_mut() {
@@ -304,6 +307,70 @@ pub fn ingest(
     Ok(Ingested { kind: EntryKind::TensorFile, id, tensors })
 }
 
+/// The id a file had as one blob, before large files were cut into chunks: an entry staged
+/// that way still matches the same bytes.
+pub fn legacy_blob_id(path: &Path) -> Result<ObjectId, WorktreeError> {
+    let (_, map) = map_file(path)?;
+    Ok(blob_id(&map, 0, map.len() as u64))
+}
+
+/// Smallest, average and largest content-defined chunk of a large file that is not
+/// safetensors (as Hugging Face's Xet storage cuts them): an edit changes about one chunk.
+pub const CDC_MIN: usize = 16 << 10;
+/// Average chunk; see [`CDC_MIN`].
+pub const CDC_AVG: usize = 64 << 10;
+/// Largest chunk; files no larger are stored as one blob.
+pub const CDC_MAX: usize = 256 << 10;
+
+/// Cuts a mapped file into content-defined chunks, hashes them on all cores and, with a
+/// writer, stores the chunks the repository lacks; the file becomes a chunked-file object.
+fn ingest_chunked(map: &Mmap, mut writer: Option<&mut ObjectWriter<'_>>) -> Result<Ingested, WorktreeError> {
+    // A batch at a time, pages released behind it, so memory stays flat whatever the file's
+    // size; the next batch's cut points are found while this one is hashed and stored.
+    const BATCH: usize = 64;
+    let mut cuts = fastcdc::v2020::FastCDC::new(map, CDC_MIN, CDC_AVG, CDC_MAX).map(|c| (c.offset, c.length));
+    let mut chunks: Vec<(ObjectId, u64)> = Vec::new();
+    let mut batch: Vec<(usize, usize)> = cuts.by_ref().take(BATCH).collect();
+    while !batch.is_empty() {
+        let (next, stored) = rayon::join(
+            || cuts.by_ref().take(BATCH).collect::<Vec<_>>(),
+            || store_chunks(map, &batch, writer.as_deref_mut()),
+        );
+        chunks.extend(stored?);
+        batch = next;
+    }
+    let body = ChunkedFile { chunks }.encode();
+    let id = match writer {
+        Some(w) => w.put(ObjectKind::ChunkedFile, &body)?,
+        None => ObjectId::hash(ObjectKind::ChunkedFile, &body),
+    };
+    Ok(Ingested { kind: EntryKind::ChunkedFile, id, tensors: Vec::new() })
+}
+
+/// Reads, hashes and (with a writer) stores one batch of chunks; returns their ids and lengths.
+fn store_chunks(
+    map: &Mmap,
+    batch: &[(usize, usize)],
+    writer: Option<&mut ObjectWriter<'_>>,
+) -> Result<Vec<(ObjectId, u64)>, WorktreeError> {
+    // Each chunk is read once into memory: its id and its encoding come from those bytes.
+    let read: Vec<(ObjectId, Vec<u8>)> = batch
+        .par_iter()
+        .map(|&(start, len)| {
+            let bytes = map[start..start + len].to_vec();
+            (ObjectId::hash(ObjectKind::Blob, &bytes), bytes)
+        })
+        .collect();
+    let out = read.iter().map(|(id, bytes)| (*id, bytes.len() as u64)).collect();
+    if let Some(w) = writer {
+        w.put_blobs(read)?;
+    }
+    if let (Some(&(first, _)), Some(&(last, len))) = (batch.first(), batch.last()) {
+        crate::fsutil::release_pages(map, first as u64, (last + len - first) as u64);
+    }
+    Ok(out)
+}
+
 /// The object to store for one span of a safetensors file, with base candidates for tensors.
 fn new_object<'m>(
     map: &'m Mmap,
@@ -354,6 +421,15 @@ pub fn write_content(
             let headers = odb.stream_all(&ids, &mut sink)?;
             if let Some(seg) = tf.segments.iter().zip(&headers).find(|(s, h)| h.meta.data_len != s.len()) {
                 let what = format!("segment {} has the wrong length", seg.0.id().short());
+                return Err(StoreError::Corrupt { id: *id, what });
+            }
+        }
+        EntryKind::ChunkedFile => {
+            let file = odb.chunked_file(id)?;
+            let ids: Vec<ObjectId> = file.chunks.iter().map(|c| c.0).collect();
+            let headers = odb.stream_all(&ids, &mut sink)?;
+            if let Some((c, _)) = file.chunks.iter().zip(&headers).find(|(c, h)| h.meta.data_len != c.1) {
+                let what = format!("chunk {} has the wrong length", c.0.short());
                 return Err(StoreError::Corrupt { id: *id, what });
             }
         }

@@ -55,3 +55,6 @@ mod test_reliability;
 
 #[path = "cases/test_symlinks.rs"]
 mod test_symlinks;
+
+#[path = "cases/test_chunking.rs"]
+mod test_chunking;

@@ -31,6 +31,12 @@ impl Grouping {
         }
     }
 
+    /// True for one-byte elements that are not floats: the one plane is the data itself
+    /// (blobs, U8 and I8 tensors), so splitting and joining are copies.
+    fn is_bytes(&self) -> bool {
+        self.width == 1 && self.mantissa.is_none()
+    }
+
     /// Number of streams produced.
     pub fn planes(&self) -> usize {
         self.exp_planes + self.sm_planes
@@ -43,6 +49,9 @@ impl Grouping {
 
     /// Splits little-endian words into planes. `data.len()` must be a multiple of the width.
     pub fn split(&self, data: &[u8]) -> Vec<Vec<u8>> {
+        if self.is_bytes() {
+            return vec![data.to_vec()];
+        }
         if self.is_bf16_like() {
             return split_bf16(data);
         }
@@ -59,6 +68,13 @@ impl Grouping {
 
     /// Inverse of [`Grouping::split`]; `planes` must hold `elements` bytes each.
     pub fn join<P: AsRef<[u8]>>(&self, planes: &[P], elements: usize, out: &mut Vec<u8>) {
+        if self.is_bytes() {
+            // A short plane leaves the output short, which the caller's length check refuses.
+            if let Some(plane) = planes.first().and_then(|p| p.as_ref().get(..elements)) {
+                out.extend_from_slice(plane);
+            }
+            return;
+        }
         if self.is_bf16_like() {
             return join_bf16(planes[0].as_ref(), planes[1].as_ref(), elements, out);
         }

@@ -3,12 +3,14 @@
 //! An object's id depends only on its kind and canonical body (see `docs/FORMAT.md`),
 //! never on how a pack happens to store it.
 
+mod chunked;
 mod commit;
 mod dtype;
 mod id;
 mod tensor_file;
 mod tree;
 
+pub use chunked::ChunkedFile;
 pub use commit::{Commit, GitProvenance, Signature, Tag};
 pub use dtype::DType;
 pub use id::{BadId, ID_LEN, IdHasher, ObjectId};
@@ -17,7 +19,7 @@ pub use tree::{EntryKind, Tree, TreeEntry, is_valid_name};
 
 use crate::encoding::DecodeError;
 
-/// The six kinds of object.
+/// The kinds of object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ObjectKind {
@@ -33,6 +35,8 @@ pub enum ObjectKind {
     Commit,
     /// An annotated tag.
     Tag,
+    /// A large file that is not safetensors, as content-defined chunks (blobs).
+    ChunkedFile,
 }
 
 impl ObjectKind {
@@ -45,6 +49,7 @@ impl ObjectKind {
             ObjectKind::Tree => "tree",
             ObjectKind::Commit => "commit",
             ObjectKind::Tag => "tag",
+            ObjectKind::ChunkedFile => "chunked-file",
         }
     }
 
@@ -57,6 +62,7 @@ impl ObjectKind {
             ObjectKind::Tree => 4,
             ObjectKind::Commit => 5,
             ObjectKind::Tag => 6,
+            ObjectKind::ChunkedFile => 7,
         }
     }
 
@@ -69,6 +75,7 @@ impl ObjectKind {
             4 => ObjectKind::Tree,
             5 => ObjectKind::Commit,
             6 => ObjectKind::Tag,
+            7 => ObjectKind::ChunkedFile,
             _ => return None,
         })
     }

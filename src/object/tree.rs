@@ -13,6 +13,8 @@ pub enum EntryKind {
     TensorFile,
     /// A subdirectory.
     Tree,
+    /// A large file that is not safetensors, stored as content-defined chunks.
+    ChunkedFile,
 }
 
 impl EntryKind {
@@ -21,6 +23,7 @@ impl EntryKind {
             EntryKind::Blob => 1,
             EntryKind::TensorFile => 2,
             EntryKind::Tree => 3,
+            EntryKind::ChunkedFile => 4,
         }
     }
 }
@@ -83,6 +86,7 @@ impl Tree {
                 1 => EntryKind::Blob,
                 2 => EntryKind::TensorFile,
                 3 => EntryKind::Tree,
+                4 => EntryKind::ChunkedFile,
                 k => return Err(r.error(format!("unknown tree entry kind {k}"))),
             };
             let executable = match r.u8()? {

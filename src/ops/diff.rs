@@ -287,6 +287,10 @@ fn small_float(v: u8, e_bits: u32, m_bits: u32, bias: i32) -> f64 {
 
 fn text_of(repo: &Repository, f: Option<&SideFile>) -> Result<Option<String>> {
     let Some(f) = f else { return Ok(Some(String::new())) };
+    if f.kind == EntryKind::ChunkedFile {
+        // Chunked files are larger than any text diff shows.
+        return Ok(None);
+    }
     let bytes = match &f.path {
         Some(p) => {
             if std::fs::metadata(p)?.len() > MAX_TEXT_DIFF {

@@ -119,6 +119,11 @@ fn first_locations(repo: &Repository, commit: ObjectId) -> Result<HashMap<Object
                     out.entry(t.id).or_insert_with(|| loc(Some(t.name)));
                 }
             }
+            if e.kind == EntryKind::ChunkedFile {
+                for (chunk, _) in repo.odb.chunked_file(&e.id)?.chunks {
+                    out.entry(chunk).or_insert_with(|| loc(None));
+                }
+            }
         }
     }
     Ok(out)
@@ -166,6 +171,14 @@ pub fn du(repo: &Repository, commit: ObjectId, tensors: bool) -> Result<Usage> {
             }
             for seg in tf.segments.iter().filter(|s| matches!(s, Segment::Bytes { .. })) {
                 stored += repo.odb.find(&seg.id()).map_or(0, |(_, r)| r.len);
+            }
+        }
+        if e.kind == EntryKind::ChunkedFile && stored > 0 {
+            // Only the chunks this file introduced; the others are stored for an earlier one.
+            let chunks: std::collections::HashSet<ObjectId> =
+                repo.odb.chunked_file(&e.id)?.chunks.into_iter().map(|c| c.0).collect();
+            for chunk in chunks {
+                stored += storage_of(repo, &chunk, &first, &here)?.0;
             }
         }
         files.push(FileUsage { path, logical: e.size, stored, tensors: if tensors { rows } else { Vec::new() } });

@@ -187,7 +187,11 @@ pub fn freshness(index: &Index, f: &FoundFile) -> Result<Freshness> {
         Err(WorktreeError::Safetensors { source, .. }) => return Ok(Freshness::Invalid(source.to_string())),
         Err(e) => return Err(e.into()),
     };
-    let same = index.entries.get(&f.rel).is_some_and(|e| e.id == now.id && e.stat.executable == f.stat.executable);
+    let same = index.entries.get(&f.rel).is_some_and(|e| {
+        let same_content =
+            e.id == now.id || (e.kind != now.kind && worktree::legacy_blob_id(&f.abs).ok() == Some(e.id));
+        same_content && e.stat.executable == f.stat.executable
+    });
     Ok(if same { Freshness::Refreshed } else { Freshness::Changed(now) })
 }
 

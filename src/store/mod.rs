@@ -22,7 +22,7 @@ use bytes::Bytes;
 use rayon::prelude::*;
 
 use crate::codec::{ChunkView, CodecError, convert};
-use crate::object::{Commit, ObjectId, ObjectKind, Tag, TensorFile, Tree};
+use crate::object::{ChunkedFile, Commit, ObjectId, ObjectKind, Tag, TensorFile, Tree};
 use crate::pack::{
     EntryHeader, EntryView, IndexRecord, PACK_HEADER_LEN, PackError, PackIndex, PackName, SealedPack, TRAILER_LEN,
 };
@@ -683,5 +683,10 @@ impl Odb {
     /// Reads a tensor file.
     pub fn tensor_file(&self, id: &ObjectId) -> Result<TensorFile, StoreError> {
         self.decode_as(id, ObjectKind::TensorFile, TensorFile::decode)
+    }
+
+    /// Reads a chunked file's list of chunks.
+    pub fn chunked_file(&self, id: &ObjectId) -> Result<ChunkedFile, StoreError> {
+        self.decode_as(id, ObjectKind::ChunkedFile, ChunkedFile::decode)
     }
 }

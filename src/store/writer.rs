@@ -128,6 +128,28 @@ impl<'a> ObjectWriter<'a> {
         Ok(id)
     }
 
+    /// Stores blobs held in memory, each with the id computed from those same bytes (so no
+    /// file can change between hashing and encoding), encoding them in parallel; those
+    /// already stored are skipped. Returns how many were new.
+    pub fn put_blobs(&mut self, blobs: Vec<(ObjectId, Vec<u8>)>) -> Result<usize, StoreError> {
+        let mut seen = std::collections::HashSet::new();
+        let fresh: Vec<(ObjectId, Vec<u8>)> =
+            blobs.into_iter().filter(|(id, _)| !self.contains(id) && seen.insert(*id)).collect();
+        let (opts, chunk_elems) = (self.opts, self.chunk_elems as usize);
+        let encoded: Vec<Vec<Vec<u8>>> = fresh
+            .par_iter()
+            .map(|(_, data)| data.chunks(chunk_elems).map(|c| codec::encode_chunk(DType::U8, c, None, opts)).collect())
+            .collect();
+        for ((id, data), chunks) in fresh.iter().zip(&encoded) {
+            let meta = TensorMeta { dtype: DType::U8, shape: Vec::new(), data_len: data.len() as u64 };
+            let header = EntryHeader { kind: ObjectKind::Blob, id: *id, meta, chunk_elems: self.chunk_elems };
+            self.written_bytes += chunks.iter().map(|c| c.len() as u64 + 4).sum::<u64>();
+            self.pack.write_entry(header, chunks, 0)?;
+            self.progress.advance(data.len() as u64);
+        }
+        Ok(fresh.len())
+    }
+
     /// Stores `len` bytes at `start` of a mapped file as a blob whose id is already known.
     pub fn put_blob(&mut self, map: &Mmap, start: u64, len: u64, id: ObjectId) -> Result<BaseChoice, StoreError> {
         let meta = TensorMeta { dtype: DType::U8, shape: Vec::new(), data_len: len };
