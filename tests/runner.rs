@@ -55,3 +55,12 @@ mod test_reliability;
 
 #[path = "cases/test_symlinks.rs"]
 mod test_symlinks;
+
+#[path = "cases/test_diff.rs"]
+mod test_diff;
+
+#[path = "cases/test_config.rs"]
+mod test_config;
+
+#[path = "cases/test_cli.rs"]
+mod test_cli;

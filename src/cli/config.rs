@@ -21,7 +21,7 @@ pub struct Args {
     #[arg(long, value_name = "KEY")]
     get: Option<String>,
     /// Set KEY to VALUE.
-    #[arg(long, num_args = 2, value_names = ["KEY", "VALUE"])]
+    #[arg(long, num_args = 2, value_names = ["KEY", "VALUE"], allow_hyphen_values = true)]
     set: Option<Vec<String>>,
     /// Remove KEY, so that its default applies.
     #[arg(long, value_name = "KEY")]

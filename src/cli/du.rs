@@ -4,7 +4,7 @@ use mlv::ops::du::{CodecChunks, Location, Storage, Usage};
 
 use super::{count, human, open_repo_any, print_json};
 
-/// Disk usage: logical vs stored bytes per file and tensor, and how each is stored.
+/// Disk usage: logical vs stored bytes per file and tensor, and how each is stored
 ///
 /// Logical bytes are what checkout writes. Stored bytes are what the commit added to the
 /// repository: what it shares with earlier commits costs it nothing. The header also gives

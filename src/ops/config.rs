@@ -188,6 +188,7 @@ fn match_pattern(pattern: &str, key: &str) -> Option<Vec<String>> {
 pub fn keys_help() -> String {
     let width = FIELDS.iter().map(|f| f.pattern.len()).max().unwrap_or(0);
     let allowed = |k: Kind| match k {
+        Kind::Number(lo, hi) if hi >= u32::MAX as u64 => format!(" ({lo} or more)"),
         Kind::Number(lo, hi) => format!(" ({lo}..={hi})"),
         Kind::Bool => " (true or false)".into(),
         _ => String::new(),
