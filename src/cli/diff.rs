@@ -18,8 +18,8 @@ use super::{open_repo, print_json};
 /// changed when its value differs; when the dtype changed (an F32 base, a BF16 fine-tune), the
 /// old value is first rounded to the new dtype, and elements equal after that rounding are
 /// reported apart ("only rounded"), not as changed. max |Δ| is the largest absolute
-/// difference of a changed element, mean |Δ| the sum of differences over all elements
-/// compared. "Low mantissa bits only" counts changed elements with the same sign and exponent
+/// difference of a changed element, mean |Δ| the mean absolute difference over all elements
+/// compared (unchanged ones count as 0). "Low mantissa bits only" counts changed elements with the same sign and exponent
 /// whose mantissa differs only in its lower half: the small steps fine-tuning takes, which mlv
 /// stores cheaply. `n/a` marks a figure that does not apply (|Δ| for non-numeric dtypes,
 /// mantissa bits for integers). Text files get a unified diff.
@@ -33,7 +33,7 @@ Examples:
 
 A line per changed tensor:
   ~ name F32 → BF16 [256, 64]: 4915 of 16384 elements changed (30.0%), 11469 only rounded
-    to BF16; max |Δ| 1.2e-3, mean |Δ| 3.4e-5; 4100 in low mantissa bits only
+    to BF16; max |Δ| 1.221e-3, mean |Δ| 3.436e-5; 4100 in low mantissa bits only
   = name F32 → BF16 [64]: no element changed beyond rounding to BF16 (64 rounded)")]
 pub struct Args {
     /// Old side (default: HEAD).
