@@ -79,5 +79,5 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if let Some(key) = &args.unset {
         return Ok(config::unset(&mut repo, key)?);
     }
-    print_settings(&config::list(&repo.config), args.json)
+    print_settings(&config::list(&repo.config)?, args.json)
 }
