@@ -8,6 +8,12 @@ use serde::{Deserialize, Serialize};
 /// The repository format version this build writes.
 pub const FORMAT_VERSION: u32 = 1;
 
+/// The values `delta.zstd_level` may take.
+pub const ZSTD_LEVELS: std::ops::RangeInclusive<i32> = 1..=22;
+
+/// The values `pack.chunk_elems` may take.
+pub const CHUNK_ELEMS: std::ops::RangeInclusive<u64> = 1..=(8 << 20);
+
 /// The whole configuration file.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -96,13 +102,16 @@ impl Default for Core {
     }
 }
 
-/// `[user]`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+/// `[user]`. Either key may be left out (`mlv config --set user.name` sets one at a time);
+/// the other then comes from git's configuration.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct User {
     /// Name recorded in commits.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub name: String,
     /// E-mail recorded in commits.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub email: String,
 }
 
@@ -183,15 +192,17 @@ impl Config {
                 config.core.format
             ));
         }
-        if !(1..=22).contains(&config.delta.zstd_level) {
-            return invalid(format!("delta.zstd_level must be 1..=22, not {}", config.delta.zstd_level));
+        if !ZSTD_LEVELS.contains(&config.delta.zstd_level) {
+            let (lo, hi) = (ZSTD_LEVELS.start(), ZSTD_LEVELS.end());
+            return invalid(format!("delta.zstd_level must be {lo}..={hi}, not {}", config.delta.zstd_level));
         }
         if config.delta.max_chain as usize > crate::store::MAX_DECODE_DEPTH {
             let max = crate::store::MAX_DECODE_DEPTH;
             return invalid(format!("delta.max_chain must be 0..={max}, not {}", config.delta.max_chain));
         }
-        if config.pack.chunk_elems == 0 || config.pack.chunk_elems > (8 << 20) {
-            return invalid(format!("pack.chunk_elems must be 1..=8388608, not {}", config.pack.chunk_elems));
+        if !CHUNK_ELEMS.contains(&config.pack.chunk_elems) {
+            let (lo, hi) = (CHUNK_ELEMS.start(), CHUNK_ELEMS.end());
+            return invalid(format!("pack.chunk_elems must be {lo}..={hi}, not {}", config.pack.chunk_elems));
         }
         Ok(config)
     }

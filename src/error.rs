@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use crate::config::ConfigError;
 use crate::index::IndexError;
+use crate::ops::config::ConfigKeyError;
 use crate::pack::PackError;
 use crate::refs::RefError;
 use crate::store::StoreError;
@@ -25,6 +26,17 @@ pub enum Error {
     /// A revision that names nothing.
     #[error("unknown revision {0:?}")]
     UnknownRevision(String),
+    /// HEAD (or the current branch) named in a repository with no commit on that branch yet.
+    #[error("no commits yet on branch {0:?}")]
+    NoCommitsYet(String),
+    /// `switch` to something that is not a branch (a tag, a commit, a remote-tracking branch).
+    #[error("{name:?} is {what}, not a branch")]
+    NotABranch {
+        /// What the user named.
+        name: String,
+        /// What it is instead: "a tag", "a commit", "a remote-tracking branch".
+        what: &'static str,
+    },
     /// A prefix matching several objects.
     #[error("ambiguous revision {0:?}: it is a prefix of several object ids")]
     AmbiguousRevision(String),
@@ -72,6 +84,9 @@ pub enum Error {
     /// Configuration problem.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// A configuration key that cannot be read or set as asked.
+    #[error(transparent)]
+    ConfigKey(#[from] ConfigKeyError),
     /// Object store problem.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -117,13 +132,29 @@ impl Error {
                 "use a branch, a tag, HEAD~N or a commit id; `mlv log` and `mlv branch` list them".into()
             }
             Error::AmbiguousRevision(_) => "give more characters of the id".into(),
+            Error::ConfigKey(ConfigKeyError::Unknown(_)) => {
+                "`mlv config --help` lists every key; `mlv config --list` shows those with a value".into()
+            }
+            Error::ConfigKey(ConfigKeyError::NotSet(key)) => format!("`mlv config --set {key} <value>` sets it"),
+            Error::NoCommitsYet(_) => "make the first commit: `mlv add <path>`, then `mlv commit -m <message>`".into(),
+            Error::NotABranch { name, what: "a remote-tracking branch" } => {
+                let local = name.split_once('/').map_or(name.as_str(), |(_, b)| b);
+                format!(
+                    "`mlv switch -c {local} {name}` makes a local branch from it; `mlv checkout {name}` looks at it with a detached HEAD"
+                )
+            }
+            Error::NotABranch { name, .. } => format!(
+                "`mlv checkout {name}` checks it out with a detached HEAD; `mlv switch -c <new-branch> {name}` starts a branch there"
+            ),
             Error::NothingToCommit => "use `mlv add <path>` to stage changes, or `mlv commit -a`".into(),
             Error::DirtyWorktree(_) => "commit your changes, or pass --force to discard them".into(),
             Error::UncommittedChanges(_) => {
                 "commit them first, use --cached to only unstage (keeping the file), or -f/--force to remove anyway"
                     .into()
             }
-            Error::NoIdentity => "e.g. export MLV_AUTHOR_NAME='Your Name' MLV_AUTHOR_EMAIL=you@example.com".into(),
+            Error::NoIdentity => "e.g. `mlv config --set user.name 'Your Name'` and `mlv config --set user.email \
+                                  you@example.com`, or export MLV_AUTHOR_NAME and MLV_AUTHOR_EMAIL"
+                .into(),
             Error::NoMatch(_) => "check the path; `mlv status` shows what mlv sees".into(),
             Error::Ref(RefError::Locked(_)) | Error::Index(IndexError::Locked(_)) | Error::Lock(_) => {
                 "another mlv command is changing this repository; wait for it to finish, then retry".into()

@@ -265,8 +265,9 @@ impl Repository {
     }
 
     fn resolve_name(&self, name: &str) -> Result<Option<ObjectId>> {
+        let head = self.refs.head()?;
         if name == "HEAD" || name == "@" {
-            return self.head_commit();
+            return self.head_commit()?.map(Some).ok_or_else(|| no_commits_yet(&head));
         }
         for prefix in [HEADS, TAGS, REMOTES] {
             if crate::refs::check_name(name).is_ok()
@@ -274,6 +275,9 @@ impl Repository {
             {
                 return self.peel(id).map(Some);
             }
+        }
+        if head == Head::Branch(name.to_string()) {
+            return Err(no_commits_yet(&head));
         }
         if name.len() >= 4 && name.chars().all(|c| c.is_ascii_hexdigit()) {
             return self.resolve_prefix(&name.to_ascii_lowercase());
@@ -300,21 +304,40 @@ impl Repository {
         Err(Error::Usage(format!("tag chain too long at {}", id.short())))
     }
 
+    /// Name and e-mail from `[user]` in the config, each completed from git's configuration
+    /// when missing.
+    fn configured_identity(&self) -> Result<(String, String)> {
+        let user = self.config.user.clone().unwrap_or_default();
+        let some = |s: String| Some(s).filter(|s| !s.is_empty());
+        match (some(user.name), some(user.email)) {
+            (Some(n), Some(e)) => Ok((n, e)),
+            (n, e) => {
+                let (git_name, git_email) = crate::provenance::git_identity(&self.root).ok_or(Error::NoIdentity)?;
+                Ok((n.unwrap_or(git_name), e.unwrap_or(git_email)))
+            }
+        }
+    }
+
     /// Commit author: `MLV_AUTHOR_NAME`/`MLV_AUTHOR_EMAIL`, then `[user]` in the config, then git config.
     pub fn signature(&self) -> Result<Signature> {
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         let (name, email) = match (env("MLV_AUTHOR_NAME"), env("MLV_AUTHOR_EMAIL")) {
             (Some(n), Some(e)) => (n, e),
-            _ => match &self.config.user {
-                Some(u) => (u.name.clone(), u.email.clone()),
-                None => crate::provenance::git_identity(&self.root).ok_or(Error::NoIdentity)?,
-            },
+            _ => self.configured_identity()?,
         };
         if !Signature::is_valid_part(&name) || !Signature::is_valid_part(&email) {
             return Err(Error::Usage("author name and e-mail must not contain '<', '>' or newlines".into()));
         }
         let (time, tz_minutes) = crate::provenance::now_with_zone();
         Ok(Signature { name, email, time, tz_minutes })
+    }
+}
+
+/// The error for a revision naming a branch that has no commit yet (HEAD in a new repository).
+fn no_commits_yet(head: &Head) -> Error {
+    match head {
+        Head::Branch(b) => Error::NoCommitsYet(b.clone()),
+        Head::Detached(id) => Error::UnknownRevision(id.to_string()),
     }
 }
 

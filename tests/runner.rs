@@ -58,3 +58,11 @@ mod test_symlinks;
 
 #[path = "cases/test_chunking.rs"]
 mod test_chunking;
+#[path = "cases/test_diff.rs"]
+mod test_diff;
+
+#[path = "cases/test_config.rs"]
+mod test_config;
+
+#[path = "cases/test_cli.rs"]
+mod test_cli;

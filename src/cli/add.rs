@@ -2,15 +2,23 @@
 
 use std::path::PathBuf;
 
-use super::{human, open_repo, print_json, progress};
+use super::{count, human, open_repo, print_json, progress};
 
-/// Stage files.
+/// Stage files: safetensors become tensor objects (deduplicated, delta-compressed); others blobs.
 ///
 /// Directories are walked (honouring `.mlvignore`, gitignore syntax). Each tensor of a
-/// `.safetensors` file becomes one object: identical tensors are stored once, and changed
-/// tensors are stored as deltas against the best base found (same file and tensor in the
-/// parent commit, the revision given with --base, or a similar tensor anywhere).
+/// `.safetensors` file becomes one object: a tensor already stored anywhere in the repository
+/// is not stored again, and a changed tensor is stored as a delta (its difference, compressed)
+/// against a base tensor: the same file and tensor in the last commit, the same path in the
+/// revision given with --base (or `[delta.bases]` in .mlv/config), or else a tensor of the same
+/// shape and a similar name found in the repository. Other files are stored as compressed blobs.
+/// Files deleted from the work tree under the paths are staged as removals.
 #[derive(clap::Args)]
+#[command(after_long_help = "\
+Examples:
+  mlv add checkpoint/                     stage a checkpoint folder
+  mlv add model.safetensors config.json   stage two files
+  mlv add --base base-model ft/           fine-tune on its own branch: deltas against base-model's ft/")]
 pub struct Args {
     /// Files or directories to stage.
     #[arg(required = true)]
@@ -32,8 +40,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     if !report.staged.is_empty() {
         outln!(
-            "staged {} file(s), {} logical, {} stored ({} tensors new, {} as deltas, {} already stored)",
-            report.staged.len(),
+            "staged {}, {} logical, {} stored (tensors: {} stored whole, {} as deltas, {} already stored)",
+            count(report.staged.len(), "file"),
             human(report.logical_bytes),
             human(report.stored_bytes),
             report.tensors_standalone,
@@ -44,13 +52,27 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     for r in &report.removed {
         outln!("staged removal of {r}")?;
     }
+    if report.staged.is_empty() && report.removed.is_empty() {
+        let paths: Vec<String> = args.paths.iter().map(|p| p.display().to_string()).collect();
+        match report.files_found {
+            0 => outln!("nothing added: no files under {} (mlv tracks files, not directories)", paths.join(", "))?,
+            n => {
+                let verb = if n == 1 { "is" } else { "are" };
+                outln!(
+                    "nothing added: {} under {} {verb} already staged, unchanged",
+                    count(n, "file"),
+                    paths.join(", ")
+                )?
+            }
+        }
+    }
     for s in &report.skipped {
         eprintln!("warning: skipped {}: {}", s.path, s.why);
     }
     Ok(())
 }
 
-/// Remove files from the index (and the work tree).
+/// Unstage files and delete them from the work tree (or only unstage with --cached).
 #[derive(clap::Args)]
 pub struct RmArgs {
     /// Files or directories to remove.

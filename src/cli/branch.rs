@@ -5,7 +5,16 @@ use mlv::ops::branch::{self, SwitchMode};
 use super::{checkout::print_report, open_repo, open_repo_any, print_json, progress};
 
 /// List, create or delete branches.
+///
+/// A branch is a name that moves: each commit made on it advances it. `mlv switch` moves
+/// HEAD (and the work tree) from one branch to another.
 #[derive(clap::Args)]
+#[command(after_long_help = "\
+Examples:
+  mlv branch                      list branches (* marks the current one)
+  mlv branch -vv                  with each one's last commit and how it stands against its upstream
+  mlv branch exp-lr-3e-5 v1       a new branch starting at tag v1
+  mlv branch -d exp-lr-3e-5       delete it (refused while its commits are on no other branch)")]
 pub struct BranchArgs {
     /// Branch to create (omit to list).
     name: Option<String>,
@@ -76,7 +85,15 @@ fn upstream_state(t: &mlv::ops::status::Tracking) -> String {
 }
 
 /// List, create or delete tags.
+///
+/// A tag names one commit for good (a release, an evaluated checkpoint); unlike a branch it
+/// never moves. With -m it is annotated: a tag object with its own message and author.
 #[derive(clap::Args)]
+#[command(after_long_help = "\
+Examples:
+  mlv tag v1                      tag HEAD
+  mlv tag -m \"eval 81.2\" ft-v2   an annotated tag with a message
+  mlv checkout v1                 look at a tagged commit (detached HEAD)")]
 pub struct TagArgs {
     /// Tag to create (omit to list).
     name: Option<String>,
@@ -118,8 +135,20 @@ pub fn run_tag(args: TagArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Switch branches.
+/// Switch to a branch (-c to create it, --orphan for an unrelated history).
+///
+/// The work tree becomes the branch's last commit, byte for byte, and HEAD follows the branch,
+/// so the next commit advances it. Only files that differ are written. Local changes to files
+/// the switch would overwrite stop it unless --force; other local changes are kept. To look at
+/// a tag or a commit without a branch, use `mlv checkout`.
 #[derive(clap::Args)]
+#[command(after_long_help = "\
+Examples:
+  mlv switch main                 back to main
+  mlv switch -c exp-lr-3e-5       a new branch at HEAD, and switch to it
+  mlv switch -c fix v1            a new branch at tag v1
+  mlv switch --orphan base        a new, empty history (e.g. for a base model)
+  mlv switch --force-create main origin/main   take the remote's main after a refused pull")]
 pub struct SwitchArgs {
     /// Branch to switch to.
     name: String,

@@ -4,15 +4,25 @@ use std::path::PathBuf;
 
 use mlv::ops::checkout::{CheckoutReport, checkout, checkout_paths, target_of};
 
-use super::{human, open_repo, print_json, progress};
+use super::{count, human, open_repo, print_json, progress};
 
-/// Check out a revision, or restore paths from it.
+/// Check out a revision (whole tree) or restore paths from one (`-- PATH...`).
 ///
-/// `mlv checkout REV` makes the work tree match REV byte for byte (every file is verified
-/// against its hash while written, and written atomically); a branch name attaches HEAD to
-/// it, anything else detaches HEAD. Uncommitted changes that would be overwritten stop the
-/// checkout unless --force. `mlv checkout REV -- PATH...` restores only those paths.
+/// `mlv checkout REV` makes the work tree match REV byte for byte: every file is verified
+/// against its hash while written, written atomically, and only files that differ are written
+/// (with --force too). A branch name attaches HEAD to the branch; anything else (a tag, a
+/// commit, HEAD~2) detaches HEAD: you can look around and commit, but those commits belong to
+/// no branch until `mlv switch -c <name>` gives them one. Uncommitted changes that would be
+/// overwritten stop the checkout unless --force, which discards them.
+/// `mlv checkout REV -- PATH...` restores only those paths, and HEAD does not move.
 #[derive(clap::Args)]
+#[command(after_long_help = "\
+Examples:
+  mlv checkout v1                 the work tree as tagged v1 (detached HEAD)
+  mlv checkout HEAD~1             the commit before the last one
+  mlv checkout main               back to branch main
+  mlv checkout -f HEAD            discard every local change
+  mlv checkout v1 -- config.json  restore one file from v1")]
 pub struct Args {
     /// Branch, tag, HEAD~N or commit id.
     rev: String,
@@ -27,14 +37,18 @@ pub struct Args {
     json: bool,
 }
 
+/// Prints what a checkout wrote and where HEAD is now.
 pub fn print_report(r: &CheckoutReport, json: bool) -> anyhow::Result<()> {
     if json {
         return print_json(r);
     }
-    outln!("{} file(s) written ({}), {} removed", r.written.len(), human(r.bytes), r.removed.len())?;
+    outln!("{} written ({}), {} removed", count(r.written.len(), "file"), human(r.bytes), r.removed.len())?;
     match (&r.branch, &r.commit) {
         (Some(b), _) => outln!("Switched to branch '{b}'")?,
-        (None, Some(c)) => outln!("HEAD is now at {}", c.short())?,
+        (None, Some(c)) => {
+            outln!("HEAD is now detached at {}: you are on no branch.", c.short())?;
+            outln!("  (commits made here belong to no branch; `mlv switch -c <name>` starts one here)")?;
+        }
         (None, None) => {}
     }
     Ok(())
@@ -55,7 +69,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     print_report(&r, args.json)
 }
 
-/// Restore work-tree files from the index's commit, or unstage them.
+/// Unstage files (restore --staged) or restore them from the index's commit.
 #[derive(clap::Args)]
 pub struct RestoreArgs {
     /// Paths to restore.
@@ -81,6 +95,6 @@ pub fn run_restore(args: RestoreArgs) -> anyhow::Result<()> {
     }
     let commit = repo.resolve(source)?;
     let r = checkout_paths(&repo, commit, &cwd, &args.paths, progress::for_stderr().as_ref())?;
-    outln!("restored {} file(s)", r.written.len())?;
+    outln!("restored {}", count(r.written.len(), "file"))?;
     Ok(())
 }

@@ -6,13 +6,20 @@ use mlv::ops::clone::CloneOptions;
 
 use super::{checkout::print_report, print_json, progress, transfer};
 
-/// Copy a repository: its branches, tags and objects, with a branch checked out.
+/// Copy a repository (path, HTTP or S3), every object verified; --depth 1 for one snapshot.
 ///
-/// The source is a path, `file://`, `http(s)://` URL of `mlv serve`, or `s3://bucket/prefix`.
+/// The new repository gets the source's branches, tags and objects, with a branch checked out;
+/// the source becomes its remote `origin`. The source is a path, `file://`, `http(s)://` URL of `mlv serve`, or `s3://bucket/prefix`.
 /// Every object is verified on arrival. With `--depth 1` only the checked-out commit's
 /// snapshot is fetched (plus the delta bases its tensors need): the fastest way to get one
 /// checkpoint; history can be fetched later.
 #[derive(clap::Args)]
+#[command(after_long_help = "\
+Examples:
+  mlv clone /srv/models/llama-ft.mlv              from a path
+  mlv clone http://host:8765/llama-ft ft          from `mlv serve`, into ./ft
+  mlv clone --depth 1 s3://bucket/llama-ft        only the latest checkpoint
+  mlv clone -b exp http://host:8765/llama-ft      check out branch exp")]
 pub struct Args {
     /// Where to clone from.
     url: String,

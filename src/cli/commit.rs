@@ -2,14 +2,20 @@
 
 use mlv::ops::commit::CommitOptions;
 
-use super::{human, open_repo, print_json, progress};
+use super::{count, human, open_repo, print_json, progress};
 
-/// Record the staged snapshot.
+/// Record the staged snapshot as a new commit.
 ///
-/// The author is MLV_AUTHOR_NAME / MLV_AUTHOR_EMAIL, else `[user]` in .mlv/config, else git's
+/// What `mlv add` staged becomes the next commit on the current branch (or on the detached
+/// HEAD). Tensors were stored when they were added, so a commit itself writes little. The author is MLV_AUTHOR_NAME / MLV_AUTHOR_EMAIL, else `[user]` in .mlv/config, else git's
 /// user.name / user.email. When the work tree is inside a git repository, the commit records
 /// that repository's HEAD and whether it was dirty: the code that produced the checkpoint.
 #[derive(clap::Args)]
+#[command(after_long_help = "\
+Examples:
+  mlv commit -m \"base model\"             commit what is staged
+  mlv commit -am \"fine-tune v2\"          stage every modified or deleted tracked file first
+  mlv commit -a --base main -m \"ft\"      and store changed tensors as deltas against main's")]
 pub struct Args {
     /// Commit message.
     #[arg(short, long)]
@@ -36,9 +42,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let branch = report.branch.as_deref().unwrap_or("detached HEAD");
     let subject = args.message.lines().next().unwrap_or("");
     outln!("[{branch} {}] {subject}", report.commit.short())?;
-    outln!(" {} file(s), {} logical", report.files, human(report.logical_bytes))?;
+    outln!(" {}, {} logical", count(report.files, "file"), human(report.logical_bytes))?;
     if !report.staged.staged.is_empty() {
-        outln!(" stored {} for {} changed file(s)", human(report.staged.stored_bytes), report.staged.staged.len())?;
+        let changed = count(report.staged.staged.len(), "changed file");
+        outln!(" stored {} for {changed}", human(report.staged.stored_bytes))?;
     }
     auto_gc(&mut repo)
 }

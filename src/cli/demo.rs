@@ -6,7 +6,7 @@ use mlv::demo::synth::{FamilySpec, write_family};
 
 use super::{human, print_json, progress};
 
-/// Build a model family, commit it, check it out again and verify every byte.
+/// Build a model family (or use yours), commit, check out, verify, and report sizes and speed.
 ///
 /// Without --from, generates a realistic family (an FP32 base plus BF16 fine-tunes trained
 /// AdamW-style, each from the previous one) in a temporary directory. With --from, uses your
@@ -47,8 +47,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let spec = FamilySpec::with_base_size(args.size_mb * 1_000_000, args.finetunes);
         if !args.json {
             eprintln!(
-                "generating a model family: base {} MB FP32 + {} BF16 fine-tune(s) ...",
-                args.size_mb, args.finetunes
+                "generating a model family: base {} MB FP32 + {} ...",
+                args.size_mb,
+                super::count(args.finetunes, "BF16 fine-tune")
             );
         }
         let family = write_family(&spec, &work.join("family"))?;

@@ -2,14 +2,20 @@
 
 use mlv::ops::fetch::{FetchOptions, FetchReport, PullOutcome};
 
-use super::{checkout::print_report, open_repo, open_repo_any, print_json, progress, transfer};
+use super::{checkout::print_report, count, open_repo, open_repo_any, print_json, progress, transfer};
 
-/// Download a remote's branches and tags.
+/// Download a remote's branches (as origin/<branch>) and tags.
 ///
 /// Branches become remote-tracking refs (`origin/main`), usable wherever a revision is;
 /// tags are created unless a local tag of the same name points elsewhere. Only the objects
-/// this repository lacks are transferred, verified before they are kept.
+/// this repository lacks are transferred, verified before they are kept. Your branches and
+/// work tree do not change: `mlv pull` (or `mlv switch`) brings the commits in.
 #[derive(clap::Args)]
+#[command(after_long_help = "\
+Examples:
+  mlv fetch                       the current branch's remote (or the only one)
+  mlv fetch origin --prune        and forget branches origin no longer has
+  mlv log origin/main             then look at what arrived")]
 pub struct Args {
     /// The remote (default: the current branch's upstream remote, or the only remote).
     remote: Option<String>,
@@ -21,11 +27,16 @@ pub struct Args {
     json: bool,
 }
 
-/// Fetch, then fast-forward the current branch to its upstream.
+/// Fetch and fast-forward the current branch to its upstream.
 ///
-/// A branch with commits its upstream lacks is not merged: pull only fast-forwards, and says
-/// what to do instead.
+/// The upstream is the remote branch `mlv push -u` or `mlv clone` recorded (`mlv branch -vv`
+/// shows it). A branch with commits its upstream lacks is not merged: pull only fast-forwards,
+/// and says what to do instead.
 #[derive(clap::Args)]
+#[command(after_long_help = "\
+Examples:
+  mlv pull                        fetch, then move the branch and the work tree forward
+  mlv pull backup                 from another remote")]
 pub struct PullArgs {
     /// The remote (default: the current branch's upstream remote).
     remote: Option<String>,
@@ -81,7 +92,8 @@ pub fn run_pull(args: PullArgs) -> anyhow::Result<()> {
     match &report.outcome {
         PullOutcome::UpToDate { ahead: 0 } => outln!("Already up to date.")?,
         PullOutcome::UpToDate { ahead } => {
-            outln!("Already up to date; {} is ahead of {} by {ahead} commit(s).", report.branch, report.upstream)?
+            let ahead = count(*ahead, "commit");
+            outln!("Already up to date; {} is ahead of {} by {ahead}.", report.branch, report.upstream)?
         }
         PullOutcome::FastForward { from, to, checkout } => {
             let from = from.map_or_else(|| "nothing".to_string(), |f| f.short());

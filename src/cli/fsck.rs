@@ -4,9 +4,9 @@ use std::sync::Arc;
 
 use mlv::ops::fsck::{FsckOptions, FsckReport};
 
-use super::{human, open_repo_any, print_json, progress};
+use super::{count, human, open_repo_any, print_json, progress};
 
-/// Verify the repository: every pack, object, delta base, ref and the staging index.
+/// Verify every pack, object, delta base and ref (exit code 0 only when sound).
 ///
 /// Each pack's index is rebuilt from the pack and compared; each object reachable from a ref
 /// (every object, with --unreachable) is decoded, its chunk checksums and its id checked;
@@ -47,7 +47,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     print(&report, args.json)?;
     if !report.problems.is_empty() {
-        anyhow::bail!("fsck found {} problem(s)", report.problems.len());
+        anyhow::bail!("fsck found {}", count(report.problems.len(), "problem"));
     }
     Ok(())
 }
@@ -69,12 +69,12 @@ fn print(r: &FsckReport, json: bool) -> anyhow::Result<()> {
         outln!("problem: {obj}{}{at}", p.what)?;
     }
     outln!(
-        "checked {} object(s) ({}) in {} pack(s), {} ref(s): {}",
-        r.objects,
+        "checked {} ({}) in {}, {}: {}",
+        count(r.objects, "object"),
         human(r.bytes),
-        r.packs,
-        r.refs,
-        if r.problems.is_empty() { "no problems".to_string() } else { format!("{} problem(s)", r.problems.len()) }
+        count(r.packs, "pack"),
+        count(r.refs, "ref"),
+        if r.problems.is_empty() { "no problems".to_string() } else { count(r.problems.len(), "problem") }
     )?;
     Ok(())
 }

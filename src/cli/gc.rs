@@ -4,9 +4,9 @@ use std::time::Duration;
 
 use mlv::ops::gc::{DEFAULT_GRACE, GcOptions, GcReport};
 
-use super::{human, open_repo_any, print_json, progress};
+use super::{count, human, open_repo_any, print_json, progress};
 
-/// Repack into a few packs, drop unreachable objects, cut over-long delta chains.
+/// Repack into a few packs, drop unreachable objects (after a grace period), cut long chains.
 ///
 /// Every add and commit writes a pack; gc copies everything that a branch, tag,
 /// remote-tracking branch, HEAD or the staging index needs — delta bases included — into a
@@ -55,14 +55,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 /// The one-line summary.
 pub fn summary(r: &GcReport) -> String {
     format!(
-        "packs {} -> {}, {} -> {}; {} object(s) kept, {} dropped, {} chain(s) cut ({:.1} s)",
+        "packs {} -> {}, {} -> {}; {} kept, {} dropped, {} cut ({:.1} s)",
         r.packs_before,
         r.packs_after,
         human(r.bytes_before),
         human(r.bytes_after),
-        r.objects_kept,
+        count(r.objects_kept, "object"),
         r.objects_dropped,
-        r.chains_cut,
+        count(r.chains_cut, "chain"),
         r.seconds
     )
 }

@@ -2,7 +2,10 @@
 
 use std::path::PathBuf;
 
-/// Create an empty repository.
+/// Create an empty repository in the current directory (or DIR).
+///
+/// The repository lives in DIR/.mlv; DIR is the work tree. With --bare, DIR is a repository
+/// without a work tree, to push to and serve from.
 #[derive(clap::Args)]
 pub struct Args {
     /// Directory to create the repository in (default: current directory).

@@ -6,7 +6,18 @@ use mlv::ops::log::LogEntry;
 use super::{human, open_repo_any, print_json};
 
 /// Show commit history.
+///
+/// Newest first, from HEAD (or REV) back through the parents. Each commit is shown with the
+/// branches and tags that point at it, as git does: `HEAD -> main` is the current branch,
+/// `origin/main` a remote-tracking branch, `tag: v1` a tag. With --stat, each commit also says
+/// how many bytes of storage it added (what it does not share with its parents).
 #[derive(clap::Args)]
+#[command(after_long_help = "\
+Examples:
+  mlv log                         the current branch's history
+  mlv log --oneline -n 5          the last five commits, one line each
+  mlv log --stat v2               from tag v2, with the bytes each commit stored
+  mlv log origin/main             what the remote's main has (after mlv fetch)")]
 pub struct Args {
     /// Where to start (default HEAD).
     rev: Option<String>,
@@ -28,12 +39,17 @@ fn date(s: &Signature) -> String {
     mlv::provenance::format_time(s.time, s.tz_minutes)
 }
 
+/// ` (HEAD -> main, tag: v1)`, or nothing when no name points at the commit.
+fn decoration(e: &LogEntry) -> String {
+    if e.refs.is_empty() { String::new() } else { format!(" ({})", e.refs.join(", ")) }
+}
+
 fn print_entry(e: &LogEntry, oneline: bool) -> std::io::Result<()> {
     let subject = e.message.lines().next().unwrap_or("");
     if oneline {
-        return outln!("{} {subject}", e.id.short());
+        return outln!("{}{} {subject}", e.id.short(), decoration(e));
     }
-    outln!("commit {}", e.id)?;
+    outln!("commit {}{}", e.id, decoration(e))?;
     if e.parents.len() > 1 {
         let ps: Vec<String> = e.parents.iter().map(|p| p.short()).collect();
         outln!("Merge: {}", ps.join(" "))?;
@@ -66,7 +82,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Show one commit and its changes against its first parent.
+/// Show a commit: metadata, provenance and what changed.
+///
+/// The commit's author, date, message and source-code provenance (the git commit that produced
+/// the checkpoint), then its changes against its first parent, as `mlv diff` shows them.
 #[derive(clap::Args)]
 pub struct ShowArgs {
     /// The commit (default HEAD).

@@ -14,6 +14,8 @@ mod branch;
 mod checkout;
 mod clone;
 mod commit;
+mod completions;
+mod config;
 mod demo;
 mod diff;
 mod du;
@@ -22,6 +24,7 @@ mod fsck;
 mod gc;
 mod init;
 mod log;
+mod man;
 mod progress;
 mod push;
 mod remote;
@@ -33,12 +36,24 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+/// Examples shown by `mlv --help`.
+const EXAMPLES: &str = "\
+Examples:
+  mlv init                            make the current directory a repository
+  mlv add checkpoint/                 stage a checkpoint folder
+  mlv commit -m \"base model\"          record it
+  mlv diff                            what changed since the last commit, tensor by tensor
+  mlv log --stat                      history, with the bytes each commit stored
+
+`mlv <command> --help` explains a command; `mlv completions bash` and `mlv man` install shell
+completions and man pages.";
+
 /// mlv: version control for model checkpoints.
 ///
 /// Safetensors files are stored as tensor objects, deduplicated across files, commits and
 /// branches; fine-tunes are stored as compressed deltas (BitX and better) against their base.
 #[derive(Parser)]
-#[command(name = "mlv", version, about, long_about, propagate_version = true)]
+#[command(name = "mlv", version, about, long_about, propagate_version = true, after_long_help = EXAMPLES)]
 pub struct Cli {
     /// Run as if started in this directory.
     // Not named `dir`: a global option shares clap's id space with every subcommand's
@@ -49,54 +64,36 @@ pub struct Cli {
     command: Command,
 }
 
+// The commands' descriptions are the doc comments of their `Args` structs: a doc comment
+// here would replace their long descriptions in `--help` with its one line.
 #[derive(Subcommand)]
 enum Command {
-    /// Create an empty repository in the current directory (or DIR).
     Init(init::Args),
-    /// Stage files: safetensors become tensor objects (deduplicated, delta-compressed); others blobs.
     Add(add::Args),
-    /// Unstage files and delete them from the work tree (or only unstage with --cached).
     Rm(add::RmArgs),
-    /// Unstage files (restore --staged) or restore them from the index's commit.
     Restore(checkout::RestoreArgs),
-    /// Show staged, unstaged and untracked changes.
     Status(status::Args),
-    /// Record the staged snapshot as a new commit.
     Commit(commit::Args),
-    /// Show commit history.
     Log(log::Args),
-    /// Show a commit: metadata, provenance and what changed.
     Show(log::ShowArgs),
-    /// Compare two revisions, or a revision with the work tree: tensors and text.
     Diff(diff::Args),
-    /// Check out a revision (whole tree) or restore paths from one (`-- PATH...`).
     Checkout(checkout::Args),
-    /// Switch to a branch (-c to create it, --orphan for an unrelated history).
     Switch(branch::SwitchArgs),
-    /// List, create or delete branches.
     Branch(branch::BranchArgs),
-    /// List, create or delete tags.
     Tag(branch::TagArgs),
-    /// Disk usage: logical vs stored bytes per file and tensor, and how each is stored.
     Du(du::Args),
-    /// Manage remotes: other repositories (path, HTTP or S3) to push to and fetch from.
+    Config(config::Args),
     Remote(remote::Args),
-    /// Send commits to a remote: only what it lacks, verified there before refs move.
     Push(push::Args),
-    /// Download a remote's branches (as origin/<branch>) and tags.
     Fetch(fetch::Args),
-    /// Fetch and fast-forward the current branch to its upstream.
     Pull(fetch::PullArgs),
-    /// Copy a repository (path, HTTP or S3), every object verified; --depth 1 for one snapshot.
     Clone(clone::Args),
-    /// Verify every pack, object, delta base and ref (exit code 0 only when sound).
     Fsck(fsck::Args),
-    /// Repack into a few packs, drop unreachable objects (after a grace period), cut long chains.
     Gc(gc::Args),
-    /// Serve repositories over HTTP for push, fetch and clone (bearer tokens, loopback by default).
     Serve(serve::Args),
-    /// Build a model family (or use yours), commit, check out, verify, and report sizes and speed.
     Demo(demo::Args),
+    Completions(completions::Args),
+    Man(man::Args),
 }
 
 pub use progress::{install_interrupt_handler, interrupted};
@@ -138,6 +135,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Branch(a) => branch::run_branch(a),
         Command::Tag(a) => branch::run_tag(a),
         Command::Du(a) => du::run(a),
+        Command::Config(a) => config::run(a),
         Command::Remote(a) => remote::run(a),
         Command::Push(a) => push::run(a),
         Command::Fetch(a) => fetch::run(a),
@@ -147,6 +145,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Gc(a) => gc::run(a),
         Command::Serve(a) => serve::run(a),
         Command::Demo(a) => demo::run(a),
+        Command::Completions(a) => completions::run(a),
+        Command::Man(a) => man::run(a),
     }
 }
 
@@ -198,4 +198,21 @@ pub fn human(bytes: u64) -> String {
         unit += 1;
     }
     if unit == 0 { format!("{bytes} B") } else { format!("{v:.2} {}", UNITS[unit]) }
+}
+
+/// `1 file`, `2 files`: a count and its noun, plural unless the count is one.
+pub fn count<N: TryInto<u64>>(n: N, noun: &str) -> String {
+    match n.try_into().unwrap_or(u64::MAX) {
+        1 => format!("1 {noun}"),
+        n => format!("{n} {}", plural(noun)),
+    }
+}
+
+/// The plural of a noun of mlv's messages (`file`, `tensor`, `entry`, `index`).
+fn plural(noun: &str) -> String {
+    match noun.strip_suffix('y') {
+        Some(stem) if !stem.ends_with(['a', 'e', 'o', 'u']) => format!("{stem}ies"),
+        _ if noun.ends_with(['s', 'x']) || noun.ends_with("ch") || noun.ends_with("sh") => format!("{noun}es"),
+        _ => format!("{noun}s"),
+    }
 }

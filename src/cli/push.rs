@@ -5,20 +5,20 @@ use mlv::refs::{HEADS, TAGS};
 
 use super::{open_repo_any, print_json, progress, transfer};
 
-/// Send commits to a remote and move its branches or tags.
+/// Send commits to a remote: only what it lacks, verified there before refs move.
 ///
 /// Only the objects the remote lacks are sent, as they are stored (a fine-tune's deltas stay
 /// deltas), in packs of bounded size that the remote verifies before any ref may point at
 /// them. An interrupted push resumes: run it again and the packs that arrived are skipped.
 /// A branch that would lose commits on the remote is rejected unless forced.
-///
-/// Examples:
-///   mlv push                         # the current branch to its upstream (or same name)
-///   mlv push -u origin main          # and remember origin/main as its upstream
-///   mlv push origin exp:refs/heads/ft-v2
-///   mlv push origin --delete old-exp # or: mlv push origin :old-exp
-///   mlv push --force-with-lease      # overwrite, but only what you last fetched
 #[derive(clap::Args)]
+#[command(after_long_help = "\
+Examples:
+  mlv push                          the current branch to its upstream (or same name)
+  mlv push -u origin main           and remember origin/main as its upstream
+  mlv push origin exp:refs/heads/ft-v2
+  mlv push origin --delete old-exp  or: mlv push origin :old-exp
+  mlv push --force-with-lease       overwrite, but only what you last fetched")]
 pub struct Args {
     /// Remote name or URL (default: the branch's upstream remote, or the only remote).
     remote: Option<String>,

@@ -4,7 +4,7 @@ use clap::Subcommand;
 
 use super::{open_repo_any, print_json};
 
-/// Manage remotes: other repositories to push to and fetch from.
+/// Manage remotes: other repositories (path, HTTP or S3) to push to and fetch from.
 ///
 /// A remote's URL is a path to another repository (or `file:///path`), the address of
 /// `mlv serve` (`http://host:port/<name>`, or https), or an S3 bucket and prefix

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use mlv::serve::{Auth, DEFAULT_BIND, DEFAULT_MAX_PACK_BYTES, Options, Server};
 
-/// Serve repositories over HTTP, for push, fetch and clone.
+/// Serve repositories over HTTP for push, fetch and clone (bearer tokens, loopback by default).
 ///
 /// DIR is one repository (served at http://ADDR/) or a directory of repositories (each served
 /// at http://ADDR/<name>). Every pushed pack is verified before it is installed, and a branch
@@ -15,18 +15,19 @@ use mlv::serve::{Auth, DEFAULT_BIND, DEFAULT_MAX_PACK_BYTES, Options, Server};
 ///
 /// Without tokens the server lets anyone who can reach it read and write, so it listens on
 /// loopback by default. Clients send their token with MLV_TOKEN or `token` in their remote's
-/// config. A tokens file holds one table per token:
-///
-///   [[token]]
-///   token = "..."
-///   access = "read"          # or "read-write"
-///   repos = ["llama", "bert"] # or ["*"]
-///
-/// Examples:
-///   mlv serve ./models                          # http://127.0.0.1:8765/<name>
-///   mlv serve --allow-create --token "$T" /srv/mlv
-///   mlv serve --bind 0.0.0.0:8765 --tokens-file tokens.toml /srv/mlv
+/// config. A tokens file (--tokens-file) holds one table per token; see below.
 #[derive(clap::Args)]
+#[command(after_long_help = "\
+A tokens file:
+  [[token]]
+  token = \"...\"
+  access = \"read\"           # or \"read-write\"
+  repos = [\"llama\", \"bert\"]  # or [\"*\"]
+
+Examples:
+  mlv serve ./models                          http://127.0.0.1:8765/<name>
+  mlv serve --allow-create --token \"$T\" /srv/mlv
+  mlv serve --bind 0.0.0.0:8765 --tokens-file tokens.toml /srv/mlv")]
 pub struct Args {
     /// A repository, or a directory of repositories.
     dir: PathBuf,

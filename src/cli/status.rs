@@ -1,15 +1,43 @@
 //! `mlv status`.
 
 use mlv::ops::status::{Change, ChangeKind, Tracking};
+use mlv::ops::tensors::TensorCounts;
 
-use super::{open_repo, print_json};
+use super::{count, open_repo, print_json};
 
-/// Show the working tree status.
+/// Show staged, unstaged and untracked changes.
+///
+/// Staged changes (`mlv add` ran on them) are what the next commit records; unstaged changes
+/// are edits to tracked files since they were staged; untracked files are not tracked yet.
+/// A modified safetensors file says how many of its tensors changed (same name, different
+/// content: values, dtype or shape), were added and were removed, counted as `mlv diff`
+/// counts them; `mlv diff` shows by how much.
 #[derive(clap::Args)]
+#[command(after_long_help = "\
+Examples:
+  mlv status
+  mlv status --json               for scripts: staged, unstaged, untracked, tensor counts")]
 pub struct Args {
     /// Print JSON.
     #[arg(long)]
     json: bool,
+}
+
+/// `3 tensors changed, 2 added`: the non-zero counts, the noun on the first.
+pub fn tensor_summary(t: &TensorCounts) -> String {
+    let parts: Vec<(usize, &str)> = [(t.changed, "changed"), (t.added, "added"), (t.removed, "removed")]
+        .into_iter()
+        .filter(|(n, _)| *n > 0)
+        .collect();
+    if parts.is_empty() {
+        return "tensors unchanged; header or metadata changed".into();
+    }
+    let words: Vec<String> = parts
+        .iter()
+        .enumerate()
+        .map(|(i, (n, what))| if i == 0 { format!("{} {what}", count(*n, "tensor")) } else { format!("{n} {what}") })
+        .collect();
+    words.join(", ")
 }
 
 fn line(c: &Change) -> String {
@@ -18,15 +46,11 @@ fn line(c: &Change) -> String {
         ChangeKind::Modified => "modified:",
         ChangeKind::Deleted => "deleted:",
     };
-    match (&c.problem, c.tensors_changed) {
+    match (&c.problem, &c.tensors) {
         (Some(p), _) => format!("\t{what:<10} {} ({p}; `mlv checkout HEAD -- {}` restores it)", c.path, c.path),
-        (None, Some(n)) => format!("\t{what:<10} {} ({n} tensor(s) changed)", c.path),
+        (None, Some(t)) => format!("\t{what:<10} {} ({})", c.path, tensor_summary(t)),
         (None, None) => format!("\t{what:<10} {}", c.path),
     }
-}
-
-fn plural(n: usize) -> &'static str {
-    if n == 1 { "" } else { "s" }
 }
 
 /// `Your branch is ahead of 'origin/main' by 2 commits.` and the like, as git says it.
@@ -36,10 +60,10 @@ fn tracking_line(t: &Tracking) -> String {
         (false, _, _) => format!("Your branch is based on '{up}', but it has not been fetched (or is gone)."),
         (true, 0, 0) => format!("Your branch is up to date with '{up}'."),
         (true, a, 0) => {
-            format!("Your branch is ahead of '{up}' by {a} commit{}.\n  (use \"mlv push\" to publish)", plural(a))
+            format!("Your branch is ahead of '{up}' by {}.\n  (use \"mlv push\" to publish)", count(a, "commit"))
         }
         (true, 0, b) => {
-            format!("Your branch is behind '{up}' by {b} commit{}.\n  (use \"mlv pull\" to fast-forward)", plural(b))
+            format!("Your branch is behind '{up}' by {}.\n  (use \"mlv pull\" to fast-forward)", count(b, "commit"))
         }
         (true, a, b) => format!("Your branch and '{up}' have diverged: {a} and {b} different commits each."),
     }

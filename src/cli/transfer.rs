@@ -3,18 +3,18 @@
 use mlv::ops::fetch::{RefChange, RefNote};
 use mlv::sync::TransferStats;
 
-use super::human;
+use super::{count, human};
 
 /// `sent 12.4 MiB for 1.02 GiB logical (3 packs, 1.2 s, 10.3 MiB/s)`.
 pub fn summary(verb: &str, s: &TransferStats) -> String {
     let rate = if s.seconds > 0.0 { s.wire_bytes as f64 / s.seconds } else { 0.0 };
     let skipped = if s.packs_skipped > 0 { format!(", {} already there", s.packs_skipped) } else { String::new() };
     format!(
-        "{verb} {} for {} logical ({} object(s), {} pack(s){skipped}, {:.1} s, {}/s)",
+        "{verb} {} for {} logical ({}, {}{skipped}, {:.1} s, {}/s)",
         human(s.wire_bytes),
         human(s.logical_bytes),
-        s.objects,
-        s.packs,
+        count(s.objects, "object"),
+        count(s.packs, "pack"),
         s.seconds,
         human(rate as u64)
     )

@@ -34,6 +34,8 @@ pub struct AddReport {
     pub tensors_duplicate: usize,
     /// Paths under the paths that were not stored, and why.
     pub skipped: Vec<crate::worktree::Skipped>,
+    /// Files found under the paths (staged or not): 0 for an empty directory.
+    pub files_found: usize,
 }
 
 /// Converts a user path (relative to `cwd`) into an absolute path inside the work tree.
@@ -104,6 +106,7 @@ pub fn add(
     found.extend(ignored_tracked);
     let mut report = stage_files(repo, &mut index, &found, base, progress)?;
     report.skipped = skipped;
+    report.files_found = found.len();
     let present: HashSet<&str> = found.iter().map(|f| f.rel.as_str()).collect();
     let gone: Vec<String> = index
         .entries

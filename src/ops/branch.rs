@@ -172,6 +172,23 @@ pub fn switch(
         }
         SwitchMode::Existing => {}
     }
-    let id = repo.refs.read(&full)?.ok_or_else(|| Error::UnknownRevision(name.to_string()))?;
+    let id = repo.refs.read(&full)?.ok_or_else(|| not_a_branch(repo, name))?;
     checkout(repo, Target::Branch(name.to_string()), Some(id), force, progress)
+}
+
+/// The error for `switch NAME` when no branch is called NAME: says what NAME is instead
+/// (a tag, a remote-tracking branch, a commit), so the hint can suggest `checkout`.
+fn not_a_branch(repo: &Repository, name: &str) -> Error {
+    let is_ref =
+        |prefix: &str| check_name(name).is_ok() && repo.refs.read(&format!("{prefix}{name}")).ok().flatten().is_some();
+    let what = if is_ref(TAGS) {
+        "a tag"
+    } else if is_ref(REMOTES) {
+        "a remote-tracking branch"
+    } else if repo.resolve(name).is_ok() {
+        "a commit"
+    } else {
+        return Error::UnknownRevision(name.to_string());
+    };
+    Error::NotABranch { name: name.to_string(), what }
 }

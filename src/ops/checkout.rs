@@ -196,7 +196,8 @@ fn refuse_symlinked_parents(root: &Path, rel: &str) -> Result<()> {
     Ok(())
 }
 
-/// Writes every file of `files` whose work-tree copy is not already that content.
+/// Writes every file of `files` whose work-tree copy is not already that content; files that
+/// are, even when their stat says otherwise, are left alone (also with `force`).
 fn write_files(
     repo: &Repository,
     index: &mut Index,
@@ -205,8 +206,17 @@ fn write_files(
     progress: &dyn Progress,
 ) -> Result<CheckoutReport> {
     let mut report = CheckoutReport::default();
-    let todo: Vec<(&String, &FlatEntry)> =
-        files.iter().filter(|(p, e)| force || !is_current(repo, index, p, e)).collect();
+    let mut todo: Vec<(&String, &FlatEntry)> = Vec::new();
+    let stale: Vec<(&String, &FlatEntry)> =
+        files.iter().filter(|(p, e)| !is_current(repo, index, p, e, force)).collect();
+    for (path, e) in stale {
+        match same_content(repo, path, e) {
+            Some(stat) => {
+                index.entries.insert(path.clone(), IndexEntry { kind: e.kind, id: e.id, stat });
+            }
+            None => todo.push((path, e)),
+        }
+    }
     progress.start("checking out", todo.iter().map(|(_, e)| e.size).sum());
     for (path, e) in todo {
         refuse_symlinked_parents(&repo.root, path)?;
@@ -220,15 +230,34 @@ fn write_files(
     Ok(report)
 }
 
-/// True if the work-tree file is known (by index and stat) to hold exactly `e`.
-fn is_current(repo: &Repository, index: &Index, path: &str, e: &FlatEntry) -> bool {
+/// True if the work-tree file is known (by index and stat) to hold exactly `e`. With `force`
+/// it must also be a regular file: a forced checkout replaces a symlink with the file.
+fn is_current(repo: &Repository, index: &Index, path: &str, e: &FlatEntry, force: bool) -> bool {
     let Some(ie) = index.entries.get(path) else {
         return false;
     };
-    let Ok(meta) = std::fs::metadata(repo.root.join(path)) else {
+    let abs = repo.root.join(path);
+    if force && !std::fs::symlink_metadata(&abs).is_ok_and(|m| m.is_file()) {
+        return false;
+    }
+    let Ok(meta) = std::fs::metadata(&abs) else {
         return false;
     };
     ie.id == e.id && ie.stat.executable == e.executable && index.is_stat_clean(path, &Stat::of(&meta))
+}
+
+/// The stat of the work-tree file when it is a regular file holding exactly `e` (same size,
+/// mode and hash), found by hashing it: rewriting it would change nothing.
+fn same_content(repo: &Repository, path: &str, e: &FlatEntry) -> Option<Stat> {
+    refuse_symlinked_parents(&repo.root, path).ok()?;
+    let abs = repo.root.join(path);
+    let meta = std::fs::symlink_metadata(&abs).ok().filter(|m| m.is_file())?;
+    let stat = Stat::of(&meta);
+    if stat.size != e.size || stat.executable != e.executable {
+        return None;
+    }
+    let now = worktree::ingest(&abs, path, None, &mut worktree::NoBases).ok()?;
+    (now.id == e.id).then_some(stat)
 }
 
 /// Resets the index entries under `paths` to their state in `rev` (the work tree is untouched).

@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use super::status::{ChangeKind, tracked_files};
-use super::tensors::{NamedTensor, named_tensors};
+use super::tensors::{NamedTensor, named_tensors, pair_by_name};
+use crate::codec::convert;
 use crate::error::Result;
 use crate::object::{DType, EntryKind, ObjectId};
 use crate::repo::Repository;
@@ -30,24 +31,44 @@ pub enum Side {
 }
 
 /// How one tensor changed.
+///
+/// When the dtypes differ (an F32 base, a BF16 fine-tune), the old side is first rounded to
+/// the new dtype as the fine-tune's training would have stored it: an element counts as
+/// changed only if it differs from that rounded value, and elements that differ only by the
+/// rounding are counted apart.
 #[derive(Debug, Serialize)]
 pub struct TensorChange {
     /// Name.
     pub name: String,
-    /// Dtype (of the new side).
+    /// Dtype of the old side.
+    pub old_dtype: String,
+    /// Dtype of the new side.
     pub dtype: String,
     /// Shape of the old and new side.
     pub shape: (Vec<u64>, Vec<u64>),
     /// Elements compared.
     pub elements: u64,
-    /// Elements whose bits differ.
+    /// Elements that differ (from the old side rounded to the new dtype, across dtypes).
     pub changed: u64,
-    /// Largest absolute difference (floats and integers).
-    pub max_abs_diff: f64,
-    /// Mean absolute difference over all elements.
-    pub mean_abs_diff: f64,
-    /// Changed elements with the same sign and exponent whose mantissa differs only in its lower half.
-    pub low_mantissa_only: u64,
+    /// Elements whose value differs only by the rounding to the new dtype (None: same dtype,
+    /// or dtypes that do not convert).
+    pub rounding_only: Option<u64>,
+    /// Largest absolute difference of a changed element (None: not a numeric dtype).
+    pub max_abs_diff: Option<f64>,
+    /// Absolute difference summed over the changed elements, divided by all elements
+    /// compared (None: not a numeric dtype).
+    pub mean_abs_diff: Option<f64>,
+    /// Changed elements with the same sign and exponent whose mantissa differs only in its
+    /// lower half: the size of a typical fine-tuning step (None: not a float dtype).
+    pub low_mantissa_only: Option<u64>,
+}
+
+impl TensorChange {
+    /// True when some element's value changed; false when only the dtype (by rounding) or
+    /// the shape did.
+    pub fn values_changed(&self) -> bool {
+        self.changed > 0
+    }
 }
 
 /// Tensor-level differences of one safetensors file.
@@ -57,7 +78,8 @@ pub struct TensorsDiff {
     pub added: Vec<String>,
     /// Names only in the old side.
     pub removed: Vec<String>,
-    /// Same name, different content.
+    /// Same name, different content (bytes, dtype or shape): the tensors `status` counts as
+    /// changed. Some may have no element changed beyond the rounding to a new dtype.
     pub changed: Vec<TensorChange>,
     /// Same name and content.
     pub unchanged: usize,
@@ -174,16 +196,14 @@ fn tensors_of(repo: &Repository, f: Option<&SideFile>) -> Result<Vec<SideTensor>
 
 fn tensor_diff(repo: &Repository, a: Option<&SideFile>, b: Option<&SideFile>) -> Result<TensorsDiff> {
     let (old, new) = (tensors_of(repo, a)?, tensors_of(repo, b)?);
-    let mut d = TensorsDiff::default();
-    for n in &new {
-        match old.iter().find(|o| o.t.name == n.t.name) {
-            None => d.added.push(n.t.name.clone()),
-            Some(o) if o.t.id == n.t.id => d.unchanged += 1,
-            Some(o) => d.changed.push(compare(repo, o, n)?),
-        }
-    }
-    d.removed = old.iter().filter(|o| !new.iter().any(|n| n.t.name == o.t.name)).map(|o| o.t.name.clone()).collect();
-    Ok(d)
+    let p = pair_by_name(&old, &new, |t| (t.t.name.as_str(), t.t.id));
+    let names = |ts: &[&SideTensor]| ts.iter().map(|t| t.t.name.clone()).collect();
+    Ok(TensorsDiff {
+        added: names(&p.added),
+        removed: names(&p.removed),
+        changed: p.changed.iter().map(|(o, n)| compare(repo, o, n)).collect::<Result<_>>()?,
+        unchanged: p.unchanged,
+    })
 }
 
 fn read(repo: &Repository, t: &SideTensor, start: u64, end: u64) -> Result<Vec<u8>> {
@@ -198,47 +218,87 @@ fn read(repo: &Repository, t: &SideTensor, start: u64, end: u64) -> Result<Vec<u
     }
 }
 
+/// Running totals of one tensor comparison.
+#[derive(Default)]
+struct Tally {
+    changed: u64,
+    rounding_only: u64,
+    low_mantissa_only: u64,
+    max_abs_diff: f64,
+    sum_abs_diff: f64,
+}
+
+/// The dtypes of a comparison, and whether the old side is rounded to the new dtype first.
+#[derive(Clone, Copy)]
+struct Dtypes {
+    old: DType,
+    new: DType,
+    rounds: bool,
+}
+
+impl Tally {
+    /// Adds one window: `old` elements, the same `rounded` to the new dtype (when the dtypes
+    /// differ and convert), and `new` elements.
+    fn add(&mut self, d: Dtypes, old: &[u8], rounded: Option<&[u8]>, new: &[u8]) {
+        let (ow, nw) = (d.old.width(), d.new.width());
+        for (i, (x, y)) in old.chunks_exact(ow).zip(new.chunks_exact(nw)).enumerate() {
+            let values_differ = value(d.old, x).to_bits() != value(d.new, y).to_bits();
+            // What the new element is compared with: the old one, as the new dtype holds it.
+            let (reference, ref_dtype) = match rounded {
+                Some(r) => (&r[i * nw..(i + 1) * nw], d.new),
+                None => (x, d.old),
+            };
+            let changed = if ref_dtype == d.new { reference != y } else { values_differ };
+            if !changed {
+                self.rounding_only += u64::from(values_differ);
+                continue;
+            }
+            self.changed += 1;
+            let delta = (value(ref_dtype, reference) - value(d.new, y)).abs();
+            if delta.is_finite() {
+                self.max_abs_diff = self.max_abs_diff.max(delta);
+                self.sum_abs_diff += delta;
+            }
+            if ref_dtype == d.new && low_mantissa_only(d.new, reference, y) {
+                self.low_mantissa_only += 1;
+            }
+        }
+    }
+
+    fn into_change(self, o: &NamedTensor, n: &NamedTensor, d: Dtypes, elements: u64) -> TensorChange {
+        let numeric = has_value(d.old) && has_value(d.new) && elements > 0;
+        let bitwise = d.old == d.new || d.rounds;
+        TensorChange {
+            name: n.name.clone(),
+            old_dtype: d.old.to_string(),
+            dtype: d.new.to_string(),
+            shape: (o.shape.clone(), n.shape.clone()),
+            elements,
+            changed: self.changed,
+            rounding_only: d.rounds.then_some(self.rounding_only),
+            max_abs_diff: numeric.then_some(self.max_abs_diff),
+            mean_abs_diff: numeric.then(|| self.sum_abs_diff / elements as f64),
+            low_mantissa_only: (bitwise && d.new.float_layout().is_some()).then_some(self.low_mantissa_only),
+        }
+    }
+}
+
 fn compare(repo: &Repository, o: &SideTensor, n: &SideTensor) -> Result<TensorChange> {
-    let (ow, nw) = (o.t.dtype.width() as u64, n.t.dtype.width() as u64);
+    let (from, to) = (o.t.dtype, n.t.dtype);
+    let d = Dtypes { old: from, new: to, rounds: from != to && convert::can_convert(from, to) };
+    let (ow, nw) = (from.width() as u64, to.width() as u64);
     let elements = (byte_len(&o.t) / ow).min(byte_len(&n.t) / nw);
-    let mut c = TensorChange {
-        name: n.t.name.clone(),
-        dtype: n.t.dtype.to_string(),
-        shape: (o.t.shape.clone(), n.t.shape.clone()),
-        elements,
-        changed: 0,
-        max_abs_diff: 0.0,
-        mean_abs_diff: 0.0,
-        low_mantissa_only: 0,
-    };
-    let same_dtype = o.t.dtype == n.t.dtype;
-    let mut sum = 0.0;
+    let mut tally = Tally::default();
     let mut pos = 0;
     while pos < elements {
         let end = (pos + WINDOW_ELEMS).min(elements);
         let a = read(repo, o, pos * ow, end * ow)?;
         let b = read(repo, n, pos * nw, end * nw)?;
-        for (x, y) in a.chunks_exact(ow as usize).zip(b.chunks_exact(nw as usize)) {
-            let (vx, vy) = (value(o.t.dtype, x), value(n.t.dtype, y));
-            // Same dtype: any bit differs. Across dtypes (an F32 base, a BF16 fine-tune): the value.
-            let changed = if same_dtype { x != y } else { vx.to_bits() != vy.to_bits() };
-            if !changed {
-                continue;
-            }
-            c.changed += 1;
-            let delta = (vx - vy).abs();
-            if delta.is_finite() {
-                c.max_abs_diff = c.max_abs_diff.max(delta);
-                sum += delta;
-            }
-            if same_dtype && low_mantissa_only(n.t.dtype, x, y) {
-                c.low_mantissa_only += 1;
-            }
-        }
+        let rounded = if d.rounds { convert::convert(a.clone(), from, to) } else { None };
+        tally.add(d, &a, rounded.as_deref(), &b);
         pos = end;
     }
-    c.mean_abs_diff = if elements > 0 { sum / elements as f64 } else { 0.0 };
-    Ok(c)
+    Ok(tally.into_change(&o.t, &n.t, d, elements))
 }
 
 fn byte_len(t: &NamedTensor) -> u64 {
@@ -256,6 +316,11 @@ fn low_mantissa_only(dtype: DType, x: &[u8], y: &[u8]) -> bool {
     let Some(l) = dtype.float_layout() else { return false };
     let diff = word(x) ^ word(y);
     diff != 0 && diff >> l.mantissa.div_ceil(2) == 0
+}
+
+/// True for the dtypes [`value`] gives a number for.
+fn has_value(dtype: DType) -> bool {
+    !value(dtype, &[0; 8]).is_nan()
 }
 
 /// An element's numeric value (NaN for types without a simple one).

@@ -1,12 +1,13 @@
 //! `mlv log` and `mlv show`: history, with the stored bytes each commit added.
 
-use std::collections::{BinaryHeap, HashSet};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 
 use serde::Serialize;
 
 use crate::error::Result;
 use crate::object::{GitProvenance, ObjectId, Signature};
 use crate::reach;
+use crate::refs::{HEADS, Head, REMOTES, TAGS};
 use crate::repo::Repository;
 
 /// One commit in a log.
@@ -29,6 +30,31 @@ pub struct LogEntry {
     /// Stored bytes of objects first introduced by this commit (with `--stat`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stored_bytes_added: Option<u64>,
+    /// The names pointing at it, as `git log` decorates commits: `HEAD -> main`, `HEAD`
+    /// (detached), `origin/main`, `tag: v1`.
+    pub refs: Vec<String>,
+}
+
+/// The names pointing at each commit (see [`LogEntry::refs`]): HEAD and its branch first, then
+/// the other branches, remote-tracking branches and tags (annotated tags peeled).
+pub fn decorations(repo: &Repository) -> Result<HashMap<ObjectId, Vec<String>>> {
+    let mut out: HashMap<ObjectId, Vec<String>> = HashMap::new();
+    let head = repo.refs.head()?;
+    if let Head::Detached(id) = &head {
+        out.entry(*id).or_default().push("HEAD".into());
+    }
+    let branches = repo.refs.list(HEADS)?;
+    let (current, others): (Vec<_>, Vec<_>) = branches.into_iter().partition(|(n, _)| head == Head::Branch(n.clone()));
+    for (name, id) in current {
+        out.entry(id).or_default().insert(0, format!("HEAD -> {name}"));
+    }
+    for (name, id) in others.into_iter().chain(repo.refs.list(REMOTES)?) {
+        out.entry(id).or_default().push(name);
+    }
+    for (name, id) in repo.refs.list(TAGS)? {
+        out.entry(repo.peel(id).unwrap_or(id)).or_default().push(format!("tag: {name}"));
+    }
+    Ok(out)
 }
 
 /// Every object one commit's snapshot needs, itself included: trees, files, tensors, blobs
@@ -52,6 +78,7 @@ pub fn stored_added(repo: &Repository, commit: &ObjectId) -> Result<u64> {
 
 /// Up to `limit` commits reachable from `start`, newest first.
 pub fn log(repo: &Repository, start: ObjectId, limit: usize, with_stat: bool) -> Result<Vec<LogEntry>> {
+    let mut names = decorations(repo)?;
     let mut out = Vec::new();
     let mut seen = HashSet::new();
     let mut queue = BinaryHeap::new();
@@ -79,6 +106,7 @@ pub fn log(repo: &Repository, start: ObjectId, limit: usize, with_stat: bool) ->
             message: c.message,
             logical_bytes,
             stored_bytes_added,
+            refs: names.remove(&id).unwrap_or_default(),
         });
     }
     Ok(out)

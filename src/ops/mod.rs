@@ -7,6 +7,7 @@ pub mod branch;
 pub mod checkout;
 pub mod clone;
 pub mod commit;
+pub mod config;
 pub mod diff;
 pub mod du;
 pub mod fetch;

@@ -22,7 +22,7 @@ pub struct RemoteInfo {
 }
 
 /// Checks a remote name: a ref name component without `/`.
-fn check_remote_name(name: &str) -> Result<()> {
+pub(crate) fn check_remote_name(name: &str) -> Result<()> {
     check_name(name)?;
     if name.contains('/') {
         return Err(Error::Usage(format!("remote name {name:?} must not contain '/'")));

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::tensors::named_tensors;
+use super::tensors::{TensorCounts, named_tensors, pair_by_name};
 use crate::error::Result;
 use crate::index::{Index, IndexEntry, LockedIndex};
 use crate::object::{EntryKind, ObjectId};
@@ -32,9 +32,10 @@ pub struct Change {
     pub path: String,
     /// What happened.
     pub kind: ChangeKind,
-    /// For modified safetensors files: tensors whose content changed, appeared or disappeared.
+    /// For modified safetensors files: how many tensors changed, appeared and disappeared
+    /// (counted as `diff` counts them).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub tensors_changed: Option<usize>,
+    pub tensors: Option<TensorCounts>,
     /// Why the work-tree file cannot be stored as it is (e.g. a truncated safetensors file).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
@@ -91,12 +92,12 @@ impl Status {
     }
 }
 
-/// Counts tensors that differ between two tensor files (by name).
-pub fn tensors_changed(repo: &Repository, old: &ObjectId, new: &[(String, ObjectId)]) -> Option<usize> {
-    let old = named_tensors(&repo.odb.tensor_file(old).ok()?);
-    let changed = new.iter().filter(|(n, id)| !old.iter().any(|o| &o.name == n && &o.id == id)).count();
-    let removed = old.iter().filter(|o| !new.iter().any(|(n, _)| n == &o.name)).count();
-    Some(changed + removed)
+/// Counts the tensors that changed, appeared and disappeared between a stored tensor file
+/// and a new list of (name, id).
+pub fn tensor_counts(repo: &Repository, old: &ObjectId, new: &[(String, ObjectId)]) -> Option<TensorCounts> {
+    let old: Vec<(String, ObjectId)> =
+        named_tensors(&repo.odb.tensor_file(old).ok()?).into_iter().map(|t| (t.name, t.id)).collect();
+    Some(pair_by_name(&old, new, |(n, id)| (n.as_str(), *id)).counts())
 }
 
 /// Computes the status. Files whose stat changed but content did not get their stat refreshed
@@ -122,25 +123,20 @@ pub fn status(repo: &Repository) -> Result<Status> {
                 }
             }
             Freshness::Changed(now) => {
-                let tensors_changed = index.entries.get(&f.rel).and_then(|e| tensors_changed_in_file(repo, e, &now));
-                unstaged.push(Change {
-                    path: f.rel.clone(),
-                    kind: ChangeKind::Modified,
-                    tensors_changed,
-                    problem: None,
-                });
+                let tensors = index.entries.get(&f.rel).and_then(|e| tensors_changed_in_file(repo, e, &now));
+                unstaged.push(Change { path: f.rel.clone(), kind: ChangeKind::Modified, tensors, problem: None });
             }
             Freshness::Invalid(why) => unstaged.push(Change {
                 path: f.rel.clone(),
                 kind: ChangeKind::Modified,
-                tensors_changed: None,
+                tensors: None,
                 problem: Some(format!("not valid safetensors: {why}")),
             }),
         }
     }
     let present: HashSet<&str> = tracked.iter().map(|f| f.rel.as_str()).collect();
     for path in index.entries.keys().filter(|k| !present.contains(k.as_str())) {
-        unstaged.push(Change { path: path.clone(), kind: ChangeKind::Deleted, tensors_changed: None, problem: None });
+        unstaged.push(Change { path: path.clone(), kind: ChangeKind::Deleted, tensors: None, problem: None });
     }
     let scan = worktree::scan(&repo.root, &repo.root)?;
     let untracked = scan.files.into_iter().filter(|f| !index.entries.contains_key(&f.rel)).map(|f| f.rel).collect();
@@ -196,12 +192,12 @@ pub fn freshness(index: &Index, f: &FoundFile) -> Result<Freshness> {
 }
 
 /// For a safetensors file whose content changed: how many of its tensors did.
-fn tensors_changed_in_file(repo: &Repository, entry: &IndexEntry, now: &Ingested) -> Option<usize> {
+fn tensors_changed_in_file(repo: &Repository, entry: &IndexEntry, now: &Ingested) -> Option<TensorCounts> {
     if entry.kind != EntryKind::TensorFile || now.id == entry.id {
         return None;
     }
     let new: Vec<(String, ObjectId)> = now.tensors.iter().map(|t| (t.name.clone(), t.id)).collect();
-    tensors_changed(repo, &entry.id, &new)
+    tensor_counts(repo, &entry.id, &new)
 }
 
 /// Saves refreshed stats, best effort: only if no other command holds the index or wrote it
@@ -219,26 +215,23 @@ fn compare_trees(repo: &Repository, head: &crate::repo::FlatTree, index: &Index)
     let mut out = Vec::new();
     for (path, e) in &index.entries {
         match head.get(path) {
-            None => {
-                out.push(Change { path: path.clone(), kind: ChangeKind::New, tensors_changed: None, problem: None })
-            }
+            None => out.push(Change { path: path.clone(), kind: ChangeKind::New, tensors: None, problem: None }),
             Some(h) if h.id != e.id || h.executable != e.stat.executable => {
-                let tensors_changed =
-                    (e.kind == EntryKind::TensorFile && h.kind == EntryKind::TensorFile && h.id != e.id)
-                        .then(|| repo.odb.tensor_file(&e.id).ok())
-                        .flatten()
-                        .and_then(|tf| {
-                            let new: Vec<(String, ObjectId)> =
-                                named_tensors(&tf).into_iter().map(|t| (t.name, t.id)).collect();
-                            tensors_changed(repo, &h.id, &new)
-                        });
-                out.push(Change { path: path.clone(), kind: ChangeKind::Modified, tensors_changed, problem: None });
+                let tensors = (e.kind == EntryKind::TensorFile && h.kind == EntryKind::TensorFile && h.id != e.id)
+                    .then(|| repo.odb.tensor_file(&e.id).ok())
+                    .flatten()
+                    .and_then(|tf| {
+                        let new: Vec<(String, ObjectId)> =
+                            named_tensors(&tf).into_iter().map(|t| (t.name, t.id)).collect();
+                        tensor_counts(repo, &h.id, &new)
+                    });
+                out.push(Change { path: path.clone(), kind: ChangeKind::Modified, tensors, problem: None });
             }
             Some(_) => {}
         }
     }
     for path in head.keys().filter(|p| !index.entries.contains_key(*p)) {
-        out.push(Change { path: path.clone(), kind: ChangeKind::Deleted, tensors_changed: None, problem: None });
+        out.push(Change { path: path.clone(), kind: ChangeKind::Deleted, tensors: None, problem: None });
     }
     out
 }

@@ -78,7 +78,7 @@ fn du_reports_unchanged_tensors_as_duplicates() {
             assert_eq!(how(row), "duplicate", "{row}");
             assert_eq!(row["stored"], 0, "{row}");
             let of = &row["storage"]["of"];
-            assert_eq!(of["commit"], &c1[..12], "{row}");
+            assert_eq!(of["commit"], c1.as_str(), "{row}");
             assert_eq!(of["tensor"], name, "{row}");
         } else {
             assert_eq!(how(row), "delta", "a trained tensor should be a delta against its base: {row}");
@@ -147,4 +147,32 @@ fn configured_delta_bases_work_like_the_base_flag() {
     r.copy_in(&ft_dir);
     let report = r.json(&["add", "--json", "."]);
     assert!(report["tensors_delta"].as_u64().unwrap() > 0, "[delta.bases] should give delta bases: {report}");
+}
+
+#[test]
+fn du_shows_columns_totals_and_names_the_parents_tensor() {
+    let (r, _, _) = family_repo();
+    let text = r.ok(&["du", "--tensors"]);
+    let mut lines = text.lines();
+    let title = lines.next().unwrap();
+    assert!(title.contains("this commit added") && title.contains("the repository holds"), "{text}");
+    let header = lines.next().unwrap();
+    for col in ["logical", "stored", "path / tensor", "storage"] {
+        assert!(header.contains(col), "no {col:?} column:\n{text}");
+    }
+    let storage_at = header.find("storage").unwrap();
+    let embed = text.lines().find(|l| l.contains("embeddings.word.weight")).unwrap_or_else(|| panic!("{text}"));
+    assert_eq!(embed.find("delta against the parent's tensor"), Some(storage_at), "columns not aligned:\n{text}");
+    assert!(!embed.contains("model.safetensors:"), "the base is named in full again:\n{text}");
+    assert!(embed.contains("chunk"), "{embed}");
+
+    let du = r.json(&["du", "--tensors", "--json"]);
+    assert!(du["repository_stored"].as_u64().unwrap() >= du["stored"].as_u64().unwrap(), "{du}");
+    let rows = tensor_rows(&du, "model.safetensors");
+    let e = rows.iter().find(|t| t["name"] == "embeddings.word.weight").unwrap();
+    assert_eq!(e["storage"]["parent_tensor"], true, "{e}");
+    assert_eq!(e["storage"]["base"]["commit"], r.rev_id("v1").as_str(), "full ids in JSON: {e}");
+    for c in array(&e["storage"]["codecs"], "codecs") {
+        assert!(c["codec"].is_string() && c["chunks"].as_u64().is_some_and(|n| n > 0), "{e}");
+    }
 }

@@ -110,7 +110,7 @@ fn branch_create_list_switch_and_delete() {
 fn detached_head_checkout_and_commit() {
     let (r, [c1, c2, c3]) = three_commits();
     let out = r.ok(&["checkout", &c2[..10]]);
-    assert!(out.contains(&format!("HEAD is now at {}", &c2[..12])), "{out}");
+    assert!(out.contains(&format!("HEAD is now detached at {}", &c2[..12])), "{out}");
     assert_eq!(r.read("n.txt"), b"2\n");
     let s = r.json(&["status", "--json"]);
     assert_eq!(s["branch"], Value::Null);
@@ -178,7 +178,11 @@ fn log_lists_commits_newest_first() {
     let lines: Vec<&str> = oneline.lines().collect();
     assert_eq!(
         lines,
-        [format!("{} commit 3", &c3[..12]), format!("{} commit 2", &c2[..12]), format!("{} commit 1", &c1[..12])]
+        [
+            format!("{} (HEAD -> main) commit 3", &c3[..12]),
+            format!("{} commit 2", &c2[..12]),
+            format!("{} commit 1", &c1[..12])
+        ]
     );
     let two = r.json(&["log", "--json", "-n", "2"]);
     assert_eq!(array(&two, "log").len(), 2);

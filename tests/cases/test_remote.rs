@@ -47,7 +47,7 @@ fn a_shallow_clone_has_the_tip_and_the_bases_it_needs_but_no_history() {
     let log = r.ok_at(&shallow, &["log", "--oneline"]);
     assert_eq!(log.lines().count(), 1, "{log}");
     assert!(dir_size(&shallow.join(".mlv")) < dir_size(&full.join(".mlv")));
-    // The tip's deltas decode: every file is rewritten from the pack and verified.
+    // The tip's deltas decode: the missing model is rewritten from the pack and verified.
     std::fs::remove_file(shallow.join("model.safetensors")).unwrap();
     r.ok_at(&shallow, &["checkout", "-f", "HEAD"]);
     assert_dirs_identical(&ft, &shallow, &[".mlv"]);

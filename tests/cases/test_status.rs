@@ -55,7 +55,7 @@ fn status_reports_new_modified_deleted_and_untracked_files() {
     line_with(&text, &["modified:", "a.txt"]);
     line_with(&text, &["deleted:", "gone.txt"]);
     let m = line_with(&text, &["modified:", "model.safetensors"]);
-    assert!(m.contains("(1 tensor(s) changed)"), "{text}");
+    assert!(m.contains("(1 tensor changed)"), "{text}");
     assert!(pos(line_with(&text, &["new.txt"])) > untracked_at, "{text}");
     assert!(!text.contains("working tree clean"), "{text}");
 
@@ -68,22 +68,23 @@ fn status_reports_new_modified_deleted_and_untracked_files() {
     assert_eq!(find(&v["unstaged"], "gone.txt")["kind"], "deleted");
     let m = find(&v["unstaged"], "model.safetensors");
     assert_eq!(m["kind"], "modified");
-    assert_eq!(m["tensors_changed"], 1, "{v}");
+    assert_eq!(m["tensors"], serde_json::json!({"changed": 1, "added": 0, "removed": 0}), "{v}");
     assert_eq!(v["untracked"], serde_json::json!(["new.txt"]));
 }
 
 #[test]
 fn staged_safetensors_change_counts_changed_added_and_removed_tensors() {
     let r = committed();
-    // w1 changed, w2 removed, w3 added: three tensors differ.
+    // w1 changed, w2 removed, w3 added: each counted apart, as diff counts them.
     let ts = vec![T::f32("w0", &[64], &[1.0; 64]), T::f32("w1", &[64], &[9.0; 64]), T::f32("w3", &[64], &[4.0; 64])];
     r.write("model.safetensors", st::serialize(&ts, None));
     r.ok(&["add", "model.safetensors"]);
     let text = r.ok(&["status"]);
     let line = line_with(&text, &["modified:", "model.safetensors"]);
-    assert!(line.contains("(3 tensor(s) changed)"), "{text}");
+    assert!(line.contains("(1 tensor changed, 1 added, 1 removed)"), "{text}");
     let v = r.json(&["status", "--json"]);
-    assert_eq!(find(&v["staged"], "model.safetensors")["tensors_changed"], 3, "{v}");
+    let counts = &find(&v["staged"], "model.safetensors")["tensors"];
+    assert_eq!(*counts, serde_json::json!({"changed": 1, "added": 1, "removed": 1}), "{v}");
     assert!(v["unstaged"].as_array().unwrap().is_empty(), "{v}");
 }
 
