@@ -236,7 +236,7 @@ pub fn du(repo: &Repository, commit: ObjectId, tensors: bool) -> Result<Usage> {
             let chunks: std::collections::HashSet<ObjectId> =
                 repo.odb.chunked_file(&e.id)?.chunks.into_iter().map(|c| c.0).collect();
             for chunk in chunks {
-                stored += storage_of(repo, &chunk, &first, &here)?.0;
+                stored += cx.storage_of(&chunk, &here)?.0;
             }
         }
         files.push(FileUsage { path, logical: e.size, stored, tensors: if tensors { rows } else { Vec::new() } });
