@@ -247,6 +247,10 @@ main() {
         baselines_family large "$LARGE_DIR/family" base ft-1 ft-2
     fi
 
+    # The heavy tests kept out of CI (#[ignore]): fifty kills per writing command, and such.
+    log "heavy tests (cargo test --release -- --ignored)"
+    (cd "$REPO" && cargo test --release --quiet -- --ignored >&2) || die "a heavy test failed"
+
     cut -d' ' -f1-3 /proc/loadavg > "$RAW/loadavg_end"
     python3 "$REPO/bench/report.py" --raw "$RAW" --json-out "$OUT/results.json" \
         --md-out "$OUT/report.md" "${families[@]}"

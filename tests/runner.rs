@@ -66,3 +66,6 @@ mod test_config;
 
 #[path = "cases/test_cli.rs"]
 mod test_cli;
+
+#[path = "cases/test_kill.rs"]
+mod test_kill;
