@@ -227,10 +227,36 @@ impl LoadedPack {
 
 type PackList = Arc<Vec<Arc<LoadedPack>>>;
 
+/// Packs beyond which lookups go through one merged table instead of each pack's index.
+const MERGE_AFTER_PACKS: usize = 16;
+
+/// How objects are found: with few packs, pack by pack; with many (between two gcs), in one
+/// table of every object sorted by id, so a lookup costs the same whatever the pack count.
+#[derive(Default)]
+struct Lookup {
+    packs: PackList,
+    /// (object, pack position, record position), sorted; empty with few packs.
+    by_id: Vec<(ObjectId, u32, u32)>,
+}
+
+impl Lookup {
+    fn build(packs: &[Arc<LoadedPack>]) -> Lookup {
+        let mut by_id = Vec::new();
+        if packs.len() > MERGE_AFTER_PACKS {
+            for (p, pack) in packs.iter().enumerate() {
+                by_id.extend(pack.index.records.iter().enumerate().map(|(r, rec)| (rec.id, p as u32, r as u32)));
+            }
+            by_id.sort_unstable_by_key(|e| e.0);
+        }
+        Lookup { packs: Arc::new(packs.to_vec()), by_id }
+    }
+}
+
 /// All packs of one store: objects by id, decoded and verified.
 pub struct Odb {
     store: Arc<dyn PackStore>,
     packs: RwLock<PackList>,
+    lookup: RwLock<Arc<Lookup>>,
     cache: ChunkCache,
     broken: Mutex<Vec<(PackInfo, String)>>,
 }
@@ -246,6 +272,7 @@ impl Odb {
         let odb = Odb {
             store,
             packs: RwLock::new(Arc::new(Vec::new())),
+            lookup: RwLock::new(Arc::new(Lookup::default())),
             cache: ChunkCache::new(64 << 20),
             broken: Mutex::new(Vec::new()),
         };
@@ -277,9 +304,8 @@ impl Odb {
     /// Loads packs added to the store since it was opened (by another process, say). Returns
     /// true when there were any.
     pub fn refresh(&self) -> Result<bool, StoreError> {
-        let known = self.packs();
-        let fresh: Vec<PackInfo> =
-            self.store.list()?.into_iter().filter(|p| !known.iter().any(|k| k.name == p.name)).collect();
+        let known: HashSet<PackName> = self.packs().iter().map(|p| p.name).collect();
+        let fresh: Vec<PackInfo> = self.store.list()?.into_iter().filter(|p| !known.contains(&p.name)).collect();
         if fresh.is_empty() {
             return Ok(false);
         }
@@ -308,12 +334,13 @@ impl Odb {
     fn add_packs(&self, loaded: Vec<Arc<LoadedPack>>) {
         if let Ok(mut packs) = self.packs.write() {
             let mut next: Vec<Arc<LoadedPack>> = packs.iter().cloned().collect();
-            for p in loaded {
-                if !next.iter().any(|k| k.name == p.name) {
-                    next.push(p);
-                }
-            }
+            let mut names: HashSet<PackName> = next.iter().map(|p| p.name).collect();
+            next.extend(loaded.into_iter().filter(|p| names.insert(p.name)));
+            let lookup = Lookup::build(&next);
             *packs = Arc::new(next);
+            if let Ok(mut l) = self.lookup.write() {
+                *l = Arc::new(lookup);
+            }
         }
     }
 
@@ -333,6 +360,7 @@ impl Odb {
         let cache = ChunkCache::new(VERIFY_CACHE_BYTES);
         Ok(Odb {
             store: self.store.clone(),
+            lookup: RwLock::new(Arc::new(Lookup::build(&packs))),
             packs: RwLock::new(Arc::new(packs)),
             cache,
             broken: Mutex::new(self.broken()),
@@ -341,7 +369,16 @@ impl Odb {
 
     /// Where an object is stored, among the packs loaded now.
     pub fn find(&self, id: &ObjectId) -> Option<(Arc<LoadedPack>, IndexRecord)> {
-        self.packs().iter().find_map(|p| p.index.find(id).map(|r| (p.clone(), *r)))
+        let lookup = self.lookup.read().map(|l| l.clone()).ok()?;
+        match lookup.by_id.is_empty() {
+            true => lookup.packs.iter().find_map(|p| p.index.find(id).map(|r| (p.clone(), *r))),
+            false => {
+                let at = lookup.by_id.binary_search_by(|e| e.0.cmp(id)).ok()?;
+                let (_, p, r) = lookup.by_id[at];
+                let pack = lookup.packs.get(p as usize)?;
+                Some((pack.clone(), *pack.index.records.get(r as usize)?))
+            }
+        }
     }
 
     /// Where an object is stored, looking for new packs before calling it missing, so that
