@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use memmap2::Mmap;
 
+use super::bundle::{Bundle, REBUNDLE_AFTER};
 use super::{PackInfo, PackStore, StoreError};
 use crate::codec::ChunkView;
 use crate::fsutil;
@@ -17,6 +18,8 @@ use crate::pack::{EntryView, PackError, PackIndex, PackName, SealedPack, TRAILER
 pub struct LocalPacks {
     dir: PathBuf,
     maps: Mutex<HashMap<PackName, Mapped>>,
+    /// Indexes of many packs in one file, loaded on first listing.
+    bundle: Mutex<Option<Arc<Bundle>>>,
 }
 
 /// A mapped pack: the map for page hints, and a handle that slices it without copying.
@@ -37,7 +40,7 @@ impl AsRef<[u8]> for MapOwner {
 impl LocalPacks {
     /// The packs in `dir`.
     pub fn new(dir: &Path) -> LocalPacks {
-        LocalPacks { dir: dir.to_path_buf(), maps: Mutex::new(HashMap::new()) }
+        LocalPacks { dir: dir.to_path_buf(), maps: Mutex::new(HashMap::new()), bundle: Mutex::new(None) }
     }
 
     fn path(&self, pack: &PackName, ext: &str) -> PathBuf {
@@ -55,11 +58,32 @@ impl LocalPacks {
         // truncation by another program could fault, which no checked read can prevent.
         let map = Arc::new(unsafe { Mmap::map(&file) }.map_err(|e| PackError::io(&path, e))?);
         check_header(&path, &map)?;
+        let trailer = map.len().saturating_sub(TRAILER_LEN as usize);
+        if map[trailer..] != pack.0 {
+            return Err(PackError::corrupt(&path, "the pack's trailer does not match its name").into());
+        }
         let mapped = Mapped { bytes: Bytes::from_owner(MapOwner(map.clone())), map };
         if let Ok(mut maps) = self.maps.lock() {
             maps.insert(*pack, mapped.clone());
         }
         Ok(mapped)
+    }
+
+    fn bundle(&self) -> Arc<Bundle> {
+        let Ok(mut slot) = self.bundle.lock() else { return Arc::new(Bundle::default()) };
+        slot.get_or_insert_with(|| Arc::new(Bundle::load(&self.dir))).clone()
+    }
+
+    /// Rewrites the index bundle to cover every listed pack, best effort: it only saves time.
+    fn rebundle(&self, packs: &[PackInfo]) {
+        let indexes: Result<Vec<(PackName, u64, PackIndex)>, StoreError> =
+            packs.iter().map(|p| Ok((p.name, p.len, self.read_index(&p.name)?))).collect();
+        if let Ok(indexes) = indexes
+            && Bundle::write(&self.dir, &indexes).is_ok()
+            && let Ok(mut slot) = self.bundle.lock()
+        {
+            *slot = Some(Arc::new(Bundle::load(&self.dir)));
+        }
     }
 
     /// Fills in the delta bases of a version-1 index by reading every entry's chunk headers.
@@ -98,7 +122,9 @@ impl PackStore for LocalPacks {
     }
 
     fn list(&self) -> Result<Vec<PackInfo>, StoreError> {
+        let bundle = self.bundle();
         let mut out = Vec::new();
+        let mut unbundled = 0;
         let entries = std::fs::read_dir(&self.dir).map_err(|e| fsutil::with_path(&self.dir, e))?;
         for entry in entries {
             let path = entry.map_err(|e| fsutil::with_path(&self.dir, e))?.path();
@@ -108,16 +134,30 @@ impl PackStore for LocalPacks {
             else {
                 continue;
             };
-            let pack = self.path(&name, "pack");
-            let len = std::fs::metadata(&pack).map_err(|e| PackError::io(&pack, e))?.len();
+            let len = match bundle.get(&name) {
+                Some(&(len, _)) => len,
+                None => {
+                    unbundled += 1;
+                    let pack = self.path(&name, "pack");
+                    std::fs::metadata(&pack).map_err(|e| PackError::io(&pack, e))?.len()
+                }
+            };
             out.push(PackInfo { name, len });
         }
         out.sort_by_key(|p| p.name);
+        let stale = (bundle.len() + unbundled).saturating_sub(out.len());
+        if unbundled > REBUNDLE_AFTER || stale > REBUNDLE_AFTER {
+            self.rebundle(&out);
+        }
         Ok(out)
     }
 
     fn read_index(&self, pack: &PackName) -> Result<PackIndex, StoreError> {
         let path = self.path(pack, "idx");
+        if let Some((_, bytes)) = self.bundle().get(pack) {
+            // Verified when it was first read; its pack is mapped (and checked) on first use.
+            return Ok(PackIndex::decode(&path, bytes)?);
+        }
         let bytes = std::fs::read(&path).map_err(|e| PackError::io(&path, e))?;
         let mut index = PackIndex::decode(&path, &bytes)?;
         let mapped = self.mapped(pack)?;
@@ -192,6 +232,7 @@ mod tests {
     use crate::codec::{Codec, EncodeOptions, encode_with};
     use crate::object::{DType, ObjectId, ObjectKind, TensorMeta};
     use crate::pack::{EntryHeader, INDEX_VERSION_1, PackWriter};
+    use crate::store::bundle::BUNDLE_FILE;
 
     #[test]
     fn a_version_1_index_is_upgraded_in_place_with_its_bases() {
@@ -225,5 +266,44 @@ mod tests {
         let on_disk = PackIndex::decode(&idx_path, &std::fs::read(&idx_path).unwrap()).unwrap();
         assert!(on_disk.bases_known, "the index was not rewritten as version 2");
         assert_eq!(on_disk.records, v2.records);
+    }
+
+    /// Installs a pack holding one small tensor object with the given id byte.
+    fn one_object_pack(dir: &Path, id: u8) -> PackName {
+        let data = vec![id; 64];
+        let meta = TensorMeta { dtype: DType::U8, shape: vec![64], data_len: 64 };
+        let mut w = PackWriter::new(dir).unwrap();
+        w.begin(EntryHeader { kind: ObjectKind::Tensor, id: ObjectId([id; 32]), meta, chunk_elems: 64 }).unwrap();
+        w.push_chunk(&encode_with(Codec::Raw, DType::U8, &data, None, EncodeOptions::default())).unwrap();
+        w.end(1, Vec::new()).unwrap();
+        let sealed = w.finish().unwrap().unwrap();
+        let name = sealed.name;
+        LocalPacks::new(dir).install(sealed).unwrap();
+        name
+    }
+
+    #[test]
+    fn many_packs_are_bundled_and_a_damaged_bundle_falls_back_to_the_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let names: Vec<PackName> = (0..=REBUNDLE_AFTER as u8 + 1).map(|i| one_object_pack(dir.path(), i)).collect();
+        let listed = LocalPacks::new(dir.path()).list().unwrap();
+        assert_eq!(listed.len(), names.len());
+        let bundle = Bundle::load(dir.path());
+        assert_eq!(bundle.len(), names.len(), "listing past the threshold writes the bundle");
+
+        // Served from the bundle, the same index as from the .idx file.
+        let store = LocalPacks::new(dir.path());
+        assert_eq!(store.list().unwrap(), listed);
+        let from_bundle = store.read_index(&names[3]).unwrap();
+        std::fs::remove_file(dir.path().join(BUNDLE_FILE)).unwrap();
+        assert_eq!(LocalPacks::new(dir.path()).read_index(&names[3]).unwrap().records, from_bundle.records);
+
+        // A damaged bundle is ignored.
+        std::fs::write(dir.path().join(BUNDLE_FILE), b"garbage").unwrap();
+        let store = LocalPacks::new(dir.path());
+        assert_eq!(store.list().unwrap(), listed);
+        let idx = store.path(&names[5], "idx");
+        let on_disk = PackIndex::decode(&idx, &std::fs::read(&idx).unwrap()).unwrap();
+        assert_eq!(store.read_index(&names[5]).unwrap().records, on_disk.records);
     }
 }

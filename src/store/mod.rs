@@ -2,6 +2,7 @@
 //! resolved transparently and every object verified against its id when read whole.
 
 mod backend;
+mod bundle;
 mod cache;
 mod local;
 mod memory;
