@@ -174,8 +174,11 @@ mod tests {
         v.flat_map(f32::to_le_bytes).collect()
     }
 
-    /// Writes a safetensors file of `(name, dtype, shape, bytes)`; returns its bytes.
-    fn write(path: &Path, tensors: &[(&str, Dtype, Vec<usize>, Vec<u8>)]) -> Vec<u8> {
+    /// A tensor to write: name, dtype, shape, bytes.
+    type Spec = (&'static str, Dtype, Vec<usize>, Vec<u8>);
+
+    /// Writes a safetensors file of `tensors`; returns its bytes.
+    fn write(path: &Path, tensors: &[Spec]) -> Vec<u8> {
         let views: Vec<(String, TensorView<'_>)> =
             tensors.iter().map(|(n, d, s, b)| (n.to_string(), TensorView::new(*d, s.clone(), b).unwrap())).collect();
         let bytes = safetensors::serialize(views, None).unwrap();
@@ -191,7 +194,7 @@ mod tests {
 
     /// A repository with two commits of `m/model.safetensors` (a fine-tune of the first,
     /// stored as deltas over small chunks) and a `config.json`; returns the two file versions.
-    fn two_commits() -> (tempfile::TempDir, Repository, Vec<(&'static str, Dtype, Vec<usize>, Vec<u8>)>, Vec<u8>) {
+    fn two_commits() -> (tempfile::TempDir, Repository, Vec<Spec>, Vec<u8>) {
         let dir = tempfile::tempdir().unwrap();
         let mut repo = Repository::init(dir.path()).unwrap();
         repo.config.user = Some(crate::config::User { name: "T".into(), email: "t@example.com".into() });
