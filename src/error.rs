@@ -55,6 +55,32 @@ pub enum Error {
     /// A path outside the work tree or not matching anything.
     #[error("pathspec {0:?} did not match any files")]
     NoMatch(String),
+    /// A path that is no file of a revision.
+    #[error("{path:?} is not a file in {rev}")]
+    NoSuchFile {
+        /// The path, relative to the root.
+        path: String,
+        /// The revision as given.
+        rev: String,
+    },
+    /// Tensors asked of a file that is not a safetensors file.
+    #[error("{path} in {rev} is not a safetensors file")]
+    NotSafetensors {
+        /// The path, relative to the root.
+        path: String,
+        /// The revision as given.
+        rev: String,
+    },
+    /// A tensor name a safetensors file does not have.
+    #[error("{path} in {rev} has no tensor named {name:?}")]
+    NoSuchTensor {
+        /// The tensor name.
+        name: String,
+        /// The file, relative to the root.
+        path: String,
+        /// The revision as given.
+        rev: String,
+    },
     /// The path is outside the repository.
     #[error("{0}: outside the repository")]
     OutsideRepository(PathBuf),
@@ -156,6 +182,11 @@ impl Error {
                                   you@example.com`, or export MLV_AUTHOR_NAME and MLV_AUTHOR_EMAIL"
                 .into(),
             Error::NoMatch(_) => "check the path; `mlv status` shows what mlv sees".into(),
+            Error::NoSuchFile { rev, .. } => {
+                format!("paths are relative to the repository root; `mlv du {rev}` lists the files of {rev}")
+            }
+            Error::NotSafetensors { .. } => "only `.safetensors` files are stored as tensors".into(),
+            Error::NoSuchTensor { rev, .. } => format!("`mlv du --tensors {rev}` lists the tensors of every file"),
             Error::Ref(RefError::Locked(_)) | Error::Index(IndexError::Locked(_)) | Error::Lock(_) => {
                 "another mlv command is changing this repository; wait for it to finish, then retry".into()
             }

@@ -15,6 +15,7 @@ pub mod fsck;
 pub mod gc;
 pub mod log;
 pub mod push;
+pub mod read;
 pub mod remote;
 pub mod status;
 pub mod tensors;
