@@ -151,7 +151,8 @@ class Repository:
         return self._repo.head()
 
     def files(self, rev: str = "HEAD") -> Dict[str, Dict[str, Any]]:
-        """The files of a revision: path -> ``{"kind": "safetensors" | "blob", "size": bytes}``."""
+        """The files of a revision: path -> ``{"kind": "safetensors" | "blob" | "chunked", "size": bytes}``
+        ("chunked": a large file stored as content-defined chunks)."""
         return {p: {"kind": k, "size": s} for p, k, s in self._repo.files(rev)}
 
     def tensor_info(self, rev: str, path: PathLike) -> Dict[str, Dict[str, Any]]:

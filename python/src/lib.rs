@@ -86,6 +86,7 @@ fn kind_name(kind: mlv::object::EntryKind) -> &'static str {
     match kind {
         mlv::object::EntryKind::TensorFile => "safetensors",
         mlv::object::EntryKind::Blob => "blob",
+        mlv::object::EntryKind::ChunkedFile => "chunked",
         mlv::object::EntryKind::Tree => "tree",
     }
 }

@@ -310,3 +310,13 @@ def test_threads_share_one_repository(repo):
     for t in threads:
         t.join()
     assert errors == []
+
+
+def test_a_large_file_that_is_not_safetensors_is_stored_chunked_and_read_back(tmp_path):
+    r = mlv.init(tmp_path)
+    payload = np.random.default_rng(7).integers(0, 256, size=600_000, dtype=np.uint8).tobytes()
+    (tmp_path / "optimizer.pt").write_bytes(payload)
+    r.add("optimizer.pt")
+    r.commit("optimizer state")
+    assert r.files()["optimizer.pt"] == {"kind": "chunked", "size": len(payload)}
+    assert r.read_bytes("HEAD", "optimizer.pt") == payload
