@@ -128,7 +128,12 @@ impl Index {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Index::default()),
             Err(e) => return Err(fsutil::with_path(path, e).into()),
         };
-        let corrupt = |what: &str| IndexError::Corrupt(path.display().to_string(), what.to_string());
+        Index::decode(&bytes, &path.display().to_string())
+    }
+
+    /// Parses and verifies the bytes of an index file; `path` names it in errors.
+    pub fn decode(bytes: &[u8], path: &str) -> Result<Index, IndexError> {
+        let corrupt = |what: &str| IndexError::Corrupt(path.to_string(), what.to_string());
         if bytes.len() < 12 + 32 || &bytes[..8] != INDEX_MAGIC {
             return Err(corrupt("bad magic"));
         }

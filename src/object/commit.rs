@@ -33,6 +33,11 @@ impl Signature {
         }
         let hours: i32 = digits[..2].parse().ok()?;
         let minutes: i32 = digits[2..].parse().ok()?;
+        // One spelling per offset: "+0090" would be written back as "+0130", and "+9999" as
+        // five digits that no longer parse.
+        if minutes >= 60 {
+            return None;
+        }
         let magnitude = hours * 60 + minutes;
         let tz_minutes = match sign {
             "+" => magnitude,
@@ -226,6 +231,16 @@ mod tests {
     fn tag_round_trip() {
         let t = Tag { object: ObjectId([9; 32]), name: "v1".into(), tagger: sig(0), message: "release".into() };
         assert_eq!(Tag::decode(&t.encode()).unwrap(), t);
+    }
+
+    #[test]
+    fn zone_minutes_past_59_are_refused() {
+        let body = |tz: &str| format!("tree {}\nauthor a <e> 1 {tz}\ncommitter a <e> 1 +0000\n\nm", ObjectId([1; 32]));
+        assert!(Commit::decode(body("+9960").as_bytes()).is_err());
+        assert!(Commit::decode(body("-0090").as_bytes()).is_err());
+        let c = Commit::decode(body("+9959").as_bytes()).unwrap();
+        assert_eq!(c.author.tz_minutes, 99 * 60 + 59);
+        assert_eq!(Commit::decode(&c.encode()).unwrap(), c);
     }
 
     #[test]

@@ -126,6 +126,9 @@ pub fn read_layout(file: &File, file_len: u64) -> Result<Layout, ParseError> {
 /// Parses header JSON (the bytes after the 8-byte length) for a file of `file_len` bytes.
 pub fn parse_header(header: &[u8], file_len: u64) -> Result<Vec<Span>, FormatError> {
     let data_start = 8 + header.len() as u64;
+    let data_len = file_len
+        .checked_sub(data_start)
+        .ok_or_else(|| format_error(0, format!("header runs past the end of the {file_len}-byte file")))?;
     let text = std::str::from_utf8(header)
         .map_err(|e| format_error(8 + e.valid_up_to() as u64, "header is not valid UTF-8"))?;
     let Entries(entries) = serde_json::from_str(text)
@@ -135,7 +138,6 @@ pub fn parse_header(header: &[u8], file_len: u64) -> Result<Vec<Span>, FormatErr
         // Loaders disagree on which of the two wins, so neither may.
         return Err(format_error(8, format!("tensor name {dup:?} appears twice in the header")));
     }
-    let data_len = file_len - data_start;
     let mut tensors = Vec::with_capacity(entries.len());
     for (name, value) in entries {
         if name == "__metadata__" {
