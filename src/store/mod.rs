@@ -119,8 +119,13 @@ pub fn pipelined<B: Sync, T: Send>(
 ) -> Result<(), StoreError> {
     let mut pending: Option<(&B, T)> = None;
     for batch in batches {
-        let previous = pending.take();
-        let (consumed, produced) = rayon::join(|| previous.map_or(Ok(()), |(b, t)| consume(b, t)), || produce(batch));
+        // Nothing to overlap with the first batch: running it here spares a hand-off to the
+        // pool, which dominates reading a small object (a commit, a tree).
+        let Some(previous) = pending.take() else {
+            pending = Some((batch, produce(batch)?));
+            continue;
+        };
+        let (consumed, produced) = rayon::join(|| consume(previous.0, previous.1), || produce(batch));
         consumed?;
         pending = Some((batch, produced?));
     }
@@ -629,7 +634,10 @@ impl Odb {
                     true => self.chunk(&ids[k], i),
                     false => self.decode_chunk(&ids[k], i).map(Arc::new),
                 };
-                batch.par_iter().map(decode).collect::<Result<Vec<_>, _>>()
+                match batch {
+                    [one] => Ok(vec![decode(one)?]),
+                    _ => batch.par_iter().map(decode).collect::<Result<Vec<_>, _>>(),
+                }
             },
             |batch, decoded| {
                 for (&(k, _), data) in batch.iter().zip(&decoded) {
