@@ -284,8 +284,10 @@ fn unsymbolise_words<const W: usize, const BITS: u32, const FLOAT: bool, const M
     out: &mut Vec<u8>,
 ) -> Result<(), CodecError> {
     let limit = max_symbol(BITS);
-    if let Some(bad) = symbols.iter().find(|&&s| s > limit) {
-        return Err(CodecError::Corrupt(format!("difference symbol {bad} out of range")));
+    // A maximum rather than a search: it vectorises.
+    let largest = symbols.iter().fold(0, |m, &s| m.max(s));
+    if largest > limit {
+        return Err(CodecError::Corrupt(format!("difference symbol {largest} out of range")));
     }
     let mut bits = RawBitsReader::new(raw_bits);
     let start = out.len();

@@ -103,3 +103,42 @@ fn delta_chunk_without_base_is_an_error() {
     assert!(decode(&stored, DType::BF16, None).is_err());
     assert!(decode(&stored, DType::BF16, Some(&base[2..])).is_err());
 }
+
+/// Decode speed of a BF16 fine-tune chunk, per stage, for measuring decoder changes.
+#[test]
+#[ignore = "benchmark; run with --release --nocapture"]
+fn delta_decode_throughput() {
+    let (fine, base) = bf16_pair(1 << 20);
+    let stored = encode_with(Codec::DiffContext, DType::BF16, &fine, Some((id(), &base)), EncodeOptions::default());
+    let view = ChunkView::parse(&stored).unwrap();
+    let rounds = 50;
+    let t = std::time::Instant::now();
+    for _ in 0..rounds {
+        assert_eq!(view.decode(DType::BF16, Some(&base)).unwrap().len(), fine.len());
+    }
+    let whole = t.elapsed().as_secs_f64();
+    let coded = view.stream(0, usize::MAX).unwrap();
+    let raw_bits = view.stream(1, usize::MAX).unwrap();
+    let contexts = delta::contexts(DType::BF16, &base);
+    let mut symbols = vec![0u8; fine.len() / 2];
+    let t = std::time::Instant::now();
+    for _ in 0..rounds {
+        rans::decode(&coded, &contexts, &mut symbols).unwrap();
+    }
+    let rans = t.elapsed().as_secs_f64();
+    let t = std::time::Instant::now();
+    for _ in 0..rounds {
+        let mut out = Vec::with_capacity(fine.len());
+        delta::unsymbolise_diff(DType::BF16, &symbols, &raw_bits, &base, &mut out).unwrap();
+    }
+    let unsym = t.elapsed().as_secs_f64();
+    let mb = (fine.len() * rounds) as f64 / 1e6;
+    println!(
+        "decode {:.0} MB/s; rANS {:.0} MB/s; unsymbolise {:.0} MB/s ({} of {} bytes raw bits)",
+        mb / whole,
+        mb / rans,
+        mb / unsym,
+        raw_bits.len(),
+        fine.len()
+    );
+}
