@@ -22,6 +22,8 @@ use super::{count, human, open_repo_any, print_json};
 ///   bitx-xor       XOR with the base, grouped, then zstd: the ZipLLM paper's BitX.
 ///   bitx-diff-ctx  the integer difference from the base, entropy coded with tables picked
 ///                  by the base weight's exponent; usually the smallest for fine-tunes.
+///   bitx-diff-low  the same, with the top raw bits of each difference entropy coded too,
+///                  by the base weight's mantissa: FP32 fine-tunes under weight decay.
 ///   raw            the bytes themselves.
 #[derive(clap::Args)]
 #[command(

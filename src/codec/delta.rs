@@ -78,6 +78,16 @@ impl<const BITS: u32, const FLOAT: bool, const MANT: u32, const EXP: u32> Keying
         (exp >> EXP.saturating_sub(8)) as u8
     }
 
+    /// The base's three highest mantissa bits: with decoupled weight decay, how many ULPs a
+    /// weight moves depends on where in its binade it sits.
+    #[inline(always)]
+    fn high_mantissa(base: u64) -> u8 {
+        if !FLOAT {
+            return 0;
+        }
+        ((base >> MANT.saturating_sub(3)) & 7) as u8
+    }
+
     /// `z` of each element: the zigzagged difference of keys.
     #[inline(always)]
     fn diff(fine: u64, base: u64) -> u64 {
@@ -283,12 +293,7 @@ fn unsymbolise_words<const W: usize, const BITS: u32, const FLOAT: bool, const M
     base: &[u8],
     out: &mut Vec<u8>,
 ) -> Result<(), CodecError> {
-    let limit = max_symbol(BITS);
-    // A maximum rather than a search: it vectorises.
-    let largest = symbols.iter().fold(0, |m, &s| m.max(s));
-    if largest > limit {
-        return Err(CodecError::Corrupt(format!("difference symbol {largest} out of range")));
-    }
+    check_symbols(symbols, BITS)?;
     let mut bits = RawBitsReader::new(raw_bits);
     let start = out.len();
     out.resize(start + symbols.len() * W, 0);
@@ -299,6 +304,146 @@ fn unsymbolise_words<const W: usize, const BITS: u32, const FLOAT: bool, const M
         let z = (top << nbits) | raw;
         let f = Keying::<BITS, FLOAT, MANT, EXP>::undiff(load::<W>(b), z);
         o.copy_from_slice(&f.to_le_bytes()[..W]);
+    }
+    Ok(())
+}
+
+/// The difference with the top byte of each element's raw bits split off (codec
+/// `bitx-diff-low`): the symbols as in [`Symbolised`], one "low" byte per element that has raw
+/// bits (its highest raw bits, at most 8), entropy coded by symbol and the base's high mantissa
+/// bits, and the remaining raw bits packed.
+pub struct SplitLow {
+    /// One symbol per element.
+    pub symbols: Vec<u8>,
+    /// One context per element (derived from the base only).
+    pub contexts: Vec<u8>,
+    /// One byte per element with raw bits.
+    pub lows: Vec<u8>,
+    /// The context of each low byte (see [`low_contexts`]).
+    pub low_contexts: Vec<u8>,
+    /// The raw bits below each low byte.
+    pub rest_bits: Vec<u8>,
+}
+
+/// Raw bits of an element that go into its low byte.
+#[inline(always)]
+fn low_len(nbits: u32) -> u32 {
+    nbits.min(8)
+}
+
+/// Context of a low byte: the element's symbol (8 and up, as it has raw bits) and the base's
+/// high mantissa bits, folded into one byte.
+#[inline(always)]
+fn low_context(sym: u8, high_mantissa: u8) -> u8 {
+    (sym.saturating_sub(8).min(31) << 3) | high_mantissa
+}
+
+/// Splits the difference of `fine` against `base` for `bitx-diff-low`.
+pub fn symbolise_diff_low(dtype: DType, fine: &[u8], base: &[u8]) -> SplitLow {
+    by_layout!(dtype, symbolise_low_words, fine, base)
+}
+
+fn symbolise_low_words<const W: usize, const BITS: u32, const FLOAT: bool, const MANT: u32, const EXP: u32>(
+    fine: &[u8],
+    base: &[u8],
+) -> SplitLow {
+    type K<const B: u32, const F: bool, const M: u32, const E: u32> = Keying<B, F, M, E>;
+    let n = fine.len() / W;
+    let mut out = SplitLow {
+        symbols: Vec::with_capacity(n),
+        contexts: Vec::with_capacity(n),
+        lows: Vec::new(),
+        low_contexts: Vec::new(),
+        rest_bits: Vec::new(),
+    };
+    let mut rest = RawBits::with_capacity(n / 4);
+    for (f, b) in fine.chunks_exact(W).zip(base.chunks_exact(W)) {
+        let b = load::<W>(b);
+        let z = K::<BITS, FLOAT, MANT, EXP>::diff(load::<W>(f), b);
+        let (sym, nbits) = symbolise(z);
+        out.symbols.push(sym);
+        out.contexts.push(K::<BITS, FLOAT, MANT, EXP>::context(b));
+        if nbits > 0 {
+            let below = nbits - low_len(nbits);
+            out.lows.push(((z & ((1u64 << nbits) - 1)) >> below) as u8);
+            out.low_contexts.push(low_context(sym, K::<BITS, FLOAT, MANT, EXP>::high_mantissa(b)));
+            if below > 0 {
+                rest.push(z & ((1u64 << below) - 1), below);
+            }
+        }
+    }
+    out.rest_bits = rest.finish();
+    out
+}
+
+/// The contexts of the low bytes, from the decoded symbols and the base.
+pub fn low_contexts(dtype: DType, symbols: &[u8], base: &[u8]) -> Vec<u8> {
+    by_layout!(dtype, low_contexts_words, symbols, base)
+}
+
+fn low_contexts_words<const W: usize, const BITS: u32, const FLOAT: bool, const MANT: u32, const EXP: u32>(
+    symbols: &[u8],
+    base: &[u8],
+) -> Vec<u8> {
+    symbols
+        .iter()
+        .zip(base.chunks_exact(W))
+        .filter(|(s, _)| unsymbolise(**s).1 > 0)
+        .map(|(&s, b)| low_context(s, Keying::<BITS, FLOAT, MANT, EXP>::high_mantissa(load::<W>(b))))
+        .collect()
+}
+
+/// Rebuilds the fine elements from symbols, low bytes, the remaining raw bits and the base.
+pub fn unsymbolise_diff_low(
+    dtype: DType,
+    symbols: &[u8],
+    lows: &[u8],
+    rest_bits: &[u8],
+    base: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), CodecError> {
+    by_layout!(dtype, unsymbolise_low_words, symbols, lows, rest_bits, base, out)
+}
+
+fn unsymbolise_low_words<const W: usize, const BITS: u32, const FLOAT: bool, const MANT: u32, const EXP: u32>(
+    symbols: &[u8],
+    lows: &[u8],
+    rest_bits: &[u8],
+    base: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), CodecError> {
+    check_symbols(symbols, BITS)?;
+    let mut bits = RawBitsReader::new(rest_bits);
+    let mut lows = lows.iter();
+    let start = out.len();
+    out.resize(start + symbols.len() * W, 0);
+    let words = out[start..].chunks_exact_mut(W).zip(base.chunks_exact(W));
+    for ((o, b), &sym) in words.zip(symbols) {
+        let (top, nbits) = unsymbolise(sym);
+        let mut z = top << nbits;
+        if nbits > 0 {
+            let below = nbits - low_len(nbits);
+            let low = u64::from(*lows.next().ok_or_else(|| CodecError::Corrupt("too few low bytes".into()))?);
+            if low >> low_len(nbits) != 0 {
+                return Err(CodecError::Corrupt(format!("low byte {low} wider than {nbits} bits")));
+            }
+            z |= (low << below) | bits.read(below)?;
+        }
+        let f = Keying::<BITS, FLOAT, MANT, EXP>::undiff(load::<W>(b), z);
+        o.copy_from_slice(&f.to_le_bytes()[..W]);
+    }
+    if lows.next().is_some() {
+        return Err(CodecError::Corrupt("more low bytes than elements with raw bits".into()));
+    }
+    Ok(())
+}
+
+/// Refuses symbols that no `bits`-bit difference produces. A maximum rather than a search:
+/// it vectorises.
+fn check_symbols(symbols: &[u8], bits: u32) -> Result<(), CodecError> {
+    let largest = symbols.iter().fold(0, |m, &s| m.max(s));
+    if largest > max_symbol(bits) {
+        return Err(CodecError::Corrupt(format!("difference symbol {largest} out of range")));
     }
     Ok(())
 }
@@ -324,6 +469,21 @@ mod tests {
             let fine: Vec<u8> = pairs.iter().flat_map(|p| p.0.to_le_bytes()[..w].to_vec()).collect();
             let base: Vec<u8> = pairs.iter().flat_map(|p| p.1.to_le_bytes()[..w].to_vec()).collect();
             prop_assert_eq!(round_trip(dtype, &fine, &base), fine);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn split_low_difference_round_trips_any_bits(which in 0usize..DType::ALL.len(), pairs in proptest::collection::vec(any::<(u64, u64)>(), 0..64)) {
+            let dtype = DType::ALL[which];
+            let w = dtype.width();
+            let fine: Vec<u8> = pairs.iter().flat_map(|p| p.0.to_le_bytes()[..w].to_vec()).collect();
+            let base: Vec<u8> = pairs.iter().flat_map(|p| p.1.to_le_bytes()[..w].to_vec()).collect();
+            let s = symbolise_diff_low(dtype, &fine, &base);
+            prop_assert_eq!(&s.low_contexts, &low_contexts(dtype, &s.symbols, &base));
+            let mut out = Vec::new();
+            unsymbolise_diff_low(dtype, &s.symbols, &s.lows, &s.rest_bits, &base, &mut out).unwrap();
+            prop_assert_eq!(out, fine);
         }
     }
 

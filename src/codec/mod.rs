@@ -47,6 +47,10 @@ pub enum Codec {
     Xor,
     /// Zigzag key difference from the base, entropy coded by base exponent.
     DiffContext,
+    /// As `DiffContext`, with the top byte of each difference's raw bits entropy coded too,
+    /// by symbol and the base's high mantissa bits (FP32 weight decay moves a weight by a
+    /// number of ULPs that depends on its mantissa).
+    DiffLow,
 }
 
 impl Codec {
@@ -56,6 +60,7 @@ impl Codec {
             Codec::Grouped => 1,
             Codec::Xor => 2,
             Codec::DiffContext => 3,
+            Codec::DiffLow => 4,
         }
     }
 
@@ -65,13 +70,14 @@ impl Codec {
             1 => Codec::Grouped,
             2 => Codec::Xor,
             3 => Codec::DiffContext,
+            4 => Codec::DiffLow,
             _ => return None,
         })
     }
 
     /// True if the chunk needs its base to decode.
     pub fn is_delta(self) -> bool {
-        matches!(self, Codec::Xor | Codec::DiffContext)
+        matches!(self, Codec::Xor | Codec::DiffContext | Codec::DiffLow)
     }
 
     /// Name for output.
@@ -81,6 +87,7 @@ impl Codec {
             Codec::Grouped => "grouped",
             Codec::Xor => "bitx-xor",
             Codec::DiffContext => "bitx-diff-ctx",
+            Codec::DiffLow => "bitx-diff-low",
         }
     }
 }
@@ -173,6 +180,17 @@ impl<'a> ChunkView<'a> {
                 rans::decode(&coded, &contexts, &mut symbols)?;
                 let raw_bits = self.stream(1, usize::MAX)?;
                 delta::unsymbolise_diff(dtype, &symbols, &raw_bits, base, &mut out)?;
+            }
+            Codec::DiffLow => {
+                let base = self.base_bytes(base)?;
+                let contexts = delta::contexts(dtype, base);
+                let mut symbols = vec![0u8; n];
+                rans::decode(&self.stream(0, usize::MAX)?, &contexts, &mut symbols)?;
+                let low_contexts = delta::low_contexts(dtype, &symbols, base);
+                let mut lows = vec![0u8; low_contexts.len()];
+                rans::decode(&self.stream(1, usize::MAX)?, &low_contexts, &mut lows)?;
+                let rest_bits = self.stream(2, usize::MAX)?;
+                delta::unsymbolise_diff_low(dtype, &symbols, &lows, &rest_bits, base, &mut out)?;
             }
         }
         if out.len() != self.raw_len {
@@ -299,6 +317,15 @@ pub fn encode_with(
             let s = delta::symbolise_diff(dtype, data, b);
             (vec![(STREAM_RAW, rans::encode(&s.symbols, &s.contexts)), (STREAM_RAW, s.raw_bits)], Some(id))
         }
+        (Codec::DiffLow, Some((id, b))) => {
+            let s = delta::symbolise_diff_low(dtype, data, b);
+            let streams = vec![
+                (STREAM_RAW, rans::encode(&s.symbols, &s.contexts)),
+                (STREAM_RAW, rans::encode(&s.lows, &s.low_contexts)),
+                (STREAM_RAW, s.rest_bits),
+            ];
+            (streams, Some(id))
+        }
         (Codec::Grouped, _) => (grouped(data), None),
         _ => (vec![code_stream(data.to_vec(), level)], None),
     };
@@ -308,13 +335,17 @@ pub fn encode_with(
 
 /// Codecs worth a trial for a chunk of `elements`: with a base, the difference coder against
 /// byte grouping, plus XOR for small chunks (the only place it has been seen to win, where the
-/// coder's tables cost more than they save); without a base, byte grouping alone (raw is the
-/// fallback of every encoding).
-pub fn candidates(has_base: bool, elements: usize) -> &'static [Codec] {
-    match (has_base, elements <= SMALL_CHUNK) {
-        (true, true) => &[Codec::DiffContext, Codec::Xor, Codec::Grouped],
-        (true, false) => &[Codec::DiffContext, Codec::Grouped],
-        (false, _) => &[Codec::Grouped],
+/// coder's tables cost more than they save) and the low-byte coder for floats with mantissas
+/// long enough to leave raw bits (FP16, FP32, FP64); without a base, byte grouping alone (raw
+/// is the fallback of every encoding).
+pub fn candidates(dtype: DType, has_base: bool, elements: usize) -> &'static [Codec] {
+    let long_mantissa = dtype.float_layout().is_some_and(|l| l.mantissa >= 10);
+    match (has_base, elements <= SMALL_CHUNK, long_mantissa) {
+        (true, true, true) => &[Codec::DiffContext, Codec::DiffLow, Codec::Xor, Codec::Grouped],
+        (true, true, false) => &[Codec::DiffContext, Codec::Xor, Codec::Grouped],
+        (true, false, true) => &[Codec::DiffContext, Codec::DiffLow, Codec::Grouped],
+        (true, false, false) => &[Codec::DiffContext, Codec::Grouped],
+        (false, _, _) => &[Codec::Grouped],
     }
 }
 
@@ -339,7 +370,7 @@ pub fn sample(data: &[u8], width: usize) -> std::borrow::Cow<'_, [u8]> {
 
 /// The candidate codecs ranked by the size of their encoding of a sample, smallest first.
 pub fn rank(dtype: DType, data: &[u8], base: Option<(ObjectId, &[u8])>, opts: EncodeOptions) -> Vec<(Codec, usize)> {
-    let options = candidates(base.is_some(), data.len() / dtype.width());
+    let options = candidates(dtype, base.is_some(), data.len() / dtype.width());
     if let [only] = options {
         return vec![(*only, 0)];
     }

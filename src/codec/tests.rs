@@ -14,13 +14,13 @@ proptest! {
     fn every_codec_round_trips_every_dtype(
         which in 0usize..DType::ALL.len(),
         pairs in proptest::collection::vec(any::<(u64, u64)>(), 0..300),
-        codec_pick in 0usize..4,
+        codec_pick in 0usize..5,
     ) {
         let dtype = DType::ALL[which];
         let w = dtype.width();
         let fine: Vec<u8> = pairs.iter().flat_map(|p| p.0.to_le_bytes()[..w].to_vec()).collect();
         let base: Vec<u8> = pairs.iter().flat_map(|p| p.1.to_le_bytes()[..w].to_vec()).collect();
-        let all = [Codec::Raw, Codec::Grouped, Codec::Xor, Codec::DiffContext];
+        let all = [Codec::Raw, Codec::Grouped, Codec::Xor, Codec::DiffContext, Codec::DiffLow];
         let codec = all[codec_pick % all.len()];
         let stored = encode_with(codec, dtype, &fine, Some((id(), &base)), EncodeOptions::default());
         prop_assert_eq!(decode(&stored, dtype, Some(&base)).unwrap(), fine.clone());
@@ -141,4 +141,42 @@ fn delta_decode_throughput() {
         raw_bits.len(),
         fine.len()
     );
+}
+
+/// An FP32 fine-tune as decoupled weight decay leaves it: every step multiplies each weight
+/// by `1 − lr·wd` in FP32, which rounds to a whole number of ULPs that depends on the weight's
+/// mantissa, so weights that got no gradient (most embedding rows) end up moved by one of a few
+/// amounts; one row in ten also gets updates of its own.
+fn decayed_f32_pair(n: usize) -> (Vec<u8>, Vec<u8>) {
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let (mut base, mut fine) = (Vec::new(), Vec::new());
+    for i in 0..n {
+        let r = next();
+        let b = ((r % 20_001) as f32 - 10_000.0) * 4e-6;
+        let trained = (i / 384) % 10 == 0;
+        let f = (0..60).fold(b, |w, step| {
+            let update = if trained { ((r >> (step % 40)) % 7) as f32 * 1e-7 - 3e-7 } else { 0.0 };
+            w * (1.0 - 8e-7) + update
+        });
+        base.extend_from_slice(&b.to_le_bytes());
+        fine.extend_from_slice(&f.to_le_bytes());
+    }
+    (fine, base)
+}
+
+#[test]
+fn decay_only_fp32_rows_are_coded_by_their_low_bytes() {
+    let (fine, base) = decayed_f32_pair(1 << 16);
+    let opts = EncodeOptions::default();
+    let plain = encode_with(Codec::DiffContext, DType::F32, &fine, Some((id(), &base)), opts);
+    let chosen = encode_chunk(DType::F32, &fine, Some((id(), &base)), opts);
+    assert_eq!(ChunkView::parse(&chosen).unwrap().codec, Codec::DiffLow);
+    assert!(chosen.len() * 10 < plain.len() * 8, "diff-low {} vs diff-ctx {}", chosen.len(), plain.len());
+    assert_eq!(decode(&chosen, DType::F32, Some(&base)).unwrap(), fine);
 }

@@ -69,7 +69,7 @@ pub enum Storage {
 /// How many chunks of an object one codec stores.
 #[derive(Debug, Clone, Serialize)]
 pub struct CodecChunks {
-    /// Codec name (`raw`, `grouped`, `bitx-xor`, `bitx-diff-ctx`).
+    /// Codec name (`raw`, `grouped`, `bitx-xor`, `bitx-diff-ctx`, `bitx-diff-low`).
     pub codec: String,
     /// Chunks it stores.
     pub chunks: u64,
