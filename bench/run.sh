@@ -167,9 +167,10 @@ generate_large() {
 
 # ---------------------------------------------------------------- helpers
 # Total bytes of all regular files under a directory (apparent sizes, not
-# blocks, so the number does not depend on the file system).
+# blocks, so the number does not depend on the file system). %.0f, not %d:
+# mawk's %d stops at 2^31 - 1.
 tree_bytes() {
-    find "$1" -type f -printf '%s\n' | awk '{ s += $1 } END { printf "%d\n", s }'
+    find "$1" -type f -printf '%s\n' | awk '{ s += $1 } END { printf "%.0f\n", s }'
 }
 
 # timed OUTPREFIX CMD...: run CMD under /usr/bin/time -v (peak RSS, and its
@@ -303,7 +304,7 @@ EOF
 
     for m in "$@"; do
         find "$src/$m" -maxdepth 1 -type f -name '*.safetensors' -printf '%s\n' \
-            | awk '{ s += $1 } END { printf "%d\n", s }' > "$raw/$m/zipllm_input_bytes"
+            | awk '{ s += $1 } END { printf "%.0f\n", s }' > "$raw/$m/zipllm_input_bytes"
         echo "$m" > "$zw/models.txt"
         before="$(tree_bytes "$store")"
         rbefore="$(tree_bytes "$store/tensors")"
