@@ -314,6 +314,14 @@ ZSPEED_HEADER = ["member", "ingest MB/s mlv", "ZipLLM", "mlv/ZipLLM",
                  "restore RSS MiB mlv", "ZipLLM", "mlv/ZipLLM", "cp MB/s"]
 
 
+ZCPU_HEADER = ["member", "ingest CPU s mlv", "ZipLLM", "mlv/ZipLLM",
+               "restore CPU s mlv", "ZipLLM", "mlv/ZipLLM"]
+
+
+def cpu_s(t):
+    return t.get("user_s", 0.0) + t.get("sys_s", 0.0)
+
+
 def zipllm_how(z):
     parts = []
     if z["bitx_tensors"]:
@@ -326,7 +334,7 @@ def zipllm_how(z):
 
 
 def zipllm_rows(fam):
-    size_rows, speed_rows = [], []
+    size_rows, speed_rows, cpu_rows = [], [], []
     for n in fam["order"]:
         m = fam["members"][n]
         z = m["zipllm"]
@@ -343,6 +351,10 @@ def zipllm_rows(fam):
                            mib0(m["checkout"]["peak_rss_bytes"]), mib0(z["restore"]["peak_rss_bytes"]),
                            ratio(m["checkout"]["peak_rss_bytes"], z["restore"]["peak_rss_bytes"]),
                            num(m["cp"]["MBps"])])
+        cpu_rows.append([n, num(cpu_s(m["ingest"]), "%.2f"), num(cpu_s(z["ingest"]), "%.2f"),
+                         ratio(cpu_s(m["ingest"]), cpu_s(z["ingest"])),
+                         num(cpu_s(m["checkout"]), "%.2f"), num(cpu_s(z["restore"]), "%.2f"),
+                         ratio(cpu_s(m["checkout"]), cpu_s(z["restore"]))])
     t = fam["zipllm_totals"]
     size_rows.append(["**total**", "", mib(t["input_bytes"]), mib(t["mlv_stored_bytes"]),
                       mib(t["compressed_bytes"]), ratio(t["mlv_stored_bytes"], t["compressed_bytes"]),
@@ -357,7 +369,11 @@ def zipllm_rows(fam):
                        mib0(t["mlv_checkout_peak_rss_bytes"]), mib0(t["restore_peak_rss_bytes"]),
                        ratio(t["mlv_checkout_peak_rss_bytes"], t["restore_peak_rss_bytes"]),
                        num(t["cp_MBps"])])
-    return size_rows, speed_rows
+    cpu_rows.append(["**total**", num(t["mlv_ingest_cpu_s"], "%.2f"), num(t["ingest_cpu_s"], "%.2f"),
+                     ratio(t["mlv_ingest_cpu_s"], t["ingest_cpu_s"]),
+                     num(t["mlv_checkout_cpu_s"], "%.2f"), num(t["restore_cpu_s"], "%.2f"),
+                     ratio(t["mlv_checkout_cpu_s"], t["restore_cpu_s"])])
+    return size_rows, speed_rows, cpu_rows
 
 
 def zipllm_totals(fam):
@@ -382,6 +398,10 @@ def zipllm_totals(fam):
         "mlv_ingest_peak_rss_bytes": max(m["ingest"]["peak_rss_bytes"] for m in ms),
         "mlv_checkout_peak_rss_bytes": max(m["checkout"]["peak_rss_bytes"] for m in ms),
         "cp_MBps": logical / MB / sum(m["cp"]["wall_s"] for m in ms),
+        "ingest_cpu_s": sum(cpu_s(z["ingest"]) for z in zs),
+        "restore_cpu_s": sum(cpu_s(z["restore"]) for z in zs),
+        "mlv_ingest_cpu_s": sum(cpu_s(m["ingest"]) for m in ms),
+        "mlv_checkout_cpu_s": sum(cpu_s(m["checkout"]) for m in ms),
     }
 
 
@@ -401,9 +421,10 @@ def render_zipllm(results):
         title = FAMILY_TITLES.get(name, name)
         if "%d" in title:
             title = title % fam["size_mb"]
-        size_rows, speed_rows = zipllm_rows(fam)
+        size_rows, speed_rows, cpu_rows = zipllm_rows(fam)
         lines += ["### " + title, "", md_table(size_rows, ZSIZE_HEADER, left=2), "",
                   md_table(speed_rows, ZSPEED_HEADER), "",
+                  md_table(cpu_rows, ZCPU_HEADER), "",
                   "ZipLLM storage folder after all members: %s MiB, of which %s MiB uncompressed"
                   " tensors (`tensors/`) and %s MiB the rest; mlv's `.mlv`: %s MiB." % (
                       mib(fam["zipllm"]["repo_bytes"]), mib(fam["zipllm"]["repo_raw_tensor_bytes"]),
@@ -423,7 +444,9 @@ def render_zipllm(results):
         " metadata not included). ZipLLM stored: growth of its storage folder, which also keeps"
         " every new tensor uncompressed in `tensors/`; its restore reads BitX bases (and tensors"
         " identical to their base) from there, so that folder is part of what it needs.",
-        "- Ratios are mlv over ZipLLM: below 1 for size and RSS, above 1 for MB/s favour mlv.",
+        "- CPU s: user + system seconds from `/usr/bin/time -v`, all threads; less sensitive than"
+        " wall time to other load on the machine.",
+        "- Ratios are mlv over ZipLLM: below 1 for size, RSS and CPU s, above 1 for MB/s favour mlv.",
         "",
     ]
     return lines
