@@ -10,6 +10,9 @@
 #                 of github.com/ds2-lab/ZipLLM; default: $ZIPLLM_DIR; built
 #                 into target/zipllm-build) on the same files; skipped if unset
 #   --no-heavy-tests  skip `cargo test --release -- --ignored` at the end
+#   env ZIPLLM_MAPPING=chain (default): each fine-tune is given to ZipLLM with
+#                 the member before it as its base, as mlv sees it; =base: the
+#                 family's first member is the base of every fine-tune
 #
 # Output: target/bench/report.md (also printed), target/bench/results.json,
 # and the raw measurements under target/bench/raw/ (time -v outputs, sizes,
@@ -45,7 +48,7 @@ export MLV_AUTHOR_NAME=bench
 export MLV_AUTHOR_EMAIL=bench@example.com
 
 usage() {
-    sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 
 log() {
