@@ -85,7 +85,7 @@ parse_args() {
     [[ "$ZIPLLM_MAPPING" == chain || "$ZIPLLM_MAPPING" == base ]] \
         || die "ZIPLLM_MAPPING must be chain or base, not '$ZIPLLM_MAPPING'"
     if [[ -n "$ZIPLLM_SRC" ]]; then
-        [[ -f "$ZIPLLM_SRC/Cargo.toml" ]] || die "--zipllm $ZIPLLM_SRC: no Cargo.toml there (want a checkout of ds2-lab/ZipLLM)"
+        [[ -f "$ZIPLLM_SRC/Cargo.toml" ]] || die "--zipllm / ZIPLLM_DIR $ZIPLLM_SRC: no Cargo.toml there (want a checkout of ds2-lab/ZipLLM)"
         ZIPLLM_SRC="$(cd "$ZIPLLM_SRC" && pwd)"
     fi
 }
