@@ -16,6 +16,16 @@ and per member RAW/FAMILY/MEMBER/:
     paper_bitx.json   shared/tools/paper_bitx.py --json --skip-19 output
     delta_base        the member it was committed after (empty for the base)
 and RAW/date, RAW/mlv_commit, RAW/mlv_version, RAW/args, RAW/large_mb.
+
+When bench/run.sh was given the reference implementation (--zipllm), also
+RAW/zipllm_commit, RAW/zipllm_mapping, RAW/FAMILY/zipllm_base_ft.json,
+RAW/FAMILY/zipllm_repo_bytes, RAW/FAMILY/zipllm_repo_raw_tensor_bytes and per member:
+    zipllm_input_bytes      sum of the member's top-level *.safetensors (all it reads)
+    zipllm_stored_bytes     growth of its storage folder across `zipllm CONFIG`
+    zipllm_raw_tensor_bytes of which under tensors/ (new tensors, uncompressed)
+    zipllm_restored_bytes   bytes written by `restore CONFIG MEMBER OUT` (verified)
+    zipllm_ingest.*, zipllm_restore.*
+                            `/usr/bin/time -v` output, wall time, and its RUST_LOG=info log
 Prints the Markdown report on stdout.
 """
 import argparse
@@ -86,6 +96,54 @@ def paper_totals(path):
             "base_dir": r["base"], "finetune_dir": r["finetune"]}
 
 
+def zipllm_log_counts(path):
+    """Tensor counts from the reference's RUST_LOG=info ingest log."""
+    counts = {"bitx_tensors": 0, "zstd_tensors": 0, "dedup_tensors": None, "base": None,
+              "compressed_bytes": None}
+    with open(path, errors="replace") as f:
+        for line in f:
+            line = line.rstrip("\n")
+            body = line.split("] ", 1)[1] if line.startswith("[") and "] " in line else line
+            if body.startswith("  - Paired tensors:"):
+                counts["bitx_tensors"] = int(body.rsplit(":", 1)[1]) // 2   # both sides of each pair
+            elif body.startswith("  - Solo tensors:"):
+                counts["zstd_tensors"] = int(body.rsplit(":", 1)[1])
+            elif body.startswith("  - Total tensors:"):                     # a base: all zstd
+                counts["zstd_tensors"] = int(body.rsplit(":", 1)[1])
+            elif body.startswith("  - Compressed size:"):
+                # its own account: the compressed tensor data of this model (BitX and zstd)
+                counts["compressed_bytes"] = int(body.rsplit(":", 1)[1].split()[0])
+            elif "Deduplication completed:" in body:
+                counts["dedup_tensors"] = int(body.split("completed:", 1)[1].split()[0])
+            elif "Found base model:" in body:
+                counts["base"] = body.rsplit(":", 1)[1].strip()
+    return counts
+
+
+def load_zipllm(mdir):
+    """The reference implementation's numbers for one member, or None if not measured."""
+    if not os.path.exists(os.path.join(mdir, "zipllm_ingest.timev")):
+        return None
+    z = {
+        "input_bytes": read_int(os.path.join(mdir, "zipllm_input_bytes")),
+        "stored_bytes": read_int(os.path.join(mdir, "zipllm_stored_bytes")),
+        "raw_tensor_bytes": read_int(os.path.join(mdir, "zipllm_raw_tensor_bytes")),
+        "restored_bytes": read_int(os.path.join(mdir, "zipllm_restored_bytes")),
+        "ingest": timing(os.path.join(mdir, "zipllm_ingest")),
+        "restore": timing(os.path.join(mdir, "zipllm_restore")),
+    }
+    z["stored_without_raw_bytes"] = z["stored_bytes"] - z["raw_tensor_bytes"]
+    z.update(zipllm_log_counts(os.path.join(mdir, "zipllm_ingest.log")))
+    if z["compressed_bytes"] is None:
+        sys.exit("report.py: %s: no \"Compressed size\" in zipllm_ingest.log" % mdir)
+    if z["restored_bytes"] != z["input_bytes"]:
+        sys.exit("report.py: %s: ZipLLM restored %d bytes of %d" % (mdir, z["restored_bytes"], z["input_bytes"]))
+    for key in ("ingest", "restore"):
+        t = z[key]
+        t["MBps"] = z["input_bytes"] / MB / t["wall_s"] if t["wall_s"] > 0 else None
+    return z
+
+
 def load_member(mdir):
     delta_base = read_text(os.path.join(mdir, "delta_base"), default="")
     paper = paper_totals(os.path.join(mdir, "paper_bitx.json"))
@@ -114,6 +172,7 @@ def load_member(mdir):
     for key in ("ingest", "checkout", "cp"):
         t = m[key]
         t["MBps"] = m["logical_bytes"] / MB / t["wall_s"] if t["wall_s"] > 0 else None
+    m["zipllm"] = load_zipllm(mdir)
     return m
 
 
@@ -125,6 +184,12 @@ def load_family(raw, family):
            "repo_bytes": read_int(os.path.join(fdir, "repo_bytes"))}
     if family == "large":
         out["size_mb"] = int(read_text(os.path.join(raw, "large_mb")))
+    if all(out["members"][n]["zipllm"] for n in members):
+        with open(os.path.join(fdir, "zipllm_base_ft.json")) as f:
+            base_ft = json.load(f)
+        out["zipllm"] = {"repo_bytes": read_int(os.path.join(fdir, "zipllm_repo_bytes")),
+                         "repo_raw_tensor_bytes": read_int(os.path.join(fdir, "zipllm_repo_raw_tensor_bytes")),
+                         "base_ft": base_ft}
     return out
 
 
@@ -164,6 +229,8 @@ def machine(raw):
         "args": read_text(os.path.join(raw, "args"), default=""),
         "loadavg_start": read_text(os.path.join(raw, "loadavg_start"), default="?"),
         "loadavg_end": read_text(os.path.join(raw, "loadavg_end"), default="?"),
+        "zipllm_commit": read_text(os.path.join(raw, "zipllm_commit"), default="") or None,
+        "zipllm_mapping": read_text(os.path.join(raw, "zipllm_mapping"), default="") or None,
     }
 
 
@@ -222,17 +289,167 @@ def total_row(t):
             num(t["logical_bytes"] / MB / t["cp_wall_s"])]
 
 
-def md_table(rows):
-    out = ["| " + " | ".join(HEADER) + " |",
-           "|" + "|".join(["---"] + ["---:"] * (len(HEADER) - 1)) + "|"]
+def md_table(rows, header=HEADER, left=1):
+    """A Markdown table, the first `left` columns left-aligned and the rest right-aligned."""
+    out = ["| " + " | ".join(header) + " |",
+           "|" + "|".join(["---"] * left + ["---:"] * (len(header) - left)) + "|"]
     out += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(out)
 
 
 FAMILY_TITLES = {
     "minilm": "MiniLM (real: all-MiniLM-L6-v2 FP32 base, two real BF16 fine-tunes)",
+    "minilm-f": "MiniLM FP32 fine-tune (real: all-MiniLM-L6-v2 FP32 base, the real FP32 fine-tune ft-f)",
     "large": "Large synthetic family (`mlv demo --generate-only`, %d MB FP32 base, 2 BF16 fine-tunes)",
 }
+
+
+# ------------------------------------------------------------------ side by side with ZipLLM
+ZSIZE_HEADER = ["member", "ZipLLM stores it as", "safetensors MiB", "mlv stored MiB",
+                "ZipLLM compressed MiB", "mlv/ZipLLM compressed", "ZipLLM stored MiB",
+                "mlv/ZipLLM stored"]
+ZSPEED_HEADER = ["member", "ingest MB/s mlv", "ZipLLM", "mlv/ZipLLM",
+                 "ingest RSS MiB mlv", "ZipLLM", "mlv/ZipLLM",
+                 "restore MB/s mlv", "ZipLLM", "mlv/ZipLLM",
+                 "restore RSS MiB mlv", "ZipLLM", "mlv/ZipLLM", "cp MB/s"]
+
+
+ZCPU_HEADER = ["member", "ingest CPU s mlv", "ZipLLM", "mlv/ZipLLM",
+               "restore CPU s mlv", "ZipLLM", "mlv/ZipLLM"]
+
+
+def cpu_s(t):
+    return t.get("user_s", 0.0) + t.get("sys_s", 0.0)
+
+
+def zipllm_how(z):
+    parts = []
+    if z["bitx_tensors"]:
+        parts.append("%d BitX vs %s" % (z["bitx_tensors"], z["base"]))
+    if z["zstd_tensors"]:
+        parts.append("%d zstd" % z["zstd_tensors"])
+    if z["dedup_tensors"]:
+        parts.append("%d dedup" % z["dedup_tensors"])
+    return ", ".join(parts) or "—"
+
+
+def zipllm_rows(fam):
+    size_rows, speed_rows, cpu_rows = [], [], []
+    for n in fam["order"]:
+        m = fam["members"][n]
+        z = m["zipllm"]
+        size_rows.append([n, zipllm_how(z), mib(z["input_bytes"]), mib(m["mlv_stored_bytes"]),
+                          mib(z["compressed_bytes"]), ratio(m["mlv_stored_bytes"], z["compressed_bytes"]),
+                          mib(z["stored_bytes"]), ratio(m["mlv_stored_bytes"], z["stored_bytes"])])
+        speed_rows.append([n,
+                           num(m["ingest"]["MBps"]), num(z["ingest"]["MBps"]),
+                           ratio(m["ingest"]["MBps"], z["ingest"]["MBps"]),
+                           mib0(m["ingest"]["peak_rss_bytes"]), mib0(z["ingest"]["peak_rss_bytes"]),
+                           ratio(m["ingest"]["peak_rss_bytes"], z["ingest"]["peak_rss_bytes"]),
+                           num(m["checkout"]["MBps"]), num(z["restore"]["MBps"]),
+                           ratio(m["checkout"]["MBps"], z["restore"]["MBps"]),
+                           mib0(m["checkout"]["peak_rss_bytes"]), mib0(z["restore"]["peak_rss_bytes"]),
+                           ratio(m["checkout"]["peak_rss_bytes"], z["restore"]["peak_rss_bytes"]),
+                           num(m["cp"]["MBps"])])
+        cpu_rows.append([n, num(cpu_s(m["ingest"]), "%.2f"), num(cpu_s(z["ingest"]), "%.2f"),
+                         ratio(cpu_s(m["ingest"]), cpu_s(z["ingest"])),
+                         num(cpu_s(m["checkout"]), "%.2f"), num(cpu_s(z["restore"]), "%.2f"),
+                         ratio(cpu_s(m["checkout"]), cpu_s(z["restore"]))])
+    t = fam["zipllm_totals"]
+    size_rows.append(["**total**", "", mib(t["input_bytes"]), mib(t["mlv_stored_bytes"]),
+                      mib(t["compressed_bytes"]), ratio(t["mlv_stored_bytes"], t["compressed_bytes"]),
+                      mib(t["stored_bytes"]), ratio(t["mlv_stored_bytes"], t["stored_bytes"])])
+    speed_rows.append(["**total**",
+                       num(t["mlv_ingest_MBps"]), num(t["ingest_MBps"]),
+                       ratio(t["mlv_ingest_MBps"], t["ingest_MBps"]),
+                       mib0(t["mlv_ingest_peak_rss_bytes"]), mib0(t["ingest_peak_rss_bytes"]),
+                       ratio(t["mlv_ingest_peak_rss_bytes"], t["ingest_peak_rss_bytes"]),
+                       num(t["mlv_checkout_MBps"]), num(t["restore_MBps"]),
+                       ratio(t["mlv_checkout_MBps"], t["restore_MBps"]),
+                       mib0(t["mlv_checkout_peak_rss_bytes"]), mib0(t["restore_peak_rss_bytes"]),
+                       ratio(t["mlv_checkout_peak_rss_bytes"], t["restore_peak_rss_bytes"]),
+                       num(t["cp_MBps"])])
+    cpu_rows.append(["**total**", num(t["mlv_ingest_cpu_s"], "%.2f"), num(t["ingest_cpu_s"], "%.2f"),
+                     ratio(t["mlv_ingest_cpu_s"], t["ingest_cpu_s"]),
+                     num(t["mlv_checkout_cpu_s"], "%.2f"), num(t["restore_cpu_s"], "%.2f"),
+                     ratio(t["mlv_checkout_cpu_s"], t["restore_cpu_s"])])
+    return size_rows, speed_rows, cpu_rows
+
+
+def zipllm_totals(fam):
+    """Family sums for the side-by-side table: throughput is total bytes over total
+    wall time, RSS the largest of any step."""
+    ms = [fam["members"][n] for n in fam["order"]]
+    zs = [m["zipllm"] for m in ms]
+    logical = sum(m["logical_bytes"] for m in ms)
+    inp = sum(z["input_bytes"] for z in zs)
+    return {
+        "input_bytes": inp,
+        "stored_bytes": sum(z["stored_bytes"] for z in zs),
+        "stored_without_raw_bytes": sum(z["stored_without_raw_bytes"] for z in zs),
+        "compressed_bytes": sum(z["compressed_bytes"] for z in zs),
+        "mlv_stored_bytes": sum(m["mlv_stored_bytes"] for m in ms),
+        "ingest_MBps": inp / MB / sum(z["ingest"]["wall_s"] for z in zs),
+        "restore_MBps": inp / MB / sum(z["restore"]["wall_s"] for z in zs),
+        "ingest_peak_rss_bytes": max(z["ingest"]["peak_rss_bytes"] for z in zs),
+        "restore_peak_rss_bytes": max(z["restore"]["peak_rss_bytes"] for z in zs),
+        "mlv_ingest_MBps": logical / MB / sum(m["ingest"]["wall_s"] for m in ms),
+        "mlv_checkout_MBps": logical / MB / sum(m["checkout"]["wall_s"] for m in ms),
+        "mlv_ingest_peak_rss_bytes": max(m["ingest"]["peak_rss_bytes"] for m in ms),
+        "mlv_checkout_peak_rss_bytes": max(m["checkout"]["peak_rss_bytes"] for m in ms),
+        "cp_MBps": logical / MB / sum(m["cp"]["wall_s"] for m in ms),
+        "ingest_cpu_s": sum(cpu_s(z["ingest"]) for z in zs),
+        "restore_cpu_s": sum(cpu_s(z["restore"]) for z in zs),
+        "mlv_ingest_cpu_s": sum(cpu_s(m["ingest"]) for m in ms),
+        "mlv_checkout_cpu_s": sum(cpu_s(m["checkout"]) for m in ms),
+    }
+
+
+def render_zipllm(results):
+    mc = results["machine"]
+    fams = [(name, fam) for name, fam in results["families"].items() if "zipllm" in fam]
+    if not fams:
+        return []
+    lines = ["## Side by side with the reference implementation (ds2-lab/ZipLLM)", "",
+             "- ZipLLM commit `%s`, built with `cargo build --release`; fine-tunes mapped to their"
+             " base in its `base_ft.json` by `%s` (%s)" % (
+                 mc["zipllm_commit"], mc["zipllm_mapping"],
+                 "each member against the one before it, as mlv sees them"
+                 if mc["zipllm_mapping"] == "chain" else "every fine-tune against the first member"),
+             ""]
+    for name, fam in fams:
+        title = FAMILY_TITLES.get(name, name)
+        if "%d" in title:
+            title = title % fam["size_mb"]
+        size_rows, speed_rows, cpu_rows = zipllm_rows(fam)
+        lines += ["### " + title, "", md_table(size_rows, ZSIZE_HEADER, left=2), "",
+                  md_table(speed_rows, ZSPEED_HEADER), "",
+                  md_table(cpu_rows, ZCPU_HEADER), "",
+                  "ZipLLM storage folder after all members: %s MiB, of which %s MiB uncompressed"
+                  " tensors (`tensors/`) and %s MiB the rest; mlv's `.mlv`: %s MiB." % (
+                      mib(fam["zipllm"]["repo_bytes"]), mib(fam["zipllm"]["repo_raw_tensor_bytes"]),
+                      mib(fam["zipllm"]["repo_bytes"] - fam["zipllm"]["repo_raw_tensor_bytes"]),
+                      mib(fam["repo_bytes"])), ""]
+    lines += [
+        "Notes on the side-by-side tables:",
+        "",
+        "- ZipLLM ingest: `zipllm CONFIG` with the member alone in `models_to_process` (one process"
+        " per member, its storage kept across members); restore: `restore CONFIG MEMBER OUT` into an"
+        " empty folder, each restored file compared with `cmp`. Both under `/usr/bin/time -v`,"
+        " with `RUST_LOG=info` logged to a file.",
+        "- ZipLLM reads and restores only a model folder's top-level `*.safetensors`; its MB/s are"
+        " over those bytes (\"safetensors MiB\"), mlv's over the whole folder as above.",
+        "- ZipLLM compressed: the \"Compressed size\" its ingest logs for the member, the sum of"
+        " its tensors' BitX or zstd-3 encodings (the paper's accounting; safetensors header and"
+        " metadata not included). ZipLLM stored: growth of its storage folder, which also keeps"
+        " every new tensor uncompressed in `tensors/`; its restore reads BitX bases (and tensors"
+        " identical to their base) from there, so that folder is part of what it needs.",
+        "- CPU s: user + system seconds from `/usr/bin/time -v`, all threads; less sensitive than"
+        " wall time to other load on the machine.",
+        "- Ratios are mlv over ZipLLM: below 1 for size, RSS and CPU s, above 1 for MB/s favour mlv.",
+        "",
+    ]
+    return lines
 
 
 def render(results):
@@ -277,6 +494,7 @@ def render(results):
         " (for ingest, the larger of the two processes). Page cache warm, nothing dropped or fsynced.",
         "",
     ]
+    lines += render_zipllm(results)
     return "\n".join(lines)
 
 
@@ -294,6 +512,8 @@ def main():
     for family in args.families:
         fam = load_family(args.raw, family)
         fam["totals"] = family_totals(fam)
+        if "zipllm" in fam:
+            fam["zipllm_totals"] = zipllm_totals(fam)
         results["families"][family] = fam
 
     md = render(results)

@@ -2,10 +2,17 @@
 # Benchmark harness for mlv: storage size and speed on model families, against
 # the baselines (raw, zstd -3, byte-grouped zstd-3, the paper's BitX).
 #
-# Usage: bash bench/run.sh [--quick] [--large-mb N]
-#   --quick       only the real MiniLM family (about a minute)
+# Usage: bash bench/run.sh [--quick] [--large-mb N] [--zipllm DIR] [--no-heavy-tests]
+#   --quick       only the real MiniLM families (about a minute)
 #   --large-mb N  size of the synthetic base model in MB (default 2000; the
 #                 family is base + 2 BF16 fine-tunes, about 2N MB on disk)
+#   --zipllm DIR  also measure the paper's reference implementation (a checkout
+#                 of github.com/ds2-lab/ZipLLM; default: $ZIPLLM_DIR; built
+#                 into target/zipllm-build) on the same files; skipped if unset
+#   --no-heavy-tests  skip `cargo test --release -- --ignored` at the end
+#   env ZIPLLM_MAPPING=chain (default): each fine-tune is given to ZipLLM with
+#                 the member before it as its base, as mlv sees it; =base: the
+#                 family's first member is the base of every fine-tune
 #
 # Output: target/bench/report.md (also printed), target/bench/results.json,
 # and the raw measurements under target/bench/raw/ (time -v outputs, sizes,
@@ -29,12 +36,19 @@ LARGE_DIR="$OUT/large"
 
 QUICK=0
 LARGE_MB=2000
+HEAVY_TESTS=1
+ZIPLLM_SRC="${ZIPLLM_DIR:-}"   # checkout of ds2-lab/ZipLLM; empty: not measured
+# How the reference is told which model each fine-tune is compressed against
+# (its base_ft.json): "chain" = the member committed before it, as mlv and
+# paper_bitx.py see the history; "base" = the family's first member.
+ZIPLLM_MAPPING="${ZIPLLM_MAPPING:-chain}"
+ZIPLLM_BIN="$OUT/zipllm-bin"  # private copies of its binaries, see build_zipllm
 
 export MLV_AUTHOR_NAME=bench
 export MLV_AUTHOR_EMAIL=bench@example.com
 
 usage() {
-    sed -n '2,10p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 
 log() {
@@ -57,11 +71,23 @@ parse_args() {
             --large-mb=*)
                 LARGE_MB="${1#*=}"
                 [[ "$LARGE_MB" =~ ^[0-9]+$ && "$LARGE_MB" -gt 0 ]] || die "--large-mb needs a positive integer" ;;
+            --zipllm)
+                [[ $# -ge 2 && -n "$2" ]] || die "--zipllm needs a directory"
+                ZIPLLM_SRC="$2"
+                shift ;;
+            --zipllm=*) ZIPLLM_SRC="${1#*=}" ;;
+            --no-heavy-tests) HEAVY_TESTS=0 ;;
             -h|--help) usage; exit 0 ;;
             *) usage >&2; die "unknown argument: $1" ;;
         esac
         shift
     done
+    [[ "$ZIPLLM_MAPPING" == chain || "$ZIPLLM_MAPPING" == base ]] \
+        || die "ZIPLLM_MAPPING must be chain or base, not '$ZIPLLM_MAPPING'"
+    if [[ -n "$ZIPLLM_SRC" ]]; then
+        [[ -f "$ZIPLLM_SRC/Cargo.toml" ]] || die "--zipllm / ZIPLLM_DIR $ZIPLLM_SRC: no Cargo.toml there (want a checkout of ds2-lab/ZipLLM)"
+        ZIPLLM_SRC="$(cd "$ZIPLLM_SRC" && pwd)"
+    fi
 }
 
 # ---------------------------------------------------------------- setup
@@ -80,6 +106,28 @@ build_mlv() {
     [[ -n "$(git -C "$REPO" status --porcelain --untracked-files=no -- src Cargo.toml Cargo.lock)" ]] && dirty="-dirty"
     echo "$rev$dirty" > "$RAW/mlv_commit"
     "$MLV" --version > "$RAW/mlv_version"
+}
+
+# The paper's reference implementation (github.com/ds2-lab/ZipLLM), built from
+# the checkout given with --zipllm into its own target dir, then its two
+# binaries copied aside like mlv's.
+build_zipllm() {
+    local target="$REPO/target/zipllm-build" rev dirty=""
+    log "building ZipLLM from $ZIPLLM_SRC (cargo build --release, into $target)"
+    cargo build --release --quiet --manifest-path "$ZIPLLM_SRC/Cargo.toml" --target-dir "$target" \
+        2> "$RAW/zipllm_build.log" || { tail -n 30 "$RAW/zipllm_build.log" >&2; die "building ZipLLM failed"; }
+    mkdir -p "$ZIPLLM_BIN"
+    for b in zipllm restore; do
+        cp "$target/release/$b" "$ZIPLLM_BIN/$b.tmp"
+        mv "$ZIPLLM_BIN/$b.tmp" "$ZIPLLM_BIN/$b"
+    done
+    if rev="$(git -C "$ZIPLLM_SRC" rev-parse HEAD 2>/dev/null)"; then
+        [[ -n "$(git -C "$ZIPLLM_SRC" status --porcelain --untracked-files=no)" ]] && dirty="-dirty"
+    else
+        rev="unknown (not a git checkout)"
+    fi
+    echo "$rev$dirty" > "$RAW/zipllm_commit"
+    echo "$ZIPLLM_MAPPING" > "$RAW/zipllm_mapping"
 }
 
 ensure_tools() {
@@ -122,9 +170,10 @@ generate_large() {
 
 # ---------------------------------------------------------------- helpers
 # Total bytes of all regular files under a directory (apparent sizes, not
-# blocks, so the number does not depend on the file system).
+# blocks, so the number does not depend on the file system). %.0f, not %d:
+# mawk's %d stops at 2^31 - 1.
 tree_bytes() {
-    find "$1" -type f -printf '%s\n' | awk '{ s += $1 } END { printf "%d\n", s }'
+    find "$1" -type f -printf '%s\n' | awk '{ s += $1 } END { printf "%.0f\n", s }'
 }
 
 # timed OUTPREFIX CMD...: run CMD under /usr/bin/time -v (peak RSS, and its
@@ -222,6 +271,82 @@ baselines_family() {
     done
 }
 
+# ---------------------------------------------------------------- reference
+# zipllm_family NAME DIR MEMBER...: the same members, in the same order, through
+# the reference implementation: one `zipllm CONFIG` run per member (ingest: file
+# and tensor dedup, then BitX against the member's base from base_ft.json, or
+# zstd for a base), then `restore CONFIG MEMBER OUT` of each (compared with cmp).
+# It reads only the top-level *.safetensors files of a model folder and restores
+# only those; the other files of a member are neither stored nor restored.
+zipllm_family() {
+    local family="$1" src="$2"; shift 2
+    local zw="$OUT/zipllm-$family" raw="$RAW/$family"
+    local store="$zw/storage" out="$zw/out"
+    local m f before after rbefore rafter
+
+    log "== $family through ZipLLM ($ZIPLLM_MAPPING mapping): $*"
+    rm -rf "$zw"
+    mkdir -p "$store/tensors"
+    # Absolute paths: the reference resolves some config paths against the
+    # config file's folder and others (model_dir, base_ft_path) against the cwd.
+    python3 - "$zw" "$src" "$(nproc)" "$ZIPLLM_MAPPING" "$@" <<'EOF'
+import json, sys
+zw, src, nproc, mapping, members = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5:]
+json.dump({"model_dir": src, "storage_dir": zw + "/storage",
+           "models_to_process": zw + "/models.txt", "base_ft_path": zw + "/base_ft.json",
+           "threads": nproc}, open(zw + "/config.json", "w"), indent=1)
+# A key of base_ft.json is a base (stored with zstd); a listed member is BitX'ed
+# against its key. "chain": each member against the one before it.
+if mapping == "chain":
+    base_ft = {a: [b] for a, b in zip(members, members[1:])}
+else:
+    base_ft = {members[0]: members[1:]}
+json.dump(base_ft, open(zw + "/base_ft.json", "w"), indent=1)
+EOF
+    cp "$zw/base_ft.json" "$raw/zipllm_base_ft.json"
+
+    for m in "$@"; do
+        find "$src/$m" -maxdepth 1 -type f -name '*.safetensors' -printf '%s\n' \
+            | awk '{ s += $1 } END { printf "%.0f\n", s }' > "$raw/$m/zipllm_input_bytes"
+        echo "$m" > "$zw/models.txt"
+        before="$(tree_bytes "$store")"
+        rbefore="$(tree_bytes "$store/tensors")"
+        log "$family/$m: zipllm ingest"
+        (cd "$zw" && timed "$raw/$m/zipllm_ingest" sh -c 'RUST_LOG=info exec "$0" "$1" 2> "$2"' \
+            "$ZIPLLM_BIN/zipllm" "$zw/config.json" "$raw/$m/zipllm_ingest.log")
+        # It logs most failures and carries on with exit status 0.
+        if grep -q ' ERROR ' "$raw/$m/zipllm_ingest.log"; then
+            grep ' ERROR ' "$raw/$m/zipllm_ingest.log" | head -n 5 >&2
+            die "ZipLLM ingest of $family/$m logged errors (see $raw/$m/zipllm_ingest.log)"
+        fi
+        after="$(tree_bytes "$store")"
+        rafter="$(tree_bytes "$store/tensors")"
+        echo $((after - before)) > "$raw/$m/zipllm_stored_bytes"
+        # tensors/ holds every new tensor uncompressed; restore reads BitX bases from it.
+        echo $((rafter - rbefore)) > "$raw/$m/zipllm_raw_tensor_bytes"
+    done
+    tree_bytes "$store" > "$raw/zipllm_repo_bytes"
+    tree_bytes "$store/tensors" > "$raw/zipllm_repo_raw_tensor_bytes"
+
+    for m in "$@"; do
+        rm -rf "$out"
+        log "$family/$m: zipllm restore"
+        (cd "$zw" && timed "$raw/$m/zipllm_restore" sh -c 'RUST_LOG=info exec "$0" "$1" "$2" "$3" 2> "$4"' \
+            "$ZIPLLM_BIN/restore" "$zw/config.json" "$m" "$out" "$raw/$m/zipllm_restore.log")
+        # Exactly the member's *.safetensors files, byte for byte.
+        diff <(cd "$src/$m" && find . -maxdepth 1 -type f -name '*.safetensors' | sort) \
+             <(cd "$out" && find . -type f | sort) >&2 \
+            || die "ZipLLM restore of $family/$m: file list differs from the *.safetensors of $src/$m"
+        while IFS= read -r f; do
+            cmp "$src/$m/$f" "$out/$f" >&2 || die "ZipLLM restore mismatch: $out/$f differs from $src/$m/$f"
+        done < <(cd "$out" && find . -type f)
+        tree_bytes "$out" > "$raw/$m/zipllm_restored_bytes"
+        rm -rf "$out"
+    done
+    # The store is as big as the family and then some; the numbers are taken.
+    rm -rf "$store"
+}
+
 # ---------------------------------------------------------------- main
 main() {
     parse_args "$@"
@@ -234,22 +359,38 @@ main() {
 
     ensure_tools
     build_mlv
+    if [[ -n "$ZIPLLM_SRC" ]]; then
+        build_zipllm
+    else
+        log "note: the reference implementation (ds2-lab/ZipLLM) is not measured; pass --zipllm DIR or set ZIPLLM_DIR"
+    fi
     materialize_minilm
     [[ "$QUICK" == 1 ]] || generate_large
 
-    local families=(minilm)
+    local families=(minilm minilm-f)
     bench_family minilm "$MINILM_DIR" base ft-a ft-a-v2
     baselines_family minilm "$MINILM_DIR" base ft-a ft-a-v2
+    [[ -z "$ZIPLLM_SRC" ]] || zipllm_family minilm "$MINILM_DIR" base ft-a ft-a-v2
+    # The FP32 fine-tune on its FP32 base: the one case where the reference can
+    # pair the fine-tune's tensors with the base's (same dtype).
+    bench_family minilm-f "$MINILM_DIR" base ft-f
+    baselines_family minilm-f "$MINILM_DIR" base ft-f
+    [[ -z "$ZIPLLM_SRC" ]] || zipllm_family minilm-f "$MINILM_DIR" base ft-f
     if [[ "$QUICK" != 1 ]]; then
         families+=(large)
         echo "$LARGE_MB" > "$RAW/large_mb"
         bench_family large "$LARGE_DIR/family" base ft-1 ft-2
         baselines_family large "$LARGE_DIR/family" base ft-1 ft-2
+        [[ -z "$ZIPLLM_SRC" ]] || zipllm_family large "$LARGE_DIR/family" base ft-1 ft-2
     fi
 
-    # The heavy tests kept out of CI (#[ignore]): fifty kills per writing command, and such.
-    log "heavy tests (cargo test --release -- --ignored)"
-    (cd "$REPO" && cargo test --release --quiet -- --ignored >&2) || die "a heavy test failed"
+    if [[ "$HEAVY_TESTS" == 1 ]]; then
+        # The heavy tests kept out of CI (#[ignore]): fifty kills per writing command, and such.
+        log "heavy tests (cargo test --release -- --ignored)"
+        (cd "$REPO" && cargo test --release --quiet -- --ignored >&2) || die "a heavy test failed"
+    else
+        log "skipping the heavy tests (--no-heavy-tests)"
+    fi
 
     cut -d' ' -f1-3 /proc/loadavg > "$RAW/loadavg_end"
     python3 "$REPO/bench/report.py" --raw "$RAW" --json-out "$OUT/results.json" \
