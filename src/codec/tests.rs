@@ -37,15 +37,19 @@ proptest! {
     }
 }
 
-/// BF16 weights near 0.02 in magnitude, and a fine-tune that nudges them by a few ULPs.
-fn bf16_pair(n: usize) -> (Vec<u8>, Vec<u8>) {
-    let mut state = 0x9E37_79B9_7F4A_7C15u64;
-    let mut next = || {
+/// A deterministic xorshift64 generator.
+fn xorshift(mut state: u64) -> impl FnMut() -> u64 {
+    move || {
         state ^= state << 13;
         state ^= state >> 7;
         state ^= state << 17;
         state
-    };
+    }
+}
+
+/// BF16 weights near 0.02 in magnitude, and a fine-tune that nudges them by a few ULPs.
+fn bf16_pair(n: usize) -> (Vec<u8>, Vec<u8>) {
+    let mut next = xorshift(0x9E37_79B9_7F4A_7C15);
     let (mut base, mut fine) = (Vec::new(), Vec::new());
     for _ in 0..n {
         let r = next();
@@ -148,13 +152,7 @@ fn delta_decode_throughput() {
 /// mantissa, so weights that got no gradient (most embedding rows) end up moved by one of a few
 /// amounts; one row in ten also gets updates of its own.
 fn decayed_f32_pair(n: usize) -> (Vec<u8>, Vec<u8>) {
-    let mut state = 0x2545_F491_4F6C_DD1Du64;
-    let mut next = || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
+    let mut next = xorshift(0x2545_F491_4F6C_DD1D);
     let (mut base, mut fine) = (Vec::new(), Vec::new());
     for i in 0..n {
         let r = next();
