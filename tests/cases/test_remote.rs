@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use crate::common::fixtures::family_repo;
-use crate::common::{TestRepo, assert_clean_failure, assert_dirs_identical, dir_size};
+use crate::common::{TestRepo, assert_clean_failure, assert_dirs_identical, dir_size, temp_files};
 
 /// A bare repository beside `r`, added to it as `origin`, with everything pushed.
 fn published(r: &TestRepo) -> std::path::PathBuf {
@@ -259,16 +259,6 @@ fn a_fetch_killed_midway_completes_on_the_next_fetch() {
         r.ok_at(&b, &["switch", "--force-create", "main", "origin/main"]);
         assert_dirs_identical(&ft, &b, &[".mlv"]);
     }
-}
-
-/// Temporary files left in a directory tree.
-fn temp_files(dir: &Path) -> Vec<String> {
-    walkdir::WalkDir::new(dir)
-        .into_iter()
-        .filter_map(Result::ok)
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(".tmp") || n.starts_with(".mlv-tmp") || n.ends_with(".lock"))
-        .collect()
 }
 
 #[test]

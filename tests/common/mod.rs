@@ -5,6 +5,7 @@
 
 pub mod fixtures;
 pub mod seaweed;
+pub mod serve;
 pub mod st;
 
 use std::collections::BTreeMap;
@@ -299,6 +300,16 @@ pub fn assert_no_panic(out: &Out) {
 pub fn assert_clean_failure(out: &Out) {
     assert!(!out.success(), "command unexpectedly succeeded:\n{}", out.describe());
     assert!(out.stderr.contains("error"), "failure without an error message:\n{}", out.describe());
+}
+
+/// Temporary files and locks left anywhere under `dir` (`.tmp-*`, `.mlv-tmp-*`, `*.lock`).
+pub fn temp_files(dir: &Path) -> Vec<String> {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".tmp") || n.starts_with(".mlv-tmp") || n.ends_with(".lock"))
+        .collect()
 }
 
 /// Relative `/`-separated path -> blake3 hex of every regular file under `dir`.
