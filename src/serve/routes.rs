@@ -20,7 +20,7 @@ use super::auth::{Access, Denied, bearer};
 use super::repos::{RepoSource, ServedRepo, SourceError, UpdateError};
 use super::upload::{self, UploadError};
 use crate::object::ObjectId;
-use crate::pack::{PackError, PackName};
+use crate::pack::PackName;
 use crate::refs::{RefError, check_full_name};
 use crate::store::StoreError;
 use crate::transport::wire::{
@@ -404,11 +404,9 @@ async fn put_pack(
         Err(e) => {
             // Name the pack, not the server's temporary file.
             let message = e.to_string().replace(&staged_at, &format!("{pack}.pack"));
-            match e {
-                StoreError::Pack(PackError::Corrupt { .. }) | StoreError::Corrupt { .. } | StoreError::NotFound(_) => {
-                    Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("pack rejected: {message}")))
-                }
-                _ => Err(ApiError::internal(message)),
+            match e.is_corrupt() || matches!(e, StoreError::NotFound(_)) {
+                true => Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("pack rejected: {message}"))),
+                false => Err(ApiError::internal(message)),
             }
         }
     }

@@ -89,6 +89,15 @@ impl StoreError {
     fn corrupt(id: ObjectId, what: impl ToString) -> StoreError {
         StoreError::Corrupt { id, what: what.to_string() }
     }
+
+    /// True when the bytes are at fault (a damaged or hostile pack or object), not the machine
+    /// or the network: what a receiver refuses rather than retries.
+    pub fn is_corrupt(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Corrupt { .. } | StoreError::Pack(PackError::Corrupt { .. } | PackError::CorruptAt { .. })
+        )
+    }
 }
 
 /// How one stored object is held, for accounting.

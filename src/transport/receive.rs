@@ -61,6 +61,7 @@ impl Receiver {
             Err(StoreError::NotFound(missing)) => {
                 refused(format!("object {} that {} needs was not received", missing.short(), new.short()))
             }
+            Err(e) if e.is_corrupt() => refused(format!("{} cannot be checked out: {e}", new.short())),
             Err(e) => Err(backend(e)),
         }
     }
