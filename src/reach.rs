@@ -4,9 +4,9 @@
 //! Push, fetch, clone and `log --stat` all walk this graph; packs sent in this order can be
 //! installed one by one, each complete on its own.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
-use crate::object::{ObjectId, ObjectKind};
+use crate::object::{EntryKind, MAX_TREE_DEPTH, ObjectId, ObjectKind};
 use crate::store::{Odb, StoreError};
 
 /// How far a walk goes.
@@ -53,18 +53,22 @@ pub fn closure_with(
 ) -> Result<Closure, StoreError> {
     let mut out = Closure::default();
     let mut seen: HashSet<ObjectId> = HashSet::new();
+    let mut heights = TreeHeights::default();
     // (object, its needs already pushed): an object is emitted when popped the second time.
     let mut stack: Vec<(ObjectId, bool)> = tips.iter().rev().map(|t| (*t, false)).collect();
     while let Some((id, expanded)) = stack.pop() {
         if expanded {
-            out.objects.push(id);
+            match heights.finish(&id) {
+                Ok(()) => out.objects.push(id),
+                Err(e) => on_error(&id, e)?,
+            }
             continue;
         }
         if seen.contains(&id) || (walk.stop)(&id) {
             continue;
         }
         seen.insert(id);
-        let needed = match needs(odb, &id, walk, &mut out.boundary) {
+        let needed = match needs(odb, &id, walk, &mut out.boundary, &mut heights) {
             Ok(n) => n,
             Err(e) => {
                 on_error(&id, e)?;
@@ -81,8 +85,44 @@ pub fn closure_with(
     Ok(out)
 }
 
+/// How deep the trees a walk has finished nest (0: no subdirectory), so that a tree nested
+/// deeper than any checkout follows is refused where it arrives, not where it is checked out.
+#[derive(Default)]
+struct TreeHeights {
+    /// The subdirectories of each tree entered and not yet finished.
+    subtrees: HashMap<ObjectId, Vec<ObjectId>>,
+    /// Finished trees.
+    heights: HashMap<ObjectId, usize>,
+}
+
+impl TreeHeights {
+    fn entered(&mut self, tree: ObjectId, subtrees: Vec<ObjectId>) {
+        self.subtrees.insert(tree, subtrees);
+    }
+
+    /// Records the height of `id` once everything it needs was emitted (a no-op for anything
+    /// but a tree). A subtree the walk did not enter (the other side has it) counts as one
+    /// level: it was checked on its own when it arrived.
+    fn finish(&mut self, id: &ObjectId) -> Result<(), StoreError> {
+        let Some(subtrees) = self.subtrees.remove(id) else { return Ok(()) };
+        let height = subtrees.iter().map(|s| self.heights.get(s).map_or(1, |h| h + 1)).max().unwrap_or(0);
+        if height > MAX_TREE_DEPTH {
+            let what = format!("directories nested deeper than {MAX_TREE_DEPTH} levels");
+            return Err(StoreError::Corrupt { id: *id, what });
+        }
+        self.heights.insert(*id, height);
+        Ok(())
+    }
+}
+
 /// The objects `id` refers to directly.
-fn needs(odb: &Odb, id: &ObjectId, walk: &Walk<'_>, boundary: &mut Vec<ObjectId>) -> Result<Vec<ObjectId>, StoreError> {
+fn needs(
+    odb: &Odb,
+    id: &ObjectId,
+    walk: &Walk<'_>,
+    boundary: &mut Vec<ObjectId>,
+    heights: &mut TreeHeights,
+) -> Result<Vec<ObjectId>, StoreError> {
     let (_, rec) = odb.locate(id)?;
     Ok(match rec.kind {
         ObjectKind::Commit => {
@@ -103,7 +143,11 @@ fn needs(odb: &Odb, id: &ObjectId, walk: &Walk<'_>, boundary: &mut Vec<ObjectId>
             out
         }
         ObjectKind::Tag => vec![odb.tag(id)?.object],
-        ObjectKind::Tree => odb.tree(id)?.entries.into_iter().map(|e| e.id).collect(),
+        ObjectKind::Tree => {
+            let entries = odb.tree(id)?.entries;
+            heights.entered(*id, entries.iter().filter(|e| e.kind == EntryKind::Tree).map(|e| e.id).collect());
+            entries.into_iter().map(|e| e.id).collect()
+        }
         ObjectKind::TensorFile => odb.tensor_file(id)?.segments.iter().map(|s| s.id()).collect(),
         ObjectKind::ChunkedFile => odb.chunked_file(id)?.chunks.iter().map(|c| c.0).collect(),
         ObjectKind::Tensor => odb.bases(id)?,
@@ -153,4 +197,37 @@ fn commits(odb: &Odb, tip: &ObjectId) -> Result<HashSet<ObjectId>, StoreError> {
         }
     }
     Ok(seen)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::object::{Tree, TreeEntry};
+    use crate::repo::Repository;
+
+    /// A tree whose file lies `levels` directories down; returns its id.
+    fn nested(repo: &Repository, levels: usize) -> ObjectId {
+        let mut w = repo.writer().unwrap();
+        let file = w.put(ObjectKind::Blob, b"x").unwrap();
+        let mut entry = TreeEntry { name: "f".into(), kind: EntryKind::Blob, executable: false, id: file, size: 1 };
+        for _ in 0..levels {
+            let tree = w.put(ObjectKind::Tree, &Tree { entries: vec![entry] }.encode()).unwrap();
+            entry = TreeEntry { name: "d".into(), kind: EntryKind::Tree, executable: false, id: tree, size: 1 };
+        }
+        let root = w.put(ObjectKind::Tree, &Tree { entries: vec![entry] }.encode()).unwrap();
+        w.finish().unwrap();
+        root
+    }
+
+    #[test]
+    fn trees_nested_deeper_than_a_checkout_follows_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init(dir.path()).unwrap();
+        let none = HashSet::new();
+        let deepest = nested(&repo, MAX_TREE_DEPTH);
+        assert_eq!(closure(&repo.odb, &[deepest], &Walk::everything(&none)).unwrap().objects.len(), MAX_TREE_DEPTH + 2);
+        let too_deep = nested(&repo, MAX_TREE_DEPTH + 1);
+        let err = closure(&repo.odb, &[too_deep], &Walk::everything(&none)).unwrap_err();
+        assert!(err.to_string().contains("nested deeper than 256 levels"), "{err}");
+    }
 }

@@ -6,15 +6,12 @@ use std::path::{Path, PathBuf};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::index::{Index, LockedIndex};
-use crate::object::{Commit, EntryKind, ObjectId, ObjectKind, Signature, Tag, Tree, TreeEntry};
+use crate::object::{Commit, EntryKind, MAX_TREE_DEPTH, ObjectId, ObjectKind, Signature, Tag, Tree, TreeEntry};
 use crate::refs::{FsRefs, HEADS, Head, REMOTES, RefStore, TAGS};
 use crate::store::{ObjectWriter, Odb};
 
 /// How long a command waits for another one to release the index lock.
 const INDEX_LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// The deepest directory nesting a tree may have: deeper is a hostile tree, not a checkpoint.
-pub const MAX_TREE_DEPTH: usize = 256;
 
 /// Name of the repository directory at the work-tree root.
 pub const DIR_NAME: &str = ".mlv";

@@ -163,7 +163,7 @@ pub fn relative(root: &Path, abs: &Path) -> Result<String, WorktreeError> {
     let parts: Option<Vec<&str>> = rel.components().map(|c| c.as_os_str().to_str()).collect();
     // The rule trees are read with: a path mlv stores is one it can read back.
     match parts {
-        Some(p) if p.len() <= crate::repo::MAX_TREE_DEPTH && p.iter().all(|s| crate::object::is_valid_name(s)) => {
+        Some(p) if p.len() <= crate::object::MAX_TREE_DEPTH && p.iter().all(|s| crate::object::is_valid_name(s)) => {
             Ok(p.join("/"))
         }
         _ => Err(WorktreeError::BadPath(abs.to_path_buf())),

@@ -15,7 +15,7 @@ pub use commit::{Commit, GitProvenance, Signature, Tag};
 pub use dtype::DType;
 pub use id::{BadId, ID_LEN, IdHasher, ObjectId};
 pub use tensor_file::{Segment, TensorFile};
-pub use tree::{EntryKind, Tree, TreeEntry, is_valid_name};
+pub use tree::{EntryKind, MAX_TREE_DEPTH, Tree, TreeEntry, is_valid_name};
 
 use crate::encoding::DecodeError;
 

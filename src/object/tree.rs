@@ -50,6 +50,9 @@ pub struct Tree {
     pub entries: Vec<TreeEntry>,
 }
 
+/// The deepest directory nesting a tree may have: deeper is a hostile tree, not a checkpoint.
+pub const MAX_TREE_DEPTH: usize = 256;
+
 /// True for a name that is safe to create inside a directory.
 pub fn is_valid_name(name: &str) -> bool {
     !name.is_empty()
