@@ -192,10 +192,12 @@ fn check_objects(odb: &Odb, ids: &[ObjectId], report: &mut FsckReport, progress:
                 Some(rec.offset),
             );
         }
-        let result = odb.stream(id, |b| {
-            progress.advance(b.len() as u64);
-            Ok(())
-        });
+        let result = odb
+            .stream(id, |b| {
+                progress.advance(b.len() as u64);
+                Ok(())
+            })
+            .and_then(|_| odb.check_parses(id, rec.kind));
         match result {
             Ok(_) => {
                 report.objects += 1;

@@ -720,6 +720,19 @@ impl Odb {
         decode(&body).map_err(|e| StoreError::corrupt(*id, e))
     }
 
+    /// Checks that an object parses as its kind says (a tree's names are safe path components,
+    /// a commit's fields well formed, ...); tensors and blobs are bytes, always well formed.
+    pub fn check_parses(&self, id: &ObjectId, kind: ObjectKind) -> Result<(), StoreError> {
+        match kind {
+            ObjectKind::Commit => self.commit(id).map(drop),
+            ObjectKind::Tree => self.tree(id).map(drop),
+            ObjectKind::Tag => self.tag(id).map(drop),
+            ObjectKind::TensorFile => self.tensor_file(id).map(drop),
+            ObjectKind::ChunkedFile => self.chunked_file(id).map(drop),
+            ObjectKind::Tensor | ObjectKind::Blob => Ok(()),
+        }
+    }
+
     /// Reads a commit.
     pub fn commit(&self, id: &ObjectId) -> Result<Commit, StoreError> {
         self.decode_as(id, ObjectKind::Commit, Commit::decode)

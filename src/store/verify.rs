@@ -42,6 +42,11 @@ pub fn verify_pack(odb: &Odb, pack: UnindexedPack, progress: &dyn Progress) -> R
     overlay.stream_all_keeping(&order, &bases_here, |_| {
         if progress.cancelled() { Err(crate::progress::interrupted()) } else { Ok(()) }
     })?;
+    // The ids prove the bytes are what the sender meant; parsing proves they are objects a
+    // checkout can use (no `..` in a tree), so a hostile one is refused here, not when read.
+    for rec in &records {
+        overlay.check_parses(&rec.id, rec.kind)?;
+    }
     Ok(SealedPack { file: pack.file, name: pack.name, len, index })
 }
 
@@ -275,7 +280,7 @@ impl PackStore for FilePack {
 mod tests {
     use super::*;
     use crate::codec::{Codec, EncodeOptions, encode_with};
-    use crate::object::{DType, TensorMeta};
+    use crate::object::{DType, EntryKind, TensorMeta, Tree, TreeEntry};
     use crate::pack::{EntryHeader, PackWriter};
     use crate::progress::Silent;
     use crate::store::MemoryPacks;
@@ -340,6 +345,26 @@ mod tests {
         assert!(err(verify_pack(&empty(), orphan, &Silent)).contains("neither the pack nor the repository"));
         let cycle = pack(dir.path(), &[(ib, b.clone(), Some((ib, a)))]);
         assert!(err(verify_pack(&empty(), cycle, &Silent)).contains("loops"));
+    }
+
+    #[test]
+    fn a_tree_that_would_write_outside_the_work_tree_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let entry =
+            TreeEntry { name: "..".into(), kind: EntryKind::Blob, executable: false, id: ObjectId([1; 32]), size: 1 };
+        let body = Tree { entries: vec![entry] }.encode();
+        let meta = TensorMeta { dtype: DType::U8, shape: Vec::new(), data_len: body.len() as u64 };
+        let header = EntryHeader {
+            kind: ObjectKind::Tree,
+            id: ObjectId::hash(ObjectKind::Tree, &body),
+            meta,
+            chunk_elems: 1 << 20,
+        };
+        let mut w = PackWriter::new(dir.path()).unwrap();
+        w.write_entry(header, &[encode_with(Codec::Raw, DType::U8, &body, None, EncodeOptions::default())], 0).unwrap();
+        let sealed = w.finish().unwrap().unwrap();
+        let p = UnindexedPack { file: sealed.file, name: sealed.name, len: sealed.len };
+        assert!(err(verify_pack(&empty(), p, &Silent)).contains("unsafe tree entry name"));
     }
 
     #[test]
