@@ -131,6 +131,14 @@ pub enum Error {
     /// A remote could not be reached or used.
     #[error(transparent)]
     Transport(#[from] TransportError),
+    /// A remote sent objects that are damaged, missing or hostile; they were refused.
+    #[error("{url}: {source}")]
+    RemoteData {
+        /// The remote.
+        url: String,
+        /// What is wrong with its data.
+        source: StoreError,
+    },
     /// Other I/O.
     #[error(transparent)]
     Io(#[from] std::io::Error),
@@ -191,6 +199,10 @@ impl Error {
                 "another mlv command is changing this repository; wait for it to finish, then retry".into()
             }
             Error::Ref(RefError::Clash { .. }) => "choose another name, or delete the ref in the way first".into(),
+            Error::RemoteData { url, .. } => format!(
+                "the remote's data is damaged or hostile and was refused (nothing damaged was kept here); \
+                 `mlv fsck --remote {url}` lists what is wrong there"
+            ),
             Error::Worktree(WorktreeError::BadPath(_)) => "rename the file, or list it in .mlvignore".into(),
             Error::Worktree(WorktreeError::Safetensors { .. }) => {
                 "the file is not valid safetensors (a crashed save?); nothing was written. Restore the committed \

@@ -284,7 +284,11 @@ impl Repository {
 
     fn resolve_prefix(&self, prefix: &str) -> Result<Option<ObjectId>> {
         match self.odb.commits_with_prefix(prefix).as_slice() {
-            [] => Ok(None),
+            // A whole id no readable pack holds may be in one that cannot be read: say so.
+            [] => match prefix.parse::<ObjectId>().map(|id| self.odb.locate(&id)) {
+                Ok(Err(e @ crate::store::StoreError::Unreadable { .. })) => Err(e.into()),
+                _ => Ok(None),
+            },
             [id] => self.peel(*id).map(Some),
             _ => Err(Error::AmbiguousRevision(prefix.into())),
         }

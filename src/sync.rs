@@ -10,7 +10,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::object::ObjectId;
-use crate::pack::{PackName, PackWriter};
+use crate::pack::{PackError, PackName, PackWriter};
 use crate::progress::Progress;
 use crate::reach::{self, Walk};
 use crate::store::{Odb, PackStore, StoreError, verify_pack};
@@ -178,10 +178,26 @@ fn receive_unit(
     stats.wire_bytes += pack.len;
     stats.packs += 1;
     let started = Instant::now();
-    let sealed = verify_pack(to, pack, progress)?;
+    let tmp = pack.file.to_path_buf();
+    let sealed = verify_pack(to, pack, progress).map_err(|e| as_received(e, &tmp))?;
     to.install(sealed)?;
     stats.verify_seconds += started.elapsed().as_secs_f64();
     Ok(())
+}
+
+/// An error about the unit being verified names it as received, not by its temporary file,
+/// which is gone by the time anyone reads the message.
+fn as_received(e: StoreError, tmp: &std::path::Path) -> StoreError {
+    let received = || std::path::PathBuf::from("the pack received");
+    match e {
+        StoreError::Pack(PackError::CorruptAt { path, offset, what }) if path == tmp => {
+            PackError::CorruptAt { path: received(), offset, what }.into()
+        }
+        StoreError::Pack(PackError::Corrupt { path, what }) if path == tmp => {
+            PackError::Corrupt { path: received(), what }.into()
+        }
+        e => e,
+    }
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use crate::progress::Progress;
 use crate::reach::{self, Walk};
 use crate::refs::{HEADS, Head, TAGS};
 use crate::repo::Repository;
-use crate::store::Odb;
+use crate::store::{Odb, StoreError};
 use crate::sync::{self, TransferStats};
 use crate::transport::Remote;
 
@@ -107,12 +107,21 @@ pub fn fetch_objects(
     let none = Default::default();
     let local = &repo.odb;
     let walk = Walk { stop: &|id| local.contains(id), parents: !opts.shallow, shallow: &none };
-    let closure = reach::closure(&theirs, &wants, &walk)?;
-    let stats = sync::receive_objects(local, &theirs, &closure.objects, opts.unit_bytes, progress)?;
+    let refused = |e| refused_from(&remote.url, e);
+    let closure = reach::closure(&theirs, &wants, &walk).map_err(refused)?;
+    let stats = sync::receive_objects(local, &theirs, &closure.objects, opts.unit_bytes, progress).map_err(refused)?;
     if !closure.boundary.is_empty() {
         add_shallow(repo, &closure.boundary)?;
     }
     Ok(stats)
+}
+
+/// An error reading from the remote at `url`, blamed on the remote when its data is at fault.
+fn refused_from(url: &str, e: StoreError) -> Error {
+    match e.is_corrupt() || matches!(e, StoreError::NotFound(_) | StoreError::Unreadable { .. }) {
+        true => Error::RemoteData { url: url.to_string(), source: e },
+        false => e.into(),
+    }
 }
 
 /// How `new` relates to `old`, for reporting.
