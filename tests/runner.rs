@@ -69,3 +69,6 @@ mod test_cli;
 
 #[path = "cases/test_kill.rs"]
 mod test_kill;
+
+#[path = "cases/test_hostile_corpus.rs"]
+mod test_hostile_corpus;
