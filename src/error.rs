@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use crate::config::ConfigError;
 use crate::index::IndexError;
+use crate::lock::LockError;
 use crate::ops::config::ConfigKeyError;
 use crate::pack::PackError;
 use crate::refs::RefError;
@@ -195,7 +196,7 @@ impl Error {
             }
             Error::NotSafetensors { .. } => "only `.safetensors` files are stored as tensors".into(),
             Error::NoSuchTensor { rev, .. } => format!("`mlv du --tensors {rev}` lists the tensors of every file"),
-            Error::Ref(RefError::Locked(_)) | Error::Index(IndexError::Locked(_)) | Error::Lock(_) => {
+            _ if matches!(self.lock_error(), Some(LockError::Held { .. })) => {
                 "another mlv command is changing this repository; wait for it to finish, then retry".into()
             }
             Error::Ref(RefError::Clash { .. }) => "choose another name, or delete the ref in the way first".into(),
@@ -217,7 +218,8 @@ impl Error {
             _ if matches!(self.store_error(), Some(StoreError::Corrupt { .. })) => {
                 "the repository is damaged; restore the named pack from a backup or another clone".into()
             }
-            _ if self.io_error().and_then(std::io::Error::raw_os_error) == Some(ENOSPC) => {
+            // By kind, not errno: an error that had its path added keeps the kind only.
+            _ if self.io_error().is_some_and(|e| e.kind() == std::io::ErrorKind::StorageFull) => {
                 "the disk is full; free space and retry (nothing was changed)".into()
             }
             _ => return None,
@@ -232,6 +234,14 @@ impl Error {
         }
     }
 
+    /// The lock error underneath, whichever lock it was.
+    fn lock_error(&self) -> Option<&LockError> {
+        match self {
+            Error::Lock(e) | Error::Index(IndexError::Locked(e)) | Error::Ref(RefError::Locked(e)) => Some(e),
+            _ => None,
+        }
+    }
+
     /// The I/O error underneath, whichever layer reported it.
     fn io_error(&self) -> Option<&std::io::Error> {
         match self {
@@ -239,16 +249,14 @@ impl Error {
             | Error::Worktree(WorktreeError::Io { source: e, .. })
             | Error::Index(IndexError::Io(e))
             | Error::Ref(RefError::Io(e)) => Some(e),
-            _ => match self.store_error() {
-                Some(StoreError::Io(e) | StoreError::Pack(PackError::Io { source: e, .. })) => Some(e),
+            _ => match (self.store_error(), self.lock_error()) {
+                (Some(StoreError::Io(e) | StoreError::Pack(PackError::Io { source: e, .. })), _) => Some(e),
+                (_, Some(LockError::Io(e))) => Some(e),
                 _ => None,
             },
         }
     }
 }
-
-/// errno of "no space left on device".
-const ENOSPC: i32 = 28;
 
 /// Result with the library error.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -30,7 +30,7 @@ pub enum LockError {
 /// An exclusive `<file>.lock`, removed and released on drop.
 pub struct Lock {
     path: PathBuf,
-    _file: File,
+    file: File,
 }
 
 /// How long to sleep between attempts to take a held lock.
@@ -45,7 +45,7 @@ impl Lock {
         let path = PathBuf::from(name);
         loop {
             let existed = path.exists();
-            let mut file = OpenOptions::new()
+            let file = OpenOptions::new()
                 .read(true)
                 .write(true)
                 .create(true)
@@ -74,10 +74,16 @@ impl Lock {
                     stale.trim()
                 ));
             }
-            file.set_len(0)?;
-            writeln!(file, "{}", std::process::id())?;
-            return Ok(Lock { path, _file: file });
+            // Held from here, so that a failure to write (a full disk) removes the file again.
+            let mut lock = Lock { path, file };
+            lock.write_owner().map_err(|e| crate::fsutil::with_path(&lock.path, e))?;
+            return Ok(lock);
         }
+    }
+
+    fn write_owner(&mut self) -> std::io::Result<()> {
+        self.file.set_len(0)?;
+        writeln!(self.file, "{}", std::process::id())
     }
 
     /// Like [`Lock::acquire`], but retries for up to `patience` while another process holds it.

@@ -72,3 +72,6 @@ mod test_kill;
 
 #[path = "cases/test_hostile_corpus.rs"]
 mod test_hostile_corpus;
+
+#[path = "cases/test_full_disk.rs"]
+mod test_full_disk;
