@@ -174,18 +174,13 @@ impl<'a> ChunkView<'a> {
             }
             Codec::DiffContext => {
                 let base = self.base_bytes(base)?;
-                let coded = self.stream(0, usize::MAX)?;
-                let contexts = delta::contexts(dtype, base);
-                let mut symbols = vec![0u8; n];
-                rans::decode(&coded, &contexts, &mut symbols)?;
+                let symbols = self.difference_symbols(dtype, base)?;
                 let raw_bits = self.stream(1, usize::MAX)?;
                 delta::unsymbolise_diff(dtype, &symbols, &raw_bits, base, &mut out)?;
             }
             Codec::DiffLow => {
                 let base = self.base_bytes(base)?;
-                let contexts = delta::contexts(dtype, base);
-                let mut symbols = vec![0u8; n];
-                rans::decode(&self.stream(0, usize::MAX)?, &contexts, &mut symbols)?;
+                let symbols = self.difference_symbols(dtype, base)?;
                 let low_contexts = delta::low_contexts(dtype, &symbols, base);
                 let mut lows = vec![0u8; low_contexts.len()];
                 rans::decode(&self.stream(1, usize::MAX)?, &low_contexts, &mut lows)?;
@@ -200,6 +195,14 @@ impl<'a> ChunkView<'a> {
             return Err(CodecError::Checksum);
         }
         Ok(out)
+    }
+
+    /// Stream 0 of the difference codecs: one symbol per element, under the base's contexts.
+    fn difference_symbols(&self, dtype: DType, base: &[u8]) -> Result<Vec<u8>, CodecError> {
+        let contexts = delta::contexts(dtype, base);
+        let mut symbols = vec![0u8; contexts.len()];
+        rans::decode(&self.stream(0, usize::MAX)?, &contexts, &mut symbols)?;
+        Ok(symbols)
     }
 
     fn base_bytes<'b>(&self, base: Option<&'b [u8]>) -> Result<&'b [u8], CodecError> {

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use crate::encoding::{Reader, Writer};
-use crate::pack::{PackIndex, PackName};
+use crate::pack::PackName;
 
 /// File name of the bundle in a pack directory.
 pub const BUNDLE_FILE: &str = "index-bundle";
@@ -63,21 +63,22 @@ impl Bundle {
         self.entries.len()
     }
 
-    /// Writes a bundle of `packs` (name, length, index) into `dir`, atomically.
-    pub fn write(dir: &Path, packs: &[(PackName, u64, PackIndex)]) -> std::io::Result<()> {
+    /// Writes a bundle of `packs` (name, length, encoded index) into `dir`, atomically, and
+    /// returns it.
+    pub fn write(dir: &Path, packs: Vec<(PackName, u64, Vec<u8>)>) -> std::io::Result<Bundle> {
         let mut out = MAGIC.to_vec();
         out.put_u32(VERSION);
         out.put_u32(packs.len() as u32);
-        for (name, len, index) in packs {
-            let encoded = index.encode();
+        for (name, len, encoded) in &packs {
             out.extend_from_slice(&name.0);
             out.put_u64(*len);
             out.put_u64(encoded.len() as u64);
-            out.extend_from_slice(&encoded);
+            out.extend_from_slice(encoded);
         }
         let sum = blake3::hash(&out);
         out.extend_from_slice(sum.as_bytes());
-        crate::fsutil::atomic_write(&dir.join(BUNDLE_FILE), &out)
+        crate::fsutil::atomic_write(&dir.join(BUNDLE_FILE), &out)?;
+        Ok(Bundle { entries: packs.into_iter().map(|(name, len, index)| (name, (len, index))).collect() })
     }
 }
 
@@ -88,8 +89,8 @@ mod tests {
     #[test]
     fn a_written_bundle_loads_and_a_damaged_one_is_ignored() {
         let dir = tempfile::tempdir().unwrap();
-        let index = PackIndex::build([3; 32], Vec::new());
-        Bundle::write(dir.path(), &[(PackName([3; 32]), 100, index.clone())]).unwrap();
+        let index = crate::pack::PackIndex::build([3; 32], Vec::new()).encode();
+        Bundle::write(dir.path(), vec![(PackName([3; 32]), 100, index)]).unwrap();
         let b = Bundle::load(dir.path());
         assert_eq!(b.get(&PackName([3; 32])).map(|e| e.0), Some(100));
         let mut bytes = std::fs::read(dir.path().join(BUNDLE_FILE)).unwrap();

@@ -75,14 +75,19 @@ impl LocalPacks {
     }
 
     /// Rewrites the index bundle to cover every listed pack, best effort: it only saves time.
-    fn rebundle(&self, packs: &[PackInfo]) {
-        let indexes: Result<Vec<(PackName, u64, PackIndex)>, StoreError> =
-            packs.iter().map(|p| Ok((p.name, p.len, self.read_index(&p.name)?))).collect();
+    /// Indexes already bundled are carried over as they are; the others are read and checked.
+    fn rebundle(&self, bundle: &Bundle, packs: &[PackInfo]) {
+        let encoded = |p: &PackInfo| match bundle.get(&p.name) {
+            Some((_, bytes)) => Ok(bytes.clone()),
+            None => self.read_index(&p.name).map(|index| index.encode()),
+        };
+        let indexes: Result<Vec<(PackName, u64, Vec<u8>)>, StoreError> =
+            packs.iter().map(|p| Ok((p.name, p.len, encoded(p)?))).collect();
         if let Ok(indexes) = indexes
-            && Bundle::write(&self.dir, &indexes).is_ok()
+            && let Ok(fresh) = Bundle::write(&self.dir, indexes)
             && let Ok(mut slot) = self.bundle.lock()
         {
-            *slot = Some(Arc::new(Bundle::load(&self.dir)));
+            *slot = Some(Arc::new(fresh));
         }
     }
 
@@ -147,7 +152,7 @@ impl PackStore for LocalPacks {
         out.sort_by_key(|p| p.name);
         let stale = (bundle.len() + unbundled).saturating_sub(out.len());
         if unbundled > REBUNDLE_AFTER || stale > REBUNDLE_AFTER {
-            self.rebundle(&out);
+            self.rebundle(&bundle, &out);
         }
         Ok(out)
     }
