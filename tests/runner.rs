@@ -75,3 +75,6 @@ mod test_hostile_corpus;
 
 #[path = "cases/test_full_disk.rs"]
 mod test_full_disk;
+
+#[path = "cases/test_gc_remote.rs"]
+mod test_gc_remote;

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use mlv::ops::fsck::{FsckOptions, FsckReport};
 
-use super::{count, human, open_repo_any, print_json, progress};
+use super::{count, human, open_remote_anywhere, open_repo_any, print_json, progress};
 
 /// Verify every pack, object, delta base and ref (exit code 0 only when sound).
 ///
@@ -31,11 +31,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let opts = FsckOptions { unreachable: args.unreachable, skip_pack_content: args.remote.is_some() };
     let report = match &args.remote {
         Some(name) => {
-            let repo = open_repo_any().ok();
-            let (_, remote) = match &repo {
-                Some(r) => mlv::ops::remote::open(r, name)?,
-                None => (None, mlv::transport::Remote::open(name, &Default::default())?),
-            };
+            let (_, remote) = open_remote_anywhere(name)?;
             mlv::ops::fsck::fsck(remote.packs.clone(), remote.refs.as_ref(), None, &opts, progress.as_ref())?
         }
         None => {

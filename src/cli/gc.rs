@@ -2,9 +2,10 @@
 
 use std::time::Duration;
 
-use mlv::ops::gc::{DEFAULT_GRACE, GcOptions, GcReport};
+use mlv::ops::gc::{DEFAULT_GRACE, DEFAULT_MAX_PACK_BYTES, GcOptions, GcReport, RepackRules};
+use mlv::ops::gc_remote::RemoteGcReport;
 
-use super::{count, human, open_repo_any, print_json, progress};
+use super::{count, human, open_remote_anywhere, open_repo_any, print_json, progress};
 
 /// Repack into a few packs, drop unreachable objects (after a grace period), cut long chains.
 ///
@@ -13,14 +14,28 @@ use super::{count, human, open_repo_any, print_json, progress};
 /// few packs (entries as stored), and deletes the old ones. Unreachable objects are kept for a
 /// grace period (two weeks) in case a command is about to use them. Deltas whose chain is
 /// longer than `delta.max_chain` are re-encoded without a base. Commands may run meanwhile.
+///
+/// With --remote, gc runs on a shared repository (a path, `mlv serve`, or S3) that others
+/// push to meanwhile, in two phases: packs it retires are only marked, and deleted by a
+/// later run once marked longer than the grace period, after anything the refs reach by then
+/// is copied out of them. Run it again after the grace period to free the space.
+///
+/// Examples:
+///   mlv gc                          repack this repository
+///   mlv gc --prune=now              and drop every unreachable object now
+///   mlv gc --remote origin          repack origin; delete what an earlier run marked 2 weeks ago
+///   mlv gc --remote s3://b/m --prune=1 --json
 #[derive(clap::Args)]
 pub struct Args {
     /// Drop unreachable objects older than this many days, or `now` for all of them.
     #[arg(long, value_name = "DAYS|now")]
     prune: Option<String>,
     /// Only if there are more packs than `gc.auto_packs` (what commit runs).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "remote")]
     auto: bool,
+    /// Run on a remote (name or URL) instead of this repository, in two phases.
+    #[arg(long, value_name = "NAME|URL")]
+    remote: Option<String>,
     /// Print a JSON report.
     #[arg(long)]
     json: bool,
@@ -39,6 +54,9 @@ fn grace(prune: Option<&str>) -> anyhow::Result<Duration> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(name) = &args.remote {
+        return run_remote(name, &args);
+    }
     let mut repo = open_repo_any()?;
     let opts = GcOptions { grace: grace(args.prune.as_deref())?, ..GcOptions::default() };
     if args.auto && !mlv::ops::gc::needed(&repo) {
@@ -65,4 +83,52 @@ pub fn summary(r: &GcReport) -> String {
         count(r.chains_cut, "chain"),
         r.seconds
     )
+}
+
+fn run_remote(name: &str, args: &Args) -> anyhow::Result<()> {
+    let grace = grace(args.prune.as_deref())?;
+    let (repo, remote) = open_remote_anywhere(name)?;
+    let rules = match &repo {
+        Some(r) => RepackRules::of(r, DEFAULT_MAX_PACK_BYTES),
+        None => RepackRules::of_config(&Default::default(), DEFAULT_MAX_PACK_BYTES),
+    };
+    let progress = progress::for_stderr();
+    let report = mlv::ops::gc_remote::gc_remote(
+        &remote.url,
+        remote.packs.clone(),
+        remote.refs.as_ref(),
+        &rules,
+        grace,
+        progress.as_ref(),
+    )?;
+    if args.json {
+        return print_json(&report);
+    }
+    outln!("{}", remote_summary(&report))?;
+    Ok(())
+}
+
+/// The summary of a remote gc: what it kept, wrote, marked and deleted.
+pub fn remote_summary(r: &RemoteGcReport) -> String {
+    let mut out = format!(
+        "{}: packs {} -> {}, {} -> {}; {} copied into {}",
+        r.url,
+        r.packs_before,
+        r.packs_after,
+        human(r.bytes_before),
+        human(r.bytes_after),
+        count(r.objects_copied, "object"),
+        count(r.packs_written, "new pack"),
+    );
+    if r.objects_rescued > 0 {
+        out += &format!(" ({} rescued from marked packs)", r.objects_rescued);
+    }
+    out += &format!("; {} marked for deletion", count(r.packs_marked, "pack"));
+    if r.packs_deleted > 0 {
+        out += &format!(", {} deleted ({})", count(r.packs_deleted, "pack"), human(r.bytes_deleted));
+    }
+    if r.packs_waiting > 0 {
+        out += &format!(", {} still within the grace period", count(r.packs_waiting, "marked pack"));
+    }
+    out + &format!(" ({:.1} s)", r.seconds)
 }

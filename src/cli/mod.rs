@@ -182,6 +182,17 @@ fn open_repo_any() -> anyhow::Result<mlv::Repository> {
     Ok(mlv::Repository::discover(&std::env::current_dir()?)?)
 }
 
+/// Opens a remote by the name this repository gives it, or by URL (also outside any
+/// repository); with the repository too, when there is one.
+fn open_remote_anywhere(name_or_url: &str) -> anyhow::Result<(Option<mlv::Repository>, mlv::transport::Remote)> {
+    let repo = open_repo_any().ok();
+    let remote = match &repo {
+        Some(r) => mlv::ops::remote::open(r, name_or_url)?.1,
+        None => mlv::transport::Remote::open(name_or_url, &Default::default())?,
+    };
+    Ok((repo, remote))
+}
+
 /// Prints a value as pretty JSON.
 fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     outln!("{}", serde_json::to_string_pretty(value)?)?;

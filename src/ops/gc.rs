@@ -21,7 +21,7 @@ use crate::progress::Progress;
 use crate::reach::{self, Walk};
 use crate::refs::{HEADS, Head, REMOTES, TAGS};
 use crate::repo::Repository;
-use crate::store::{LoadedPack, StoreError};
+use crate::store::{LoadedPack, Odb, StoreError};
 
 /// Unreachable objects younger than this are kept by default: a command may be about to
 /// point at them.
@@ -112,7 +112,8 @@ pub fn gc(repo: &mut Repository, opts: &GcOptions, progress: &dyn Progress) -> R
     let shallow = super::remote::shallow(repo)?;
     // Strict: an object that cannot be read stops gc before anything is deleted.
     let keep = reach::closure(&repo.odb, &roots, &Walk::everything(&shallow))?.objects;
-    let mut written = write_packs(repo, &keep, opts, &mut report, progress)?;
+    let rules = RepackRules::of(repo, opts.max_pack_bytes);
+    let mut written = write_packs(&repo.odb, &keep, &rules, &mut report.chains_cut, progress)?;
     // Packs that appeared meanwhile may need objects that were not kept: keep those too.
     let ours: HashSet<PackName> = old.iter().map(|p| p.name).chain(written.iter().copied()).collect();
     repo.odb.refresh()?;
@@ -128,7 +129,7 @@ pub fn gc(repo: &mut Repository, opts: &GcOptions, progress: &dyn Progress) -> R
         let walk = Walk { stop: &|id| kept.contains(id), parents: true, shallow: &shallow };
         let rescued = reach::closure(&repo.odb, &newcomers, &walk)?.objects;
         let in_old: Vec<ObjectId> = rescued.into_iter().filter(|id| is_in(&old, id)).collect();
-        written.extend(write_packs(repo, &in_old, opts, &mut report, progress)?);
+        written.extend(write_packs(&repo.odb, &in_old, &rules, &mut report.chains_cut, progress)?);
     }
     // A pack gc rewrote identically has the same name: it is not old any more.
     let doomed: Vec<_> = old.iter().filter(|p| !written.contains(&p.name)).cloned().collect();
@@ -148,18 +149,44 @@ fn is_in(packs: &[std::sync::Arc<LoadedPack>], id: &ObjectId) -> bool {
     packs.iter().any(|p| p.index.find(id).is_some())
 }
 
+/// How `gc` rewrites packs.
+#[derive(Debug, Clone, Copy)]
+pub struct RepackRules {
+    /// Longest delta chain kept (`delta.max_chain`).
+    pub max_chain: u8,
+    /// How an object whose chain is cut is re-encoded.
+    pub encode: EncodeOptions,
+    /// Largest pack written.
+    pub max_pack_bytes: u64,
+}
+
+impl RepackRules {
+    /// The rules a repository's configuration sets.
+    pub fn of(repo: &Repository, max_pack_bytes: u64) -> RepackRules {
+        RepackRules::of_config(&repo.config, max_pack_bytes)
+    }
+
+    /// The rules a configuration sets.
+    pub fn of_config(config: &crate::config::Config, max_pack_bytes: u64) -> RepackRules {
+        RepackRules {
+            max_chain: config.delta.max_chain,
+            encode: EncodeOptions { zstd_level: config.delta.zstd_level },
+            max_pack_bytes,
+        }
+    }
+}
+
 /// Writes `ids` (each after what it needs) into new packs of bounded size, copying entries
 /// as stored except where a delta chain would exceed `delta.max_chain`.
-fn write_packs(
-    repo: &Repository,
+pub(super) fn write_packs(
+    odb: &Odb,
     ids: &[ObjectId],
-    opts: &GcOptions,
-    report: &mut GcReport,
+    rules: &RepackRules,
+    chains_cut: &mut usize,
     progress: &dyn Progress,
 ) -> Result<Vec<PackName>> {
-    let odb = &repo.odb;
-    let max_chain = repo.config.delta.max_chain;
-    let encode = EncodeOptions { zstd_level: repo.config.delta.zstd_level };
+    let RepackRules { max_chain, encode, max_pack_bytes } = *rules;
+    // Bases not rewritten here keep the depth their pack records.
     let mut depth: HashMap<ObjectId, u8> = HashMap::new();
     let mut names = Vec::new();
     let mut writer = PackWriter::new(&odb.staging_dir())?;
@@ -169,18 +196,19 @@ fn write_packs(
             return Err(StoreError::Cancelled.into());
         }
         let bases = odb.bases(id)?;
-        let d = bases.iter().map(|b| depth.get(b).copied().unwrap_or(0).saturating_add(1)).max().unwrap_or(0);
+        let base_depth = |b: &ObjectId| depth.get(b).copied().or_else(|| odb.find(b).map(|f| f.1.depth)).unwrap_or(0);
+        let d = bases.iter().map(|b| base_depth(b).saturating_add(1)).max().unwrap_or(0);
         let before = writer.offset();
         if d > max_chain {
             odb.copy_standalone(id, &mut writer, encode)?;
-            report.chains_cut += 1;
+            *chains_cut += 1;
             depth.insert(*id, 0);
         } else {
             let rec = odb.copy_entry_with_depth(id, d, &mut writer)?;
             depth.insert(*id, rec);
         }
         progress.advance(writer.offset() - before);
-        if writer.offset() >= opts.max_pack_bytes || k + 1 == ids.len() {
+        if writer.offset() >= max_pack_bytes || k + 1 == ids.len() {
             let full = std::mem::replace(&mut writer, PackWriter::new(&odb.staging_dir())?);
             if let Some(sealed) = full.finish()? {
                 names.push(odb.install(sealed)?);
@@ -195,7 +223,7 @@ fn write_packs(
 fn delete_packs(repo: &Repository, packs: &[std::sync::Arc<LoadedPack>]) -> Result<()> {
     let dir = repo.dir.join("objects/pack");
     for p in packs {
-        for ext in ["idx", "pack"] {
+        for ext in ["idx", "pack", "doomed"] {
             let path = dir.join(format!("{}.{ext}", p.name.stem()));
             match std::fs::remove_file(&path) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {

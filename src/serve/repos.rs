@@ -235,6 +235,25 @@ impl ServedRepo {
         Ok(find())
     }
 
+    /// Marks a pack for deletion by a later gc; false if there is no such pack.
+    pub fn doom(&self, pack: &PackName, marked: u64) -> Result<bool, StoreError> {
+        if self.pack_len(pack)?.is_none() {
+            return Ok(false);
+        }
+        self.packs().doom(pack, marked)?;
+        Ok(true)
+    }
+
+    /// Deletes a pack that a gc marked; false if it is not marked (then nothing happens).
+    pub fn delete_marked(&self, pack: &PackName) -> Result<bool, StoreError> {
+        if !self.packs().doomed()?.iter().any(|d| d.name == *pack) {
+            return Ok(false);
+        }
+        self.packs().delete(pack)?;
+        self.receiver.odb.refresh()?;
+        Ok(true)
+    }
+
     /// What `info` reports.
     pub fn info(&self) -> Result<Info, RefError> {
         Ok(Info { protocol: VERSION, exists: true, bare: self.bare, head: Some(self.receiver.refs.head()?.into()) })

@@ -24,7 +24,8 @@ use crate::pack::PackName;
 use crate::refs::{RefError, check_full_name};
 use crate::store::StoreError;
 use crate::transport::wire::{
-    API, ErrorBody, Info, MAX_JSON_REQUEST, PackList, PackReceived, RefList, RefUpdate, RefUpdated, VERSION, WirePack,
+    API, DoomedList, ErrorBody, Info, MAX_JSON_REQUEST, Mark, PackList, PackReceived, RefList, RefUpdate, RefUpdated,
+    VERSION, WireDoomed, WirePack,
 };
 
 /// What every request handler shares.
@@ -46,7 +47,11 @@ pub fn router(app: Arc<App>, single: bool) -> Router {
         .route(&format!("{base}/info"), get(info))
         .route(&format!("{base}/refs"), get(list_refs).post(update_ref))
         .route(&format!("{base}/packs"), get(list_packs))
-        .route(&format!("{base}/packs/{{file}}"), get(get_pack_file).head(head_pack_file).put(put_pack))
+        .route(&format!("{base}/doomed"), get(list_doomed))
+        .route(
+            &format!("{base}/packs/{{file}}"),
+            get(get_pack_file).head(head_pack_file).put(put_pack).delete(delete_pack),
+        )
         .fallback(not_found)
         .layer(DefaultBodyLimit::disable())
         .layer(middleware::from_fn_with_state(app.clone(), log_failures))
@@ -242,6 +247,60 @@ async fn list_packs(
     Ok(Json(PackList { packs: packs.into_iter().map(|p| WirePack { name: p.name.stem(), len: p.len }).collect() }))
 }
 
+async fn list_doomed(
+    State(app): State<Arc<App>>,
+    Path(params): Params,
+    headers: HeaderMap,
+) -> ApiResult<Json<DoomedList>> {
+    let name = authorize(&app, &params, &headers, Access::Read)?;
+    let repo = match find(&app, &name, &headers, Access::Read).await? {
+        Found::Repo(repo) => repo,
+        Found::Creatable => return Ok(Json(DoomedList::default())),
+    };
+    let doomed = blocking(move || repo.packs().doomed()).await??;
+    Ok(Json(DoomedList {
+        doomed: doomed.into_iter().map(|d| WireDoomed { name: d.name.stem(), marked: d.marked }).collect(),
+    }))
+}
+
+/// `PUT packs/<pack>.doomed`: a gc marks a pack for deletion.
+async fn mark_pack(app: Arc<App>, name: String, pack: PackName, headers: HeaderMap, body: Body) -> ApiResult<Response> {
+    let bytes = axum::body::to_bytes(body, MAX_JSON_REQUEST)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("unreadable mark: {e}")))?;
+    let mark: Mark = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("not a deletion mark: {e}")))?;
+    let repo = find_existing(&app, &name, &headers, Access::ReadWrite).await?;
+    if !blocking(move || repo.doom(&pack, mark.marked)).await?? {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, format!("no pack {pack} here")));
+    }
+    (app.log)(&format!("{name}: marked {pack} for deletion"));
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `DELETE packs/<pack>.pack`: a gc deletes a pack it marked earlier; unmarked packs stay.
+/// `DELETE packs/<pack>.doomed` removes the mark.
+async fn delete_pack(State(app): State<Arc<App>>, Path(params): Params, headers: HeaderMap) -> ApiResult<Response> {
+    let name = authorize(&app, &params, &headers, Access::ReadWrite)?;
+    let file = params.get("file").map_or("", String::as_str);
+    if let Some(pack) = file.strip_suffix(".doomed").and_then(PackName::from_stem) {
+        let repo = find_existing(&app, &name, &headers, Access::ReadWrite).await?;
+        blocking(move || repo.packs().spare(&pack)).await??;
+        (app.log)(&format!("{name}: unmarked {pack}"));
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    let PackFile::Pack(pack) = pack_file(&params)? else {
+        return Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "delete the pack: its index goes with it"));
+    };
+    let repo = find_existing(&app, &name, &headers, Access::ReadWrite).await?;
+    if !blocking(move || repo.delete_marked(&pack)).await?? {
+        let what = format!("{pack} is not marked for deletion: only packs a gc marked can be deleted");
+        return Err(ApiError::new(StatusCode::CONFLICT, what));
+    }
+    (app.log)(&format!("{name}: deleted {pack}"));
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
 /// What a `packs/{file}` path names.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum PackFile {
@@ -384,8 +443,12 @@ async fn put_pack(
     Path(params): Params,
     headers: HeaderMap,
     body: Body,
-) -> ApiResult<Json<PackReceived>> {
+) -> ApiResult<Response> {
     let name = authorize(&app, &params, &headers, Access::ReadWrite)?;
+    let file = params.get("file").map_or("", String::as_str);
+    if let Some(pack) = file.strip_suffix(".doomed").and_then(PackName::from_stem) {
+        return mark_pack(app, name, pack, headers, body).await;
+    }
     let PackFile::Pack(pack) = pack_file(&params)? else {
         return Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "indexes are not uploaded: the server builds them"));
     };
@@ -399,7 +462,7 @@ async fn put_pack(
     match blocking(move || repo.receive(staged)).await? {
         Ok(_) => {
             (app.log)(&format!("{name}: received {pack} ({len} bytes)"));
-            Ok(Json(PackReceived { name: pack.stem(), len }))
+            Ok(Json(PackReceived { name: pack.stem(), len }).into_response())
         }
         Err(e) => {
             // Name the pack, not the server's temporary file.

@@ -18,6 +18,15 @@ pub struct PackInfo {
     pub len: u64,
 }
 
+/// A pack that a `gc` of a shared repository marked for deletion, and when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Doomed {
+    /// The pack.
+    pub name: PackName,
+    /// When it was marked, in seconds since the Unix epoch (the marking machine's clock).
+    pub marked: u64,
+}
+
 /// Where packs live. Packs are immutable and named by their content, so every method but
 /// `install` is a pure read, and installing the same pack twice is harmless.
 pub trait PackStore: Send + Sync {
@@ -58,6 +67,42 @@ pub trait PackStore: Send + Sync {
         None
     }
 
+    /// Packs marked for deletion by [`PackStore::doom`] (marks whose pack is gone included).
+    fn doomed(&self) -> Result<Vec<Doomed>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    /// Marks a pack for deletion by a later gc; it stays readable until then. A pack marked
+    /// already keeps its first mark, so repeated runs never postpone a deletion.
+    fn doom(&self, pack: &PackName, _marked: u64) -> Result<(), StoreError> {
+        Err(unsupported(self, pack, "marked for deletion"))
+    }
+
+    /// Removes a pack's deletion mark: gc wrote the very same pack again.
+    fn spare(&self, pack: &PackName) -> Result<(), StoreError> {
+        Err(unsupported(self, pack, "spared"))
+    }
+
+    /// Deletes a marked pack: its index first (readers stop listing it), then the pack, then
+    /// the mark. Deleting what is not there is not an error, so an interrupted run can repeat.
+    fn delete(&self, pack: &PackName) -> Result<(), StoreError> {
+        Err(unsupported(self, pack, "deleted"))
+    }
+
     /// Hint that bytes of a pack were read and will not be needed again soon.
     fn release(&self, _pack: &PackName, _start: u64, _len: u64) {}
+}
+
+fn unsupported<S: PackStore + ?Sized>(store: &S, pack: &PackName, what: &str) -> StoreError {
+    StoreError::Backend(format!("{}: {pack} cannot be {what} here", store.describe()))
+}
+
+/// The text of a deletion mark: the time, in decimal seconds since the Unix epoch.
+pub fn encode_mark(marked: u64) -> String {
+    format!("{marked}\n")
+}
+
+/// Reads a deletion mark; None if it is not one.
+pub fn decode_mark(text: &[u8]) -> Option<u64> {
+    std::str::from_utf8(text).ok()?.trim_end_matches('\n').parse().ok()
 }

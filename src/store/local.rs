@@ -9,10 +9,13 @@ use bytes::Bytes;
 use memmap2::Mmap;
 
 use super::bundle::{Bundle, REBUNDLE_AFTER};
-use super::{PackInfo, PackStore, StoreError};
+use super::{Doomed, PackInfo, PackStore, StoreError, decode_mark, encode_mark};
 use crate::codec::ChunkView;
 use crate::fsutil;
 use crate::pack::{EntryView, PackError, PackIndex, PackName, SealedPack, TRAILER_LEN, check_header};
+
+/// Extension of a pack's deletion mark.
+const DOOMED: &str = "doomed";
 
 /// A directory of `pack-<hex>.pack` files, each with its `.idx`.
 pub struct LocalPacks {
@@ -45,6 +48,22 @@ impl LocalPacks {
 
     fn path(&self, pack: &PackName, ext: &str) -> PathBuf {
         self.dir.join(format!("{}.{ext}", pack.stem()))
+    }
+
+    /// Removes a pack's files, index first so that no reader opens a pack being removed; the
+    /// caller syncs the directory. Files already gone are not an error.
+    pub fn remove_files(&self, pack: &PackName) -> Result<(), StoreError> {
+        if let Ok(mut maps) = self.maps.lock() {
+            maps.remove(pack);
+        }
+        for ext in ["idx", "pack", DOOMED] {
+            let path = self.path(pack, ext);
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(fsutil::with_path(&path, e).into()),
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     /// Maps a pack (once) and checks its header.
@@ -222,6 +241,46 @@ impl PackStore for LocalPacks {
 
     fn staging_dir(&self) -> Option<&Path> {
         Some(&self.dir)
+    }
+
+    fn doomed(&self) -> Result<Vec<Doomed>, StoreError> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(&self.dir).map_err(|e| fsutil::with_path(&self.dir, e))? {
+            let path = entry.map_err(|e| fsutil::with_path(&self.dir, e))?.path();
+            let Some(name) = (path.extension().is_some_and(|x| x == DOOMED))
+                .then(|| path.file_stem().and_then(|s| s.to_str()).and_then(PackName::from_stem))
+                .flatten()
+            else {
+                continue;
+            };
+            let text = std::fs::read(&path).map_err(|e| fsutil::with_path(&path, e))?;
+            let marked = decode_mark(&text).ok_or_else(|| PackError::corrupt(&path, "not a deletion mark"))?;
+            out.push(Doomed { name, marked });
+        }
+        out.sort_by_key(|d| d.name);
+        Ok(out)
+    }
+
+    fn doom(&self, pack: &PackName, marked: u64) -> Result<(), StoreError> {
+        let path = self.path(pack, DOOMED);
+        if !path.exists() {
+            fsutil::atomic_write(&path, encode_mark(marked).as_bytes()).map_err(|e| fsutil::with_path(&path, e))?;
+        }
+        Ok(())
+    }
+
+    fn spare(&self, pack: &PackName) -> Result<(), StoreError> {
+        let path = self.path(pack, DOOMED);
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(fsutil::with_path(&path, e).into()),
+            _ => Ok(fsutil::fsync_dir(&self.dir).map_err(|e| fsutil::with_path(&self.dir, e))?),
+        }
+    }
+
+    fn delete(&self, pack: &PackName) -> Result<(), StoreError> {
+        self.remove_files(pack)?;
+        fsutil::fsync_dir(&self.dir).map_err(|e| fsutil::with_path(&self.dir, e))?;
+        Ok(())
     }
 
     fn release(&self, pack: &PackName, start: u64, len: u64) {

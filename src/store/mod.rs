@@ -9,7 +9,7 @@ mod memory;
 mod verify;
 mod writer;
 
-pub use backend::{PackInfo, PackStore};
+pub use backend::{Doomed, PackInfo, PackStore, decode_mark, encode_mark};
 pub use local::LocalPacks;
 pub use memory::MemoryPacks;
 pub use verify::{check_stored_pack, index_from_content, verify_pack};
@@ -316,13 +316,20 @@ impl Odb {
         self.packs.read().map(|p| p.clone()).unwrap_or_default()
     }
 
-    /// Loads packs added to the store since it was opened (by another process, say). Returns
-    /// true when there were any.
+    /// Loads packs added to the store since it was opened (by another process, say), and
+    /// forgets packs a gc deleted (a reader holding one keeps it). Returns true when there
+    /// were any of either.
     pub fn refresh(&self) -> Result<bool, StoreError> {
+        let listed = self.store.list()?;
+        let names: HashSet<PackName> = listed.iter().map(|p| p.name).collect();
+        let gone = self.packs().iter().any(|p| !names.contains(&p.name));
+        if gone {
+            self.retain_packs(&names);
+        }
         let known: HashSet<PackName> = self.packs().iter().map(|p| p.name).collect();
-        let fresh: Vec<PackInfo> = self.store.list()?.into_iter().filter(|p| !known.contains(&p.name)).collect();
+        let fresh: Vec<PackInfo> = listed.into_iter().filter(|p| !known.contains(&p.name)).collect();
         if fresh.is_empty() {
-            return Ok(false);
+            return Ok(gone);
         }
         let results: Vec<(PackInfo, Result<LoadedPack, StoreError>)> =
             fresh.into_par_iter().map(|info| (info, LoadedPack::load(self.store.clone(), info))).collect();
@@ -346,11 +353,26 @@ impl Odb {
         Ok(any)
     }
 
+    /// Drops packs of this store that it no longer lists; packs read from elsewhere (an
+    /// overlay's) stay.
+    fn retain_packs(&self, names: &HashSet<PackName>) {
+        let ours = |p: &LoadedPack| std::ptr::addr_eq(Arc::as_ptr(&p.source), Arc::as_ptr(&self.store));
+        self.replace_packs(|packs| packs.iter().filter(|p| !ours(p) || names.contains(&p.name)).cloned().collect());
+    }
+
     fn add_packs(&self, loaded: Vec<Arc<LoadedPack>>) {
-        if let Ok(mut packs) = self.packs.write() {
-            let mut next: Vec<Arc<LoadedPack>> = packs.iter().cloned().collect();
+        self.replace_packs(|packs| {
+            let mut next = packs.to_vec();
             let mut names: HashSet<PackName> = next.iter().map(|p| p.name).collect();
             next.extend(loaded.into_iter().filter(|p| names.insert(p.name)));
+            next
+        });
+    }
+
+    /// Replaces the pack list (and its lookup) by what `next` makes of it.
+    fn replace_packs(&self, next: impl FnOnce(&[Arc<LoadedPack>]) -> Vec<Arc<LoadedPack>>) {
+        if let Ok(mut packs) = self.packs.write() {
+            let next = next(&packs);
             let lookup = Lookup::build(&next);
             *packs = Arc::new(next);
             if let Ok(mut l) = self.lookup.write() {
@@ -413,6 +435,27 @@ impl Odb {
         }
     }
 
+    /// Runs `read` on the pack holding `id`. If that fails because a gc deleted the pack
+    /// since it was listed (the object moved to another pack), runs it once more on the pack
+    /// that holds the object now.
+    fn with_entry<T>(
+        &self,
+        id: &ObjectId,
+        read: impl Fn(&Arc<LoadedPack>, IndexRecord) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let (pack, rec) = self.locate(id)?;
+        match read(&pack, rec) {
+            Err(e) if !matches!(e, StoreError::Cancelled) => {
+                if self.refresh()? && !self.packs().iter().any(|p| p.name == pack.name) {
+                    let (pack, rec) = self.locate(id)?;
+                    return read(&pack, rec);
+                }
+                Err(e)
+            }
+            done => done,
+        }
+    }
+
     /// True if the object is in a loaded pack.
     pub fn contains(&self, id: &ObjectId) -> bool {
         self.find(id).is_some()
@@ -458,8 +501,7 @@ impl Odb {
         depth: u8,
         to: &mut crate::pack::PackWriter,
     ) -> Result<u8, StoreError> {
-        let (pack, rec) = self.locate(id)?;
-        let bytes = pack.entry_bytes(&rec)?;
+        let (pack, rec, bytes) = self.with_entry(id, |pack, rec| Ok((pack.clone(), rec, pack.entry_bytes(&rec)?)))?;
         to.copy_entry(&IndexRecord { depth, ..rec }, pack.index.bases_of(&rec), &bytes)?;
         pack.source.release(&pack.name, rec.offset, rec.len);
         Ok(depth)
@@ -490,8 +532,7 @@ impl Odb {
 
     /// The entry header (kind, dtype, shape, size) of a stored object.
     pub fn header(&self, id: &ObjectId) -> Result<EntryHeader, StoreError> {
-        let (pack, rec) = self.locate(id)?;
-        Ok(pack.layout(&rec)?.header.clone())
+        self.with_entry(id, |pack, rec| Ok(pack.layout(&rec)?.header.clone()))
     }
 
     /// Decodes chunk `i` of an object through the cache, so a base shared by many deltas
@@ -520,9 +561,11 @@ impl Odb {
             let what = format!("delta chain longer than {MAX_DECODE_DEPTH} links (a cycle of bases?)");
             return Err(StoreError::corrupt(*id, what));
         }
-        let (pack, rec) = self.locate(id)?;
-        let entry = pack.layout(&rec)?;
-        let (stored, at) = pack.chunk(&rec, &entry, i)?;
+        let (pack, entry, stored, at) = self.with_entry(id, |pack, rec| {
+            let entry = pack.layout(&rec)?;
+            let (stored, at) = pack.chunk(&rec, &entry, i)?;
+            Ok((pack.clone(), entry, stored, at))
+        })?;
         let view = ChunkView::parse(&stored).map_err(|e| StoreError::corrupt(*id, e))?;
         let (start, end) = entry.header.chunk_range(i);
         if view.raw_len as u64 != end - start {

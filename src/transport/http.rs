@@ -22,13 +22,13 @@ use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde::de::DeserializeOwned;
 
 use super::runtime::block_on;
-use super::wire::{ErrorBody, Info, PackList, RefList, RefUpdate, VERSION};
+use super::wire::{DoomedList, ErrorBody, Info, Mark, PackList, RefList, RefUpdate, VERSION};
 use super::{Remote, TransportError};
 use crate::config::RemoteConfig;
 use crate::object::ObjectId;
 use crate::pack::{PackError, PackIndex, PackName, SealedPack};
 use crate::refs::{Head, RefError, RefStore, check_name};
-use crate::store::{PackInfo, PackStore, StoreError};
+use crate::store::{Doomed, PackInfo, PackStore, StoreError};
 
 /// The environment variable holding the bearer token (it wins over `token` in the config).
 pub const TOKEN_ENV: &str = "MLV_TOKEN";
@@ -436,6 +436,15 @@ impl Client {
         }
     }
 
+    /// DELETEs a pack file (or its mark); one that is not there is not an error.
+    fn delete(&self, pack: &PackName, ext: &str) -> Result<(), Failure> {
+        let path = Client::pack_path(pack, ext);
+        match block_on(self.retrying(|| self.send(self.request(Method::DELETE, &path), None))) {
+            Err(f) if f.status() == Some(StatusCode::NOT_FOUND) => Ok(()),
+            other => other.map(drop),
+        }
+    }
+
     fn store_error(&self, doing: &str, f: Failure) -> StoreError {
         match f {
             Failure::Local(e) => StoreError::Io(e),
@@ -561,6 +570,35 @@ impl PackStore for HttpPacks {
     fn install(&self, pack: SealedPack) -> Result<(), StoreError> {
         let c = &self.0;
         block_on(c.upload(&pack)).map_err(|f| c.store_error(&format!("sending {}", pack.name), f))
+    }
+
+    fn doomed(&self) -> Result<Vec<Doomed>, StoreError> {
+        let c = &self.0;
+        let list: DoomedList = block_on(c.get_json("doomed")).map_err(|f| c.store_error("listing marked packs", f))?;
+        list.doomed
+            .into_iter()
+            .map(|d| match PackName::from_stem(&d.name) {
+                Some(name) => Ok(Doomed { name, marked: d.marked }),
+                None => Err(StoreError::Backend(format!("{}: the server listed {:?}, not a pack name", c.url, d.name))),
+            })
+            .collect()
+    }
+
+    fn doom(&self, pack: &PackName, marked: u64) -> Result<(), StoreError> {
+        let c = &self.0;
+        let body = serde_json::to_vec(&Mark { marked }).map_err(|e| StoreError::Backend(e.to_string()))?;
+        let path = Client::pack_path(pack, "doomed");
+        let rb = || c.request(Method::PUT, &path).header(header::CONTENT_TYPE, "application/json").body(body.clone());
+        block_on(c.retrying(|| c.send(rb(), None))).map_err(|f| c.store_error(&format!("marking {pack}"), f))?;
+        Ok(())
+    }
+
+    fn spare(&self, pack: &PackName) -> Result<(), StoreError> {
+        self.0.delete(pack, "doomed").map_err(|f| self.0.store_error(&format!("unmarking {pack}"), f))
+    }
+
+    fn delete(&self, pack: &PackName) -> Result<(), StoreError> {
+        self.0.delete(pack, "pack").map_err(|f| self.0.store_error(&format!("deleting {pack}"), f))
     }
 }
 

@@ -12,7 +12,7 @@ use crate::pack::{PackIndex, PackName, SealedPack, UnindexedPack};
 use crate::progress::Silent;
 use crate::reach;
 use crate::refs::{HEADS, Head, RefError, RefStore, TAGS, check_full_name};
-use crate::store::{Odb, PackInfo, PackStore, StoreError, verify_pack};
+use crate::store::{Doomed, Odb, PackInfo, PackStore, StoreError, verify_pack};
 
 /// A repository taking packs and ref updates from elsewhere.
 pub struct Receiver {
@@ -135,6 +135,22 @@ impl PackStore for ReceivingPacks {
 
     fn install(&self, pack: SealedPack) -> Result<(), StoreError> {
         self.0.receive(UnindexedPack { file: pack.file, name: pack.name, len: pack.len }).map(|_| ())
+    }
+
+    fn doomed(&self) -> Result<Vec<Doomed>, StoreError> {
+        self.0.odb.store().doomed()
+    }
+
+    fn doom(&self, pack: &PackName, marked: u64) -> Result<(), StoreError> {
+        self.0.odb.store().doom(pack, marked)
+    }
+
+    fn spare(&self, pack: &PackName) -> Result<(), StoreError> {
+        self.0.odb.store().spare(pack)
+    }
+
+    fn delete(&self, pack: &PackName) -> Result<(), StoreError> {
+        self.0.odb.store().delete(pack)
     }
 }
 

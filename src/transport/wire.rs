@@ -104,6 +104,30 @@ pub struct WirePack {
     pub len: u64,
 }
 
+/// `GET {base}/mlv/v1/doomed`: packs a gc marked for deletion.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct DoomedList {
+    /// Each marked pack.
+    pub doomed: Vec<WireDoomed>,
+}
+
+/// One pack in a [`DoomedList`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WireDoomed {
+    /// `pack-<64 hex>`.
+    pub name: String,
+    /// When it was marked, in seconds since the Unix epoch.
+    pub marked: u64,
+}
+
+/// `PUT {base}/mlv/v1/packs/<pack>.doomed`: mark a pack for deletion.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mark {
+    /// When, in seconds since the Unix epoch.
+    pub marked: u64,
+}
+
 /// The reply to an uploaded pack, verified and installed.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PackReceived {

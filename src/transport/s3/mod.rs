@@ -453,6 +453,17 @@ impl Bucket {
         }
     }
 
+    /// Deletes an object; one that is not there is not an error.
+    async fn delete(&self, rel: &str) -> Result<(), Failure> {
+        match self.store.delete(&self.path(rel)).await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let f = Failure::new(self.show(rel), e);
+                if f.kind == FailureKind::NotFound { Ok(()) } else { Err(f) }
+            }
+        }
+    }
+
     /// Every object under the directory `rel` (`packs`, `refs/heads`), recursively.
     async fn list(&self, rel: &str) -> Result<Vec<ObjectMeta>, Failure> {
         let dir = self.path(rel);

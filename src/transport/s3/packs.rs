@@ -11,7 +11,7 @@ use object_store::{ObjectStoreExt, PutMode, WriteMultipart};
 
 use super::{Bucket, Failure};
 use crate::pack::{PackError, PackIndex, PackName, SealedPack};
-use crate::store::{MAX_IN_MEMORY, PackInfo, PackStore, StoreError};
+use crate::store::{Doomed, MAX_IN_MEMORY, PackInfo, PackStore, StoreError, decode_mark, encode_mark};
 use crate::transport::runtime::block_on;
 
 /// Packs up to this size go in one PUT; larger ones in parts.
@@ -24,6 +24,10 @@ const MAX_PARTS: u64 = 9_000;
 const PARTS_IN_FLIGHT: usize = 2;
 /// Bytes per ranged GET when streaming a range out.
 const READ_PIECE: u64 = 64 << 20;
+/// Extension of a pack's deletion mark.
+const DOOMED: &str = "doomed";
+/// Largest deletion mark read.
+const MAX_MARK: u64 = 64;
 
 /// The packs of an S3 repository.
 pub struct S3Packs {
@@ -214,6 +218,46 @@ impl PackStore for S3Packs {
 
     fn has_pack(&self, pack: &PackName) -> Result<bool, StoreError> {
         Ok(block_on(self.bucket.size(&pack_rel(pack, "idx")))?.is_some())
+    }
+
+    fn doomed(&self) -> Result<Vec<Doomed>, StoreError> {
+        let b = &self.bucket;
+        let listing = block_on(b.list("packs"))?;
+        let names = listing.iter().filter_map(|m| {
+            let (stem, ext) = b.relative(&m.location)?.strip_prefix("packs/")?.rsplit_once('.')?;
+            (ext == DOOMED).then(|| PackName::from_stem(stem)).flatten()
+        });
+        let mut out = Vec::new();
+        for name in names {
+            let rel = pack_rel(&name, DOOMED);
+            let text = block_on(b.get_whole(&rel, MAX_MARK))?;
+            let marked = decode_mark(&text)
+                .ok_or_else(|| StoreError::Backend(format!("{}: not a deletion mark", b.show(&rel))))?;
+            out.push(Doomed { name, marked });
+        }
+        Ok(out)
+    }
+
+    fn doom(&self, pack: &PackName, marked: u64) -> Result<(), StoreError> {
+        let text = Bytes::from(encode_mark(marked));
+        // Create only: a pack marked already keeps its first mark.
+        block_on(self.bucket.put(&pack_rel(pack, DOOMED), text, PutMode::Create))?;
+        Ok(())
+    }
+
+    fn spare(&self, pack: &PackName) -> Result<(), StoreError> {
+        Ok(block_on(self.bucket.delete(&pack_rel(pack, DOOMED)))?)
+    }
+
+    fn delete(&self, pack: &PackName) -> Result<(), StoreError> {
+        let b = &self.bucket;
+        block_on(async {
+            for ext in ["idx", "pack", DOOMED] {
+                b.delete(&pack_rel(pack, ext)).await?;
+            }
+            Ok::<_, Failure>(())
+        })?;
+        Ok(())
     }
 
     fn install(&self, pack: SealedPack) -> Result<(), StoreError> {
