@@ -23,6 +23,7 @@ use super::{count, human, open_remote_anywhere, open_repo_any, print_json, progr
 /// Examples:
 ///   mlv gc                          repack this repository
 ///   mlv gc --prune=now              and drop every unreachable object now
+///   mlv gc --aggressive             and choose every tensor's delta base again
 ///   mlv gc --remote origin          repack origin; delete what an earlier run marked 2 weeks ago
 ///   mlv gc --remote s3://b/m --prune=1 --json
 #[derive(clap::Args)]
@@ -33,6 +34,10 @@ pub struct Args {
     /// Only if there are more packs than `gc.auto_packs` (what commit runs).
     #[arg(long, conflicts_with = "remote")]
     auto: bool,
+    /// Also choose every tensor's delta base again, among all the history holds (slow: every
+    /// tensor is decoded and encoded anew). For histories added without good bases.
+    #[arg(long, conflicts_with = "remote")]
+    aggressive: bool,
     /// Run on a remote (name or URL) instead of this repository, in two phases.
     #[arg(long, value_name = "NAME|URL")]
     remote: Option<String>,
@@ -58,7 +63,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         return run_remote(name, &args);
     }
     let mut repo = open_repo_any()?;
-    let opts = GcOptions { grace: grace(args.prune.as_deref())?, ..GcOptions::default() };
+    let opts = GcOptions { grace: grace(args.prune.as_deref())?, aggressive: args.aggressive, ..GcOptions::default() };
     if args.auto && !mlv::ops::gc::needed(&repo) {
         return Ok(());
     }
@@ -72,8 +77,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
 /// The one-line summary.
 pub fn summary(r: &GcReport) -> String {
+    let rebased = match r.tensors_rewritten {
+        0 => String::new(),
+        n => format!("; {} encoded again, {} with another base", count(n, "tensor"), r.bases_changed),
+    };
     format!(
-        "packs {} -> {}, {} -> {}; {} kept, {} dropped, {} cut ({:.1} s)",
+        "packs {} -> {}, {} -> {}; {} kept, {} dropped, {} cut{rebased} ({:.1} s)",
         r.packs_before,
         r.packs_after,
         human(r.bytes_before),

@@ -37,11 +37,13 @@ pub struct GcOptions {
     pub grace: Duration,
     /// Largest pack written, in bytes.
     pub max_pack_bytes: u64,
+    /// Choose every tensor's delta base again (slow: every tensor is decoded and encoded).
+    pub aggressive: bool,
 }
 
 impl Default for GcOptions {
     fn default() -> Self {
-        GcOptions { grace: DEFAULT_GRACE, max_pack_bytes: DEFAULT_MAX_PACK_BYTES }
+        GcOptions { grace: DEFAULT_GRACE, max_pack_bytes: DEFAULT_MAX_PACK_BYTES, aggressive: false }
     }
 }
 
@@ -62,6 +64,10 @@ pub struct GcReport {
     pub objects_dropped: usize,
     /// Objects re-encoded without a base because their chain was too long.
     pub chains_cut: usize,
+    /// With `--aggressive`: tensors encoded again.
+    pub tensors_rewritten: usize,
+    /// Of those, the ones whose base changed.
+    pub bases_changed: usize,
     /// Seconds spent.
     pub seconds: f64,
 }
@@ -113,7 +119,15 @@ pub fn gc(repo: &mut Repository, opts: &GcOptions, progress: &dyn Progress) -> R
     // Strict: an object that cannot be read stops gc before anything is deleted.
     let keep = reach::closure(&repo.odb, &roots, &Walk::everything(&shallow))?.objects;
     let rules = RepackRules::of(repo, opts.max_pack_bytes);
-    let mut written = write_packs(&repo.odb, &keep, &rules, &mut report.chains_cut, progress)?;
+    let mut written = Vec::new();
+    let mut copy = keep.clone();
+    if opts.aggressive {
+        let rebased = super::gc_aggressive::rebase(repo, &keep, &rules, progress)?;
+        copy.retain(|id| !rebased.ids.contains(id));
+        (report.tensors_rewritten, report.bases_changed) = (rebased.ids.len(), rebased.changed);
+        written.extend(rebased.packs);
+    }
+    written.extend(write_packs(&repo.odb, &copy, &rules, &mut report.chains_cut, progress)?);
     // Packs that appeared meanwhile may need objects that were not kept: keep those too.
     let ours: HashSet<PackName> = old.iter().map(|p| p.name).chain(written.iter().copied()).collect();
     repo.odb.refresh()?;

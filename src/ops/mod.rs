@@ -13,6 +13,7 @@ pub mod du;
 pub mod fetch;
 pub mod fsck;
 pub mod gc;
+pub mod gc_aggressive;
 pub mod gc_remote;
 pub mod log;
 pub mod push;

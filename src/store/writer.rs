@@ -67,6 +67,9 @@ pub struct ObjectWriter<'a> {
     open_bases: Vec<ObjectId>,
     /// The id hash of the entry being written, over exactly the bytes that were encoded.
     open_hasher: Option<crate::object::IdHasher>,
+    /// Rewriting objects that are stored already (`gc --aggressive`): chain depths of those
+    /// rewritten so far, which their old entries no longer tell.
+    rewritten: Option<std::collections::HashMap<ObjectId, u8>>,
 }
 
 impl<'a> ObjectWriter<'a> {
@@ -82,7 +85,19 @@ impl<'a> ObjectWriter<'a> {
             progress: &Silent,
             open_bases: Vec::new(),
             open_hasher: None,
+            rewritten: None,
         })
+    }
+
+    /// Writes objects again even when they are stored already, taking the chain depth of
+    /// bases from `depths` (what they were rewritten with) where it has them.
+    pub fn rewriting(self, depths: std::collections::HashMap<ObjectId, u8>) -> Self {
+        ObjectWriter { rewritten: Some(depths), ..self }
+    }
+
+    /// The chain depth of a stored object as rewritten here, if it was.
+    pub fn rewritten_depth(&self, id: &ObjectId) -> Option<u8> {
+        self.rewritten.as_ref()?.get(id).copied()
     }
 
     /// Reports the logical bytes stored (or found already stored) to `progress` from now on.
@@ -162,7 +177,11 @@ impl<'a> ObjectWriter<'a> {
     /// file of many small tensors keeps every core busy. Returns how each was stored.
     pub fn put_all(&mut self, items: Vec<NewObject<'_>>) -> Result<Vec<BaseChoice>, StoreError> {
         let mut seen = std::collections::HashSet::new();
-        let fresh: Vec<bool> = items.iter().map(|it| !self.contains(&it.id) && seen.insert(it.id)).collect();
+        let stored = |id: &ObjectId| match self.rewritten {
+            Some(_) => self.pack.contains(id),
+            None => self.contains(id),
+        };
+        let fresh: Vec<bool> = items.iter().map(|it| !stored(&it.id) && seen.insert(it.id)).collect();
         let known: u64 = items.iter().zip(&fresh).filter(|(_, f)| !**f).map(|(it, _)| it.src.meta.data_len).sum();
         self.progress.advance(known);
         let bases: Vec<Option<Base>> = items
@@ -250,6 +269,9 @@ impl<'a> ObjectWriter<'a> {
             }
             let bases = std::mem::take(&mut self.open_bases);
             let depth = base.filter(|_| !bases.is_empty()).map_or(0, |b| b.depth.saturating_add(1));
+            if let Some(depths) = self.rewritten.as_mut() {
+                depths.insert(header.id, depth);
+            }
             self.pack.end(depth, bases)?;
         }
         Ok(())
@@ -278,7 +300,8 @@ impl<'a> ObjectWriter<'a> {
     fn pick_base(&self, src: &TensorSource<'_>, candidates: &[ObjectId]) -> Result<Option<Base>, StoreError> {
         let mut best: Option<(f64, Base)> = None;
         for &cand in candidates {
-            let Some(base) = Base::usable(self.odb, &src.meta, cand, self.max_chain)? else {
+            let Some(base) = Base::usable(self.odb, &src.meta, cand, self.rewritten_depth(&cand), self.max_chain)?
+            else {
                 continue;
             };
             let sample = Sample::of(src, self.chunk_elems, base.header.meta.elements());
@@ -294,9 +317,16 @@ impl<'a> ObjectWriter<'a> {
 
     /// Seals the pack and installs it. None when nothing new was written.
     pub fn finish(self) -> Result<Option<PackName>, StoreError> {
+        Ok(self.finish_rewriting()?.0)
+    }
+
+    /// Like [`ObjectWriter::finish`], also giving back the depths of what was rewritten (for
+    /// the next writer of a rewrite that spans packs).
+    pub fn finish_rewriting(self) -> Result<(Option<PackName>, std::collections::HashMap<ObjectId, u8>), StoreError> {
+        let depths = self.rewritten.unwrap_or_default();
         match self.pack.finish()? {
-            Some(sealed) => Ok(Some(self.odb.install(sealed)?)),
-            None => Ok(None),
+            Some(sealed) => Ok((Some(self.odb.install(sealed)?), depths)),
+            None => Ok((None, depths)),
         }
     }
 }
@@ -329,17 +359,25 @@ struct Base {
 }
 
 impl Base {
-    /// The candidate as a base for `meta`, if its dtype converts and the chain stays short.
-    fn usable(odb: &Odb, meta: &TensorMeta, id: ObjectId, max_chain: u8) -> Result<Option<Base>, StoreError> {
+    /// The candidate as a base for `meta`, if its dtype converts and the chain stays short
+    /// (its depth is `depth` when given, else what its entry records).
+    fn usable(
+        odb: &Odb,
+        meta: &TensorMeta,
+        id: ObjectId,
+        depth: Option<u8>,
+        max_chain: u8,
+    ) -> Result<Option<Base>, StoreError> {
         let Some((_, rec)) = odb.find(&id) else { return Ok(None) };
-        if rec.kind != ObjectKind::Tensor || rec.depth >= max_chain {
+        let depth = depth.unwrap_or(rec.depth);
+        if rec.kind != ObjectKind::Tensor || depth >= max_chain {
             return Ok(None);
         }
         let header = odb.header(&id)?;
         if !convert::can_convert(header.meta.dtype, meta.dtype) || header.meta.elements() == 0 {
             return Ok(None);
         }
-        Ok(Some(Base { id, header, depth: rec.depth }))
+        Ok(Some(Base { id, header, depth }))
     }
 
     /// The base elements matching fine bytes `start..end`, in the fine dtype; None past its end.

@@ -314,3 +314,47 @@ fn readers_and_committers_never_fail_while_gc_runs_or_is_killed() {
     r.ok(&["checkout", "-f", &commits[1].0]);
     assert_eq!(r.read("model.safetensors"), commits[1].1);
 }
+
+#[test]
+fn gc_aggressive_finds_bases_a_history_was_added_without_and_keeps_chains_short() {
+    use crate::common::st;
+    let r = TestRepo::init();
+    r.ok(&["config", "--set", "delta.discover", "false"]);
+    let base = st::base_model(11, 96, 2, 192);
+    let tensors: Vec<_> = base.iter().map(st::Weights::to_bf16).collect();
+    st::write(&r.path("model.safetensors"), &tensors, None);
+    r.add_commit(&["model.safetensors"], "base");
+    let base_bytes = r.read("model.safetensors");
+    // Fine-tunes on a separate history, added without a base.
+    r.ok(&["switch", "--orphan", "ft"]);
+    let mut w = base.clone();
+    let mut tunes = Vec::new();
+    for k in 0..4 {
+        w = st::fine_tune(&w, 200 + k, 0.2);
+        let tensors: Vec<_> = w.iter().map(st::Weights::to_bf16).collect();
+        st::write(&r.path("model.safetensors"), &tensors, None);
+        tunes.push((r.add_commit(&["model.safetensors"], &format!("ft {k}")), r.read("model.safetensors")));
+    }
+    r.ok(&["gc", "--prune=now"]);
+    let plain = r.mlv_size();
+    r.ok(&["config", "--set", "delta.discover", "true"]);
+    r.ok(&["config", "--set", "delta.max_chain", "2"]);
+    let v = r.json(&["gc", "--aggressive", "--prune=now", "--json"]);
+    assert!(v["tensors_rewritten"].as_u64().unwrap() >= 10, "{v}");
+    assert!(v["bases_changed"].as_u64().unwrap() >= 4, "{v}");
+    let aggressive = r.mlv_size();
+    assert!(aggressive * 10 < plain * 8, "aggressive gc saved too little: {plain} -> {aggressive}");
+    let du = r.json(&["du", "--tensors", "--json"]);
+    assert_eq!(du.to_string().matches("\"depth\":3").count(), 0, "a chain longer than 2: {du}");
+    r.ok(&["fsck"]);
+    for (id, bytes) in &tunes {
+        r.ok(&["checkout", "-f", id]);
+        assert_eq!(&r.read("model.safetensors"), bytes, "commit {id}");
+    }
+    r.ok(&["switch", "-f", "main"]);
+    assert_eq!(r.read("model.safetensors"), base_bytes);
+    // A second run finds nothing better.
+    let v = r.json(&["gc", "--aggressive", "--prune=now", "--json"]);
+    assert_eq!(v["bases_changed"], 0, "{v}");
+    assert!(r.mlv_size() <= aggressive + aggressive / 50, "{} -> {}", aggressive, r.mlv_size());
+}
