@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Remote benchmark: push, no-op push/fetch, fetch, clone over a local path, HTTP to
-# `mlv serve` and S3 (SeaweedFS), on the synthetic family of bench/run.sh (base + two
-# BF16 fine-tunes), on loopback.
+# Remote benchmark: push, no-op push/fetch, two-phase gc, fetch, clone over a local path,
+# HTTP to `mlv serve` and S3 (SeaweedFS), on the synthetic family of bench/run.sh (base +
+# two BF16 fine-tunes), on loopback.
 #
 # Usage: bash bench/remote.sh [--large-mb N] [--transports "path http s3"]
 #   --large-mb N     size of the synthetic base in MB (default 2000, as bench/run.sh)
@@ -125,6 +125,10 @@ bench_transport() {
     (cd "$SRC" && timed "$t-push-ft1" "$MLV" push --json "$url" ft-1:refs/heads/main)
     (cd "$SRC" && timed "$t-push-ft2" "$MLV" push --json "$url" ft-2:refs/heads/main)
     (cd "$SRC" && timed "$t-push-noop" "$MLV" push --json "$url" ft-2:refs/heads/main)
+    # Two-phase gc: the first run repacks the three pushed packs and marks them, the second
+    # deletes them; the clone and fetch below read what gc left.
+    (cd "$SRC" && timed "$t-gc-mark" "$MLV" gc --json --remote "$url" --prune=now)
+    (cd "$SRC" && timed "$t-gc-delete" "$MLV" gc --json --remote "$url" --prune=now)
     rm -rf "$OUT/$t-clone" "$OUT/$t-fetch"
     (cd "$OUT" && timed "$t-clone" "$MLV" clone --json "$url" "$t-clone")
     verify_tree "$LARGE_DIR/family/ft-2" "$OUT/$t-clone/ckpt"

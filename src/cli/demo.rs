@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use mlv::demo::Member;
 use mlv::demo::synth::{FamilySpec, write_family};
 
 use super::{human, print_json, progress};
@@ -9,7 +10,8 @@ use super::{human, print_json, progress};
 /// Build a model family (or use yours), commit, check out, verify, and report sizes and speed.
 ///
 /// Without --from, generates a realistic family (an FP32 base plus BF16 fine-tunes trained
-/// AdamW-style, each from the previous one) in a temporary directory. With --from, uses your
+/// AdamW-style, each from the previous one, and the first fine-tune saved in FP32 too, whose
+/// rows that got no gradient only decayed) in a temporary directory. With --from, uses your
 /// checkpoint folders in order (the first is the base). Prints logical vs stored bytes and
 /// throughput for each member.
 #[derive(clap::Args)]
@@ -47,9 +49,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let spec = FamilySpec::with_base_size(args.size_mb * 1_000_000, args.finetunes);
         if !args.json {
             eprintln!(
-                "generating a model family: base {} MB FP32 + {} ...",
+                "generating a model family: base {} MB FP32 + {}{} ...",
                 args.size_mb,
-                super::count(args.finetunes, "BF16 fine-tune")
+                super::count(args.finetunes, "BF16 fine-tune"),
+                if spec.fp32_save { " + ft-1 saved in FP32" } else { "" }
             );
         }
         let family = write_family(&spec, &work.join("family"))?;
@@ -59,9 +62,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             }
             return Ok(());
         }
-        family.dirs
+        family.dirs.into_iter().zip(family.bases).map(|(dir, base)| Member { dir, base }).collect()
     } else {
-        args.from.iter().map(std::path::absolute).collect::<Result<_, _>>()?
+        let dirs: Vec<PathBuf> = args.from.iter().map(std::path::absolute).collect::<Result<_, _>>()?;
+        dirs.into_iter().map(|dir| Member { dir, base: None }).collect::<Vec<_>>()
     };
     let report = mlv::demo::run(&members, &work, progress::for_stderr().as_ref())?;
     if args.json {

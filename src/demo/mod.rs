@@ -113,9 +113,18 @@ fn same_tree(a: &Path, b: &Path) -> Result<bool> {
     Ok(dir_size(a) == dir_size(b))
 }
 
+/// A folder to commit, and the tag to store it against (None: its parent commit).
+#[derive(Debug, Clone)]
+pub struct Member {
+    /// The checkpoint folder.
+    pub dir: PathBuf,
+    /// A tag committed before it whose tensors are its delta bases.
+    pub base: Option<String>,
+}
+
 /// Commits each folder of `members` in turn as `model/` of a new repository in `work`
 /// (tagged with the folder name), then checks each tag out and compares every byte.
-pub fn run(members: &[PathBuf], work: &Path, progress: &dyn Progress) -> Result<DemoReport> {
+pub fn run(members: &[Member], work: &Path, progress: &dyn Progress) -> Result<DemoReport> {
     let root = work.join("repo");
     std::fs::create_dir_all(&root)?;
     let mut repo = Repository::init(&root)?;
@@ -123,12 +132,12 @@ pub fn run(members: &[PathBuf], work: &Path, progress: &dyn Progress) -> Result<
     crate::fsutil::atomic_write(&repo.dir.join("config"), repo.config.to_toml().as_bytes())?;
     let model = root.join("model");
     let mut ingests = Vec::new();
-    for dir in members {
+    for Member { dir, base } in members {
         let tag = dir.file_name().map_or("member".into(), |n| n.to_string_lossy().to_string());
         copy_tree(dir, &model)?;
         let before = dir_size(&repo.dir);
         let start = Instant::now();
-        crate::ops::add::add(&repo, &root, &[PathBuf::from("model")], None, progress)?;
+        crate::ops::add::add(&repo, &root, &[PathBuf::from("model")], base.as_deref(), progress)?;
         repo.reload()?;
         commit(&mut repo, &CommitOptions { message: &tag, all: false, base: None }, progress)?;
         let seconds = start.elapsed().as_secs_f64();
@@ -136,7 +145,7 @@ pub fn run(members: &[PathBuf], work: &Path, progress: &dyn Progress) -> Result<
         ingests.push(Ingest { logical: dir_size(dir), stored: dir_size(&repo.dir) - before, seconds, tag });
     }
     let mut restores = Vec::new();
-    for (dir, ing) in members.iter().zip(&ingests).rev() {
+    for (Member { dir, .. }, ing) in members.iter().zip(&ingests).rev() {
         let commit_id = repo.resolve(&ing.tag)?;
         let start = Instant::now();
         let report = checkout(&repo, Target::Detached(commit_id), Some(commit_id), true, progress)?;

@@ -76,6 +76,9 @@ pub struct FamilySpec {
     pub seed: u64,
     /// A member is split into shards when its weights would exceed this.
     pub max_shard_bytes: u64,
+    /// Also save `ft-1` in FP32 (`ft-1-f32`), as trainers save by default: its rows that
+    /// got no gradient only decayed, which BF16 saves round away.
+    pub fp32_save: bool,
 }
 
 impl FamilySpec {
@@ -89,6 +92,7 @@ impl FamilySpec {
             finetunes,
             seed: DEFAULT_SEED,
             max_shard_bytes: DEFAULT_MAX_SHARD_BYTES,
+            fp32_save: finetunes > 0,
         };
         // Widest BERT-shaped model with a standard vocabulary that still fits;
         // size grows monotonically with width, so stop at the first miss.
@@ -125,8 +129,11 @@ impl FamilySpec {
 /// What was written: member folders (base, ft-1, ...) and total bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Family {
-    /// Folders in order base, ft-1, ft-2, ...
+    /// Folders in order base, ft-1, ft-2, ..., then `ft-1-f32` if asked for.
     pub dirs: Vec<PathBuf>,
+    /// Per folder, the member to store it against when that is not the one before it
+    /// (`ft-1-f32` is a save of `ft-1`, a fine-tune of `base`).
+    pub bases: Vec<Option<String>>,
     /// Total size of all files written.
     pub bytes: u64,
 }
@@ -151,18 +158,22 @@ pub enum SynthError {
     Json(#[from] serde_json::Error),
 }
 
-/// Writes `out/base`, `out/ft-1`, ... `out/ft-N`.
+/// Writes `out/base`, `out/ft-1`, ... `out/ft-N` and, with `fp32_save`, `out/ft-1-f32`.
 pub fn write_family(spec: &FamilySpec, out: &Path) -> Result<Family, SynthError> {
     spec.validate()?;
     let defs = tensor_defs(spec);
-    let plans: Vec<MemberPlan> = (0..=spec.finetunes).map(|k| plan_member(&defs, spec, out, k)).collect();
+    let mut members: Vec<Member> = (0..=spec.finetunes).map(Member::Saved).collect();
+    if spec.fp32_save {
+        members.push(Member::Fp32(1));
+    }
+    let plans: Vec<MemberPlan> = members.into_iter().map(|m| plan_member(&defs, spec, out, m)).collect();
     let mut outs = Vec::with_capacity(plans.len());
     for plan in &plans {
         fs::create_dir_all(&plan.dir).map_err(at(&plan.dir))?;
         outs.push(open_shards(plan)?);
     }
     let float_plans: Vec<Option<FloatPlan>> = defs.iter().map(|d| float_plan(d, spec)).collect();
-    if let Err(e) = stream_tensors(&defs, &float_plans, &plans, &mut outs, spec.finetunes) {
+    if let Err(e) = stream_tensors(&defs, &float_plans, &plans, &mut outs, spec) {
         // Best effort: the original error matters more than a leftover `.tmp`.
         for shard in outs.iter().flatten() {
             let _ = fs::remove_file(&shard.tmp);
@@ -173,8 +184,9 @@ pub fn write_family(spec: &FamilySpec, out: &Path) -> Result<Family, SynthError>
     for (plan, shards) in plans.iter().zip(outs) {
         bytes += finish_member(spec, plan, shards)?;
     }
+    let bases = plans.iter().map(|p| matches!(p.member, Member::Fp32(_)).then(|| Member::Saved(0).name())).collect();
     let dirs = plans.into_iter().map(|p| p.dir).collect();
-    Ok(Family { dirs, bytes })
+    Ok(Family { dirs, bases, bytes })
 }
 
 // ---------------------------------------------------------------------------
@@ -325,19 +337,47 @@ struct ShardPlan {
     header: Vec<u8>,
 }
 
+/// A member of the family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Member {
+    /// The FP32 base (0) or the BF16 save of `ft-k`.
+    Saved(usize),
+    /// The FP32 save of `ft-k`.
+    Fp32(usize),
+}
+
+impl Member {
+    fn name(self) -> String {
+        match self {
+            Member::Saved(0) => "base".into(),
+            Member::Saved(k) => format!("ft-{k}"),
+            Member::Fp32(k) => format!("ft-{k}-f32"),
+        }
+    }
+
+    /// How many fine-tunes it is from the base.
+    fn k(self) -> usize {
+        match self {
+            Member::Saved(k) | Member::Fp32(k) => k,
+        }
+    }
+
+    fn float(self) -> Dtype {
+        match self {
+            Member::Saved(0) | Member::Fp32(_) => Dtype::F32,
+            Member::Saved(_) => Dtype::Bf16,
+        }
+    }
+}
+
 /// Layout of one family member.
 #[derive(Debug)]
 struct MemberPlan {
-    /// 0 for the base, k for `ft-k`.
-    k: usize,
+    member: Member,
     dir: PathBuf,
     shards: Vec<ShardPlan>,
     /// Which shard holds each tensor (`None`: not in this member).
     shard_of: Vec<Option<usize>>,
-}
-
-fn member_name(k: usize) -> String {
-    if k == 0 { "base".into() } else { format!("ft-{k}") }
 }
 
 /// safetensors' file order: larger dtype first, then name.
@@ -355,9 +395,9 @@ fn write_order(defs: &[TensorDef]) -> Vec<usize> {
     order
 }
 
-fn plan_member(defs: &[TensorDef], spec: &FamilySpec, out: &Path, k: usize) -> MemberPlan {
-    let float = if k == 0 { Dtype::F32 } else { Dtype::Bf16 };
-    let present = defs.iter().enumerate().filter(|(_, d)| k > 0 || d.in_base);
+fn plan_member(defs: &[TensorDef], spec: &FamilySpec, out: &Path, member: Member) -> MemberPlan {
+    let float = member.float();
+    let present = defs.iter().enumerate().filter(|(_, d)| member.k() > 0 || d.in_base);
     // Greedy split in module order, as huggingface_hub does.
     let mut groups: Vec<(Vec<usize>, u64)> = Vec::new();
     for (i, d) in present {
@@ -388,8 +428,8 @@ fn plan_member(defs: &[TensorDef], spec: &FamilySpec, out: &Path, k: usize) -> M
         let names = tensors.iter().map(|&t| defs[t].name.clone()).collect();
         shards.push(ShardPlan { file_name, names, data_bytes, header });
     }
-    let dir = out.join(member_name(k));
-    MemberPlan { k, dir, shards, shard_of }
+    let dir = out.join(member.name());
+    MemberPlan { member, dir, shards, shard_of }
 }
 
 /// Header exactly as the `safetensors` library serializes it: compact JSON,
@@ -514,7 +554,7 @@ fn finish_member(spec: &FamilySpec, plan: &MemberPlan, shards: Vec<ShardOut>) ->
         bytes += write_json(&plan.dir.join(name), &index)?;
         fresh.push(name.into());
     }
-    bytes += write_json(&plan.dir.join("config.json"), &config_json(spec, plan.k))?;
+    bytes += write_json(&plan.dir.join("config.json"), &config_json(spec, plan.member))?;
     bytes += write_json(&plan.dir.join("tokenizer_config.json"), &tokenizer_config())?;
     bytes += write_atomic(&plan.dir.join("vocab.txt"), |w| write_vocab(w, spec.vocab))?;
     remove_stale_weights(&plan.dir, &fresh)?;
@@ -547,7 +587,8 @@ fn remove_stale_weights(dir: &Path, fresh: &[String]) -> Result<(), SynthError> 
 }
 
 /// A BERT `config.json`; fine-tunes become sequence classifiers in BF16.
-fn config_json(spec: &FamilySpec, k: usize) -> Value {
+fn config_json(spec: &FamilySpec, member: Member) -> Value {
+    let k = member.k();
     let mut config = json!({
         "architectures": ["BertModel"],
         "attention_probs_dropout_prob": 0.1,
@@ -576,12 +617,12 @@ fn config_json(spec: &FamilySpec, k: usize) -> Value {
         let label2id: serde_json::Map<String, Value> =
             LABELS.iter().enumerate().map(|(i, l)| (l.to_string(), json!(i))).collect();
         let extra = json!({
-            "_name_or_path": format!("../{}", member_name(k - 1)),
+            "_name_or_path": format!("../{}", Member::Saved(k - 1).name()),
             "architectures": ["BertForSequenceClassification"],
             "id2label": id2label,
             "label2id": label2id,
             "problem_type": "single_label_classification",
-            "torch_dtype": "bfloat16",
+            "torch_dtype": if member.float() == Dtype::F32 { "float32" } else { "bfloat16" },
         });
         if let (Value::Object(c), Value::Object(e)) = (&mut config, extra) {
             c.extend(e);
@@ -880,22 +921,40 @@ struct ChunkOut {
     base: Vec<u8>,
     /// BF16 bytes for ft-1, ft-2, ...
     fts: Vec<Vec<u8>>,
+    /// FP32 bytes for ft-1-f32, when it is written.
+    fp32: Vec<u8>,
 }
 
-fn compute_chunk(plan: &FloatPlan, in_base: bool, start: usize, len: usize) -> ChunkOut {
+impl ChunkOut {
+    fn of(&self, member: Member) -> &[u8] {
+        match member {
+            Member::Saved(0) => &self.base,
+            Member::Saved(k) => &self.fts[k - 1],
+            Member::Fp32(_) => &self.fp32,
+        }
+    }
+}
+
+fn compute_chunk(plan: &FloatPlan, in_base: bool, fp32_save: bool, start: usize, len: usize) -> ChunkOut {
     let mut master = vec![0f32; len];
     fill_init(&mut master, &plan.init, start);
     let base = if in_base { f32_bytes(&master) } else { Vec::new() };
+    let mut fp32 = Vec::new();
     let fts = plan
         .updates
         .iter()
-        .map(|up| {
-            // Master weights stay FP32 across the chain; only the saved copy is BF16.
+        .enumerate()
+        .map(|(k, up)| {
+            // Master weights stay FP32 across the chain; the saved copy is BF16, and FP32 for
+            // the first fine-tune when asked.
             apply_update(&mut master, up, start);
+            if k == 0 && fp32_save {
+                fp32 = f32_bytes(&master);
+            }
             bf16_bytes(&master)
         })
         .collect();
-    ChunkOut { base, fts }
+    ChunkOut { base, fts, fp32 }
 }
 
 fn f32_bytes(values: &[f32]) -> Vec<u8> {
@@ -915,9 +974,9 @@ fn bf16_bytes(values: &[f32]) -> Vec<u8> {
 }
 
 /// Elements per chunk so that one chunk's buffers stay within the budget.
-fn chunk_elems(finetunes: usize) -> usize {
-    // FP32 master + FP32 base bytes + one BF16 copy per fine-tune.
-    let per_elem = 8 + 2 * finetunes;
+fn chunk_elems(spec: &FamilySpec) -> usize {
+    // FP32 master + FP32 base bytes + one BF16 copy per fine-tune (+ one FP32 save).
+    let per_elem = 8 + 2 * spec.finetunes + if spec.fp32_save { 4 } else { 0 };
     ((CHUNK_BUDGET_BYTES / per_elem) & !1).max(2048)
 }
 
@@ -954,16 +1013,16 @@ fn stream_tensors(
     float_plans: &[Option<FloatPlan>],
     plans: &[MemberPlan],
     outs: &mut [Vec<ShardOut>],
-    finetunes: usize,
+    spec: &FamilySpec,
 ) -> Result<(), SynthError> {
-    let jobs = jobs(defs, chunk_elems(finetunes));
+    let jobs = jobs(defs, chunk_elems(spec));
     let per_batch = 2 * rayon::current_num_threads().max(1);
     let compute = |batch: &[Job]| -> Vec<ChunkOut> {
         batch
             .par_iter()
             .map(|job| match &float_plans[job.tensor] {
-                Some(plan) => compute_chunk(plan, defs[job.tensor].in_base, job.start, job.len),
-                None => position_ids_chunk(finetunes),
+                Some(plan) => compute_chunk(plan, defs[job.tensor].in_base, spec.fp32_save, job.start, job.len),
+                None => position_ids_chunk(spec.finetunes),
             })
             .collect()
     };
@@ -979,7 +1038,7 @@ fn stream_tensors(
 /// `embeddings.position_ids`: 0..511 as I64, identical in every member.
 fn position_ids_chunk(finetunes: usize) -> ChunkOut {
     let bytes: Vec<u8> = (0..MAX_POSITIONS as i64).flat_map(i64::to_le_bytes).collect();
-    ChunkOut { fts: vec![bytes.clone(); finetunes], base: bytes }
+    ChunkOut { fts: vec![bytes.clone(); finetunes], fp32: bytes.clone(), base: bytes }
 }
 
 fn write_batch(
@@ -1004,11 +1063,7 @@ fn write_chunk(
         let Some(s) = plan.shard_of[idx] else {
             continue;
         };
-        let bytes = match plan.k {
-            0 => &chunk.base,
-            k => &chunk.fts[k - 1],
-        };
-        shards[s].write(bytes)?;
+        shards[s].write(chunk.of(plan.member))?;
     }
     Ok(())
 }
@@ -1027,6 +1082,7 @@ mod tests {
             finetunes,
             seed: 7,
             max_shard_bytes: DEFAULT_MAX_SHARD_BYTES,
+            fp32_save: false,
         }
     }
 
@@ -1184,6 +1240,31 @@ mod tests {
     }
 
     #[test]
+    fn the_fp32_save_keeps_what_bf16_rounds_away() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spec = tiny(2);
+        spec.fp32_save = true;
+        let family = write_family(&spec, dir.path()).unwrap();
+        assert_eq!(family.dirs.last().unwrap().file_name().unwrap(), "ft-1-f32");
+        assert_eq!(family.bases, [None, None, None, Some("base".to_string())]);
+        let base = load_dir(&family.dirs[0]);
+        let ft1 = load_dir(&family.dirs[1]);
+        let f32_save = load_dir(&family.dirs[3]);
+        let name = "embeddings.word_embeddings.weight";
+        let (b, f) = (as_f32(&base[name]), as_f32(&f32_save[name]));
+        // ft-1 is the same weights rounded to BF16.
+        let rounded: Vec<u16> = f.iter().copied().map(f32_to_bf16).collect();
+        assert_eq!(as_bf16(&ft1[name]), rounded);
+        // Rows without gradient only decayed: each weight is one FP32 multiply of the base's.
+        let (lr, steps) = schedule(1);
+        let decay = 1.0 - lr * WEIGHT_DECAY * steps;
+        let decayed = b.iter().zip(&f).filter(|(b, f)| **b * decay == **f).count();
+        let n = b.len() as f64;
+        assert!((0.5..0.8).contains(&(decayed as f64 / n)), "{decayed} of {n} decayed only");
+        assert!(b.iter().zip(&f).filter(|(b, f)| b != f).count() as f64 > 0.9 * n);
+    }
+
+    #[test]
     fn output_is_deterministic() {
         let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let mut spec = tiny(1);
@@ -1211,19 +1292,22 @@ mod tests {
         let defs = tensor_defs(&spec);
         let def = defs.iter().find(|d| d.role == Role::WordEmb).unwrap();
         let plan = float_plan(def, &spec).unwrap();
-        let whole = compute_chunk(&plan, true, 0, def.numel());
+        let whole = compute_chunk(&plan, true, true, 0, def.numel());
         let mut base: Vec<u8> = Vec::new();
         let mut ft3: Vec<u8> = Vec::new();
+        let mut fp32: Vec<u8> = Vec::new();
         let mut start = 0;
         while start < def.numel() {
             let len = 46.min(def.numel() - start);
-            let part = compute_chunk(&plan, true, start, len);
+            let part = compute_chunk(&plan, true, true, start, len);
             base.extend(part.base);
             ft3.extend(&part.fts[2]);
+            fp32.extend(part.fp32);
             start += len;
         }
         assert_eq!(whole.base, base);
         assert_eq!(whole.fts[2], ft3);
+        assert_eq!(whole.fp32, fp32);
     }
 
     #[test]
