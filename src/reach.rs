@@ -58,7 +58,7 @@ pub fn closure_with(
     let mut stack: Vec<(ObjectId, bool)> = tips.iter().rev().map(|t| (*t, false)).collect();
     while let Some((id, expanded)) = stack.pop() {
         if expanded {
-            match heights.finish(&id) {
+            match heights.finish(odb, &id) {
                 Ok(()) => out.objects.push(id),
                 Err(e) => on_error(&id, e)?,
             }
@@ -101,18 +101,44 @@ impl TreeHeights {
     }
 
     /// Records the height of `id` once everything it needs was emitted (a no-op for anything
-    /// but a tree). A subtree the walk did not enter (the other side has it) counts as one
-    /// level: it was checked on its own when it arrived.
-    fn finish(&mut self, id: &ObjectId) -> Result<(), StoreError> {
+    /// but a tree). A subtree the walk did not enter (the other side has it) is measured by
+    /// reading its trees: trees that each nest within the limit may still exceed it together.
+    fn finish(&mut self, odb: &Odb, id: &ObjectId) -> Result<(), StoreError> {
         let Some(subtrees) = self.subtrees.remove(id) else { return Ok(()) };
-        let height = subtrees.iter().map(|s| self.heights.get(s).map_or(1, |h| h + 1)).max().unwrap_or(0);
+        let mut height = 0;
+        for s in subtrees {
+            height = height.max(self.height_of(odb, &s, 1)? + 1);
+        }
+        self.check(id, height)
+    }
+
+    /// The height of a tree (memoised), found `depth` levels below the one being finished.
+    fn height_of(&mut self, odb: &Odb, id: &ObjectId, depth: usize) -> Result<usize, StoreError> {
+        if let Some(&h) = self.heights.get(id) {
+            return Ok(h);
+        }
+        if depth > MAX_TREE_DEPTH {
+            return Err(too_deep(*id));
+        }
+        let mut height = 0;
+        for e in odb.tree(id)?.entries.into_iter().filter(|e| e.kind == EntryKind::Tree) {
+            height = height.max(self.height_of(odb, &e.id, depth + 1)? + 1);
+        }
+        self.check(id, height)?;
+        Ok(height)
+    }
+
+    fn check(&mut self, id: &ObjectId, height: usize) -> Result<(), StoreError> {
         if height > MAX_TREE_DEPTH {
-            let what = format!("directories nested deeper than {MAX_TREE_DEPTH} levels");
-            return Err(StoreError::Corrupt { id: *id, what });
+            return Err(too_deep(*id));
         }
         self.heights.insert(*id, height);
         Ok(())
     }
+}
+
+fn too_deep(id: ObjectId) -> StoreError {
+    StoreError::Corrupt { id, what: format!("directories nested deeper than {MAX_TREE_DEPTH} levels") }
 }
 
 /// The objects `id` refers to directly.
@@ -207,16 +233,40 @@ mod tests {
 
     /// A tree whose file lies `levels` directories down; returns its id.
     fn nested(repo: &Repository, levels: usize) -> ObjectId {
+        *nested_trees(repo, levels).last().unwrap()
+    }
+
+    /// The trees of such a nest, innermost first, the root last.
+    fn nested_trees(repo: &Repository, levels: usize) -> Vec<ObjectId> {
         let mut w = repo.writer().unwrap();
         let file = w.put(ObjectKind::Blob, b"x").unwrap();
         let mut entry = TreeEntry { name: "f".into(), kind: EntryKind::Blob, executable: false, id: file, size: 1 };
-        for _ in 0..levels {
+        let mut trees = Vec::new();
+        for _ in 0..=levels {
             let tree = w.put(ObjectKind::Tree, &Tree { entries: vec![entry] }.encode()).unwrap();
+            trees.push(tree);
             entry = TreeEntry { name: "d".into(), kind: EntryKind::Tree, executable: false, id: tree, size: 1 };
         }
-        let root = w.put(ObjectKind::Tree, &Tree { entries: vec![entry] }.encode()).unwrap();
         w.finish().unwrap();
-        root
+        trees
+    }
+
+    #[test]
+    fn a_walk_that_stops_at_a_subtree_still_measures_its_depth() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init(dir.path()).unwrap();
+        let none = HashSet::new();
+        // The other side has the inner 200 levels (each within the limit); the 57 sent on top
+        // of them make a nest one level too deep.
+        let trees = nested_trees(&repo, MAX_TREE_DEPTH + 1);
+        let inner = trees[200];
+        let walk = Walk { stop: &|id| *id == inner, parents: true, shallow: &none };
+        let err = closure(&repo.odb, &[*trees.last().unwrap()], &walk).unwrap_err();
+        assert!(err.to_string().contains("nested deeper than 256 levels"), "{err}");
+        let fits = nested_trees(&repo, MAX_TREE_DEPTH);
+        let inner = fits[200];
+        let walk = Walk { stop: &|id| *id == inner, parents: true, shallow: &none };
+        assert_eq!(closure(&repo.odb, &[*fits.last().unwrap()], &walk).unwrap().objects.len(), MAX_TREE_DEPTH - 200);
     }
 
     #[test]
