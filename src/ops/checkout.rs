@@ -95,18 +95,28 @@ pub fn checkout(
     if !force && !conflicts.is_empty() {
         return Err(Error::DirtyWorktree(conflicts));
     }
-    // Deleting first frees paths that change between file and directory.
+    // Files that leave are deleted after the new ones are written, so a checkout that fails
+    // (a damaged object) leaves them in place; first only those whose path changes between
+    // file and directory.
+    let (first, last): (Vec<String>, Vec<String>) = doomed.into_iter().partition(|p| reshaped(p, &wanted));
     let mut removed = Vec::new();
-    for path in doomed {
+    let mut remove = |path: String, index: &mut crate::index::Index| -> Result<()> {
         remove_file_and_empty_dirs(&repo.root, &path)?;
         index.entries.remove(&path);
         removed.push(path);
+        Ok(())
+    };
+    for path in first {
+        remove(path, &mut index)?;
     }
     // Only with --force: anything in the way was refused above otherwise.
     for path in &in_the_way {
         remove_file_and_empty_dirs(&repo.root, path)?;
     }
     let mut report = write_files(repo, &mut index, &wanted, force, progress)?;
+    for path in last {
+        remove(path, &mut index)?;
+    }
     report.removed = removed;
     if commit.is_none() {
         // An unborn branch starts with nothing staged; kept files stay, untracked.
@@ -125,6 +135,14 @@ pub fn checkout(
     };
     report.commit = commit;
     Ok(report)
+}
+
+/// True if `path` is a directory of a wanted file, or lies inside a wanted file's path.
+fn reshaped(path: &str, wanted: &FlatTree) -> bool {
+    let dir = format!("{path}/");
+    let below = wanted.range(dir.clone()..).next().is_some_and(|(w, _)| w.starts_with(&dir));
+    let above = path.match_indices('/').any(|(i, _)| wanted.contains_key(&path[..i]));
+    below || above
 }
 
 /// Files that stand where `wanted` files go and that the checkout would not delete anyway

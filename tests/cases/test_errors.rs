@@ -364,6 +364,20 @@ fn corrupted_pack_is_detected_on_checkout() {
 }
 
 #[test]
+fn a_checkout_that_fails_on_a_damaged_object_leaves_the_files_it_would_remove() {
+    let (r, c, _) = repo_with_damaged_tensor_pack();
+    r.ok(&["switch", "--force", "--orphan", "notes"]);
+    r.write("notes/old.txt", "written by hand\n");
+    r.add_commit(&["notes"], "notes");
+    let out = r.fail(&["checkout", "--force", &c]);
+    assert!(out.stderr.contains("corrupt"), "{}", out.describe());
+    assert_eq!(r.read("notes/old.txt"), b"written by hand\n", "a failed checkout deleted a file first");
+    let status = r.json(&["status", "--json"]);
+    let changes = ["staged", "unstaged"].map(|k| status[k].as_array().map_or(0, Vec::len));
+    assert_eq!(changes, [0, 0], "the work tree no longer matches HEAD: {status}");
+}
+
+#[test]
 fn corrupted_pack_error_has_a_repair_hint() {
     let (r, c, _) = repo_with_damaged_tensor_pack();
     let out = r.fail(&["checkout", "--force", &c]);
