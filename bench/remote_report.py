@@ -65,7 +65,7 @@ line("fetch of the family, stored MiB/s (wire only)", lambda r: f"{r['fetch_rate
 line("fetch: verify share", lambda r: f"{r['fetch']['verify_seconds']:.1f} of {r['fetch']['seconds']:.1f} s")
 line("no-op push / no-op fetch", lambda r: f"{r['push-noop']['seconds']*1000:.0f} / {r['fetch-noop']['seconds']*1000:.0f} ms")
 line("clone / (fetch + checkout)", lambda r: f"{r['clone']['seconds']:.1f} / ({r['fetch']['seconds']:.1f} + {r['checkout']['seconds']:.1f}) = {r['clone_ratio']:.2f}")
-line("gc --remote, run 1: packs, copied MiB, seconds", lambda r: f"{r['gc-mark']['report']['packs_before']} -> {r['gc-mark']['report']['packs_after']} (+{r['gc-mark']['report']['packs_marked']} marked), {r['gc-mark']['report']['bytes_after']/MiB:.0f} MiB, {r['gc-mark']['seconds']:.1f} s")
+line("gc --remote, run 1: packs, MiB kept, seconds", lambda r: f"{r['gc-mark']['report']['packs_before']} -> {r['gc-mark']['report']['packs_after']} (+{r['gc-mark']['report']['packs_marked']} marked), {r['gc-mark']['report']['bytes_after']/MiB:.0f} MiB, {r['gc-mark']['seconds']:.1f} s")
 line("gc --remote, run 2: deleted, seconds", lambda r: f"{r['gc-delete']['report']['packs_deleted']} packs ({r['gc-delete']['report']['bytes_deleted']/MiB:.0f} MiB), {r['gc-delete']['seconds']:.1f} s")
 line("client peak RSS", lambda r: f"{max(v['rss_kib'] for v in r.values() if isinstance(v, dict) and v.get('rss_kib'))/1024:.0f} MiB")
 line("server peak RSS", lambda r: f"{r['server_rss_kib']/1024:.0f} MiB" if r["server_rss_kib"] else "-")
