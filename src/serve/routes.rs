@@ -233,17 +233,27 @@ async fn update_ref(
     }
 }
 
+/// Runs `read` on the repository a read request names; one this caller's first push would
+/// create reads as empty.
+async fn read_or_empty<T: Default + Send + 'static>(
+    app: &Arc<App>,
+    params: &HashMap<String, String>,
+    headers: &HeaderMap,
+    read: impl FnOnce(&ServedRepo) -> Result<T, StoreError> + Send + 'static,
+) -> ApiResult<T> {
+    let name = authorize(app, params, headers, Access::Read)?;
+    match find(app, &name, headers, Access::Read).await? {
+        Found::Repo(repo) => Ok(blocking(move || read(&repo)).await??),
+        Found::Creatable => Ok(T::default()),
+    }
+}
+
 async fn list_packs(
     State(app): State<Arc<App>>,
     Path(params): Params,
     headers: HeaderMap,
 ) -> ApiResult<Json<PackList>> {
-    let name = authorize(&app, &params, &headers, Access::Read)?;
-    let repo = match find(&app, &name, &headers, Access::Read).await? {
-        Found::Repo(repo) => repo,
-        Found::Creatable => return Ok(Json(PackList::default())),
-    };
-    let packs = blocking(move || repo.packs().list()).await??;
+    let packs = read_or_empty(&app, &params, &headers, |repo| repo.packs().list()).await?;
     Ok(Json(PackList { packs: packs.into_iter().map(|p| WirePack { name: p.name.stem(), len: p.len }).collect() }))
 }
 
@@ -252,12 +262,7 @@ async fn list_doomed(
     Path(params): Params,
     headers: HeaderMap,
 ) -> ApiResult<Json<DoomedList>> {
-    let name = authorize(&app, &params, &headers, Access::Read)?;
-    let repo = match find(&app, &name, &headers, Access::Read).await? {
-        Found::Repo(repo) => repo,
-        Found::Creatable => return Ok(Json(DoomedList::default())),
-    };
-    let doomed = blocking(move || repo.packs().doomed()).await??;
+    let doomed = read_or_empty(&app, &params, &headers, |repo| repo.packs().doomed()).await?;
     Ok(Json(DoomedList {
         doomed: doomed.into_iter().map(|d| WireDoomed { name: d.name.stem(), marked: d.marked }).collect(),
     }))

@@ -445,6 +445,12 @@ impl Client {
         }
     }
 
+    /// A pack name the server listed.
+    fn pack_named(&self, stem: &str) -> Result<PackName, StoreError> {
+        PackName::from_stem(stem)
+            .ok_or_else(|| StoreError::Backend(format!("{}: the server listed {stem:?}, not a pack name", self.url)))
+    }
+
     fn store_error(&self, doing: &str, f: Failure) -> StoreError {
         match f {
             Failure::Local(e) => StoreError::Io(e),
@@ -510,13 +516,7 @@ impl PackStore for HttpPacks {
     fn list(&self) -> Result<Vec<PackInfo>, StoreError> {
         let c = &self.0;
         let list: PackList = block_on(c.get_json("packs")).map_err(|f| c.store_error("listing packs", f))?;
-        list.packs
-            .into_iter()
-            .map(|p| match PackName::from_stem(&p.name) {
-                Some(name) => Ok(PackInfo { name, len: p.len }),
-                None => Err(StoreError::Backend(format!("{}: the server listed {:?}, not a pack name", c.url, p.name))),
-            })
-            .collect()
+        list.packs.into_iter().map(|p| Ok(PackInfo { name: c.pack_named(&p.name)?, len: p.len })).collect()
     }
 
     fn read_index(&self, pack: &PackName) -> Result<PackIndex, StoreError> {
@@ -575,13 +575,7 @@ impl PackStore for HttpPacks {
     fn doomed(&self) -> Result<Vec<Doomed>, StoreError> {
         let c = &self.0;
         let list: DoomedList = block_on(c.get_json("doomed")).map_err(|f| c.store_error("listing marked packs", f))?;
-        list.doomed
-            .into_iter()
-            .map(|d| match PackName::from_stem(&d.name) {
-                Some(name) => Ok(Doomed { name, marked: d.marked }),
-                None => Err(StoreError::Backend(format!("{}: the server listed {:?}, not a pack name", c.url, d.name))),
-            })
-            .collect()
+        list.doomed.into_iter().map(|d| Ok(Doomed { name: c.pack_named(&d.name)?, marked: d.marked })).collect()
     }
 
     fn doom(&self, pack: &PackName, marked: u64) -> Result<(), StoreError> {

@@ -182,12 +182,16 @@ fn gc_while_pushing(t: &Target) {
     }
 }
 
-#[test]
-fn a_path_remote_is_collected_in_two_phases() {
-    let r = TestRepo::uninit();
+/// A new bare repository as a path remote.
+fn bare_repo(r: &TestRepo) -> Target {
     let dir = r.scratch("shared");
     r.ok_at(&r.home, &["init", "--bare", dir.to_str().unwrap()]);
-    two_phase_gc(&Target { url: dir.display().to_string(), env: Vec::new() });
+    Target { url: dir.display().to_string(), env: Vec::new() }
+}
+
+#[test]
+fn a_path_remote_is_collected_in_two_phases() {
+    two_phase_gc(&bare_repo(&TestRepo::uninit()));
 }
 
 #[test]
@@ -217,10 +221,7 @@ fn an_s3_remote_is_collected_in_two_phases() {
 
 #[test]
 fn pushes_to_a_path_remote_never_fail_or_lose_objects_while_gc_runs() {
-    let r = TestRepo::uninit();
-    let dir = r.scratch("shared");
-    r.ok_at(&r.home, &["init", "--bare", dir.to_str().unwrap()]);
-    gc_while_pushing(&Target { url: dir.display().to_string(), env: Vec::new() });
+    gc_while_pushing(&bare_repo(&TestRepo::uninit()));
 }
 
 #[test]
