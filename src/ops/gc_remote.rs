@@ -158,7 +158,7 @@ pub fn gc_remote(
     for name in marks.keys().filter(|n| !listed.contains(n) && due(n)) {
         store.delete(name)?;
     }
-    let after = Odb::open(store)?.packs();
+    let after = store.list()?;
     // Kept and written packs, and any a push installed meanwhile.
     let remaining: Vec<_> = after
         .iter()
