@@ -1,4 +1,5 @@
-//! SIGKILL at random moments of commands that write: afterwards `fsck` passes, every commit
+//! SIGKILL at random moments of commands that write (`gc --remote` included, whose remote must
+//! pass `fsck` too): afterwards `fsck` passes, every commit
 //! that finished is intact, and the next command works at once. CI runs a few kills per
 //! command; `cargo test --release -- --ignored kill` runs fifty each.
 
@@ -61,10 +62,20 @@ fn kills(n: usize) {
         // push, then gc
         kill_once(&r, &r.root, &["push", "--force", srv.to_str().unwrap(), "HEAD:refs/heads/main"], &mut rng, 60);
         kill_once(&r, &r.root, &["gc", "--prune=now"], &mut rng, 40);
+        // two-phase gc of the remote: whatever run is cut off, the remote stays sound
+        kill_once(&r, &r.root, &["gc", "--remote", srv.to_str().unwrap(), "--prune=now"], &mut rng, 60);
+        r.ok_at(&srv, &["fsck"]);
         r.ok(&["switch", "-f", "main"]);
     }
     r.ok(&["push", "--force", srv.to_str().unwrap(), "main"]);
+    for _ in 0..2 {
+        r.ok(&["gc", "--remote", srv.to_str().unwrap(), "--prune=now"]);
+    }
     r.ok_at(&srv, &["fsck"]);
+    let main = r.rev_id("main");
+    let clone = r.beside("clone");
+    r.ok_at(&r.home, &["clone", srv.to_str().unwrap(), clone.to_str().unwrap()]);
+    r.ok_at(&clone, &["checkout", "-f", &main]);
     for (id, bytes) in &commits {
         r.ok(&["checkout", "-f", id]);
         assert_eq!(&r.read("model.safetensors"), bytes, "commit {id}");
