@@ -170,6 +170,24 @@ fn tokens_decide_who_reads_and_who_writes() {
         http(&server.addr, "GET", "/models/mlv/v1/refs", &[("Authorization", "Bearer ro-token-2")], b"");
     assert_eq!(status, 200, "{body}");
     assert!(body.contains(&r.rev_id("main")), "{body}");
+
+    // gc of the remote writes too: a read token may neither mark nor delete packs.
+    mlv_ok(&r, &clone, Some("rw-token-1"), &["push"]);
+    let before = snapshot(&srv);
+    let out = mlv_fail(&r, &r.root, Some("ro-token-2"), &["gc", "--remote", &url, "--prune=now"]);
+    assert!(out.stderr.contains("403"), "{}", out.describe());
+    let ro = [("Authorization", "Bearer ro-token-2")];
+    let (_, body) = http(&server.addr, "GET", "/models/mlv/v1/packs", &ro, b"");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let pack = v["packs"][0]["name"].as_str().unwrap().to_string();
+    for (method, file, body) in
+        [("PUT", "doomed", &b"{\"marked\":1}"[..]), ("DELETE", "pack", b""), ("DELETE", "doomed", b"")]
+    {
+        let (status, _) = http(&server.addr, method, &format!("/models/mlv/v1/packs/{pack}.{file}"), &ro, body);
+        assert_eq!(status, 403, "{method} {file}");
+    }
+    assert_eq!(snapshot(&srv), before, "a refused gc changed the server");
+    mlv_ok(&r, &r.root, Some("rw-token-1"), &["gc", "--remote", &url, "--prune=now"]);
 }
 
 #[test]
