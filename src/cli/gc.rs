@@ -19,14 +19,14 @@ use super::{count, human, open_remote_anywhere, open_repo_any, print_json, progr
 /// push to meanwhile, in two phases: packs it retires are only marked, and deleted by a
 /// later run once marked longer than the grace period, after anything the refs reach by then
 /// is copied out of them. Run it again after the grace period to free the space.
-///
-/// Examples:
-///   mlv gc                          repack this repository
-///   mlv gc --prune=now              and drop every unreachable object now
-///   mlv gc --aggressive             and choose every tensor's delta base again
-///   mlv gc --remote origin          repack origin; delete what an earlier run marked 2 weeks ago
-///   mlv gc --remote s3://b/m --prune=1 --json
 #[derive(clap::Args)]
+#[command(after_long_help = "\
+Examples:
+  mlv gc                          repack this repository
+  mlv gc --prune=now              and drop every unreachable object now
+  mlv gc --aggressive             and choose every tensor's delta base again
+  mlv gc --remote origin          repack origin; delete what a run 2 weeks ago marked
+  mlv gc --remote s3://b/m --prune=1 --json")]
 pub struct Args {
     /// Drop unreachable objects older than this many days, or `now` for all of them.
     #[arg(long, value_name = "DAYS|now")]
