@@ -97,19 +97,13 @@ pub fn summary(r: &GcReport) -> String {
 fn run_remote(name: &str, args: &Args) -> anyhow::Result<()> {
     let grace = grace(args.prune.as_deref())?;
     let (repo, remote) = open_remote_anywhere(name)?;
+
     let rules = match &repo {
         Some(r) => RepackRules::of(r, DEFAULT_MAX_PACK_BYTES),
         None => RepackRules::of_config(&Default::default(), DEFAULT_MAX_PACK_BYTES),
     };
     let progress = progress::for_stderr();
-    let report = mlv::ops::gc_remote::gc_remote(
-        &remote.url,
-        remote.packs.clone(),
-        remote.refs.as_ref(),
-        &rules,
-        grace,
-        progress.as_ref(),
-    )?;
+    let report = mlv::ops::gc_remote::gc_remote(&remote, &rules, grace, progress.as_ref())?;
     if args.json {
         return print_json(&report);
     }

@@ -23,7 +23,8 @@ use crate::pack::PackName;
 use crate::progress::Progress;
 use crate::reach::{self, Walk};
 use crate::refs::{HEADS, Head, RefStore, TAGS};
-use crate::store::{LoadedPack, Odb, PackStore};
+use crate::store::{LoadedPack, Odb};
+use crate::transport::Remote;
 
 /// A pack at least this fraction of the largest pack size, holding only reachable objects,
 /// is left as it is: a run rewrites small packs and packs with garbage, not the whole store.
@@ -93,15 +94,20 @@ fn settled(packs: &[Arc<LoadedPack>], live: &HashSet<ObjectId>, max_pack_bytes: 
     clean.into_iter().filter(|p| p.len >= max_pack_bytes / SETTLED_FRACTION || small == 1).cloned().collect()
 }
 
-/// Runs one gc of the shared repository behind `store` and `refs`.
+/// Runs one gc of a shared repository. One with a work tree is refused: the objects its
+/// staging index needs are named by no ref.
 pub fn gc_remote(
-    url: &str,
-    store: Arc<dyn PackStore>,
-    refs: &dyn RefStore,
+    remote: &Remote,
     rules: &RepackRules,
     grace: Duration,
     progress: &dyn Progress,
 ) -> Result<RemoteGcReport> {
+    let (url, store, refs) = (remote.url.as_str(), remote.packs.clone(), remote.refs.as_ref());
+    if remote.work_tree {
+        return Err(Error::Usage(format!(
+            "{url} has a work tree, whose staged files no ref names: run `mlv gc` in that repository instead"
+        )));
+    }
     let started = Instant::now();
     let now = now_secs();
     let odb = Odb::open(store.clone())?;

@@ -81,7 +81,12 @@ pub fn open(url: &str, settings: &RemoteConfig) -> Result<Remote, TransportError
     if info.protocol != VERSION {
         return Err(failed(format!("the server speaks protocol {}, this mlv speaks {VERSION}", info.protocol)));
     }
-    Ok(Remote { url: url.to_string(), packs: Arc::new(HttpPacks(client.clone())), refs: Box::new(HttpRefs(client)) })
+    Ok(Remote {
+        url: url.to_string(),
+        packs: Arc::new(HttpPacks(client.clone())),
+        refs: Box::new(HttpRefs(client)),
+        work_tree: info.exists && !info.bare,
+    })
 }
 
 /// Why a request failed.

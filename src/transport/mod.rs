@@ -94,6 +94,9 @@ pub struct Remote {
     pub packs: Arc<dyn PackStore>,
     /// Its refs; updates are compare-and-swap.
     pub refs: Box<dyn RefStore>,
+    /// It has a work tree (and a staging index, whose objects no ref names): a gc from
+    /// elsewhere cannot see everything it needs.
+    pub work_tree: bool,
 }
 
 impl Remote {
@@ -114,6 +117,7 @@ impl Remote {
             url: "memory".into(),
             packs: Arc::new(ReceivingPacks(receiver.clone())),
             refs: Box::new(ReceivingRefs(receiver)),
+            work_tree: false,
         })
     }
 }

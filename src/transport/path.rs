@@ -18,10 +18,12 @@ pub fn open(url: &str, path: &Path) -> Result<Remote, TransportError> {
         (false, Ok(Head::Branch(b))) => Some(b),
         _ => None,
     };
+    let work_tree = !repo.bare;
     let receiver = Arc::new(Receiver { odb: repo.odb, refs: repo.refs, checked_out });
     Ok(Remote {
         url: url.to_string(),
         packs: Arc::new(ReceivingPacks(receiver.clone())),
         refs: Box::new(ReceivingRefs(receiver)),
+        work_tree,
     })
 }

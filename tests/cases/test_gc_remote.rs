@@ -229,3 +229,18 @@ fn pushes_to_s3_never_fail_or_lose_objects_while_gc_runs() {
     let Some(s3) = seaweed::repo("gc-pushing") else { return };
     gc_while_pushing(&Target { url: s3.url.clone(), env: s3.env.clone() });
 }
+
+#[test]
+fn a_remote_with_a_work_tree_is_not_collected_from_elsewhere() {
+    let r = TestRepo::init();
+    r.write("notes.txt", "staged, never committed\n");
+    r.ok(&["add", "notes.txt"]);
+    let other = TestRepo::uninit();
+    let out = other.run_at(&other.home, &["gc", "--remote", r.root.to_str().unwrap(), "--prune=now"]);
+    assert!(!out.success() && out.stderr.contains("has a work tree"), "{}", out.describe());
+    let server = Server::start(&other, &r.root, &[]);
+    let out = other.run_at(&other.home, &["gc", "--remote", &server.url(""), "--prune=now"]);
+    assert!(!out.success() && out.stderr.contains("has a work tree"), "{}", out.describe());
+    r.ok(&["commit", "-m", "the staged file is still there"]);
+    assert_eq!(r.read("notes.txt"), b"staged, never committed\n");
+}

@@ -56,6 +56,7 @@ pub fn open_with_env(
         url: url.to_string(),
         packs: Arc::new(S3Packs::new(bucket.clone())),
         refs: Box::new(S3Refs::new(bucket)),
+        work_tree: false,
     })
 }
 
