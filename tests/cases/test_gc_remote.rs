@@ -123,11 +123,22 @@ fn two_phase_gc(t: &Target) {
     assert!(text.contains("packs 1 -> 1") && text.contains("0 packs marked for deletion"), "{text}");
 }
 
+/// Sets the flag when dropped, also when a panic unwinds past it.
+struct SetOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl Drop for SetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// Pushes one commit after another while gc runs again and again with a short grace period
-/// (longer than a push): every push succeeds, and afterwards the remote passes fsck and every
-/// pushed commit checks out byte-exactly from a clone.
+/// (far longer than a push, even on a loaded machine: the two-phase guarantee needs pushes
+/// to finish within it): every push succeeds, and afterwards the remote passes fsck and
+/// every pushed commit checks out byte-exactly from a clone.
 fn gc_while_pushing(t: &Target) {
-    const GRACE_DAYS: &str = "0.00003"; // 2.6 s
+    const GRACE_DAYS: &str = "0.0001"; // 8.6 s
+    const PUSHING: std::time::Duration = std::time::Duration::from_secs(20);
     let r = TestRepo::init();
     t.ok(&r, &r.root, &["remote", "add", "origin", &t.url]);
     let mut w = st::base_model(5, 32, 2, 64);
@@ -145,9 +156,11 @@ fn gc_while_pushing(t: &Target) {
             }
             runs
         });
+        // A failing push must stop the gc loop too, or the scope would wait for it forever.
+        let _stop = SetOnDrop(&done);
         let started = std::time::Instant::now();
         for k in 1.. {
-            if started.elapsed() > std::time::Duration::from_secs(8) && k > 5 {
+            if started.elapsed() > PUSHING && k > 5 {
                 break;
             }
             pushed.push(step(&r, &mut w, k));
@@ -162,7 +175,7 @@ fn gc_while_pushing(t: &Target) {
                 t.ok(&r, &r.root, &["push", "origin", &format!("t{k}")]);
             }
         }
-        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        drop(_stop);
         gc.join().unwrap()
     });
     let deleted: u64 = runs.iter().map(|v| n(v, "packs_deleted")).sum();
