@@ -20,6 +20,14 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> io::Result<()> {
     fsync_dir(dir)
 }
 
+/// Deletes `path` if it is there; the error names the path.
+pub fn remove_if_present(path: &Path) -> io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(with_path(path, e)),
+        _ => Ok(()),
+    }
+}
+
 /// Deletes the work-tree file `root/rel` if it is there, then the directories that leaves
 /// empty, up to `root`, so the path is free again (e.g. for a file where a directory was).
 pub fn remove_file_and_empty_dirs(root: &Path, rel: impl AsRef<Path>) -> io::Result<()> {

@@ -97,7 +97,6 @@ pub fn summary(r: &GcReport) -> String {
 fn run_remote(name: &str, args: &Args) -> anyhow::Result<()> {
     let grace = grace(args.prune.as_deref())?;
     let (repo, remote) = open_remote_anywhere(name)?;
-
     let rules = match &repo {
         Some(r) => RepackRules::of(r, DEFAULT_MAX_PACK_BYTES),
         None => RepackRules::of_config(&Default::default(), DEFAULT_MAX_PACK_BYTES),

@@ -236,17 +236,11 @@ pub(super) fn write_packs(
 /// Deletes packs: the index first, so no reader opens a pack being deleted.
 fn delete_packs(repo: &Repository, packs: &[std::sync::Arc<LoadedPack>]) -> Result<()> {
     let dir = repo.dir.join("objects/pack");
+    let files = crate::store::LocalPacks::new(&dir);
     for p in packs {
-        for ext in ["idx", "pack", "doomed"] {
-            let path = dir.join(format!("{}.{ext}", p.name.stem()));
-            match std::fs::remove_file(&path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(crate::fsutil::with_path(&path, e).into());
-                }
-                _ => {}
-            }
-        }
+        files.remove_files(&p.name)?;
     }
+    // One directory sync for all of them, not one per pack.
     crate::fsutil::fsync_dir(&dir)?;
     Ok(())
 }

@@ -287,8 +287,7 @@ async fn mark_pack(app: Arc<App>, name: String, pack: PackName, headers: HeaderM
 /// `DELETE packs/<pack>.doomed` removes the mark.
 async fn delete_pack(State(app): State<Arc<App>>, Path(params): Params, headers: HeaderMap) -> ApiResult<Response> {
     let name = authorize(&app, &params, &headers, Access::ReadWrite)?;
-    let file = params.get("file").map_or("", String::as_str);
-    if let Some(pack) = file.strip_suffix(".doomed").and_then(PackName::from_stem) {
+    if let Some(pack) = mark_file(&params) {
         let repo = find_existing(&app, &name, &headers, Access::ReadWrite).await?;
         blocking(move || repo.packs().spare(&pack)).await??;
         (app.log)(&format!("{name}: unmarked {pack}"));
@@ -304,6 +303,11 @@ async fn delete_pack(State(app): State<Arc<App>>, Path(params): Params, headers:
     }
     (app.log)(&format!("{name}: deleted {pack}"));
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// The pack whose deletion mark a `packs/{file}` path names (`pack-<hex>.doomed`).
+fn mark_file(params: &HashMap<String, String>) -> Option<PackName> {
+    params.get("file")?.strip_suffix(".doomed").and_then(PackName::from_stem)
 }
 
 /// What a `packs/{file}` path names.
@@ -450,8 +454,7 @@ async fn put_pack(
     body: Body,
 ) -> ApiResult<Response> {
     let name = authorize(&app, &params, &headers, Access::ReadWrite)?;
-    let file = params.get("file").map_or("", String::as_str);
-    if let Some(pack) = file.strip_suffix(".doomed").and_then(PackName::from_stem) {
+    if let Some(pack) = mark_file(&params) {
         return mark_pack(app, name, pack, headers, body).await;
     }
     let PackFile::Pack(pack) = pack_file(&params)? else {

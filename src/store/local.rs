@@ -57,13 +57,22 @@ impl LocalPacks {
             maps.remove(pack);
         }
         for ext in ["idx", "pack", DOOMED] {
-            let path = self.path(pack, ext);
-            match std::fs::remove_file(&path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(fsutil::with_path(&path, e).into()),
-                _ => {}
-            }
+            fsutil::remove_if_present(&self.path(pack, ext))?;
         }
         Ok(())
+    }
+
+    /// The packs that have a file with extension `ext` here, with that file's path.
+    fn files_with(&self, ext: &str) -> Result<Vec<(PackName, PathBuf)>, StoreError> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(&self.dir).map_err(|e| fsutil::with_path(&self.dir, e))? {
+            let path = entry.map_err(|e| fsutil::with_path(&self.dir, e))?.path();
+            let name = (path.extension().is_some_and(|x| x == ext))
+                .then(|| path.file_stem().and_then(|s| s.to_str()).and_then(PackName::from_stem))
+                .flatten();
+            out.extend(name.map(|n| (n, path)));
+        }
+        Ok(out)
     }
 
     /// Maps a pack (once) and checks its header.
@@ -149,15 +158,7 @@ impl PackStore for LocalPacks {
         let bundle = self.bundle();
         let mut out = Vec::new();
         let mut unbundled = 0;
-        let entries = std::fs::read_dir(&self.dir).map_err(|e| fsutil::with_path(&self.dir, e))?;
-        for entry in entries {
-            let path = entry.map_err(|e| fsutil::with_path(&self.dir, e))?.path();
-            let Some(name) = (path.extension().is_some_and(|x| x == "idx"))
-                .then(|| path.file_stem().and_then(|s| s.to_str()).and_then(PackName::from_stem))
-                .flatten()
-            else {
-                continue;
-            };
+        for (name, _) in self.files_with("idx")? {
             let len = match bundle.get(&name) {
                 Some(&(len, _)) => len,
                 None => {
@@ -245,14 +246,7 @@ impl PackStore for LocalPacks {
 
     fn doomed(&self) -> Result<Vec<Doomed>, StoreError> {
         let mut out = Vec::new();
-        for entry in std::fs::read_dir(&self.dir).map_err(|e| fsutil::with_path(&self.dir, e))? {
-            let path = entry.map_err(|e| fsutil::with_path(&self.dir, e))?.path();
-            let Some(name) = (path.extension().is_some_and(|x| x == DOOMED))
-                .then(|| path.file_stem().and_then(|s| s.to_str()).and_then(PackName::from_stem))
-                .flatten()
-            else {
-                continue;
-            };
+        for (name, path) in self.files_with(DOOMED)? {
             let text = std::fs::read(&path).map_err(|e| fsutil::with_path(&path, e))?;
             let marked = decode_mark(&text).ok_or_else(|| PackError::corrupt(&path, "not a deletion mark"))?;
             out.push(Doomed { name, marked });
@@ -270,11 +264,9 @@ impl PackStore for LocalPacks {
     }
 
     fn spare(&self, pack: &PackName) -> Result<(), StoreError> {
-        let path = self.path(pack, DOOMED);
-        match std::fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(fsutil::with_path(&path, e).into()),
-            _ => Ok(fsutil::fsync_dir(&self.dir).map_err(|e| fsutil::with_path(&self.dir, e))?),
-        }
+        fsutil::remove_if_present(&self.path(pack, DOOMED))?;
+        fsutil::fsync_dir(&self.dir).map_err(|e| fsutil::with_path(&self.dir, e))?;
+        Ok(())
     }
 
     fn delete(&self, pack: &PackName) -> Result<(), StoreError> {

@@ -96,7 +96,7 @@ impl<'a> ObjectWriter<'a> {
     }
 
     /// The chain depth of a stored object as rewritten here, if it was.
-    pub fn rewritten_depth(&self, id: &ObjectId) -> Option<u8> {
+    fn rewritten_depth(&self, id: &ObjectId) -> Option<u8> {
         self.rewritten.as_ref()?.get(id).copied()
     }
 
