@@ -55,17 +55,15 @@ pub fn convert(data: Vec<u8>, from: DType, to: DType) -> Option<Vec<u8>> {
 /// F32 to BF16 with round to nearest even, in integer arithmetic so the loop vectorises;
 /// NaNs stay NaN (quiet bit set), as `half` does.
 fn f32_to_bf16(data: &[u8]) -> Vec<u8> {
-    let words = data.as_chunks::<4>().0;
-    let mut out = vec![0u8; words.len() * 2];
-    for (c, o) in words.iter().zip(out.as_chunks_mut::<2>().0) {
+    let words = data.as_chunks::<4>().0.iter().map(|c| {
         let u = u32::from_le_bytes(*c);
         let rounded = (u.wrapping_add(0x7FFF + ((u >> 16) & 1)) >> 16) as u16;
         let nan = (u >> 16) as u16 | 0x40;
         // Select without a branch so the loop vectorises.
         let is_nan = 0u16.wrapping_sub(((u & 0x7FFF_FFFF) > 0x7F80_0000) as u16);
-        *o = (rounded ^ ((rounded ^ nan) & is_nan)).to_le_bytes();
-    }
-    out
+        (rounded ^ ((rounded ^ nan) & is_nan)).to_le_bytes()
+    });
+    words.collect::<Vec<_>>().into_flattened()
 }
 
 #[cfg(test)]

@@ -277,34 +277,25 @@ fn contexts_words<const W: usize, const BITS: u32, const FLOAT: bool, const MANT
 }
 
 /// Rebuilds the fine elements from decoded symbols, raw bits and the base.
-pub fn unsymbolise_diff(
-    dtype: DType,
-    symbols: &[u8],
-    raw_bits: &[u8],
-    base: &[u8],
-    out: &mut Vec<u8>,
-) -> Result<(), CodecError> {
-    by_layout!(dtype, unsymbolise_words, symbols, raw_bits, base, out)
+pub fn unsymbolise_diff(dtype: DType, symbols: &[u8], raw_bits: &[u8], base: &[u8]) -> Result<Vec<u8>, CodecError> {
+    by_layout!(dtype, unsymbolise_words, symbols, raw_bits, base)
 }
 
 fn unsymbolise_words<const W: usize, const BITS: u32, const FLOAT: bool, const MANT: u32, const EXP: u32>(
     symbols: &[u8],
     raw_bits: &[u8],
     base: &[u8],
-    out: &mut Vec<u8>,
-) -> Result<(), CodecError> {
+) -> Result<Vec<u8>, CodecError> {
     check_symbols(symbols, BITS)?;
-    let start = out.len();
-    out.resize(start + symbols.len() * W, 0);
-    let out = &mut out[start..];
-    store_large_differences::<W>(symbols, raw_bits, out)?;
+    let mut out = vec![0u8; symbols.len() * W];
+    store_large_differences::<W>(symbols, raw_bits, &mut out)?;
     match W {
-        1 => undiff_u8::<FLOAT>(symbols, base, out),
-        2 => undiff_u16::<FLOAT>(symbols, base, out),
-        4 => undiff_u32::<FLOAT>(symbols, base, out),
-        _ => undiff_u64::<FLOAT>(symbols, base, out),
+        1 => undiff_u8::<FLOAT>(symbols, base, &mut out),
+        2 => undiff_u16::<FLOAT>(symbols, base, &mut out),
+        4 => undiff_u32::<FLOAT>(symbols, base, &mut out),
+        _ => undiff_u64::<FLOAT>(symbols, base, &mut out),
     }
-    Ok(())
+    Ok(out)
 }
 
 /// First pass of decoding: writes `z` of every element with raw bits (symbol 8 and up, about
@@ -458,9 +449,8 @@ pub fn unsymbolise_diff_low(
     lows: &[u8],
     rest_bits: &[u8],
     base: &[u8],
-    out: &mut Vec<u8>,
-) -> Result<(), CodecError> {
-    by_layout!(dtype, unsymbolise_low_words, symbols, lows, rest_bits, base, out)
+) -> Result<Vec<u8>, CodecError> {
+    by_layout!(dtype, unsymbolise_low_words, symbols, lows, rest_bits, base)
 }
 
 fn unsymbolise_low_words<const W: usize, const BITS: u32, const FLOAT: bool, const MANT: u32, const EXP: u32>(
@@ -468,14 +458,12 @@ fn unsymbolise_low_words<const W: usize, const BITS: u32, const FLOAT: bool, con
     lows: &[u8],
     rest_bits: &[u8],
     base: &[u8],
-    out: &mut Vec<u8>,
-) -> Result<(), CodecError> {
+) -> Result<Vec<u8>, CodecError> {
     check_symbols(symbols, BITS)?;
     let mut bits = RawBitsReader::new(rest_bits);
     let mut lows = lows.iter();
-    let start = out.len();
-    out.resize(start + symbols.len() * W, 0);
-    let words = out[start..].chunks_exact_mut(W).zip(base.chunks_exact(W));
+    let mut out = vec![0u8; symbols.len() * W];
+    let words = out.chunks_exact_mut(W).zip(base.chunks_exact(W));
     for ((o, b), &sym) in words.zip(symbols) {
         let (top, nbits) = unsymbolise(sym);
         let mut z = top << nbits;
@@ -493,7 +481,7 @@ fn unsymbolise_low_words<const W: usize, const BITS: u32, const FLOAT: bool, con
     if lows.next().is_some() {
         return Err(CodecError::Corrupt("more low bytes than elements with raw bits".into()));
     }
-    Ok(())
+    Ok(out)
 }
 
 /// Refuses symbols that no `bits`-bit difference produces. A maximum rather than a search:
@@ -514,9 +502,7 @@ mod tests {
     fn round_trip(dtype: DType, fine: &[u8], base: &[u8]) -> Vec<u8> {
         let s = symbolise_diff(dtype, fine, base);
         assert_eq!(s.contexts, contexts(dtype, base));
-        let mut out = Vec::new();
-        unsymbolise_diff(dtype, &s.symbols, &s.raw_bits, base, &mut out).unwrap();
-        out
+        unsymbolise_diff(dtype, &s.symbols, &s.raw_bits, base).unwrap()
     }
 
     proptest! {
@@ -558,8 +544,7 @@ mod tests {
             let base: Vec<u8> = pairs.iter().flat_map(|p| p.1.to_le_bytes()[..w].to_vec()).collect();
             let s = symbolise_diff_low(dtype, &fine, &base);
             prop_assert_eq!(&s.low_contexts, &low_contexts(dtype, &s.symbols, &base));
-            let mut out = Vec::new();
-            unsymbolise_diff_low(dtype, &s.symbols, &s.lows, &s.rest_bits, &base, &mut out).unwrap();
+            let out = unsymbolise_diff_low(dtype, &s.symbols, &s.lows, &s.rest_bits, &base).unwrap();
             prop_assert_eq!(out, fine);
         }
     }

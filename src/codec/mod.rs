@@ -163,20 +163,20 @@ impl<'a> ChunkView<'a> {
             )));
         }
         let n = self.raw_len / width;
-        let mut out = Vec::with_capacity(self.raw_len);
-        match self.codec {
-            Codec::Raw => out = self.stream(0, self.raw_len)?.into_owned(),
-            Codec::Grouped => self.join_planes(dtype, n, &mut out)?,
+        let out = match self.codec {
+            Codec::Raw => self.stream(0, self.raw_len)?.into_owned(),
+            Codec::Grouped => self.join_planes(dtype, n)?,
             Codec::Xor => {
                 let base = self.base_bytes(base)?;
-                self.join_planes(dtype, n, &mut out)?;
+                let mut out = self.join_planes(dtype, n)?;
                 out.iter_mut().zip(base).for_each(|(o, b)| *o ^= b);
+                out
             }
             Codec::DiffContext => {
                 let base = self.base_bytes(base)?;
                 let symbols = self.difference_symbols(dtype, base)?;
                 let raw_bits = self.stream(1, usize::MAX)?;
-                delta::unsymbolise_diff(dtype, &symbols, &raw_bits, base, &mut out)?;
+                delta::unsymbolise_diff(dtype, &symbols, &raw_bits, base)?
             }
             Codec::DiffLow => {
                 let base = self.base_bytes(base)?;
@@ -185,9 +185,9 @@ impl<'a> ChunkView<'a> {
                 let mut lows = vec![0u8; low_contexts.len()];
                 rans::decode(&self.stream(1, usize::MAX)?, &low_contexts, &mut lows)?;
                 let rest_bits = self.stream(2, usize::MAX)?;
-                delta::unsymbolise_diff_low(dtype, &symbols, &lows, &rest_bits, base, &mut out)?;
+                delta::unsymbolise_diff_low(dtype, &symbols, &lows, &rest_bits, base)?
             }
-        }
+        };
         if out.len() != self.raw_len {
             return Err(CodecError::Corrupt(format!("decoded {} bytes, expected {}", out.len(), self.raw_len)));
         }
@@ -213,7 +213,7 @@ impl<'a> ChunkView<'a> {
         }
     }
 
-    fn join_planes(&self, dtype: DType, n: usize, out: &mut Vec<u8>) -> Result<(), CodecError> {
+    fn join_planes(&self, dtype: DType, n: usize) -> Result<Vec<u8>, CodecError> {
         let g = Grouping::of(dtype);
         if self.streams.len() != g.planes() {
             return Err(CodecError::Corrupt(format!("{} streams, {dtype} needs {}", self.streams.len(), g.planes())));
@@ -222,8 +222,7 @@ impl<'a> ChunkView<'a> {
         if planes.iter().any(|p| p.len() != n) {
             return Err(CodecError::Corrupt("plane length mismatch".into()));
         }
-        g.join(&planes, n, out);
-        Ok(())
+        Ok(g.join(&planes, n))
     }
 
     /// Decodes stream `i`, refusing to inflate beyond `limit` bytes (or the chunk bound).

@@ -66,26 +66,26 @@ impl Grouping {
         }
     }
 
-    /// Inverse of [`Grouping::split`]; `planes` must hold `elements` bytes each.
-    pub fn join<P: AsRef<[u8]>>(&self, planes: &[P], elements: usize, out: &mut Vec<u8>) {
+    /// Inverse of [`Grouping::split`]: `elements` words from planes of at least that many bytes
+    /// each (a short plane gives a short result, which callers' length checks refuse).
+    pub fn join<P: AsRef<[u8]>>(&self, planes: &[P], elements: usize) -> Vec<u8> {
+        if planes.iter().any(|p| p.as_ref().len() < elements) {
+            return Vec::new();
+        }
         if self.is_bytes() {
-            // A short plane leaves the output short, which the caller's length check refuses.
-            if let Some(plane) = planes.first().and_then(|p| p.as_ref().get(..elements)) {
-                out.extend_from_slice(plane);
-            }
-            return;
+            return planes.first().map_or(Vec::new(), |p| p.as_ref()[..elements].to_vec());
         }
         if self.is_bf16_like() {
-            return join_bf16(planes[0].as_ref(), planes[1].as_ref(), elements, out);
+            return join_bf16(planes[0].as_ref(), planes[1].as_ref(), elements);
         }
         if self.is_f32_like() {
-            return join_f32(planes, elements, out);
+            return join_f32(planes, elements);
         }
         match self.width {
-            1 => self.join_words::<1, P>(planes, elements, out),
-            2 => self.join_words::<2, P>(planes, elements, out),
-            4 => self.join_words::<4, P>(planes, elements, out),
-            _ => self.join_words::<8, P>(planes, elements, out),
+            1 => self.join_words::<1, P>(planes, elements),
+            2 => self.join_words::<2, P>(planes, elements),
+            4 => self.join_words::<4, P>(planes, elements),
+            _ => self.join_words::<8, P>(planes, elements),
         }
     }
 
@@ -138,7 +138,7 @@ impl Grouping {
     }
 
     /// Gathers the planes into exponent and sign+mantissa fields, then reassembles each word.
-    fn join_words<const W: usize, P: AsRef<[u8]>>(&self, planes: &[P], elements: usize, out: &mut Vec<u8>) {
+    fn join_words<const W: usize, P: AsRef<[u8]>>(&self, planes: &[P], elements: usize) -> Vec<u8> {
         let mut exp = vec![0u64; elements];
         let mut sm = vec![0u64; elements];
         for (k, p) in planes.iter().enumerate() {
@@ -146,10 +146,8 @@ impl Grouping {
                 if k < self.exp_planes { (&mut exp, 8 * k) } else { (&mut sm, 8 * (k - self.exp_planes)) };
             field.iter_mut().zip(p.as_ref()).for_each(|(f, &b)| *f |= (b as u64) << shift);
         }
-        out.reserve(elements * W);
-        for (e, m) in exp.into_iter().zip(sm) {
-            out.extend_from_slice(&self.unfields::<W>(e, m).to_le_bytes()[..W]);
-        }
+        let words = exp.into_iter().zip(sm).map(|(e, m)| self.unfields::<W>(e, m).to_le_bytes());
+        words.map(|w| std::array::from_fn::<u8, W, _>(|i| w[i])).collect::<Vec<_>>().into_flattened()
     }
 }
 
@@ -160,22 +158,13 @@ fn split_bf16(data: &[u8]) -> Vec<Vec<u8>> {
     vec![exp, sm]
 }
 
-/// Appends `elements` words of `W` bytes, each computed by `word(i)`, writing in place so
-/// the loop vectorises (no per-element capacity checks).
-fn append_words<const W: usize>(out: &mut Vec<u8>, elements: usize, word: impl Fn(usize) -> [u8; W]) {
-    let start = out.len();
-    out.resize(start + elements * W, 0);
-    for (i, o) in out[start..].chunks_exact_mut(W).enumerate() {
-        o.copy_from_slice(&word(i));
-    }
-}
-
-fn join_bf16(exp: &[u8], sm: &[u8], elements: usize, out: &mut Vec<u8>) {
-    let (exp, sm) = (&exp[..elements], &sm[..elements]);
-    append_words::<2>(out, elements, |i| {
-        let (e, s) = (exp[i] as u16, sm[i] as u16);
+fn join_bf16(exp: &[u8], sm: &[u8], elements: usize) -> Vec<u8> {
+    // Collecting arrays from zipped slices writes in place without zeroing first, and vectorises.
+    let words = exp[..elements].iter().zip(&sm[..elements]).map(|(&e, &s)| {
+        let (e, s) = (e as u16, s as u16);
         (((s & 0x80) << 8) | (e << 7) | (s & 0x7F)).to_le_bytes()
     });
+    words.collect::<Vec<_>>().into_flattened()
 }
 
 fn split_f32(data: &[u8]) -> Vec<Vec<u8>> {
@@ -188,14 +177,15 @@ fn split_f32(data: &[u8]) -> Vec<Vec<u8>> {
     ]
 }
 
-fn join_f32<P: AsRef<[u8]>>(planes: &[P], elements: usize, out: &mut Vec<u8>) {
+fn join_f32<P: AsRef<[u8]>>(planes: &[P], elements: usize) -> Vec<u8> {
     let plane = |k: usize| &planes[k].as_ref()[..elements];
-    let (e, p0, p1, p2) = (plane(0), plane(1), plane(2), plane(3));
-    append_words::<4>(out, elements, |i| {
-        let hi = p2[i] as u32;
-        (((hi & 0x80) << 24) | ((e[i] as u32) << 23) | ((hi & 0x7F) << 16) | ((p1[i] as u32) << 8) | p0[i] as u32)
-            .to_le_bytes()
+    let low = plane(1).iter().zip(plane(2));
+    let high = plane(0).iter().zip(plane(3));
+    let words = low.zip(high).map(|((&p0, &p1), (&e, &hi))| {
+        let hi = hi as u32;
+        (((hi & 0x80) << 24) | ((e as u32) << 23) | ((hi & 0x7F) << 16) | ((p1 as u32) << 8) | p0 as u32).to_le_bytes()
     });
+    words.collect::<Vec<_>>().into_flattened()
 }
 
 /// Reads a little-endian word of `W` bytes.
@@ -220,9 +210,7 @@ mod tests {
             let data = &seed[..n * g.width()];
             let planes = g.split(data);
             prop_assert!(planes.iter().all(|p| p.len() == n));
-            let mut out = Vec::new();
-            g.join(&planes, n, &mut out);
-            prop_assert_eq!(out, data);
+            prop_assert_eq!(g.join(&planes, n), data);
         }
     }
 

@@ -639,6 +639,10 @@ impl Odb {
             if take == 0 {
                 return Err(StoreError::corrupt(*id, format!("chunk {i} shorter than its range")));
             }
+            if offset == 0 && take == chunk.len() && pos == start && pos + take as u64 == end {
+                // The range is this one chunk: hand it over instead of copying it.
+                return Ok(Arc::try_unwrap(chunk).unwrap_or_else(|shared| shared.to_vec()));
+            }
             out.extend_from_slice(&chunk[offset..offset + take]);
             pos += take as u64;
         }
