@@ -458,7 +458,9 @@ pub fn checkout_file(
         crate::fsutil::remove_empty_dir_tree(dest).map_err(io_err(dest))?;
     }
     let tmp = tempfile::Builder::new().prefix(".mlv-tmp-").tempfile_in(dir).map_err(io_err(dir))?;
-    let mut out = BufWriter::with_capacity(4 << 20, tmp.as_file());
+    // Smaller than a chunk of decoded data, which then goes to the file without a copy;
+    // only small tensors and headers are gathered.
+    let mut out = BufWriter::with_capacity(1 << 20, tmp.as_file());
     let written = write_content(odb, kind, id, &mut out, progress)?;
     out.flush().map_err(io_err(dest))?;
     drop(out);

@@ -1,6 +1,8 @@
 //! Converting a base tensor's elements to a fine-tune's float dtype (round to nearest even),
 //! so a BF16 or F16 fine-tune can be predicted from an F32 base.
 
+use std::sync::Arc;
+
 use half::{bf16, f16};
 
 use crate::object::DType;
@@ -33,16 +35,16 @@ fn write(d: DType, v: f64, out: &mut Vec<u8>) {
 }
 
 /// Converts `data` (elements of `from`) to elements of `to`; None if the pair is unsupported.
-pub fn convert(data: Vec<u8>, from: DType, to: DType) -> Option<Vec<u8>> {
+pub fn convert(data: &[u8], from: DType, to: DType) -> Option<Vec<u8>> {
     if from == to {
-        return Some(data);
+        return Some(data.to_vec());
     }
     if !can_convert(from, to) {
         return None;
     }
     // F32 -> BF16 is the common case (an F32 base of a BF16 fine-tune): do it without f64.
     if from == DType::F32 && to == DType::BF16 {
-        return Some(f32_to_bf16(&data));
+        return Some(f32_to_bf16(data));
     }
     let w = from.width();
     let mut out = Vec::with_capacity(data.len() / w * to.width());
@@ -50,6 +52,11 @@ pub fn convert(data: Vec<u8>, from: DType, to: DType) -> Option<Vec<u8>> {
         write(to, read(from, c), &mut out);
     }
     Some(out)
+}
+
+/// Like [`convert`], sharing the bytes when there is nothing to convert.
+pub fn convert_shared(data: Arc<Vec<u8>>, from: DType, to: DType) -> Option<Arc<Vec<u8>>> {
+    if from == to { Some(data) } else { convert(&data, from, to).map(Arc::new) }
 }
 
 /// F32 to BF16 with round to nearest even, in integer arithmetic so the loop vectorises;
@@ -74,10 +81,10 @@ mod tests {
     fn f32_to_bf16_rounds_to_nearest_even() {
         // 1 + 2^-8 lies halfway between two BF16 values: ties to even (1.0).
         let v = f32::from_bits(0x3F80_8000);
-        let out = convert(v.to_le_bytes().to_vec(), DType::F32, DType::BF16).unwrap();
+        let out = convert(&v.to_le_bytes(), DType::F32, DType::BF16).unwrap();
         assert_eq!(u16::from_le_bytes([out[0], out[1]]), 0x3F80);
         let v = f32::from_bits(0x3F81_8000);
-        let out = convert(v.to_le_bytes().to_vec(), DType::F32, DType::BF16).unwrap();
+        let out = convert(&v.to_le_bytes(), DType::F32, DType::BF16).unwrap();
         assert_eq!(u16::from_le_bytes([out[0], out[1]]), 0x3F82);
     }
 
@@ -91,7 +98,7 @@ mod tests {
             .chain(payloads)
             .chain((0..20_000u32).map(|i| i.wrapping_mul(2_654_435_761)));
         let vals: Vec<u8> = words.flat_map(|v| v.to_le_bytes()).collect();
-        let fast = convert(vals.clone(), DType::F32, DType::BF16).unwrap();
+        let fast = convert(&vals, DType::F32, DType::BF16).unwrap();
         let mut slow = Vec::new();
         for c in vals.chunks_exact(4) {
             slow.extend_from_slice(&half::bf16::from_f32(f32::from_le_bytes([c[0], c[1], c[2], c[3]])).to_le_bytes());
@@ -101,7 +108,7 @@ mod tests {
 
     #[test]
     fn integer_types_do_not_convert() {
-        assert!(convert(vec![0; 8], DType::I64, DType::F32).is_none());
+        assert!(convert(&[0; 8], DType::I64, DType::F32).is_none());
         assert!(can_convert(DType::U8, DType::U8));
     }
 }

@@ -294,7 +294,7 @@ fn compare(repo: &Repository, o: &SideTensor, n: &SideTensor) -> Result<TensorCh
         let end = (pos + WINDOW_ELEMS).min(elements);
         let a = read(repo, o, pos * ow, end * ow)?;
         let b = read(repo, n, pos * nw, end * nw)?;
-        let rounded = if d.rounds { convert::convert(a.clone(), from, to) } else { None };
+        let rounded = if d.rounds { convert::convert(&a, from, to) } else { None };
         tally.add(d, &a, rounded.as_deref(), &b);
         pos = end;
     }

@@ -581,7 +581,7 @@ impl Odb {
             }
             None => None,
         };
-        let decoded = view.decode(entry.header.meta.dtype, base.as_deref());
+        let decoded = view.decode(entry.header.meta.dtype, base.as_deref().map(Vec::as_slice));
         pack.source.release(&pack.name, at, stored.len() as u64);
         decoded.map_err(|e: CodecError| StoreError::corrupt(*id, e))
     }
@@ -594,11 +594,11 @@ impl Odb {
         (start, end): (u64, u64),
         cached: bool,
         depth: usize,
-    ) -> Result<Vec<u8>, StoreError> {
+    ) -> Result<Arc<Vec<u8>>, StoreError> {
         let bh = self.header(base)?;
         let (fw, bw) = (fine.meta.dtype.width() as u64, bh.meta.dtype.width() as u64);
         let bytes = self.read_range_with(base, &bh, (start / fw * bw, end / fw * bw), cached, depth)?;
-        convert::convert(bytes, bh.meta.dtype, fine.meta.dtype).ok_or_else(|| {
+        convert::convert_shared(bytes, bh.meta.dtype, fine.meta.dtype).ok_or_else(|| {
             StoreError::corrupt(fine.id, format!("base {} has incompatible dtype {}", base.short(), bh.meta.dtype))
         })
     }
@@ -606,6 +606,19 @@ impl Odb {
     /// Bytes `start..end` of an object's data, decoding only the chunks that cover them
     /// (through the cache).
     pub fn read_range(&self, id: &ObjectId, header: &EntryHeader, start: u64, end: u64) -> Result<Vec<u8>, StoreError> {
+        let shared = self.read_range_shared(id, header, start, end)?;
+        Ok(Arc::try_unwrap(shared).unwrap_or_else(|shared| shared.to_vec()))
+    }
+
+    /// Like [`Odb::read_range`]; a range that is one whole chunk is shared with the cache,
+    /// not copied.
+    pub fn read_range_shared(
+        &self,
+        id: &ObjectId,
+        header: &EntryHeader,
+        start: u64,
+        end: u64,
+    ) -> Result<Arc<Vec<u8>>, StoreError> {
         self.read_range_with(id, header, (start, end), true, 0)
     }
 
@@ -616,7 +629,7 @@ impl Odb {
         (start, end): (u64, u64),
         cached: bool,
         depth: usize,
-    ) -> Result<Vec<u8>, StoreError> {
+    ) -> Result<Arc<Vec<u8>>, StoreError> {
         if end > header.meta.data_len || start > end || end - start > MAX_IN_MEMORY {
             return Err(StoreError::corrupt(
                 *id,
@@ -640,13 +653,12 @@ impl Odb {
                 return Err(StoreError::corrupt(*id, format!("chunk {i} shorter than its range")));
             }
             if offset == 0 && take == chunk.len() && pos == start && pos + take as u64 == end {
-                // The range is this one chunk: hand it over instead of copying it.
-                return Ok(Arc::try_unwrap(chunk).unwrap_or_else(|shared| shared.to_vec()));
+                return Ok(chunk);
             }
             out.extend_from_slice(&chunk[offset..offset + take]);
             pos += take as u64;
         }
-        Ok(out)
+        Ok(Arc::new(out))
     }
 
     /// Streams an object's data to `sink` in order, decoding chunks in parallel, and verifies

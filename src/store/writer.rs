@@ -1,6 +1,8 @@
 //! Adding objects: deduplicated by id, tensors chunked and encoded in parallel against the
 //! best delta base, everything streamed into one new pack.
 
+use std::sync::Arc;
+
 use memmap2::Mmap;
 use rayon::prelude::*;
 
@@ -347,7 +349,7 @@ fn encode_chunk(
         Some(b) => b.range(odb, dtype, start, end)?,
         None => None,
     };
-    let base_ref = base.zip(base_bytes.as_deref()).map(|(b, bytes)| (b.id, bytes));
+    let base_ref = base.zip(base_bytes.as_deref()).map(|(b, bytes)| (b.id, bytes.as_slice()));
     Ok(codec::encode_chunk(dtype, data, base_ref, opts))
 }
 
@@ -381,14 +383,14 @@ impl Base {
     }
 
     /// The base elements matching fine bytes `start..end`, in the fine dtype; None past its end.
-    fn range(&self, odb: &Odb, dtype: DType, start: u64, end: u64) -> Result<Option<Vec<u8>>, StoreError> {
+    fn range(&self, odb: &Odb, dtype: DType, start: u64, end: u64) -> Result<Option<Arc<Vec<u8>>>, StoreError> {
         let (fw, bw) = (dtype.width() as u64, self.header.meta.dtype.width() as u64);
         let (bs, be) = (start / fw * bw, end / fw * bw);
         if be > self.header.meta.data_len {
             return Ok(None);
         }
-        let bytes = odb.read_range(&self.id, &self.header, bs, be)?;
-        Ok(convert::convert(bytes, self.header.meta.dtype, dtype))
+        let bytes = odb.read_range_shared(&self.id, &self.header, bs, be)?;
+        Ok(convert::convert_shared(bytes, self.header.meta.dtype, dtype))
     }
 }
 
