@@ -471,3 +471,54 @@ pub fn checkout_file(
     tmp.persist(dest).map_err(|e| WorktreeError::Io { path: dest.to_path_buf(), source: e.error })?;
     Ok(written)
 }
+
+/// Work-tree files a checkout may open for delta bases, at most: each holds a descriptor.
+const MAX_BASE_FILES: usize = 256;
+
+/// The tensors that work-tree files hold unchanged (by the index and their stat), offered to
+/// a checkout as delta bases so that it need not decode them from the packs. The files are
+/// opened up front: a file the checkout replaces is still read as it was.
+pub struct WorktreeBases {
+    files: Vec<File>,
+    /// Object -> (file, offset of its data in the file, its length).
+    at: std::collections::HashMap<ObjectId, (usize, u64, u64)>,
+}
+
+impl WorktreeBases {
+    /// Collects the tensors of the stat-clean safetensors files of `index` under `root`.
+    pub fn of(root: &Path, index: &crate::index::Index, odb: &Odb) -> WorktreeBases {
+        let mut bases = WorktreeBases { files: Vec::new(), at: std::collections::HashMap::new() };
+        let tensor_files = index.entries.iter().filter(|(_, e)| e.kind == EntryKind::TensorFile);
+        for (path, e) in tensor_files {
+            if bases.files.len() >= MAX_BASE_FILES {
+                break;
+            }
+            let Ok(file) = File::open(root.join(path)) else { continue };
+            let clean = file.metadata().is_ok_and(|m| m.is_file() && index.is_stat_clean(path, &Stat::of(&m)));
+            let Some(tf) = clean.then(|| odb.tensor_file(&e.id).ok()).flatten() else { continue };
+            let mut offset = tf.prefix.len() as u64;
+            for segment in &tf.segments {
+                if let Segment::Tensor { id, len } = segment {
+                    bases.at.entry(*id).or_insert((bases.files.len(), offset, *len));
+                }
+                offset += segment.len();
+            }
+            bases.files.push(file);
+        }
+        bases
+    }
+}
+
+impl crate::store::BaseHints for WorktreeBases {
+    fn read(&self, id: &ObjectId, start: u64, end: u64) -> Option<Vec<u8>> {
+        use std::os::unix::fs::FileExt;
+        let &(k, offset, len) = self.at.get(id)?;
+        // Callers ask for one chunk's range; more is refused rather than allocated.
+        if start > end || end > len || end - start > 2 * crate::codec::MAX_CHUNK_BYTES as u64 {
+            return None;
+        }
+        let mut buf = vec![0u8; (end - start) as usize];
+        self.files.get(k)?.read_exact_at(&mut buf, offset + start).ok()?;
+        Some(buf)
+    }
+}

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -236,6 +237,7 @@ fn write_files(
         }
     }
     progress.start("checking out", todo.iter().map(|(_, e)| e.size).sum());
+    let _hints = BaseHintsFor::worktree(repo, index);
     for (path, e) in todo {
         refuse_symlinked_parents(&repo.root, path)?;
         let dest = repo.root.join(path);
@@ -246,6 +248,22 @@ fn write_files(
     }
     progress.finish();
     Ok(report)
+}
+
+/// Offers the work tree's unchanged tensors as delta bases while it lives.
+struct BaseHintsFor<'r>(&'r Repository);
+
+impl<'r> BaseHintsFor<'r> {
+    fn worktree(repo: &'r Repository, index: &Index) -> BaseHintsFor<'r> {
+        repo.odb.set_base_hints(Some(Arc::new(worktree::WorktreeBases::of(&repo.root, index, &repo.odb))));
+        BaseHintsFor(repo)
+    }
+}
+
+impl Drop for BaseHintsFor<'_> {
+    fn drop(&mut self) {
+        self.0.odb.set_base_hints(None);
+    }
 }
 
 /// True if the work-tree file is known (by index and stat) to hold exactly `e`. With `force`
