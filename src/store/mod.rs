@@ -571,7 +571,12 @@ impl Odb {
 
     /// Decodes a delta chunk on its base as the hints have it, if they do and the result
     /// passes the chunk checksum.
-    fn decode_on_hinted_base(&self, view: &ChunkView<'_>, fine: &EntryHeader, (start, end): (u64, u64)) -> Option<Vec<u8>> {
+    fn decode_on_hinted_base(
+        &self,
+        view: &ChunkView<'_>,
+        fine: &EntryHeader,
+        (start, end): (u64, u64),
+    ) -> Option<Vec<u8>> {
         let base = view.base?;
         let hints = self.base_hints.read().ok()?.clone()?;
         let bh = self.header(&base).ok()?;

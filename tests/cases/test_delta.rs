@@ -185,3 +185,46 @@ fn fp16_and_fp32_saves_delta_against_an_fp32_base() {
         commit_all_as_delta_and_round_trip(&r, "model.safetensors", tag);
     }
 }
+
+/// A checkout over the base reads the base's tensors from the work tree instead of decoding
+/// them: it succeeds even with the base's pack damaged. A work-tree copy changed behind the
+/// index's back (same size, inode and mtime) fails the chunk checksums of the deltas decoded
+/// on it, and those are decoded again on the base from the packs.
+#[test]
+fn checkout_over_the_base_reads_it_from_the_work_tree_and_checks_it() {
+    use std::os::unix::fs::FileExt;
+    let r = repo_with_small_chunks();
+    let path = "m/model.safetensors";
+    let b = committed_base(&r, path);
+    st::write(&r.path(path), &as_bf16(&st::fine_tune(&b, 11, 0.5)), None);
+    r.ok(&["commit", "-am", "ft"]);
+    let ft_bytes = r.read(path);
+
+    r.ok(&["checkout", "HEAD~1"]);
+    let file = std::fs::OpenOptions::new().write(true).open(r.path(path)).unwrap();
+    let mtime = file.metadata().unwrap().modified().unwrap();
+    let middle = std::fs::metadata(r.path(path)).unwrap().len() / 2;
+    file.write_all_at(&[0x55; 8192], middle).unwrap();
+    file.set_modified(mtime).unwrap();
+    drop(file);
+    assert!(r.ok(&["status"]).contains("nothing to commit"), "the change is invisible to the index");
+    r.ok(&["checkout", "main"]);
+    assert_eq!(r.read(path), ft_bytes, "decoded on the base from the packs where the copy was wrong");
+
+    r.ok(&["checkout", "HEAD~1"]);
+    let packs = r.path(".mlv/objects/pack");
+    let largest = std::fs::read_dir(&packs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "pack"))
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    let pack = std::fs::OpenOptions::new().write(true).open(&largest).unwrap();
+    pack.write_all_at(&[0xAA; 64], std::fs::metadata(&largest).unwrap().len() / 2).unwrap();
+    drop(pack);
+    assert!(!r.run(&["fsck"]).success(), "the base's pack is damaged");
+    r.ok(&["checkout", "main"]);
+    assert_eq!(r.read(path), ft_bytes, "the base came from the work tree");
+    r.clear_worktree();
+    assert!(!r.run(&["checkout", "-f", "HEAD~1"]).success(), "without the work tree the damage shows");
+}
