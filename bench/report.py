@@ -164,13 +164,17 @@ def load_member(mdir):
         "mlv_add_report": add,
         "ingest": timing(os.path.join(mdir, "ingest")),
         "checkout": timing(os.path.join(mdir, "checkout")),
+        "checkout_over": (timing(os.path.join(mdir, "checkout_over"))
+                          if os.path.exists(os.path.join(mdir, "checkout_over.timev")) else None),
         "cp": timing(os.path.join(mdir, "cp")),
     }
     if m["logical_bytes"] != paper["total"]["raw"]:
         sys.exit("report.py: %s: logical bytes %d != paper_bitx raw %d"
                  % (mdir, m["logical_bytes"], paper["total"]["raw"]))
-    for key in ("ingest", "checkout", "cp"):
+    for key in ("ingest", "checkout", "checkout_over", "cp"):
         t = m[key]
+        if t is None:
+            continue
         t["MBps"] = m["logical_bytes"] / MB / t["wall_s"] if t["wall_s"] > 0 else None
     m["zipllm"] = load_zipllm(mdir)
     return m
@@ -253,7 +257,7 @@ def ratio(a, b):
 
 HEADER = ["member", "logical MiB", "zstd-3 MiB", "grouped MiB", "paper BitX MiB",
           "mlv stored MiB", "mlv/BitX ratio", "ingest MB/s", "ingest peak RSS MiB",
-          "checkout MB/s", "checkout peak RSS MiB", "cp MB/s"]
+          "checkout MB/s", "checkout peak RSS MiB", "checkout over previous MB/s", "cp MB/s"]
 
 
 def member_row(name, m):
@@ -263,6 +267,7 @@ def member_row(name, m):
             ratio(m["mlv_stored_bytes"], m["bitx3_bytes"]),
             num(m["ingest"]["MBps"]), mib0(m["ingest"]["peak_rss_bytes"]),
             num(m["checkout"]["MBps"]), mib0(m["checkout"]["peak_rss_bytes"]),
+            num(m["checkout_over"]["MBps"]) if m["checkout_over"] else "—",
             num(m["cp"]["MBps"])]
 
 
@@ -285,7 +290,7 @@ def total_row(t):
             mib(t["paper_pipeline_bytes"]) + "¹", mib(t["mlv_stored_bytes"]),
             ratio(t["mlv_stored_bytes"], t["paper_pipeline_bytes"]) + "¹",
             num(t["logical_bytes"] / MB / t["ingest_wall_s"]), "",
-            num(t["logical_bytes"] / MB / t["checkout_wall_s"]), "",
+            num(t["logical_bytes"] / MB / t["checkout_wall_s"]), "", "",
             num(t["logical_bytes"] / MB / t["cp_wall_s"])]
 
 
@@ -490,6 +495,7 @@ def render(results):
         " the ratio is mlv's total over that.",
         "- ingest: wall time of `mlv add ckpt && mlv commit -m MEMBER` together; checkout:"
         " `mlv checkout -f MEMBER` into an empty work tree (verified byte for byte with `cmp`);"
+        " checkout over previous: `mlv checkout MEMBER` with the member before it checked out;"
         " cp: `cp -r` of the same folder, the speed ceiling. Peak RSS from `/usr/bin/time -v`"
         " (for ingest, the larger of the two processes). Page cache warm, nothing dropped or fsynced.",
         "",

@@ -245,6 +245,19 @@ bench_family() {
         timed "$raw/$m/cp" cp -r "$src/$m" "$work/cp-dest"
         rm -rf "$work/cp-dest"
     done
+    # Checkout over the member before (what switching between versions costs): the work
+    # tree holds the previous member, unchanged, and checkout replaces it.
+    local prev=""
+    for m in "${members[@]}"; do
+        if [[ -n "$prev" ]]; then
+            rm -rf "$work/ckpt"
+            (cd "$work" && "$MLV" checkout -f "$prev" >&2)
+            log "$family/$m: checkout over $prev"
+            (cd "$work" && timed "$raw/$m/checkout_over" "$MLV" checkout "$m" > "$raw/$m/checkout_over.txt")
+            verify_tree "$src/$m" "$work/ckpt"
+        fi
+        prev="$m"
+    done
     rm -rf "$work/ckpt"   # keep .mlv for inspection, drop the big work tree
 }
 
