@@ -1,8 +1,6 @@
 //! Converting a base tensor's elements to a fine-tune's float dtype (round to nearest even),
 //! so a BF16 or F16 fine-tune can be predicted from an F32 base.
 
-use std::sync::Arc;
-
 use half::{bf16, f16};
 
 use crate::object::DType;
@@ -54,23 +52,20 @@ pub fn convert(data: &[u8], from: DType, to: DType) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// Like [`convert`], sharing the bytes when there is nothing to convert.
-pub fn convert_shared(data: Arc<Vec<u8>>, from: DType, to: DType) -> Option<Arc<Vec<u8>>> {
-    if from == to { Some(data) } else { convert(&data, from, to).map(Arc::new) }
-}
-
 /// F32 to BF16 with round to nearest even, in integer arithmetic so the loop vectorises;
 /// NaNs stay NaN (quiet bit set), as `half` does.
 fn f32_to_bf16(data: &[u8]) -> Vec<u8> {
-    let words = data.as_chunks::<4>().0.iter().map(|c| {
-        let u = u32::from_le_bytes(*c);
-        let rounded = (u.wrapping_add(0x7FFF + ((u >> 16) & 1)) >> 16) as u16;
-        let nan = (u >> 16) as u16 | 0x40;
-        // Select without a branch so the loop vectorises.
-        let is_nan = 0u16.wrapping_sub(((u & 0x7FFF_FFFF) > 0x7F80_0000) as u16);
-        (rounded ^ ((rounded ^ nan) & is_nan)).to_le_bytes()
-    });
-    words.collect::<Vec<_>>().into_flattened()
+    data.as_chunks::<4>().0.iter().map(|c| bf16_of_f32(u32::from_le_bytes(*c))).collect::<Vec<_>>().into_flattened()
+}
+
+/// One F32 (as bits) rounded to BF16, in integer arithmetic so that loops over it vectorise.
+#[inline(always)]
+pub fn bf16_of_f32(u: u32) -> [u8; 2] {
+    let rounded = (u.wrapping_add(0x7FFF + ((u >> 16) & 1)) >> 16) as u16;
+    let nan = (u >> 16) as u16 | 0x40;
+    // Select without a branch.
+    let is_nan = 0u16.wrapping_sub(((u & 0x7FFF_FFFF) > 0x7F80_0000) as u16);
+    (rounded ^ ((rounded ^ nan) & is_nan)).to_le_bytes()
 }
 
 #[cfg(test)]

@@ -198,6 +198,48 @@ impl<'a> ChunkView<'a> {
     }
 
     /// Stream 0 of the difference codecs: one symbol per element, under the base's contexts.
+    /// Decodes the chunk (elements of `dtype`) converted to `to` (None: as it is). Byte-grouped
+    /// F32 goes to BF16 a block at a time, its checksum taken on the way, so the F32 chunk is
+    /// never whole in memory: how an F32 base serves BF16 fine-tunes.
+    pub fn decode_as(&self, dtype: DType, to: Option<DType>, base: Option<&[u8]>) -> Result<Vec<u8>, CodecError> {
+        match to.filter(|&t| t != dtype) {
+            None => self.decode(dtype, base),
+            Some(DType::BF16) if dtype == DType::F32 && self.codec == Codec::Grouped => self.join_f32_as_bf16(),
+            Some(t) => convert::convert(&self.decode(dtype, base)?, dtype, t)
+                .ok_or_else(|| CodecError::Corrupt(format!("{dtype} elements do not convert to {t}"))),
+        }
+    }
+
+    fn join_f32_as_bf16(&self) -> Result<Vec<u8>, CodecError> {
+        /// Elements per block: their F32 words stay in the first-level cache.
+        const BLOCK: usize = 4096;
+        if !self.raw_len.is_multiple_of(4) {
+            return Err(CodecError::Corrupt(format!("{} bytes is not a whole number of F32 elements", self.raw_len)));
+        }
+        let n = self.raw_len / 4;
+        if self.streams.len() != 4 {
+            return Err(CodecError::Corrupt(format!("{} streams, F32 needs 4", self.streams.len())));
+        }
+        let planes = (0..4).map(|i| self.stream(i, n)).collect::<Result<Vec<_>, _>>()?;
+        if planes.iter().any(|p| p.len() != n) {
+            return Err(CodecError::Corrupt("plane length mismatch".into()));
+        }
+        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+        let mut words: Vec<[u8; 4]> = Vec::with_capacity(BLOCK.min(n));
+        let mut out: Vec<[u8; 2]> = Vec::with_capacity(n);
+        for start in (0..n).step_by(BLOCK) {
+            let end = (start + BLOCK).min(n);
+            words.clear();
+            words.extend(planes::join_f32_words(std::array::from_fn(|k| &planes[k][start..end])));
+            hasher.update(words.as_flattened());
+            out.extend(words.iter().map(|w| convert::bf16_of_f32(u32::from_le_bytes(*w))));
+        }
+        if hasher.digest() != self.checksum {
+            return Err(CodecError::Checksum);
+        }
+        Ok(out.into_flattened())
+    }
+
     fn difference_symbols(&self, dtype: DType, base: &[u8]) -> Result<Vec<u8>, CodecError> {
         let contexts = delta::contexts(dtype, base);
         let mut symbols = vec![0u8; contexts.len()];

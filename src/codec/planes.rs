@@ -179,13 +179,18 @@ fn split_f32(data: &[u8]) -> Vec<Vec<u8>> {
 
 fn join_f32<P: AsRef<[u8]>>(planes: &[P], elements: usize) -> Vec<u8> {
     let plane = |k: usize| &planes[k].as_ref()[..elements];
-    let low = plane(1).iter().zip(plane(2));
-    let high = plane(0).iter().zip(plane(3));
-    let words = low.zip(high).map(|((&p0, &p1), (&e, &hi))| {
+    join_f32_words([plane(0), plane(1), plane(2), plane(3)]).collect::<Vec<_>>().into_flattened()
+}
+
+/// The F32 words of byte planes (exponent, low, middle, sign and high mantissa bits), all of
+/// the same length; an exact-size iterator, so collecting it writes in place and vectorises.
+pub fn join_f32_words<'a>([e, p0, p1, p2]: [&'a [u8]; 4]) -> impl Iterator<Item = [u8; 4]> + 'a {
+    let low = p0.iter().zip(p1);
+    let high = e.iter().zip(p2);
+    low.zip(high).map(|((&p0, &p1), (&e, &hi))| {
         let hi = hi as u32;
         (((hi & 0x80) << 24) | ((e as u32) << 23) | ((hi & 0x7F) << 16) | ((p1 as u32) << 8) | p0 as u32).to_le_bytes()
-    });
-    words.collect::<Vec<_>>().into_flattened()
+    })
 }
 
 /// Reads a little-endian word of `W` bytes.

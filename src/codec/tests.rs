@@ -37,6 +37,26 @@ proptest! {
     }
 }
 
+proptest! {
+    /// Byte-grouped F32 decoded straight to BF16 (block by block) equals decoding, then
+    /// rounding; across block boundaries, and with a wrong checksum refused.
+    #[test]
+    fn grouped_f32_decodes_as_bf16_block_by_block(words in proptest::collection::vec(any::<u32>(), 0..10_000), extra in 0usize..3) {
+        let data: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+        let stored = encode_with(Codec::Grouped, DType::F32, &data, None, EncodeOptions::default());
+        let view = ChunkView::parse(&stored).unwrap();
+        let expected = convert::convert(&data, DType::F32, DType::BF16).unwrap();
+        prop_assert_eq!(view.decode_as(DType::F32, Some(DType::BF16), None).unwrap(), expected);
+        prop_assert_eq!(view.decode_as(DType::F32, Some(DType::F32), None).unwrap(), data.clone());
+        prop_assert_eq!(view.decode_as(DType::F32, Some(DType::F16), None).unwrap(), convert::convert(&data, DType::F32, DType::F16).unwrap());
+        let mut wrong = stored.clone();
+        // The checksum follows the codec byte, stream count and length.
+        wrong[6 + extra] ^= 1;
+        let wrong = ChunkView::parse(&wrong).unwrap();
+        prop_assert!(matches!(wrong.decode_as(DType::F32, Some(DType::BF16), None), Err(CodecError::Checksum)));
+    }
+}
+
 /// A deterministic xorshift64 generator.
 fn xorshift(mut state: u64) -> impl FnMut() -> u64 {
     move || {

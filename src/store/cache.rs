@@ -3,9 +3,10 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use crate::object::ObjectId;
+use crate::object::{DType, ObjectId};
 
-type Key = (ObjectId, u64);
+/// Object, chunk, and the dtype the chunk was converted to (None: its own).
+type Key = (ObjectId, u64, Option<DType>);
 
 /// First-in first-out eviction keeps it simple and is enough for checkout's in-order access.
 pub struct ChunkCache {
@@ -26,17 +27,18 @@ impl ChunkCache {
         ChunkCache { budget, inner: Mutex::new(Inner::default()) }
     }
 
-    /// A cached chunk.
-    pub fn get(&self, id: &ObjectId, i: u64) -> Option<Arc<Vec<u8>>> {
-        self.inner.lock().ok()?.map.get(&(*id, i)).cloned()
+    /// A cached chunk, in dtype `as_dtype` (None: as stored).
+    pub fn get(&self, id: &ObjectId, i: u64, as_dtype: Option<DType>) -> Option<Arc<Vec<u8>>> {
+        self.inner.lock().ok()?.map.get(&(*id, i, as_dtype)).cloned()
     }
 
-    /// Caches a chunk and returns it shared.
-    pub fn insert(&self, id: ObjectId, i: u64, data: Vec<u8>) -> Arc<Vec<u8>> {
+    /// Caches a chunk in dtype `as_dtype` (None: as stored) and returns it shared.
+    pub fn insert(&self, id: ObjectId, i: u64, as_dtype: Option<DType>, data: Vec<u8>) -> Arc<Vec<u8>> {
         let data = Arc::new(data);
         let Ok(mut inner) = self.inner.lock() else { return data };
-        if inner.map.insert((id, i), data.clone()).is_none() {
-            inner.order.push_back((id, i));
+        let key = (id, i, as_dtype);
+        if inner.map.insert(key, data.clone()).is_none() {
+            inner.order.push_back(key);
             inner.bytes += data.len();
         }
         while inner.bytes > self.budget {

@@ -23,7 +23,7 @@ use bytes::Bytes;
 use rayon::prelude::*;
 
 use crate::codec::{ChunkView, CodecError, convert};
-use crate::object::{ChunkedFile, Commit, ObjectId, ObjectKind, Tag, TensorFile, Tree};
+use crate::object::{ChunkedFile, Commit, DType, ObjectId, ObjectKind, Tag, TensorFile, Tree};
 use crate::pack::{
     EntryHeader, EntryView, IndexRecord, PACK_HEADER_LEN, PackError, PackIndex, PackName, SealedPack, TRAILER_LEN,
 };
@@ -241,6 +241,11 @@ impl LoadedPack {
 }
 
 type PackList = Arc<Vec<Arc<LoadedPack>>>;
+
+/// The error for a base whose elements do not convert to its delta's dtype.
+fn incompatible(id: &ObjectId, from: DType, to: DType) -> StoreError {
+    StoreError::corrupt(*id, format!("{from} elements do not convert to {to}"))
+}
 
 /// Packs beyond which lookups go through one merged table instead of each pack's index.
 const MERGE_AFTER_PACKS: usize = 16;
@@ -552,14 +557,20 @@ impl Odb {
     /// decodes once. The chunk's own bases are not cached: once it is, they are not needed again,
     /// and caching a whole chain would push out the chunks that are.
     pub fn chunk(&self, id: &ObjectId, i: u64) -> Result<Arc<Vec<u8>>, StoreError> {
-        self.cached_chunk(id, i, 0)
+        self.cached_chunk(id, i, None, 0)
     }
 
-    fn cached_chunk(&self, id: &ObjectId, i: u64, depth: usize) -> Result<Arc<Vec<u8>>, StoreError> {
-        if let Some(hit) = self.cache.get(id, i) {
+    fn cached_chunk(
+        &self,
+        id: &ObjectId,
+        i: u64,
+        as_dtype: Option<DType>,
+        depth: usize,
+    ) -> Result<Arc<Vec<u8>>, StoreError> {
+        if let Some(hit) = self.cache.get(id, i, as_dtype) {
             return Ok(hit);
         }
-        Ok(self.cache.insert(*id, i, self.decode_with(id, i, false, depth)?))
+        Ok(self.cache.insert(*id, i, as_dtype, self.decode_with(id, i, as_dtype, false, depth)?))
     }
 
     /// Offers `hints` for delta bases from now on (None withdraws them).
@@ -591,12 +602,19 @@ impl Odb {
 
     /// Decodes chunk `i` of an object, resolving its base through the cache.
     pub fn decode_chunk(&self, id: &ObjectId, i: u64) -> Result<Vec<u8>, StoreError> {
-        self.decode_with(id, i, true, 0)
+        self.decode_with(id, i, None, true, 0)
     }
 
-    /// Decodes chunk `i`, `depth` links down a delta chain, reading its base's chunks through
-    /// the cache or not.
-    fn decode_with(&self, id: &ObjectId, i: u64, cache_bases: bool, depth: usize) -> Result<Vec<u8>, StoreError> {
+    /// Decodes chunk `i` (converted to `as_dtype`, if given), `depth` links down a delta chain,
+    /// reading its base's chunks through the cache or not.
+    fn decode_with(
+        &self,
+        id: &ObjectId,
+        i: u64,
+        as_dtype: Option<DType>,
+        cache_bases: bool,
+        depth: usize,
+    ) -> Result<Vec<u8>, StoreError> {
         if depth > MAX_DECODE_DEPTH {
             let what = format!("delta chain longer than {MAX_DECODE_DEPTH} links (a cycle of bases?)");
             return Err(StoreError::corrupt(*id, what));
@@ -614,9 +632,13 @@ impl Odb {
                 format!("chunk {i} holds {} bytes, expected {}", view.raw_len, end - start),
             ));
         }
+        let dtype = entry.header.meta.dtype;
         if let Some(decoded) = self.decode_on_hinted_base(&view, &entry.header, (start, end)) {
             pack.source.release(&pack.name, at, stored.len() as u64);
-            return Ok(decoded);
+            return match as_dtype.filter(|&to| to != dtype) {
+                Some(to) => convert::convert(&decoded, dtype, to).ok_or_else(|| incompatible(id, dtype, to)),
+                None => Ok(decoded),
+            };
         }
         let base = match view.base {
             Some(base_id) => {
@@ -625,7 +647,7 @@ impl Odb {
             }
             None => None,
         };
-        let decoded = view.decode(entry.header.meta.dtype, base.as_deref().map(Vec::as_slice));
+        let decoded = view.decode_as(dtype, as_dtype, base.as_deref().map(Vec::as_slice));
         pack.source.release(&pack.name, at, stored.len() as u64);
         decoded.map_err(|e: CodecError| StoreError::corrupt(*id, e))
     }
@@ -640,30 +662,33 @@ impl Odb {
         depth: usize,
     ) -> Result<Arc<Vec<u8>>, StoreError> {
         let bh = self.header(base)?;
-        let (fw, bw) = (fine.meta.dtype.width() as u64, bh.meta.dtype.width() as u64);
-        let bytes = self.read_range_with(base, &bh, (start / fw * bw, end / fw * bw), cached, depth)?;
-        convert::convert_shared(bytes, bh.meta.dtype, fine.meta.dtype).ok_or_else(|| {
-            StoreError::corrupt(fine.id, format!("base {} has incompatible dtype {}", base.short(), bh.meta.dtype))
-        })
+        if !convert::can_convert(bh.meta.dtype, fine.meta.dtype) {
+            return Err(incompatible(base, bh.meta.dtype, fine.meta.dtype));
+        }
+        self.read_range_with(base, &bh, (start, end), Some(fine.meta.dtype), cached, depth)
     }
 
     /// Bytes `start..end` of an object's data, decoding only the chunks that cover them
     /// (through the cache).
     pub fn read_range(&self, id: &ObjectId, header: &EntryHeader, start: u64, end: u64) -> Result<Vec<u8>, StoreError> {
-        let shared = self.read_range_shared(id, header, start, end)?;
+        let shared = self.read_range_with(id, header, (start, end), None, true, 0)?;
         Ok(Arc::try_unwrap(shared).unwrap_or_else(|shared| shared.to_vec()))
     }
 
-    /// Like [`Odb::read_range`]; a range that is one whole chunk is shared with the cache,
-    /// not copied.
-    pub fn read_range_shared(
+    /// Bytes `start..end` of an object's elements converted to `dtype` (positions count in
+    /// `dtype`'s width), through the cache; a range that is one whole chunk is shared with
+    /// the cache, not copied.
+    pub fn read_range_as(
         &self,
         id: &ObjectId,
         header: &EntryHeader,
-        start: u64,
-        end: u64,
+        (start, end): (u64, u64),
+        dtype: DType,
     ) -> Result<Arc<Vec<u8>>, StoreError> {
-        self.read_range_with(id, header, (start, end), true, 0)
+        if !convert::can_convert(header.meta.dtype, dtype) {
+            return Err(incompatible(id, header.meta.dtype, dtype));
+        }
+        self.read_range_with(id, header, (start, end), Some(dtype), true, 0)
     }
 
     fn read_range_with(
@@ -671,25 +696,26 @@ impl Odb {
         id: &ObjectId,
         header: &EntryHeader,
         (start, end): (u64, u64),
+        as_dtype: Option<DType>,
         cached: bool,
         depth: usize,
     ) -> Result<Arc<Vec<u8>>, StoreError> {
-        if end > header.meta.data_len || start > end || end - start > MAX_IN_MEMORY {
-            return Err(StoreError::corrupt(
-                *id,
-                format!("range {start}..{end} outside its {} bytes", header.meta.data_len),
-            ));
+        let as_dtype = as_dtype.filter(|&d| d != header.meta.dtype);
+        let width = as_dtype.unwrap_or(header.meta.dtype).width() as u64;
+        let len = header.meta.data_len / header.meta.dtype.width() as u64 * width;
+        if end > len || start > end || end - start > MAX_IN_MEMORY {
+            return Err(StoreError::corrupt(*id, format!("range {start}..{end} outside its {len} bytes")));
         }
-        let chunk_bytes = header.chunk_elems * header.meta.dtype.width() as u64;
+        let chunk_bytes = header.chunk_elems * width;
         let mut out = Vec::with_capacity((end - start) as usize);
         let mut pos = start;
         while pos < end {
             let i = pos / chunk_bytes;
             // Without `cached`, a chunk already in the cache is still used; it is only not added.
-            let chunk = match (cached, self.cache.get(id, i)) {
-                (true, _) => self.cached_chunk(id, i, depth)?,
+            let chunk = match (cached, self.cache.get(id, i, as_dtype)) {
+                (true, _) => self.cached_chunk(id, i, as_dtype, depth)?,
                 (false, Some(hit)) => hit,
-                (false, None) => Arc::new(self.decode_with(id, i, false, depth)?),
+                (false, None) => Arc::new(self.decode_with(id, i, as_dtype, false, depth)?),
             };
             let offset = (pos - i * chunk_bytes) as usize;
             let take = ((end - pos) as usize).min(chunk.len().saturating_sub(offset));

@@ -384,13 +384,10 @@ impl Base {
 
     /// The base elements matching fine bytes `start..end`, in the fine dtype; None past its end.
     fn range(&self, odb: &Odb, dtype: DType, start: u64, end: u64) -> Result<Option<Arc<Vec<u8>>>, StoreError> {
-        let (fw, bw) = (dtype.width() as u64, self.header.meta.dtype.width() as u64);
-        let (bs, be) = (start / fw * bw, end / fw * bw);
-        if be > self.header.meta.data_len {
+        if end / dtype.width() as u64 > self.header.meta.elements() {
             return Ok(None);
         }
-        let bytes = odb.read_range_shared(&self.id, &self.header, bs, be)?;
-        Ok(convert::convert_shared(bytes, self.header.meta.dtype, dtype))
+        Ok(Some(odb.read_range_as(&self.id, &self.header, (start, end), dtype)?))
     }
 }
 
