@@ -213,12 +213,7 @@ fn checkout_over_the_base_reads_it_from_the_work_tree_and_checks_it() {
 
     r.ok(&["checkout", "HEAD~1"]);
     let packs = r.path(".mlv/objects/pack");
-    let largest = std::fs::read_dir(&packs)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "pack"))
-        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
-        .unwrap();
+    let largest = crate::common::largest_pack(&packs);
     let pack = std::fs::OpenOptions::new().write(true).open(&largest).unwrap();
     pack.write_all_at(&[0xAA; 64], std::fs::metadata(&largest).unwrap().len() / 2).unwrap();
     drop(pack);

@@ -409,12 +409,7 @@ fn damaged_packs_are_refused_and_nothing_is_kept() {
     let (status, body) = http(&server.addr, "PUT", "/fresh/mlv/v1/refs", &[], b"");
     assert_eq!(status, 405, "{body}");
     let packs = r.root.join(".mlv/objects/pack");
-    let biggest = std::fs::read_dir(&packs)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "pack"))
-        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
-        .unwrap();
+    let biggest = crate::common::largest_pack(&packs);
     let good = std::fs::read(&biggest).unwrap();
     let stem = biggest.file_stem().unwrap().to_str().unwrap().to_string();
     let put =

@@ -157,12 +157,7 @@ fn a_corrupt_pack_on_the_remote_is_refused_and_nothing_is_kept() {
     let (r, _base, _ft) = family_repo();
     let srv = published(&r);
     let packs = srv.join("objects/pack");
-    let biggest = std::fs::read_dir(&packs)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "pack"))
-        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
-        .unwrap();
+    let biggest = crate::common::largest_pack(&packs);
     let mut bytes = std::fs::read(&biggest).unwrap();
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x40;

@@ -328,6 +328,16 @@ pub fn snapshot_excluding(dir: &Path, exclude: &[&str]) -> BTreeMap<String, Stri
 }
 
 /// Total size of the regular files under `dir`.
+/// The largest pack file in a `pack` directory (the one holding a family's base).
+pub fn largest_pack(packs: &Path) -> PathBuf {
+    std::fs::read_dir(packs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "pack"))
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap()
+}
+
 pub fn dir_size(dir: &Path) -> u64 {
     let mut total = 0;
     walk(dir, dir, &[], &mut |_, abs| total += std::fs::metadata(abs).unwrap().len());
