@@ -49,23 +49,9 @@ impl<const BITS: u32, const FLOAT: bool, const MANT: u32, const EXP: u32> Keying
     }
 
     #[inline(always)]
-    fn unkey(k: u64) -> u64 {
-        if !FLOAT {
-            return k;
-        }
-        let positive = (k >> (BITS - 1)) & 1;
-        k ^ (Self::SIGN | (Self::MASK * (1 - positive)))
-    }
-
-    #[inline(always)]
     fn zigzag(d: u64) -> u64 {
         let negative = (d >> (BITS - 1)) & 1;
         ((d << 1) ^ (Self::MASK * negative)) & Self::MASK
-    }
-
-    #[inline(always)]
-    fn unzigzag(z: u64) -> u64 {
-        (z >> 1) ^ (Self::MASK * (z & 1))
     }
 
     /// The base's exponent field, folded to one byte, as the coding context.
@@ -92,12 +78,6 @@ impl<const BITS: u32, const FLOAT: bool, const MANT: u32, const EXP: u32> Keying
     #[inline(always)]
     fn diff(fine: u64, base: u64) -> u64 {
         Self::zigzag(Self::key(fine).wrapping_sub(Self::key(base)) & Self::MASK)
-    }
-
-    /// The fine element from its base and `z`.
-    #[inline(always)]
-    fn undiff(base: u64, z: u64) -> u64 {
-        Self::unkey(Self::key(base).wrapping_add(Self::unzigzag(z)) & Self::MASK)
     }
 }
 
@@ -342,12 +322,7 @@ fn unsymbolise_words<const W: usize, const BITS: u32, const FLOAT: bool, const M
     check_symbols(symbols, BITS)?;
     let mut out = vec![0u8; symbols.len() * W];
     store_large_differences::<W>(symbols, raw_bits, &mut out)?;
-    match W {
-        1 => undiff_u8::<FLOAT>(symbols, base, &mut out),
-        2 => undiff_u16::<FLOAT>(symbols, base, &mut out),
-        4 => undiff_u32::<FLOAT>(symbols, base, &mut out),
-        _ => undiff_u64::<FLOAT>(symbols, base, &mut out),
-    }
+    undiff_in_place::<W, FLOAT>(symbols, base, &mut out);
     Ok(out)
 }
 
@@ -358,12 +333,27 @@ fn store_large_differences<const W: usize>(symbols: &[u8], raw_bits: &[u8], out:
     let words = out.as_chunks_mut::<W>().0;
     for_each_large(symbols, |i, sym| {
         let (top, nbits) = unsymbolise(sym);
-        let z = (top << nbits) | bits.read(nbits)?;
-        if let Some(o) = words.get_mut(i) {
-            o.copy_from_slice(&z.to_le_bytes()[..W]);
-        }
+        store_z(words, i, (top << nbits) | bits.read(nbits)?);
         Ok(())
     })
+}
+
+/// Writes `z` into element `i` of `words` (a no-op past their end, which callers' lengths rule out).
+#[inline(always)]
+fn store_z<const W: usize>(words: &mut [[u8; W]], i: usize, z: u64) {
+    if let Some(o) = words.get_mut(i) {
+        o.copy_from_slice(&z.to_le_bytes()[..W]);
+    }
+}
+
+/// The second pass of decoding for `W`-byte elements.
+fn undiff_in_place<const W: usize, const FLOAT: bool>(symbols: &[u8], base: &[u8], out: &mut [u8]) {
+    match W {
+        1 => undiff_u8::<FLOAT>(symbols, base, out),
+        2 => undiff_u16::<FLOAT>(symbols, base, out),
+        4 => undiff_u32::<FLOAT>(symbols, base, out),
+        _ => undiff_u64::<FLOAT>(symbols, base, out),
+    }
 }
 
 /// Bit `j` set if symbol `j` of the eight is 8 or more (has raw bits), without branches.
@@ -508,24 +498,21 @@ fn unsymbolise_low_words<const W: usize, const BITS: u32, const FLOAT: bool, con
     let mut bits = RawBitsReader::new(rest_bits);
     let mut lows = lows.iter();
     let mut out = vec![0u8; symbols.len() * W];
-    let words = out.chunks_exact_mut(W).zip(base.chunks_exact(W));
-    for ((o, b), &sym) in words.zip(symbols) {
+    let words = out.as_chunks_mut::<W>().0;
+    for_each_large(symbols, |i, sym| {
         let (top, nbits) = unsymbolise(sym);
-        let mut z = top << nbits;
-        if nbits > 0 {
-            let below = nbits - low_len(nbits);
-            let low = u64::from(*lows.next().ok_or_else(|| CodecError::Corrupt("too few low bytes".into()))?);
-            if low >> low_len(nbits) != 0 {
-                return Err(CodecError::Corrupt(format!("low byte {low} wider than {nbits} bits")));
-            }
-            z |= (low << below) | bits.read(below)?;
+        let below = nbits - low_len(nbits);
+        let low = u64::from(*lows.next().ok_or_else(|| CodecError::Corrupt("too few low bytes".into()))?);
+        if low >> low_len(nbits) != 0 {
+            return Err(CodecError::Corrupt(format!("low byte {low} wider than {nbits} bits")));
         }
-        let f = Keying::<BITS, FLOAT, MANT, EXP>::undiff(load::<W>(b), z);
-        o.copy_from_slice(&f.to_le_bytes()[..W]);
-    }
+        store_z(words, i, (top << nbits) | (low << below) | bits.read(below)?);
+        Ok(())
+    })?;
     if lows.next().is_some() {
         return Err(CodecError::Corrupt("more low bytes than elements with raw bits".into()));
     }
+    undiff_in_place::<W, FLOAT>(symbols, base, &mut out);
     Ok(out)
 }
 
@@ -576,7 +563,9 @@ mod tests {
                     v.to_le_bytes()[..w].to_vec()
                 })
                 .collect();
-            prop_assert_eq!(round_trip(dtype, &fine, &base), fine);
+            prop_assert_eq!(&round_trip(dtype, &fine, &base), &fine);
+            let s = symbolise_diff_low(dtype, &fine, &base);
+            prop_assert_eq!(unsymbolise_diff_low(dtype, &s.symbols, &s.lows, &s.rest_bits, &base).unwrap(), fine);
         }
     }
 
