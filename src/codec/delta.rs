@@ -226,8 +226,8 @@ fn symbolise_words<const W: usize, const BITS: u32, const FLOAT: bool, const MAN
     base: &[u8],
 ) -> Symbolised {
     type K<const B: u32, const F: bool, const M: u32, const E: u32> = Keying<B, F, M, E>;
-    if W == 2 {
-        return symbolise_halves::<FLOAT, MANT, EXP>(fine, base);
+    if W == 2 || W == 4 {
+        return symbolise_narrow::<W, BITS, FLOAT, MANT, EXP>(fine, base);
     }
     let n = fine.len() / W;
     let mut symbols = vec![0u8; n];
@@ -248,27 +248,44 @@ fn symbolise_words<const W: usize, const BITS: u32, const FLOAT: bool, const MAN
     Symbolised { symbols, contexts, raw_bits: bits.finish() }
 }
 
-/// [`symbolise_words`] for 16-bit elements (BF16, FP16), the hot case, in two passes: symbols
-/// and contexts per element in 32-bit arithmetic, which vectorises, then the raw bits of the
-/// elements whose symbols say they have some.
-fn symbolise_halves<const FLOAT: bool, const MANT: u32, const EXP: u32>(fine: &[u8], base: &[u8]) -> Symbolised {
-    type K<const F: bool, const M: u32, const E: u32> = Keying<16, F, M, E>;
-    let key = |u: u32| if FLOAT { u ^ (0x8000 | (0u32.wrapping_sub(u >> 15) & 0xFFFF)) } else { u };
-    let z_of = |f: &[u8; 2], b: &[u8; 2]| {
-        let d = key(u32::from(u16::from_le_bytes(*f))).wrapping_sub(key(u32::from(u16::from_le_bytes(*b)))) & 0xFFFF;
-        ((d << 1) ^ (0u32.wrapping_sub(d >> 15) & 0xFFFF)) & 0xFFFF
-    };
-    let (fine, base) = (fine.as_chunks::<2>().0, base.as_chunks::<2>().0);
-    let symbols: Vec<u8> = fine.iter().zip(base).map(|(f, b)| symbol_of_short(z_of(f, b))).collect();
-    let contexts = base.iter().map(|b| K::<FLOAT, MANT, EXP>::context(u64::from(u16::from_le_bytes(*b)))).collect();
+/// [`symbolise_words`] for 16- and 32-bit elements (BF16, FP16, FP32), the hot cases, in two
+/// passes: symbols and contexts per element in 32-bit arithmetic, which vectorises, then the
+/// raw bits of the elements whose symbols say they have some.
+fn symbolise_narrow<const W: usize, const BITS: u32, const FLOAT: bool, const MANT: u32, const EXP: u32>(
+    fine: &[u8],
+    base: &[u8],
+) -> Symbolised {
+    let (fine, base) = (fine.as_chunks::<W>().0, base.as_chunks::<W>().0);
+    let (symbols, contexts) = narrow_symbols::<W, BITS, FLOAT, MANT, EXP>(fine, base);
     let mut bits = RawBits::with_capacity(symbols.len() / 8);
     for_each_large(&symbols, |i, sym| {
         let nbits = unsymbolise(sym).1;
-        bits.push(u64::from(z_of(&fine[i], &base[i])) & ((1u64 << nbits) - 1), nbits);
+        bits.push(u64::from(narrow_z::<W, FLOAT>(&fine[i], &base[i])) & ((1u64 << nbits) - 1), nbits);
         Ok::<_, std::convert::Infallible>(())
     })
     .unwrap_or_else(|never| match never {});
     Symbolised { symbols, contexts, raw_bits: bits.finish() }
+}
+
+/// The symbol and the context of every element, for 16- and 32-bit elements.
+fn narrow_symbols<const W: usize, const BITS: u32, const FLOAT: bool, const MANT: u32, const EXP: u32>(
+    fine: &[[u8; W]],
+    base: &[[u8; W]],
+) -> (Vec<u8>, Vec<u8>) {
+    let symbol = |z: u32| if W == 2 { symbol_of_short(z) } else { symbol_of_word(z) };
+    let symbols = fine.iter().zip(base).map(|(f, b)| symbol(narrow_z::<W, FLOAT>(f, b))).collect();
+    let contexts = base.iter().map(|b| Keying::<BITS, FLOAT, MANT, EXP>::context(load::<W>(b))).collect();
+    (symbols, contexts)
+}
+
+/// [`Keying::diff`] for elements of at most 32 bits, in 32-bit arithmetic.
+#[inline(always)]
+fn narrow_z<const W: usize, const FLOAT: bool>(fine: &[u8; W], base: &[u8; W]) -> u32 {
+    let top = 8 * W as u32 - 1;
+    let mask = u32::MAX >> (31 - top);
+    let key = |u: u32| if FLOAT { u ^ ((1 << top) | (0u32.wrapping_sub(u >> top) & mask)) } else { u };
+    let d = key(load::<W>(fine) as u32).wrapping_sub(key(load::<W>(base) as u32)) & mask;
+    ((d << 1) ^ (0u32.wrapping_sub(d >> top) & mask)) & mask
 }
 
 /// [`symbolise`]'s symbol for `z < 2^24`, from the exponent and top mantissa bits of `z` as an
@@ -279,6 +296,17 @@ fn symbol_of_short(z: u32) -> u8 {
     // For z >= 8: 4 * (bit length - 2) plus the two bits below the leading one.
     let large = ((bits >> 23) as u8).wrapping_sub(128).wrapping_mul(4).wrapping_add(((bits >> 21) & 3) as u8);
     if z < 8 { z as u8 } else { large }
+}
+
+/// [`symbol_of_short`] for any 32-bit `z`, through an `f64` built from its bits (exact, and
+/// without a conversion instruction that older vector units lack).
+#[inline(always)]
+fn symbol_of_word(z: u32) -> u8 {
+    const TWO_52: f64 = 4_503_599_627_370_496.0;
+    let bits = (f64::from_bits(TWO_52.to_bits() | u64::from(z)) - TWO_52).to_bits();
+    // The exponent field is 1023 + bit length - 1.
+    let large = ((bits >> 52) as u32).wrapping_sub(1024).wrapping_mul(4).wrapping_add(((bits >> 50) & 3) as u32);
+    if z < 8 { z as u8 } else { large as u8 }
 }
 
 /// Calls `f(i, symbol)` for every element whose symbol is 8 or more (it has raw bits), in
@@ -432,6 +460,9 @@ fn symbolise_low_words<const W: usize, const BITS: u32, const FLOAT: bool, const
     base: &[u8],
 ) -> SplitLow {
     type K<const B: u32, const F: bool, const M: u32, const E: u32> = Keying<B, F, M, E>;
+    if W == 2 || W == 4 {
+        return symbolise_low_narrow::<W, BITS, FLOAT, MANT, EXP>(fine, base);
+    }
     let n = fine.len() / W;
     let mut out = SplitLow {
         symbols: Vec::with_capacity(n),
@@ -448,16 +479,52 @@ fn symbolise_low_words<const W: usize, const BITS: u32, const FLOAT: bool, const
         out.symbols.push(sym);
         out.contexts.push(K::<BITS, FLOAT, MANT, EXP>::context(b));
         if nbits > 0 {
-            let below = nbits - low_len(nbits);
-            out.lows.push(((z & ((1u64 << nbits) - 1)) >> below) as u8);
-            out.low_contexts.push(low_context(sym, K::<BITS, FLOAT, MANT, EXP>::high_mantissa(b)));
-            if below > 0 {
-                rest.push(z & ((1u64 << below) - 1), below);
-            }
+            push_low::<BITS, FLOAT, MANT, EXP>(&mut out, &mut rest, sym, z, b);
         }
     }
     out.rest_bits = rest.finish();
     out
+}
+
+/// [`symbolise_low_words`] for 16- and 32-bit elements, in the two passes of
+/// [`symbolise_narrow`].
+fn symbolise_low_narrow<const W: usize, const BITS: u32, const FLOAT: bool, const MANT: u32, const EXP: u32>(
+    fine: &[u8],
+    base: &[u8],
+) -> SplitLow {
+    let (fine, base) = (fine.as_chunks::<W>().0, base.as_chunks::<W>().0);
+    let (symbols, contexts) = narrow_symbols::<W, BITS, FLOAT, MANT, EXP>(fine, base);
+    let mut out =
+        SplitLow { symbols: Vec::new(), contexts, lows: Vec::new(), low_contexts: Vec::new(), rest_bits: Vec::new() };
+    let mut rest = RawBits::with_capacity(symbols.len() / 16);
+    for_each_large(&symbols, |i, sym| {
+        let z = u64::from(narrow_z::<W, FLOAT>(&fine[i], &base[i]));
+        push_low::<BITS, FLOAT, MANT, EXP>(&mut out, &mut rest, sym, z, load::<W>(&base[i]));
+        Ok::<_, std::convert::Infallible>(())
+    })
+    .unwrap_or_else(|never| match never {});
+    out.symbols = symbols;
+    out.rest_bits = rest.finish();
+    out
+}
+
+/// Splits the raw bits of an element (symbol `sym` of 8 and up, difference `z`, base word `b`)
+/// into its low byte, that byte's context and the rest.
+#[inline(always)]
+fn push_low<const BITS: u32, const FLOAT: bool, const MANT: u32, const EXP: u32>(
+    out: &mut SplitLow,
+    rest: &mut RawBits,
+    sym: u8,
+    z: u64,
+    b: u64,
+) {
+    let nbits = unsymbolise(sym).1;
+    let below = nbits - low_len(nbits);
+    out.lows.push(((z & ((1u64 << nbits) - 1)) >> below) as u8);
+    out.low_contexts.push(low_context(sym, Keying::<BITS, FLOAT, MANT, EXP>::high_mantissa(b)));
+    if below > 0 {
+        rest.push(z & ((1u64 << below) - 1), below);
+    }
 }
 
 /// The contexts of the low bytes, from the decoded symbols and the base.
@@ -592,9 +659,14 @@ mod tests {
     }
 
     #[test]
-    fn short_symbols_match_the_bit_scan() {
+    fn float_derived_symbols_match_the_bit_scan() {
         for z in (0..1u32 << 17).chain((17..24).map(|b| (1 << b) - 1)).chain([(1 << 24) - 2, 3 << 22]) {
             assert_eq!(symbol_of_short(z), symbolise(u64::from(z)).0, "z={z}");
+        }
+        let wide = (0..1u32 << 17)
+            .chain((17..=32).flat_map(|b| [(1u64 << b) - 1, 1 << (b - 1), 3 << (b - 2)]).map(|z| z as u32));
+        for z in wide {
+            assert_eq!(symbol_of_word(z), symbolise(u64::from(z)).0, "z={z}");
         }
     }
 
