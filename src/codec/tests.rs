@@ -34,6 +34,9 @@ proptest! {
         let base = vec![0u8; 64];
         let _ = decode(&bytes, dtype, Some(&base));
         let _ = decode(&bytes, dtype, None);
+        if let Ok(view) = ChunkView::parse(&bytes) {
+            let _ = view.decode_as(dtype, Some(DType::BF16), Some(&base));
+        }
     }
 }
 
@@ -49,6 +52,15 @@ proptest! {
         prop_assert_eq!(view.decode_as(DType::F32, Some(DType::BF16), None).unwrap(), expected);
         prop_assert_eq!(view.decode_as(DType::F32, Some(DType::F32), None).unwrap(), data.clone());
         prop_assert_eq!(view.decode_as(DType::F32, Some(DType::F16), None).unwrap(), convert::convert(&data, DType::F32, DType::F16).unwrap());
+        for flip in [extra * 7 % stored.len().max(1), stored.len() / 2, stored.len().saturating_sub(1 + extra)] {
+            let mut damaged = stored.clone();
+            if let Some(b) = damaged.get_mut(flip) {
+                *b ^= 0x5A;
+            }
+            if let Ok(view) = ChunkView::parse(&damaged) {
+                let _ = view.decode_as(DType::F32, Some(DType::BF16), None);
+            }
+        }
         let mut wrong = stored.clone();
         // The checksum follows the codec byte, stream count and length.
         wrong[6 + extra] ^= 1;
