@@ -510,15 +510,25 @@ impl WorktreeBases {
 }
 
 impl crate::store::BaseHints for WorktreeBases {
-    fn read(&self, id: &ObjectId, start: u64, end: u64) -> Option<Vec<u8>> {
+    fn with_range(&self, id: &ObjectId, start: u64, end: u64, use_bytes: &mut dyn FnMut(&[u8])) -> bool {
         use std::os::unix::fs::FileExt;
-        let &(k, offset, len) = self.at.get(id)?;
+        thread_local! {
+            /// Reused across reads: a fresh buffer per chunk costs zeroing and page faults.
+            static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        let Some(&(k, offset, len)) = self.at.get(id) else { return false };
         // Callers ask for one chunk's range; more is refused rather than allocated.
         if start > end || end > len || end - start > 2 * crate::codec::MAX_CHUNK_BYTES as u64 {
-            return None;
+            return false;
         }
-        let mut buf = vec![0u8; (end - start) as usize];
-        self.files.get(k)?.read_exact_at(&mut buf, offset + start).ok()?;
-        Some(buf)
+        let Some(file) = self.files.get(k) else { return false };
+        SCRATCH.with_borrow_mut(|buf| {
+            buf.resize((end - start) as usize, 0);
+            let read = file.read_exact_at(buf, offset + start).is_ok();
+            if read {
+                use_bytes(buf);
+            }
+            read
+        })
     }
 }

@@ -288,8 +288,9 @@ pub struct Odb {
 /// not decode their bases. A delta decoded on a hinted base is still checked by its chunk
 /// checksum; if that fails, or the hint has nothing, the base comes from the packs.
 pub trait BaseHints: Send + Sync {
-    /// Bytes `start..end` of object `id`'s data, if this source has them.
-    fn read(&self, id: &ObjectId, start: u64, end: u64) -> Option<Vec<u8>>;
+    /// Calls `use_bytes` with bytes `start..end` of object `id`'s data, if this source has
+    /// them; false if it has not.
+    fn with_range(&self, id: &ObjectId, start: u64, end: u64, use_bytes: &mut dyn FnMut(&[u8])) -> bool;
 }
 
 impl Odb {
@@ -592,12 +593,15 @@ impl Odb {
         let hints = self.base_hints.read().ok()?.clone()?;
         let bh = self.header(&base).ok()?;
         let (fw, bw) = (fine.meta.dtype.width() as u64, bh.meta.dtype.width() as u64);
-        let bytes = hints.read(&base, start / fw * bw, end / fw * bw)?;
-        let converted = match bh.meta.dtype == fine.meta.dtype {
-            true => bytes,
-            false => convert::convert(&bytes, bh.meta.dtype, fine.meta.dtype)?,
-        };
-        view.decode(fine.meta.dtype, Some(&converted)).ok()
+        let mut decoded = None;
+        hints.with_range(&base, start / fw * bw, end / fw * bw, &mut |bytes| {
+            decoded = match bh.meta.dtype == fine.meta.dtype {
+                true => view.decode(fine.meta.dtype, Some(bytes)).ok(),
+                false => convert::convert(bytes, bh.meta.dtype, fine.meta.dtype)
+                    .and_then(|base| view.decode(fine.meta.dtype, Some(&base)).ok()),
+            };
+        });
+        decoded
     }
 
     /// Decodes chunk `i` of an object, resolving its base through the cache.
