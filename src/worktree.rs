@@ -493,9 +493,15 @@ impl WorktreeBases {
             if bases.files.len() >= MAX_BASE_FILES {
                 break;
             }
-            let Ok(file) = File::open(root.join(path)) else { continue };
-            let clean = file.metadata().is_ok_and(|m| m.is_file() && index.is_stat_clean(path, &Stat::of(&m)));
-            let Some(tf) = clean.then(|| odb.tensor_file(&e.id).ok()).flatten() else { continue };
+            // Checked before opening (opening a FIFO would block) and again on the open file.
+            let abs = root.join(path);
+            let clean = |m: &std::fs::Metadata| m.is_file() && index.is_stat_clean(path, &Stat::of(m));
+            if !std::fs::metadata(&abs).is_ok_and(|m| clean(&m)) {
+                continue;
+            }
+            let Ok(file) = File::open(&abs) else { continue };
+            let still_clean = file.metadata().is_ok_and(|m| clean(&m));
+            let Some(tf) = still_clean.then(|| odb.tensor_file(&e.id).ok()).flatten() else { continue };
             let mut offset = tf.prefix.len() as u64;
             for segment in &tf.segments {
                 if let Segment::Tensor { id, len } = segment {

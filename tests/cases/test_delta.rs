@@ -223,3 +223,33 @@ fn checkout_over_the_base_reads_it_from_the_work_tree_and_checks_it() {
     r.clear_worktree();
     assert!(!r.run(&["checkout", "-f", "HEAD~1"]).success(), "without the work tree the damage shows");
 }
+
+/// A FIFO where a base file was is not opened for its tensors (opening it would block): a
+/// forced checkout replaces it and finishes.
+#[test]
+fn a_fifo_in_place_of_a_base_file_does_not_block_checkout() {
+    let r = TestRepo::init();
+    let path = "m/model.safetensors";
+    let b = committed_base(&r, path);
+    st::write(&r.path(path), &as_bf16(&st::fine_tune(&b, 11, 0.5)), None);
+    r.ok(&["commit", "-am", "ft"]);
+    let ft_bytes = r.read(path);
+    r.ok(&["checkout", "HEAD~1"]);
+    std::fs::remove_file(r.path(path)).unwrap();
+    let made = std::process::Command::new("mkfifo").arg(r.path(path)).status().unwrap();
+    assert!(made.success());
+    let mut child = r.spawn_at(&r.root, &["checkout", "-f", "main"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().ok();
+            panic!("checkout blocked on the FIFO");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(status.success());
+    assert_eq!(r.read(path), ft_bytes);
+}
