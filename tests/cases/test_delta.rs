@@ -186,6 +186,14 @@ fn fp16_and_fp32_saves_delta_against_an_fp32_base() {
     }
 }
 
+/// Commits the F32 base at `path`, then a BF16 fine-tune of it; returns the fine-tune's bytes.
+fn base_then_fine_tune(r: &TestRepo, path: &str) -> Vec<u8> {
+    let b = committed_base(r, path);
+    st::write(&r.path(path), &as_bf16(&st::fine_tune(&b, 11, 0.5)), None);
+    r.ok(&["commit", "-am", "ft"]);
+    r.read(path)
+}
+
 /// A checkout over the base reads the base's tensors from the work tree instead of decoding
 /// them: it succeeds even with the base's pack damaged. A work-tree copy changed behind the
 /// index's back (same size, inode and mtime) fails the chunk checksums of the deltas decoded
@@ -195,10 +203,7 @@ fn checkout_over_the_base_reads_it_from_the_work_tree_and_checks_it() {
     use std::os::unix::fs::FileExt;
     let r = repo_with_small_chunks();
     let path = "m/model.safetensors";
-    let b = committed_base(&r, path);
-    st::write(&r.path(path), &as_bf16(&st::fine_tune(&b, 11, 0.5)), None);
-    r.ok(&["commit", "-am", "ft"]);
-    let ft_bytes = r.read(path);
+    let ft_bytes = base_then_fine_tune(&r, path);
 
     r.ok(&["checkout", "HEAD~1"]);
     let file = std::fs::OpenOptions::new().write(true).open(r.path(path)).unwrap();
@@ -230,10 +235,7 @@ fn checkout_over_the_base_reads_it_from_the_work_tree_and_checks_it() {
 fn a_fifo_in_place_of_a_base_file_does_not_block_checkout() {
     let r = TestRepo::init();
     let path = "m/model.safetensors";
-    let b = committed_base(&r, path);
-    st::write(&r.path(path), &as_bf16(&st::fine_tune(&b, 11, 0.5)), None);
-    r.ok(&["commit", "-am", "ft"]);
-    let ft_bytes = r.read(path);
+    let ft_bytes = base_then_fine_tune(&r, path);
     r.ok(&["checkout", "HEAD~1"]);
     std::fs::remove_file(r.path(path)).unwrap();
     let made = std::process::Command::new("mkfifo").arg(r.path(path)).status().unwrap();
