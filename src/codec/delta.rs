@@ -399,7 +399,7 @@ fn large_symbols(symbols: &[u8; 8]) -> u64 {
 /// Second pass of decoding, per element in its native width so that it vectorises: `z` is the
 /// symbol itself below 8, else what the first pass stored; the fine element is the base plus
 /// the unzigzagged `z`, in order-preserving keys for floats.
-macro_rules! undiff_in_place {
+macro_rules! undiff_words {
     ($name:ident, $t:ty) => {
         fn $name<const FLOAT: bool>(symbols: &[u8], base: &[u8], out: &mut [u8]) {
             const W: usize = std::mem::size_of::<$t>();
@@ -415,10 +415,10 @@ macro_rules! undiff_in_place {
         }
     };
 }
-undiff_in_place!(undiff_u8, u8);
-undiff_in_place!(undiff_u16, u16);
-undiff_in_place!(undiff_u32, u32);
-undiff_in_place!(undiff_u64, u64);
+undiff_words!(undiff_u8, u8);
+undiff_words!(undiff_u16, u16);
+undiff_words!(undiff_u32, u32);
+undiff_words!(undiff_u64, u64);
 
 /// The difference with the top byte of each element's raw bits split off (codec
 /// `bitx-diff-low`): the symbols as in [`Symbolised`], one "low" byte per element that has raw

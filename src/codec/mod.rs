@@ -155,14 +155,7 @@ impl<'a> ChunkView<'a> {
 
     /// Decodes the chunk; `base` must be the base's elements converted to `dtype`, same length.
     pub fn decode(&self, dtype: DType, base: Option<&[u8]>) -> Result<Vec<u8>, CodecError> {
-        let width = dtype.width();
-        if !self.raw_len.is_multiple_of(width) {
-            return Err(CodecError::Corrupt(format!(
-                "{} bytes is not a whole number of {dtype} elements",
-                self.raw_len
-            )));
-        }
-        let n = self.raw_len / width;
+        let n = self.elements(dtype)?;
         let out = match self.codec {
             Codec::Raw => self.stream(0, self.raw_len)?.into_owned(),
             Codec::Grouped => self.join_planes(dtype, n)?,
@@ -197,7 +190,17 @@ impl<'a> ChunkView<'a> {
         Ok(out)
     }
 
-    /// Stream 0 of the difference codecs: one symbol per element, under the base's contexts.
+    /// The number of `dtype` elements the chunk holds, refusing a length that is not whole.
+    fn elements(&self, dtype: DType) -> Result<usize, CodecError> {
+        if !self.raw_len.is_multiple_of(dtype.width()) {
+            return Err(CodecError::Corrupt(format!(
+                "{} bytes is not a whole number of {dtype} elements",
+                self.raw_len
+            )));
+        }
+        Ok(self.raw_len / dtype.width())
+    }
+
     /// Decodes the chunk (elements of `dtype`) converted to `to` (None: as it is). Byte-grouped
     /// F32 goes to BF16 a block at a time, its checksum taken on the way, so the F32 chunk is
     /// never whole in memory: how an F32 base serves BF16 fine-tunes.
@@ -213,17 +216,8 @@ impl<'a> ChunkView<'a> {
     fn join_f32_as_bf16(&self) -> Result<Vec<u8>, CodecError> {
         /// Elements per block: their F32 words stay in the first-level cache.
         const BLOCK: usize = 4096;
-        if !self.raw_len.is_multiple_of(4) {
-            return Err(CodecError::Corrupt(format!("{} bytes is not a whole number of F32 elements", self.raw_len)));
-        }
-        let n = self.raw_len / 4;
-        if self.streams.len() != 4 {
-            return Err(CodecError::Corrupt(format!("{} streams, F32 needs 4", self.streams.len())));
-        }
-        let planes = (0..4).map(|i| self.stream(i, n)).collect::<Result<Vec<_>, _>>()?;
-        if planes.iter().any(|p| p.len() != n) {
-            return Err(CodecError::Corrupt("plane length mismatch".into()));
-        }
+        let n = self.elements(DType::F32)?;
+        let planes = self.planes(DType::F32, n)?;
         let mut hasher = xxhash_rust::xxh3::Xxh3::new();
         let mut words: Vec<[u8; 4]> = Vec::with_capacity(BLOCK.min(n));
         let mut out: Vec<[u8; 2]> = Vec::with_capacity(n);
@@ -240,6 +234,7 @@ impl<'a> ChunkView<'a> {
         Ok(out.into_flattened())
     }
 
+    /// Stream 0 of the difference codecs: one symbol per element, under the base's contexts.
     fn difference_symbols(&self, dtype: DType, base: &[u8]) -> Result<Vec<u8>, CodecError> {
         let contexts = delta::contexts(dtype, base);
         let mut symbols = vec![0u8; contexts.len()];
@@ -256,15 +251,20 @@ impl<'a> ChunkView<'a> {
     }
 
     fn join_planes(&self, dtype: DType, n: usize) -> Result<Vec<u8>, CodecError> {
-        let g = Grouping::of(dtype);
-        if self.streams.len() != g.planes() {
-            return Err(CodecError::Corrupt(format!("{} streams, {dtype} needs {}", self.streams.len(), g.planes())));
+        Ok(Grouping::of(dtype).join(&self.planes(dtype, n)?, n))
+    }
+
+    /// The byte planes of `n` elements of `dtype`, each checked to hold `n` bytes.
+    fn planes(&self, dtype: DType, n: usize) -> Result<Vec<std::borrow::Cow<'a, [u8]>>, CodecError> {
+        let count = Grouping::of(dtype).planes();
+        if self.streams.len() != count {
+            return Err(CodecError::Corrupt(format!("{} streams, {dtype} needs {count}", self.streams.len())));
         }
-        let planes = (0..g.planes()).map(|i| self.stream(i, n)).collect::<Result<Vec<_>, _>>()?;
+        let planes = (0..count).map(|i| self.stream(i, n)).collect::<Result<Vec<_>, _>>()?;
         if planes.iter().any(|p| p.len() != n) {
             return Err(CodecError::Corrupt("plane length mismatch".into()));
         }
-        Ok(g.join(&planes, n))
+        Ok(planes)
     }
 
     /// Decodes stream `i`, refusing to inflate beyond `limit` bytes (or the chunk bound).

@@ -636,13 +636,12 @@ impl Odb {
                 format!("chunk {i} holds {} bytes, expected {}", view.raw_len, end - start),
             ));
         }
-        let dtype = entry.header.meta.dtype;
-        if let Some(decoded) = self.decode_on_hinted_base(&view, &entry.header, (start, end)) {
+        // Hints serve chunks decoded as they are: those of the objects being checked out.
+        if as_dtype.is_none()
+            && let Some(decoded) = self.decode_on_hinted_base(&view, &entry.header, (start, end))
+        {
             pack.source.release(&pack.name, at, stored.len() as u64);
-            return match as_dtype.filter(|&to| to != dtype) {
-                Some(to) => convert::convert(&decoded, dtype, to).ok_or_else(|| incompatible(id, dtype, to)),
-                None => Ok(decoded),
-            };
+            return Ok(decoded);
         }
         let base = match view.base {
             Some(base_id) => {
@@ -651,7 +650,7 @@ impl Odb {
             }
             None => None,
         };
-        let decoded = view.decode_as(dtype, as_dtype, base.as_deref().map(Vec::as_slice));
+        let decoded = view.decode_as(entry.header.meta.dtype, as_dtype, base.as_deref().map(Vec::as_slice));
         pack.source.release(&pack.name, at, stored.len() as u64);
         decoded.map_err(|e: CodecError| StoreError::corrupt(*id, e))
     }
