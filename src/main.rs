@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    keep_freed_memory();
     let args = cli::Cli::parse();
     let result = cli::run(args);
     for note in mlv::notes::drain() {
@@ -26,3 +27,24 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// Decoding and encoding allocate and free a few MiB per chunk on every thread. By default
+/// glibc hands freed memory back to the kernel and faults it in again, zeroed, on the next
+/// chunk: a third of a checkout's system time. Keeping it costs nothing beyond the peak RSS,
+/// which is reached anyway.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn keep_freed_memory() {
+    // Blocks up to 32 MiB (glibc's largest allowed threshold) come from the heap; larger ones
+    // are mapped, and unmapped when freed.
+    const MMAP_THRESHOLD: libc::c_int = 32 << 20;
+    const TRIM_THRESHOLD: libc::c_int = 1 << 30;
+    // SAFETY: mallopt only sets allocator parameters; it is called before any other thread
+    // exists. A refused value leaves glibc's default, which is correct, only slower.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn keep_freed_memory() {}
