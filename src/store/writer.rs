@@ -416,6 +416,11 @@ impl Sample {
                 .collect()
         };
         let bytes = ranges.iter().flat_map(|&(s, e)| src.bytes(s, e).to_vec()).collect();
+        // The windows are copied; their pages would otherwise stay mapped (a whole large folio
+        // each) until the tensor is encoded, for every tensor of the file at once.
+        for &(s, e) in &ranges {
+            src.release(s, e);
+        }
         Sample { ranges, bytes }
     }
 
