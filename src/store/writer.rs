@@ -400,6 +400,8 @@ struct Sample {
 /// Elements per sample window and windows per tensor.
 const SAMPLE_WINDOW: u64 = 1024;
 const SAMPLE_WINDOWS: u64 = 8;
+/// How far past a touched page the kernel may map a file's large folio (2 MiB at most).
+const FOLIO_SPAN: u64 = 2 << 20;
 
 impl Sample {
     /// Evenly spread windows over the tensor's first chunk (and its first `limit` elements):
@@ -416,11 +418,10 @@ impl Sample {
                 .collect()
         };
         let bytes = ranges.iter().flat_map(|&(s, e)| src.bytes(s, e).to_vec()).collect();
-        // The windows are copied; their pages would otherwise stay mapped (a whole large folio
-        // each) until the tensor is encoded, for every tensor of the file at once.
-        for &(s, e) in &ranges {
-            src.release(s, e);
-        }
+        // The windows are copied. Their pages, and the rest of the large folios the kernel
+        // mapped around them, would otherwise stay until the tensor is encoded, for every
+        // tensor of the file at once.
+        src.release(0, (n * w + FOLIO_SPAN).min(src.meta.data_len));
         Sample { ranges, bytes }
     }
 
