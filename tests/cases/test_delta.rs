@@ -255,3 +255,26 @@ fn a_fifo_in_place_of_a_base_file_does_not_block_checkout() {
     assert!(status.success());
     assert_eq!(r.read(path), ft_bytes);
 }
+
+/// A fine-tune large enough that its delta chunks code to more than 64 KiB each, which are
+/// written as wide (64-lane) rANS blocks: it checks out byte for byte over its base and into
+/// an empty work tree.
+#[test]
+fn a_large_fine_tune_round_trips() {
+    let r = TestRepo::init();
+    let path = "model.safetensors";
+    let b = st::base_model(5, 512, 1, 4096);
+    st::write(&r.path(path), &as_f32(&b), None);
+    r.add_commit(&[path], "base");
+    let base_bytes = r.read(path);
+    st::write(&r.path(path), &as_bf16(&st::fine_tune(&b, 3, 0.5)), None);
+    let ft_bytes = r.read(path);
+    r.ok(&["commit", "-am", "ft"]);
+    r.ok(&["checkout", "HEAD~1"]);
+    assert_eq!(r.read(path), base_bytes);
+    r.ok(&["checkout", "main"]);
+    assert_eq!(r.read(path), ft_bytes, "over the base");
+    r.clear_worktree();
+    r.ok(&["checkout", "-f", "main"]);
+    assert_eq!(r.read(path), ft_bytes, "into an empty work tree");
+}

@@ -22,16 +22,20 @@
 //! * **Tables**: a context gets its own table only when that is cheaper than sharing; small
 //!   contexts are merged into one fallback table whenever the entropy penalty of sharing is below
 //!   the cost of describing a separate table. Each table's scale is the bit length of its symbol
-//!   count, capped at 13 (larger tables cost decoder cache misses for ~0.02% of size), so tiny
+//!   count, capped at 12 (what wide blocks code at; readers accept 13 in 8-lane blocks), so tiny
 //!   tables stay tiny. Frequencies keep only as many mantissa bits as pay for themselves: the
 //!   encoder picks the precision that minimises table bits plus coded bits.
+//!
+//! * **Wide blocks** (tag `0xA2`, [`wide`]): blocks that code to 64 KiB or more are coded by 64
+//!   lanes of 32-bit states instead, which a vector decoder runs 16 at a time (AVX-512,
+//!   detected at run time); the scalar decoder defines the format and serves other CPUs.
 //!
 //! # Encoded block layout
 //!
 //! All multi-byte integers are little-endian. `n` is the number of symbols (known to the caller).
 //!
 //! ```text
-//! byte 0          tag 0xA1 ("rANS block, format version 1")
+//! byte 0          tag 0xA1 ("rANS block, format version 1"); 0xA2: a wide block, see [`wide`]
 //! table section   bit-packed like `BitWriter` (LSB-first), zero-padded to a whole byte
 //! stream section  everything after the table section
 //! ```
@@ -73,17 +77,27 @@
 //! in that order whose state is below `2^31` read one word: `x = (x << 32) | word`. After the last
 //! symbol every lane is back at its initial value `2^31`.
 
+mod wide;
+
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
 /// First byte of every encoded block: rANS block, format version 1.
 const TAG: u8 = 0xA1;
+/// First byte of a wide block: 64 lanes of 32-bit states.
+const TAG_WIDE: u8 = 0xA2;
+/// Blocks whose symbols carry at least this many bytes of information are written wide: there
+/// the wide block's larger states cost at most ~0.25%, and its decoding is long enough to matter.
+const WIDE_MIN_BYTES: f64 = 65536.0;
 /// Number of interleaved rANS states.
 const LANES: usize = 8;
 /// Lower bound of the normalised state interval `[RANS_L, RANS_L << 32)`.
 const RANS_L: u64 = 1 << 31;
 /// Largest table scale: bounds the decoder's slot arrays and keeps `freq`, `start` in 16 bits.
 const MAX_SCALE: u32 = 13;
+/// Largest scale the encoder writes, for both block kinds: wide blocks code at `2^12`, and a
+/// 13th bit of precision measured 0.03% of size.
+const ENCODE_MAX_SCALE: u32 = wide::SCALE;
 /// Largest number of leading zeros accepted in a gamma code.
 const GAMMA_MAX_ZEROS: u32 = 20;
 /// Chunks of `LANES` symbols the encoder runs between flushes of its scratch buffer.
@@ -132,6 +146,12 @@ pub fn encode(symbols: &[u8], contexts: &[u8]) -> Vec<u8> {
     write_header(&mut bits, &plan, &specs);
     let tables = bits.finish();
 
+    if plan.tables.iter().map(entropy_bits).sum::<f64>() / 8.0 >= WIDE_MIN_BYTES {
+        let mut out = vec![TAG_WIDE];
+        out.extend_from_slice(&tables);
+        wide::encode_streams(symbols, contexts, &specs, &plan.table_of, &mut out);
+        return out;
+    }
     let enc: Vec<[EncSymbol; 256]> = specs.iter().map(enc_table).collect();
     // Contexts that never occur may have no table; any entry will do for them.
     let unused = [EncSymbol::default(); 256];
@@ -160,14 +180,19 @@ pub fn decode(data: &[u8], contexts: &[u8], out: &mut [u8]) -> Result<(), RansEr
         return Err(RansError::LengthMismatch { symbols: out.len(), contexts: contexts.len() });
     }
     let (&tag, rest) = data.split_first().ok_or(RansError::Truncated)?;
-    if tag != TAG {
-        return Err(RansError::BadTag(tag));
-    }
+    let max_scale = match tag {
+        TAG => MAX_SCALE,
+        TAG_WIDE => wide::SCALE,
+        _ => return Err(RansError::BadTag(tag)),
+    };
     let mut bits = BitReader::new(rest);
-    let model = DecModel::read(&mut bits, out.len())?;
+    let model = DecModel::read(&mut bits, out.len(), max_scale)?;
     model.check_contexts(contexts)?;
     let stream = rest.get(bits.byte_pos()..).ok_or(RansError::Truncated)?;
-    decode_streams(&model.by_context(), stream, contexts, out)
+    match tag {
+        TAG => decode_streams(&model.by_context(&model.narrow_tables()), stream, contexts, out),
+        _ => wide::decode_streams(&wide::DecTables::new(&model.parsed, &model.table_of), stream, contexts, out),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -463,8 +488,8 @@ fn build_table(counts: &[u32; 256]) -> TableSpec {
         freqs[usize::from(only)] = 1;
         return TableSpec { scale: 0, prec: 0, implicit: 0, freqs };
     }
-    // Precision beyond the symbol count buys nothing; beyond MAX_SCALE it costs decode speed.
-    let scale = (total.ilog2() + 1).min(MAX_SCALE);
+    // Precision beyond the symbol count buys nothing; beyond the cap it costs decode speed.
+    let scale = (total.ilog2() + 1).min(ENCODE_MAX_SCALE);
     let normal = normalize(counts, &present, total, scale);
     let implicit =
         (0..present.len()).max_by_key(|&i| (normal[usize::from(present[i])], std::cmp::Reverse(i))).unwrap_or(0);
@@ -772,21 +797,22 @@ struct DecTable {
 /// Stand-in for contexts without a table, which `DecModel::check_contexts` rejects up front.
 static NO_TABLE: DecTable = DecTable { scale: 0, mask: 0, freq_start: [0; 256], slot_syms: [0; SLOTS] };
 
-/// Decoding tables parsed from a block.
+/// The table section of a block: every table's scale and frequencies, validated.
 struct DecModel {
-    tables: Vec<DecTable>,
+    parsed: Vec<(u32, [u32; 256])>,
     /// Table index per context, `None` if the context has no table.
     table_of: [Option<u16>; 256],
 }
 
 impl DecModel {
-    /// Parses and validates the table section for a block of `n` symbols.
-    fn read(bits: &mut BitReader, n: usize) -> Result<Self, RansError> {
+    /// Parses and validates the table section for a block of `n` symbols whose tables' scales
+    /// are at most `max_scale`.
+    fn read(bits: &mut BitReader, n: usize, max_scale: u32) -> Result<Self, RansError> {
         let (table_of, count) = read_context_map(bits)?;
         let mut parsed = Vec::with_capacity(count);
         let mut slots = 0u64;
         for _ in 0..count {
-            let (scale, freqs) = read_table(bits)?;
+            let (scale, freqs) = read_table(bits, max_scale)?;
             slots += 1 << scale;
             parsed.push((scale, freqs));
         }
@@ -795,8 +821,12 @@ impl DecModel {
         if slots > 2 * n as u64 {
             return Err(RansError::BadTable("tables too large for the block"));
         }
-        let tables = parsed.iter().map(|(scale, freqs)| DecTable::new(*scale, freqs)).collect();
-        Ok(Self { tables, table_of })
+        Ok(Self { parsed, table_of })
+    }
+
+    /// Decoding tables for the 8-lane block.
+    fn narrow_tables(&self) -> Vec<DecTable> {
+        self.parsed.iter().map(|(scale, freqs)| DecTable::new(*scale, freqs)).collect()
     }
 
     /// Fails if some context has no table; cheap unless a table-less context lies between the
@@ -816,8 +846,8 @@ impl DecModel {
     }
 
     /// The table of every context.
-    fn by_context(&self) -> [&DecTable; 256] {
-        std::array::from_fn(|c| self.table_of[c].and_then(|t| self.tables.get(usize::from(t))).unwrap_or(&NO_TABLE))
+    fn by_context<'t>(&self, tables: &'t [DecTable]) -> [&'t DecTable; 256] {
+        std::array::from_fn(|c| self.table_of[c].and_then(|t| tables.get(usize::from(t))).unwrap_or(&NO_TABLE))
     }
 }
 
@@ -861,9 +891,9 @@ fn read_context_map(bits: &mut BitReader) -> Result<([Option<u16>; 256], usize),
 }
 
 /// Reads and validates one table; returns its scale and frequencies.
-fn read_table(bits: &mut BitReader) -> Result<(u32, [u32; 256]), RansError> {
+fn read_table(bits: &mut BitReader, max_scale: u32) -> Result<(u32, [u32; 256]), RansError> {
     let scale = bits.read(4)? as u32;
-    if scale > MAX_SCALE {
+    if scale > max_scale {
         return Err(RansError::BadTable("scale too large"));
     }
     let total = 1u32 << scale;
@@ -1162,7 +1192,7 @@ mod tests {
         let (symbols, contexts) = synthetic(200_000, 40, 4);
         let encoded = encode(&symbols, &contexts);
         let mut bits = BitReader::new(&encoded[1..]);
-        DecModel::read(&mut bits, symbols.len()).expect("valid tables");
+        DecModel::read(&mut bits, symbols.len(), MAX_SCALE).expect("valid tables");
         assert!(bits.byte_pos() < 600, "{} table bytes", bits.byte_pos());
     }
 
