@@ -189,7 +189,7 @@ fn vector_decoder() -> Option<VectorDecoder> {
     vector_decoders().first().copied()
 }
 
-/// Every vector decoder this CPU can run, fastest first.
+/// Every vector decoder this CPU has the features for, fastest first.
 fn vector_decoders() -> Vec<VectorDecoder> {
     let mut found: Vec<VectorDecoder> = Vec::new();
     #[cfg(target_arch = "x86_64")]
@@ -205,8 +205,9 @@ fn vector_decoders() -> Vec<VectorDecoder> {
 }
 
 /// Decodes whole groups from the start of a block while at least a group's worth of words is
-/// left, advancing the states and the words; returns the number of symbols decoded.
-type VectorDecoder = fn(&DecTables, &mut [u32; LANES], &mut &[u8], &[u8], &mut [u8]) -> usize;
+/// left, advancing the states and the words; returns the number of symbols decoded. Unsafe
+/// to call on a CPU without the decoder's features.
+type VectorDecoder = unsafe fn(&DecTables, &mut [u32; LANES], &mut &[u8], &[u8], &mut [u8]) -> usize;
 
 fn decode_streams_with(
     tables: &DecTables,
@@ -228,9 +229,10 @@ fn decode_streams_with(
     }
     // The vector decoder needs at least one whole table to gather from.
     let done = match vector {
-        Some(decode_groups) if tables.entries.len() >= M as usize => {
+        // SAFETY: `vector_decoders` lists only decoders whose features this CPU has.
+        Some(decode_groups) if tables.entries.len() >= M as usize => unsafe {
             decode_groups(tables, &mut states, &mut rest, contexts, out)
-        }
+        },
         _ => 0,
     };
     let mut words = Words { rest, overrun: false };
@@ -271,19 +273,6 @@ mod avx512 {
             && is_x86_feature_detected!("avx512vbmi2")
     }
 
-    /// See `VectorDecoder`; only called once [`available`] said yes.
-    pub(super) fn decode_groups(
-        tables: &DecTables,
-        states: &mut [u32; LANES],
-        words: &mut &[u8],
-        contexts: &[u8],
-        out: &mut [u8],
-    ) -> usize {
-        debug_assert!(available() && tables.entries.len() >= M as usize);
-        // SAFETY: the CPU has the features (checked by the caller through `available`).
-        unsafe { decode_groups_avx512(tables, states, words, contexts, out) }
-    }
-
     /// Decodes whole groups of 64 symbols in four vectors of 16 lanes, exactly as the scalar
     /// loop does: each vector decodes its lanes, then refills them in lane order.
     ///
@@ -292,7 +281,7 @@ mod avx512 {
     /// `words` holds 64; every gathered index is a context (< 256, into `base`) or a table
     /// offset plus a slot (< `entries.len()`, as every base is a whole table's offset).
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi2")]
-    fn decode_groups_avx512(
+    pub(super) fn decode_groups(
         tables: &DecTables,
         states: &mut [u32; LANES],
         words: &mut &[u8],
@@ -375,26 +364,13 @@ mod avx2 {
         is_x86_feature_detected!("avx2")
     }
 
-    /// See `VectorDecoder`; only called once [`available`] said yes.
-    pub(super) fn decode_groups(
-        tables: &DecTables,
-        states: &mut [u32; LANES],
-        words: &mut &[u8],
-        contexts: &[u8],
-        out: &mut [u8],
-    ) -> usize {
-        debug_assert!(available() && tables.entries.len() >= M as usize);
-        // SAFETY: the CPU has the features (checked by the caller through `available`).
-        unsafe { decode_groups_avx2(tables, states, words, contexts, out) }
-    }
-
     /// As the AVX-512 decoder, in eight vectors of 8 lanes; the words a vector's refilling
     /// lanes read are spread to them by a byte shuffle from a 16-byte load.
     ///
     /// Bounds: as for the AVX-512 decoder; the 16-byte load of a vector starts at most 112
     /// bytes into the 128 that a group may read.
     #[target_feature(enable = "avx2")]
-    fn decode_groups_avx2(
+    pub(super) fn decode_groups(
         tables: &DecTables,
         states: &mut [u32; LANES],
         words: &mut &[u8],
