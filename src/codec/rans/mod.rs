@@ -138,14 +138,7 @@ pub enum RansError {
 pub fn encode(symbols: &[u8], contexts: &[u8]) -> Vec<u8> {
     assert_eq!(symbols.len(), contexts.len(), "one context per symbol");
     assert!(u32::try_from(symbols.len()).is_ok(), "rANS block too long");
-    let hist = histogram(symbols, contexts);
-    let plan = plan_tables(&hist);
-    let specs: Vec<TableSpec> = plan.tables.iter().map(build_table).collect();
-
-    let mut bits = BitWriter::with_capacity(64 + 64 * specs.len());
-    write_header(&mut bits, &plan, &specs);
-    let tables = bits.finish();
-
+    let (plan, specs, tables) = plan_block(symbols, contexts);
     if plan.tables.iter().map(entropy_bits).sum::<f64>() / 8.0 >= WIDE_MIN_BYTES {
         let mut out = vec![TAG_WIDE];
         out.extend_from_slice(&tables);
@@ -174,11 +167,30 @@ pub fn encode(symbols: &[u8], contexts: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The tables of a block for `symbols` under `contexts`, and their encoded table section.
+fn plan_block(symbols: &[u8], contexts: &[u8]) -> (Plan, Vec<TableSpec>, Vec<u8>) {
+    let plan = plan_tables(&histogram(symbols, contexts));
+    let specs: Vec<TableSpec> = plan.tables.iter().map(build_table).collect();
+    let mut bits = BitWriter::with_capacity(64 + 64 * specs.len());
+    write_header(&mut bits, &plan, &specs);
+    (plan, specs, bits.finish())
+}
+
 /// Decodes `out.len()` symbols written by [`encode`], given the same `contexts`.
 pub fn decode(data: &[u8], contexts: &[u8], out: &mut [u8]) -> Result<(), RansError> {
     if contexts.len() != out.len() {
         return Err(RansError::LengthMismatch { symbols: out.len(), contexts: contexts.len() });
     }
+    let (tag, model, stream) = parse_block(data, contexts)?;
+    match tag {
+        TAG => decode_streams(&model.by_context(&model.narrow_tables()), stream, contexts, out),
+        _ => wide::decode_streams(&wide::DecTables::new(&model.parsed, &model.table_of), stream, contexts, out),
+    }
+}
+
+/// Splits a block for `contexts.len()` symbols into its tag, its validated tables (every
+/// context has one) and its stream section.
+fn parse_block<'d>(data: &'d [u8], contexts: &[u8]) -> Result<(u8, DecModel, &'d [u8]), RansError> {
     let (&tag, rest) = data.split_first().ok_or(RansError::Truncated)?;
     let max_scale = match tag {
         TAG => MAX_SCALE,
@@ -186,13 +198,10 @@ pub fn decode(data: &[u8], contexts: &[u8], out: &mut [u8]) -> Result<(), RansEr
         _ => return Err(RansError::BadTag(tag)),
     };
     let mut bits = BitReader::new(rest);
-    let model = DecModel::read(&mut bits, out.len(), max_scale)?;
+    let model = DecModel::read(&mut bits, contexts.len(), max_scale)?;
     model.check_contexts(contexts)?;
     let stream = rest.get(bits.byte_pos()..).ok_or(RansError::Truncated)?;
-    match tag {
-        TAG => decode_streams(&model.by_context(&model.narrow_tables()), stream, contexts, out),
-        _ => wide::decode_streams(&wide::DecTables::new(&model.parsed, &model.table_of), stream, contexts, out),
-    }
+    Ok((tag, model, stream))
 }
 
 // ---------------------------------------------------------------------------------------------

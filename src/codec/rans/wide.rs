@@ -437,12 +437,8 @@ mod tests {
 
     /// The stream section of a wide block for `symbols`, and its header (tag and tables).
     fn encode_parts(symbols: &[u8], contexts: &[u8]) -> (Vec<u8>, Vec<u8>) {
-        let plan = super::super::plan_tables(&super::super::histogram(symbols, contexts));
-        let specs: Vec<TableSpec> = plan.tables.iter().map(super::super::build_table).collect();
-        let mut bits = super::super::BitWriter::new();
-        super::super::write_header(&mut bits, &plan, &specs);
-        let mut header = vec![super::super::TAG_WIDE];
-        header.extend_from_slice(&bits.finish());
+        let (plan, specs, tables) = super::super::plan_block(symbols, contexts);
+        let header = [&[super::super::TAG_WIDE][..], &tables].concat();
         let mut streams = Vec::new();
         encode_streams(symbols, contexts, &specs, &plan.table_of, &mut streams);
         (header, streams)
@@ -458,15 +454,11 @@ mod tests {
     /// both must agree, on corrupt input too.
     fn decode_both(data: &[u8], contexts: &[u8]) -> Result<Vec<u8>, RansError> {
         let decode = |vector| {
-            let mut out = vec![0u8; contexts.len()];
-            let (&tag, rest) = data.split_first().ok_or(RansError::Truncated)?;
+            let (tag, model, stream) = super::super::parse_block(data, contexts)?;
             if tag != super::super::TAG_WIDE {
                 return Err(RansError::BadTag(tag));
             }
-            let mut bits = super::super::BitReader::new(rest);
-            let model = super::super::DecModel::read(&mut bits, out.len(), SCALE)?;
-            model.check_contexts(contexts)?;
-            let stream = rest.get(bits.byte_pos()..).ok_or(RansError::Truncated)?;
+            let mut out = vec![0u8; contexts.len()];
             let tables = DecTables::new(&model.parsed, &model.table_of);
             decode_streams_with(&tables, stream, contexts, &mut out, vector).map(|()| out)
         };
