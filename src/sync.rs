@@ -10,7 +10,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::object::ObjectId;
-use crate::pack::{PackError, PackName, PackWriter};
+use crate::pack::{PackError, PackName, PackWriter, UnindexedPack};
 use crate::progress::Progress;
 use crate::reach::{self, Walk};
 use crate::store::{Odb, PackStore, StoreError, verify_pack};
@@ -137,20 +137,17 @@ pub fn receive_objects(
     let started = Instant::now();
     let mut stats = TransferStats::default();
     progress.start("receiving", ids.iter().filter_map(|id| from.stored_len(id)).sum());
-    let mut unit: Vec<Run> = Vec::new();
+    let mut unit: Vec<ObjectId> = Vec::new();
     let mut unit_bytes = 0u64;
     for (k, id) in ids.iter().enumerate() {
         if progress.cancelled() {
             return Err(StoreError::Cancelled);
         }
-        let (pack, rec) = from.locate(id)?;
+        let (_, rec) = from.locate(id)?;
         stats.objects += 1;
         stats.logical_bytes += rec.data_len;
         unit_bytes += rec.len;
-        match unit.last_mut() {
-            Some(run) if run.pack == pack.name && run.end == rec.offset => run.end += rec.len,
-            _ => unit.push(Run { pack: pack.name, start: rec.offset, end: rec.offset + rec.len }),
-        }
+        unit.push(*id);
         if k + 1 == ids.len() || unit_bytes >= limit {
             receive_unit(to, from, &std::mem::take(&mut unit), &mut stats, progress)?;
             unit_bytes = 0;
@@ -161,20 +158,51 @@ pub fn receive_objects(
     Ok(stats)
 }
 
-/// Downloads one unit's runs into a new local pack, verifies it and installs it.
-fn receive_unit(
-    to: &Odb,
-    from: &Odb,
-    runs: &[Run],
-    stats: &mut TransferStats,
-    progress: &dyn Progress,
-) -> Result<(), StoreError> {
+/// Where `ids` lie in `from`'s packs, as runs of adjacent entries.
+fn runs_of(from: &Odb, ids: &[ObjectId]) -> Result<Vec<Run>, StoreError> {
+    let mut runs: Vec<Run> = Vec::new();
+    for id in ids {
+        let (pack, rec) = from.locate(id)?;
+        match runs.last_mut() {
+            Some(run) if run.pack == pack.name && run.end == rec.offset => run.end += rec.len,
+            _ => runs.push(Run { pack: pack.name, start: rec.offset, end: rec.offset + rec.len }),
+        }
+    }
+    Ok(runs)
+}
+
+/// Downloads `runs` into a new local pack, not yet verified.
+fn download(to: &Odb, from: &Odb, runs: &[Run], progress: &dyn Progress) -> Result<Option<UnindexedPack>, StoreError> {
     let mut writer = PackWriter::new(&to.staging_dir())?;
     for run in runs {
         let mut sink = writer.raw_sink(progress);
         from.store().copy_range(&run.pack, run.start, run.end - run.start, &mut sink)?;
     }
-    let Some(pack) = writer.finish_unindexed()? else { return Ok(()) };
+    Ok(writer.finish_unindexed()?)
+}
+
+/// Downloads one unit's objects into a new local pack, verifies it and installs it. If a gc
+/// on the remote deleted a pack the unit was read from (its objects moved to other packs),
+/// the unit is read once more from where they are now.
+fn receive_unit(
+    to: &Odb,
+    from: &Odb,
+    ids: &[ObjectId],
+    stats: &mut TransferStats,
+    progress: &dyn Progress,
+) -> Result<(), StoreError> {
+    let runs = runs_of(from, ids)?;
+    let downloaded = match download(to, from, &runs, progress) {
+        Err(e) if !matches!(e, StoreError::Cancelled) => {
+            let read_from: Vec<PackName> = runs.iter().map(|r| r.pack).collect();
+            if !from.dropped(&read_from)? {
+                return Err(e);
+            }
+            download(to, from, &runs_of(from, ids)?, progress)?
+        }
+        done => done?,
+    };
+    let Some(pack) = downloaded else { return Ok(()) };
     stats.wire_bytes += pack.len;
     stats.packs += 1;
     let started = Instant::now();
@@ -269,6 +297,43 @@ mod tests {
         receive_objects(&copy.odb, &theirs, &wanted, 64, &Silent).unwrap();
         assert_eq!(copy.odb.read(&b2).unwrap().1, b"two");
         assert!(reach::is_ancestor(&copy.odb, &c1, &c2).unwrap());
+    }
+
+    #[test]
+    fn a_fetch_reads_objects_from_where_a_gc_moved_them_after_it_listed_the_packs() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init(dir.path()).unwrap();
+        let (c, t, b) = commit(&repo, b"one", None);
+        let first = repo.odb.packs()[0].name;
+        // The fetching side lists the packs (only their indexes are read) ...
+        let theirs = Odb::open(repo.odb.store().clone()).unwrap();
+        // ... then a gc copies the objects into a new pack and deletes the old one.
+        let mut w = PackWriter::new(&repo.odb.staging_dir()).unwrap();
+        for id in [c, t, b] {
+            repo.odb.copy_entry(&id, &mut w).unwrap();
+        }
+        repo.odb.install(w.finish().unwrap().unwrap()).unwrap();
+        repo.odb.store().delete(&first).unwrap();
+
+        let other = tempfile::tempdir().unwrap();
+        let copy = Repository::init(other.path()).unwrap();
+        let stats = receive_objects(&copy.odb, &theirs, &[b, t, c], DEFAULT_UNIT_BYTES, &Silent).unwrap();
+        assert_eq!((stats.objects, stats.packs), (3, 1));
+        assert_eq!(copy.odb.read(&b).unwrap().1, b"one");
+    }
+
+    #[test]
+    fn a_read_that_raced_another_threads_refresh_still_sees_its_pack_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init(dir.path()).unwrap();
+        commit(&repo, b"one", None);
+        let first = repo.odb.packs()[0].name;
+        repo.odb.store().delete(&first).unwrap();
+        // The other thread refreshed first: this one's refresh changes nothing, yet the pack
+        // it failed to read is gone, so its read must be retried.
+        assert!(repo.odb.refresh().unwrap());
+        assert!(!repo.odb.refresh().unwrap());
+        assert!(repo.odb.dropped(&[first]).unwrap());
     }
 
     #[test]

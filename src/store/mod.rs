@@ -465,7 +465,7 @@ impl Odb {
         let (pack, rec) = self.locate(id)?;
         match read(&pack, rec) {
             Err(e) if !matches!(e, StoreError::Cancelled) => {
-                if self.refresh()? && !self.packs().iter().any(|p| p.name == pack.name) {
+                if self.dropped(&[pack.name])? {
                     let (pack, rec) = self.locate(id)?;
                     return read(&pack, rec);
                 }
@@ -473,6 +473,15 @@ impl Odb {
             }
             done => done,
         }
+    }
+
+    /// Refreshes the pack list and tells whether any of `names` has left it: whether a read
+    /// from them that failed is worth retrying elsewhere. The list itself is asked, not what
+    /// this refresh changed: another thread's read may have failed first and refreshed it.
+    pub fn dropped(&self, names: &[PackName]) -> Result<bool, StoreError> {
+        self.refresh()?;
+        let packs = self.packs();
+        Ok(names.iter().any(|n| !packs.iter().any(|p| p.name == *n)))
     }
 
     /// True if the object is in a loaded pack.
@@ -823,8 +832,7 @@ impl Odb {
 
     /// How an object is stored: bytes, codecs, bases.
     pub fn storage(&self, id: &ObjectId) -> Result<StorageInfo, StoreError> {
-        let (pack, rec) = self.locate(id)?;
-        let entry = pack.layout(&rec)?;
+        let (pack, rec, entry) = self.with_entry(id, |pack, rec| Ok((pack.clone(), rec, pack.layout(&rec)?)))?;
         let mut codecs: Vec<(String, u64)> = Vec::new();
         let mut bases = Vec::new();
         for i in 0..entry.chunks.len() as u64 {
