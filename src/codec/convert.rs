@@ -53,7 +53,9 @@ pub fn convert(data: &[u8], from: DType, to: DType) -> Option<Vec<u8>> {
 }
 
 /// F32 to BF16 with round to nearest even, in integer arithmetic so the loop vectorises;
-/// NaNs stay NaN (quiet bit set), as `half` does.
+/// NaNs stay NaN (quiet bit set), as `half` does. Compiled for each x86-64 level too (the
+/// portable build has only SSE2, a quarter of AVX-512's width), chosen at run time.
+#[multiversion::multiversion(targets = "simd")]
 fn f32_to_bf16(data: &[u8]) -> Vec<u8> {
     data.as_chunks::<4>().0.iter().map(|c| bf16_of_f32(u32::from_le_bytes(*c))).collect::<Vec<_>>().into_flattened()
 }

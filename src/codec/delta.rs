@@ -268,6 +268,7 @@ fn symbolise_narrow<const W: usize, const BITS: u32, const FLOAT: bool, const MA
 }
 
 /// The symbol and the context of every element, for 16- and 32-bit elements.
+#[multiversion::multiversion(targets = "simd")]
 fn narrow_symbols<const W: usize, const BITS: u32, const FLOAT: bool, const MANT: u32, const EXP: u32>(
     fine: &[[u8; W]],
     base: &[[u8; W]],
@@ -313,10 +314,8 @@ fn symbol_of_word(z: u32) -> u8 {
 /// order. A branch-free mask of 64 symbols at a time leads to them, so elements without raw
 /// bits cost next to nothing.
 fn for_each_large<E>(symbols: &[u8], mut f: impl FnMut(usize, u8) -> Result<(), E>) -> Result<(), E> {
-    let (blocks, tail) = symbols.as_chunks::<64>();
-    let tail_block: [u8; 64] = std::array::from_fn(|i| tail.get(i).copied().unwrap_or(0));
-    for (k, block) in blocks.iter().chain([&tail_block]).enumerate() {
-        let mut large = block.as_chunks::<8>().0.iter().rev().fold(0, |m, w| m << 8 | large_symbols(w));
+    for (k, block) in symbols.chunks(64).enumerate() {
+        let mut large = large_mask(block);
         while large != 0 {
             let j = large.trailing_zeros() as usize;
             large &= large - 1;
@@ -331,6 +330,7 @@ pub fn contexts(dtype: DType, base: &[u8]) -> Vec<u8> {
     by_layout!(dtype, contexts_words, base)
 }
 
+#[multiversion::multiversion(targets = "simd")]
 fn contexts_words<const W: usize, const BITS: u32, const FLOAT: bool, const MANT: u32, const EXP: u32>(
     base: &[u8],
 ) -> Vec<u8> {
@@ -348,39 +348,83 @@ fn unsymbolise_words<const W: usize, const BITS: u32, const FLOAT: bool, const M
     base: &[u8],
 ) -> Result<Vec<u8>, CodecError> {
     check_symbols(symbols, BITS)?;
-    let mut out = vec![0u8; symbols.len() * W];
-    store_large_differences::<W>(symbols, raw_bits, &mut out)?;
-    undiff_in_place::<W, FLOAT>(symbols, base, &mut out);
-    Ok(out)
-}
-
-/// First pass of decoding: writes `z` of every element with raw bits (symbol 8 and up, about
-/// one in twelve in real fine-tunes) into its place in `out`.
-fn store_large_differences<const W: usize>(symbols: &[u8], raw_bits: &[u8], out: &mut [u8]) -> Result<(), CodecError> {
     let mut bits = RawBitsReader::new(raw_bits);
-    let words = out.as_chunks_mut::<W>().0;
-    for_each_large(symbols, |i, sym| {
-        let (top, nbits) = unsymbolise(sym);
-        store_z(words, i, (top << nbits) | bits.read(nbits)?);
-        Ok(())
-    })
+    rebuild::<W, FLOAT>(
+        symbols,
+        base,
+        #[inline(always)]
+        |sym| {
+            let (top, nbits) = unsymbolise(sym);
+            Ok((top << nbits) | bits.read(nbits)?)
+        },
+    )
 }
 
-/// Writes `z` into element `i` of `words` (a no-op past their end, which callers' lengths rule out).
-#[inline(always)]
-fn store_z<const W: usize>(words: &mut [[u8; W]], i: usize, z: u64) {
-    if let Some(o) = words.get_mut(i) {
-        o.copy_from_slice(&z.to_le_bytes()[..W]);
+/// Rebuilds the fine elements from their symbols and the base, for `W`-byte elements.
+/// `large_z` gives `z` of each element with raw bits (symbol 8 and up, about one in twelve in
+/// real fine-tunes), in element order.
+fn rebuild<const W: usize, const FLOAT: bool>(
+    symbols: &[u8],
+    base: &[u8],
+    large_z: impl FnMut(u8) -> Result<u64, CodecError>,
+) -> Result<Vec<u8>, CodecError> {
+    match W {
+        1 => rebuild_u8::<FLOAT>(symbols, base, large_z),
+        2 => rebuild_u16::<FLOAT>(symbols, base, large_z),
+        4 => rebuild_u32::<FLOAT>(symbols, base, large_z),
+        _ => rebuild_u64::<FLOAT>(symbols, base, large_z),
     }
 }
 
-/// The second pass of decoding for `W`-byte elements.
-fn undiff_in_place<const W: usize, const FLOAT: bool>(symbols: &[u8], base: &[u8], out: &mut [u8]) {
-    match W {
-        1 => undiff_u8::<FLOAT>(symbols, base, out),
-        2 => undiff_u16::<FLOAT>(symbols, base, out),
-        4 => undiff_u32::<FLOAT>(symbols, base, out),
-        _ => undiff_u64::<FLOAT>(symbols, base, out),
+/// [`rebuild`] per element in its native width, 64 elements at a time so that each block's
+/// `z` stays in registers or L1 and the output is written once, in order: `z` is the symbol
+/// itself below 8, else `large_z`'s; the fine element is the base plus the unzigzagged `z`,
+/// in order-preserving keys for floats. Compiled for each x86-64 level too (the portable
+/// build has only SSE2), chosen at run time.
+macro_rules! rebuild_words {
+    ($name:ident, $t:ty) => {
+        #[multiversion::multiversion(targets = "simd")]
+        fn $name<const FLOAT: bool>(
+            symbols: &[u8],
+            base: &[u8],
+            mut large_z: impl FnMut(u8) -> Result<u64, CodecError>,
+        ) -> Result<Vec<u8>, CodecError> {
+            const W: usize = std::mem::size_of::<$t>();
+            const SIGN: $t = 1 << (<$t>::BITS - 1);
+            let key = |u: $t| if FLOAT { u ^ (SIGN | (0 as $t).wrapping_sub(u >> (<$t>::BITS - 1))) } else { u };
+            let unkey = |k: $t| if FLOAT { k ^ (SIGN | (k >> (<$t>::BITS - 1)).wrapping_sub(1)) } else { k };
+            let mut out: Vec<[u8; W]> = Vec::with_capacity(symbols.len());
+            for (block, bases) in symbols.chunks(64).zip(base.as_chunks::<W>().0.chunks(64)) {
+                let mut z = [0 as $t; 64];
+                z.iter_mut().zip(block).for_each(|(z, &s)| *z = <$t>::from(s));
+                let mut large = large_mask(block);
+                while large != 0 {
+                    let j = large.trailing_zeros() as usize;
+                    large &= large - 1;
+                    // Valid symbols give a `z` that fits; invalid ones were refused before.
+                    z[j] = large_z(block[j])? as $t;
+                }
+                out.extend(z.iter().zip(bases).map(|(&z, b)| {
+                    let d = (z >> 1) ^ (0 as $t).wrapping_sub(z & 1);
+                    unkey(key(<$t>::from_le_bytes(*b)).wrapping_add(d)).to_le_bytes()
+                }));
+            }
+            Ok(out.into_flattened())
+        }
+    };
+}
+rebuild_words!(rebuild_u8, u8);
+rebuild_words!(rebuild_u16, u16);
+rebuild_words!(rebuild_u32, u32);
+rebuild_words!(rebuild_u64, u64);
+
+/// Bit `j` set if symbol `j` of a block of at most 64 is 8 or more (has raw bits).
+#[inline(always)]
+fn large_mask(block: &[u8]) -> u64 {
+    let mask = |block: &[u8; 64]| block.as_chunks::<8>().0.iter().rev().fold(0, |m, w| m << 8 | large_symbols(w));
+    match <&[u8; 64]>::try_from(block) {
+        Ok(full) => mask(full),
+        Err(_) => mask(&std::array::from_fn(|i| block.get(i).copied().unwrap_or(0))),
     }
 }
 
@@ -395,30 +439,6 @@ fn large_symbols(symbols: &[u8; 8]) -> u64 {
     // Gathers the eight high bits into the top byte (the products never overlap).
     (high >> 7).wrapping_mul(0x0102_0408_1020_4080) >> 56
 }
-
-/// Second pass of decoding, per element in its native width so that it vectorises: `z` is the
-/// symbol itself below 8, else what the first pass stored; the fine element is the base plus
-/// the unzigzagged `z`, in order-preserving keys for floats.
-macro_rules! undiff_words {
-    ($name:ident, $t:ty) => {
-        fn $name<const FLOAT: bool>(symbols: &[u8], base: &[u8], out: &mut [u8]) {
-            const W: usize = std::mem::size_of::<$t>();
-            const SIGN: $t = 1 << (<$t>::BITS - 1);
-            let key = |u: $t| if FLOAT { u ^ (SIGN | (0 as $t).wrapping_sub(u >> (<$t>::BITS - 1))) } else { u };
-            let unkey = |k: $t| if FLOAT { k ^ (SIGN | (k >> (<$t>::BITS - 1)).wrapping_sub(1)) } else { k };
-            let words = out.as_chunks_mut::<W>().0.iter_mut().zip(base.as_chunks::<W>().0);
-            for ((o, b), &sym) in words.zip(symbols) {
-                let z = if sym < 8 { <$t>::from(sym) } else { <$t>::from_le_bytes(*o) };
-                let d = (z >> 1) ^ (0 as $t).wrapping_sub(z & 1);
-                *o = unkey(key(<$t>::from_le_bytes(*b)).wrapping_add(d)).to_le_bytes();
-            }
-        }
-    };
-}
-undiff_words!(undiff_u8, u8);
-undiff_words!(undiff_u16, u16);
-undiff_words!(undiff_u32, u32);
-undiff_words!(undiff_u64, u64);
 
 /// The difference with the top byte of each element's raw bits split off (codec
 /// `bitx-diff-low`): the symbols as in [`Symbolised`], one "low" byte per element that has raw
@@ -564,27 +584,29 @@ fn unsymbolise_low_words<const W: usize, const BITS: u32, const FLOAT: bool, con
     check_symbols(symbols, BITS)?;
     let mut bits = RawBitsReader::new(rest_bits);
     let mut lows = lows.iter();
-    let mut out = vec![0u8; symbols.len() * W];
-    let words = out.as_chunks_mut::<W>().0;
-    for_each_large(symbols, |i, sym| {
-        let (top, nbits) = unsymbolise(sym);
-        let below = nbits - low_len(nbits);
-        let low = u64::from(*lows.next().ok_or_else(|| CodecError::Corrupt("too few low bytes".into()))?);
-        if low >> low_len(nbits) != 0 {
-            return Err(CodecError::Corrupt(format!("low byte {low} wider than {nbits} bits")));
-        }
-        store_z(words, i, (top << nbits) | (low << below) | bits.read(below)?);
-        Ok(())
-    })?;
+    let out = rebuild::<W, FLOAT>(
+        symbols,
+        base,
+        #[inline(always)]
+        |sym| {
+            let (top, nbits) = unsymbolise(sym);
+            let below = nbits - low_len(nbits);
+            let low = u64::from(*lows.next().ok_or_else(|| CodecError::Corrupt("too few low bytes".into()))?);
+            if low >> low_len(nbits) != 0 {
+                return Err(CodecError::Corrupt(format!("low byte {low} wider than {nbits} bits")));
+            }
+            Ok((top << nbits) | (low << below) | bits.read(below)?)
+        },
+    )?;
     if lows.next().is_some() {
         return Err(CodecError::Corrupt("more low bytes than elements with raw bits".into()));
     }
-    undiff_in_place::<W, FLOAT>(symbols, base, &mut out);
     Ok(out)
 }
 
 /// Refuses symbols that no `bits`-bit difference produces. A maximum rather than a search:
 /// it vectorises.
+#[multiversion::multiversion(targets = "simd")]
 fn check_symbols(symbols: &[u8], bits: u32) -> Result<(), CodecError> {
     let largest = symbols.iter().fold(0, |m, &s| m.max(s));
     if largest > max_symbol(bits) {

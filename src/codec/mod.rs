@@ -214,24 +214,13 @@ impl<'a> ChunkView<'a> {
     }
 
     fn join_f32_as_bf16(&self) -> Result<Vec<u8>, CodecError> {
-        /// Elements per block: their F32 words stay in the first-level cache.
-        const BLOCK: usize = 4096;
         let n = self.elements(DType::F32)?;
         let planes = self.planes(DType::F32, n)?;
-        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
-        let mut words: Vec<[u8; 4]> = Vec::with_capacity(BLOCK.min(n));
-        let mut out: Vec<[u8; 2]> = Vec::with_capacity(n);
-        for start in (0..n).step_by(BLOCK) {
-            let end = (start + BLOCK).min(n);
-            words.clear();
-            words.extend(planes::join_f32_words(std::array::from_fn(|k| &planes[k][start..end])));
-            hasher.update(words.as_flattened());
-            out.extend(words.iter().map(|w| convert::bf16_of_f32(u32::from_le_bytes(*w))));
-        }
-        if hasher.digest() != self.checksum {
+        let (out, checksum) = planes::join_f32_as_bf16(std::array::from_fn(|k| &planes[k][..]));
+        if checksum != self.checksum {
             return Err(CodecError::Checksum);
         }
-        Ok(out.into_flattened())
+        Ok(out)
     }
 
     /// Stream 0 of the difference codecs: one symbol per element, under the base's contexts.

@@ -151,6 +151,7 @@ impl Grouping {
     }
 }
 
+#[multiversion::multiversion(targets = "simd")]
 fn split_bf16(data: &[u8]) -> Vec<Vec<u8>> {
     let words = || data.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]]));
     let exp = words().map(|w| (w >> 7) as u8).collect();
@@ -158,6 +159,7 @@ fn split_bf16(data: &[u8]) -> Vec<Vec<u8>> {
     vec![exp, sm]
 }
 
+#[multiversion::multiversion(targets = "simd")]
 fn join_bf16(exp: &[u8], sm: &[u8], elements: usize) -> Vec<u8> {
     // Collecting arrays from zipped slices writes in place without zeroing first, and vectorises.
     let words = exp[..elements].iter().zip(&sm[..elements]).map(|(&e, &s)| {
@@ -167,6 +169,7 @@ fn join_bf16(exp: &[u8], sm: &[u8], elements: usize) -> Vec<u8> {
     words.collect::<Vec<_>>().into_flattened()
 }
 
+#[multiversion::multiversion(targets = "simd")]
 fn split_f32(data: &[u8]) -> Vec<Vec<u8>> {
     let words = || data.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]));
     vec![
@@ -177,13 +180,35 @@ fn split_f32(data: &[u8]) -> Vec<Vec<u8>> {
     ]
 }
 
+#[multiversion::multiversion(targets = "simd")]
 fn join_f32<P: AsRef<[u8]>>(planes: &[P], elements: usize) -> Vec<u8> {
     let plane = |k: usize| &planes[k].as_ref()[..elements];
     join_f32_words([plane(0), plane(1), plane(2), plane(3)]).collect::<Vec<_>>().into_flattened()
 }
 
+/// F32 elements joined from their byte planes and rounded to BF16 (an F32 base of a BF16
+/// fine-tune), with the XXH3-64 of the F32 bytes, which the F32 chunk's checksum covers.
+/// Blocks of words stay in the first-level cache between the join, the hash and the rounding.
+#[multiversion::multiversion(targets = "simd")]
+pub fn join_f32_as_bf16(planes: [&[u8]; 4]) -> (Vec<u8>, u64) {
+    const BLOCK: usize = 4096;
+    let n = planes.iter().map(|p| p.len()).min().unwrap_or(0);
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    let mut words: Vec<[u8; 4]> = Vec::with_capacity(BLOCK.min(n));
+    let mut out: Vec<[u8; 2]> = Vec::with_capacity(n);
+    for start in (0..n).step_by(BLOCK) {
+        let end = (start + BLOCK).min(n);
+        words.clear();
+        words.extend(join_f32_words(planes.map(|p| &p[start..end])));
+        hasher.update(words.as_flattened());
+        out.extend(words.iter().map(|w| super::convert::bf16_of_f32(u32::from_le_bytes(*w))));
+    }
+    (out.into_flattened(), hasher.digest())
+}
+
 /// The F32 words of byte planes (exponent, low, middle, sign and high mantissa bits), all of
 /// the same length; an exact-size iterator, so collecting it writes in place and vectorises.
+#[inline(always)]
 pub fn join_f32_words<'a>([e, p0, p1, p2]: [&'a [u8]; 4]) -> impl Iterator<Item = [u8; 4]> + 'a {
     let low = p0.iter().zip(p1);
     let high = e.iter().zip(p2);
