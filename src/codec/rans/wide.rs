@@ -42,14 +42,70 @@ fn upscaled(scale: u32, freqs: &[u32; 256]) -> [(u32, u32); 256] {
 // ---------------------------------------------------------------------------------------------
 // Encoder
 
-/// Constants for encoding one symbol; the quotient by the frequency is a multiplication.
-#[derive(Clone, Copy, Default)]
-struct EncSymbol {
-    freq: u32,
-    start: u32,
-    /// `ceil(2^44 / freq)`: `(x * rcp) >> 44` is `x / freq` for every `x < 2^32` because
-    /// the error, below `2^32 / 2^44`, never reaches `1 / freq`.
-    rcp: u64,
+/// Every table's encoding constants, one table after another: entry `base[c] + s` encodes
+/// symbol `s` under the table of context `c`.
+pub(super) struct EncTables {
+    /// `freq | start << 16` (both at most `2^12`).
+    fs: Vec<u32>,
+    /// `ceil(2^44 / freq)` (0 for absent symbols): `(x * rcp) >> 44` is `x / freq` for every
+    /// `x < 2^32` because the error, below `2^32 / 2^44`, never reaches `1 / freq`.
+    rcp: Vec<u64>,
+    /// Offset of each context's table. Contexts that never occur may have no table; they get
+    /// an empty one after the others.
+    base: [u32; 256],
+}
+
+impl EncTables {
+    fn new(specs: &[TableSpec], table_of: &[u16; 256]) -> EncTables {
+        let entries = specs.iter().flat_map(|spec| upscaled(spec.scale, &spec.freqs)).chain([(0, 0); 256]);
+        let (fs, rcp) = entries
+            .map(|(freq, start)| {
+                (freq | start << 16, if freq == 0 { 0 } else { (1u64 << 44).div_ceil(u64::from(freq)) })
+            })
+            .unzip();
+        let unused = specs.len() * 256;
+        let base = table_of.map(|t| (usize::from(t) * 256).min(unused) as u32);
+        EncTables { fs, rcp, base }
+    }
+
+    /// Encodes a group's symbols into their lanes' states, from the last lane to the first.
+    fn put_group(&self, states: &mut [u32; LANES], group: &[u8], contexts: &[u8], words: &mut [u16], pos: &mut usize) {
+        for ((x, &s), &c) in states.iter_mut().zip(group).zip(contexts).rev() {
+            self.put(x, s, c, words, pos);
+        }
+    }
+
+    /// Encodes symbol `s` under context `c` into state `x`, first emitting a word if the state
+    /// would overflow (`x >= freq << 20`, asked without overflow as `x >> 20 >= freq`).
+    ///
+    /// The word is stored unconditionally at `words[*pos]` and kept only if needed: the branch
+    /// would be mispredicted too often to pay off.
+    #[inline(always)]
+    fn put(&self, x: &mut u32, s: u8, c: u8, words: &mut [u16], pos: &mut usize) {
+        let i = self.base[usize::from(c)] as usize + usize::from(s);
+        let (fs, rcp) = (self.fs[i], self.rcp[i]);
+        let (freq, start) = (fs & 0xffff, fs >> 16);
+        let flush = *x >> (32 - SCALE) >= freq;
+        words[*pos] = *x as u16;
+        *pos += usize::from(flush);
+        *x = if flush { *x >> 16 } else { *x };
+        let q = ((u128::from(*x) * u128::from(rcp)) >> 44) as u32;
+        *x += start + q * (M - freq);
+    }
+}
+
+/// Encodes whole groups, last to first, exactly as [`EncTables::put_group`] would, advancing
+/// the states and storing the words emitted at `words[*pos..]`. Unsafe to call on a CPU
+/// without the encoder's features.
+type VectorEncoder = unsafe fn(&EncTables, &mut [u32; LANES], &[u8], &[u8], &mut [u16], &mut usize);
+
+/// The vector encoder this CPU can run, if any.
+fn vector_encoder() -> Option<VectorEncoder> {
+    #[cfg(target_arch = "x86_64")]
+    if avx512::available() {
+        return Some(avx512::encode_groups);
+    }
+    None
 }
 
 /// Encodes `symbols` under the tables `specs` (the table of context `c` is
@@ -61,20 +117,16 @@ pub(super) fn encode_streams(
     table_of: &[u16; 256],
     out: &mut Vec<u8>,
 ) {
-    let tables: Vec<[EncSymbol; 256]> = specs
-        .iter()
-        .map(|spec| {
-            upscaled(spec.scale, &spec.freqs).map(|(freq, start)| match freq {
-                0 => EncSymbol::default(),
-                _ => EncSymbol { freq, start, rcp: (1u64 << 44).div_ceil(u64::from(freq)) },
-            })
-        })
-        .collect();
-    // Contexts that never occur may have no table; any entry will do for them.
-    let unused = [EncSymbol::default(); 256];
-    let by_ctx: [&[EncSymbol; 256]; 256] =
-        std::array::from_fn(|c| tables.get(usize::from(table_of[c])).unwrap_or(&unused));
+    encode_streams_with(symbols, contexts, &EncTables::new(specs, table_of), out, vector_encoder());
+}
 
+fn encode_streams_with(
+    symbols: &[u8],
+    contexts: &[u8],
+    tables: &EncTables,
+    out: &mut Vec<u8>,
+    vector: Option<VectorEncoder>,
+) {
     let mut states = [L; LANES];
     let mut words: Vec<u16> = Vec::with_capacity(symbols.len() / 8);
     // Every step may emit a word, so segments go through a scratch buffer with a slot per step;
@@ -84,10 +136,19 @@ pub(super) fn encode_streams(
     let segments = symbols.chunks(SEGMENT_GROUPS * LANES).zip(contexts.chunks(SEGMENT_GROUPS * LANES));
     for (segment, segment_contexts) in segments.rev() {
         let mut pos = 0;
-        let groups = segment.chunks(LANES).zip(segment_contexts.chunks(LANES));
-        for (group, group_contexts) in groups.rev() {
-            for ((x, &s), &c) in states.iter_mut().zip(group).zip(group_contexts).rev() {
-                put(x, &by_ctx[usize::from(c)][usize::from(s)], &mut scratch, &mut pos);
+        // The block's shorter last group, if it is in this segment, comes first.
+        let whole = segment.len() / LANES * LANES;
+        tables.put_group(&mut states, &segment[whole..], &segment_contexts[whole..], &mut scratch, &mut pos);
+        let (segment, segment_contexts) = (&segment[..whole], &segment_contexts[..whole]);
+        match vector {
+            // SAFETY: `vector_encoder` returns only an encoder whose features this CPU has.
+            Some(encode_groups) => unsafe {
+                encode_groups(tables, &mut states, segment, segment_contexts, &mut scratch, &mut pos)
+            },
+            None => {
+                for (group, group_contexts) in segment.chunks(LANES).zip(segment_contexts.chunks(LANES)).rev() {
+                    tables.put_group(&mut states, group, group_contexts, &mut scratch, &mut pos);
+                }
             }
         }
         words.extend_from_slice(&scratch[..pos]);
@@ -98,20 +159,6 @@ pub(super) fn encode_streams(
     }
     // The words were emitted last-to-first.
     out.extend(words.iter().rev().flat_map(|w| w.to_le_bytes()));
-}
-
-/// Encodes one symbol into state `x`, first emitting a word if the state would overflow.
-///
-/// The word is stored unconditionally at `words[*pos]` and kept only if needed: the branch
-/// would be mispredicted too often to pay off.
-#[inline(always)]
-fn put(x: &mut u32, sym: &EncSymbol, words: &mut [u16], pos: &mut usize) {
-    let flush = u64::from(*x) >= u64::from(sym.freq) << (32 - SCALE);
-    words[*pos] = *x as u16;
-    *pos += usize::from(flush);
-    *x = if flush { *x >> 16 } else { *x };
-    let q = ((u128::from(*x) * u128::from(sym.rcp)) >> 44) as u32;
-    *x += sym.start + q * (M - sym.freq);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -261,7 +308,7 @@ fn decode_streams_with(
 mod avx512 {
     use std::arch::x86_64::*;
 
-    use super::{DecTables, L, LANES, M};
+    use super::{DecTables, EncTables, L, LANES, M};
 
     /// Lanes per vector.
     const WIDTH: usize = 16;
@@ -326,6 +373,86 @@ mod avx512 {
             unsafe { _mm512_storeu_si512(states.as_mut_ptr().add(v * WIDTH).cast(), *x) };
         }
         g * LANES
+    }
+
+    /// Encodes whole groups of 64 symbols, last to first, exactly as the scalar loop does:
+    /// lanes in descending order, each emitting its word before it encodes. A vector holds 16
+    /// lanes in descending order, so that a compressing store emits their words in that order.
+    ///
+    /// Bounds: `symbols` and `contexts` are read only within `groups * 64` of both lengths;
+    /// `words` has a slot for every symbol past `*pos` (the caller's scratch); every gathered
+    /// index is a context (< 256, into `base`) or a table offset plus a symbol (< `fs.len()`,
+    /// as every base is a whole table's offset).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi2")]
+    pub(super) fn encode_groups(
+        tables: &EncTables,
+        states: &mut [u32; LANES],
+        symbols: &[u8],
+        contexts: &[u8],
+        words: &mut [u16],
+        pos: &mut usize,
+    ) {
+        let groups = symbols.len().min(contexts.len()) / LANES;
+        if groups * LANES > words.len().saturating_sub(*pos) || tables.fs.len() != tables.rcp.len() {
+            return;
+        }
+        let reverse_bytes = _mm_set_epi8(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        let reverse = _mm512_set_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        let low_half = _mm512_set1_epi32(0xffff);
+        let m = _mm512_set1_epi32(M as i32);
+        let (bases, fs, rcp) =
+            (tables.base.as_ptr().cast::<i32>(), tables.fs.as_ptr().cast::<i32>(), tables.rcp.as_ptr().cast::<i64>());
+        // SAFETY (all blocks below): see the bounds above; loads and stores are unaligned.
+        let mut x: [__m512i; LANES / WIDTH] = std::array::from_fn(|v| unsafe {
+            _mm512_permutexvar_epi32(reverse, _mm512_loadu_si512(states.as_ptr().add(v * WIDTH).cast()))
+        });
+        let load_reversed = |bytes: &[u8], at: usize| unsafe {
+            _mm512_cvtepu8_epi32(_mm_shuffle_epi8(_mm_loadu_si128(bytes.as_ptr().add(at).cast()), reverse_bytes))
+        };
+        for g in (0..groups).rev() {
+            for (v, x) in x.iter_mut().enumerate().rev() {
+                let at = g * LANES + v * WIDTH;
+                let (c, s) = (load_reversed(contexts, at), load_reversed(symbols, at));
+                unsafe {
+                    let i = _mm512_add_epi32(_mm512_i32gather_epi32::<4>(c, bases), s);
+                    let e = _mm512_i32gather_epi32::<4>(i, fs);
+                    let (freq, start) = (_mm512_and_si512(e, low_half), _mm512_srli_epi32::<16>(e));
+                    let flush = _mm512_cmpge_epu32_mask(_mm512_srli_epi32::<20>(*x), freq);
+                    _mm256_mask_compressstoreu_epi16(
+                        words.as_mut_ptr().add(*pos).cast(),
+                        flush,
+                        _mm512_cvtepi32_epi16(*x),
+                    );
+                    *pos += flush.count_ones() as usize;
+                    let y = _mm512_mask_srli_epi32::<16>(*x, flush, *x);
+                    let q = quotient(y, i, rcp);
+                    *x = _mm512_add_epi32(_mm512_add_epi32(y, start), _mm512_mullo_epi32(q, _mm512_sub_epi32(m, freq)));
+                }
+            }
+        }
+        for (v, x) in x.iter().enumerate() {
+            unsafe {
+                _mm512_storeu_si512(states.as_mut_ptr().add(v * WIDTH).cast(), _mm512_permutexvar_epi32(reverse, *x))
+            };
+        }
+    }
+
+    /// `(x * rcp[i]) >> 44` in every lane, as the scalar encoder computes it, in two halves of
+    /// 64-bit lanes: with `rcp = hi << 32 | lo`, it is `(x * hi + (x * lo >> 32)) >> 12`, as the
+    /// bits dropped from `x * lo` cannot carry past the twelve shifted out.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi2")]
+    unsafe fn quotient(x: __m512i, i: __m512i, rcp: *const i64) -> __m512i {
+        let half = |x: __m256i, i: __m256i| {
+            // SAFETY: the caller's bounds hold for every index in `i`.
+            let r = unsafe { _mm512_i32gather_epi64::<8>(i, rcp) };
+            let x = _mm512_cvtepu32_epi64(x);
+            let lo = _mm512_mul_epu32(x, r);
+            let hi = _mm512_mul_epu32(x, _mm512_srli_epi64::<32>(r));
+            _mm512_cvtepi64_epi32(_mm512_srli_epi64::<12>(_mm512_add_epi64(hi, _mm512_srli_epi64::<32>(lo))))
+        };
+        let low = half(_mm512_castsi512_si256(x), _mm512_castsi512_si256(i));
+        let high = half(_mm512_extracti64x4_epi64::<1>(x), _mm512_extracti64x4_epi64::<1>(i));
+        _mm512_inserti64x4::<1>(_mm512_castsi256_si512(low), high)
     }
 }
 
@@ -435,12 +562,19 @@ mod tests {
     use proptest::collection::vec;
     use proptest::prelude::*;
 
-    /// The stream section of a wide block for `symbols`, and its header (tag and tables).
+    /// The stream section of a wide block for `symbols`, and its header (tag and tables). The
+    /// scalar encoder and the vector one, where the CPU has it, must write the same bytes.
     fn encode_parts(symbols: &[u8], contexts: &[u8]) -> (Vec<u8>, Vec<u8>) {
         let (plan, specs, tables) = super::super::plan_block(symbols, contexts);
         let header = [&[super::super::TAG_WIDE][..], &tables].concat();
+        let enc = EncTables::new(&specs, &plan.table_of);
         let mut streams = Vec::new();
-        encode_streams(symbols, contexts, &specs, &plan.table_of, &mut streams);
+        encode_streams_with(symbols, contexts, &enc, &mut streams, None);
+        if let Some(vector) = vector_encoder() {
+            let mut fast = Vec::new();
+            encode_streams_with(symbols, contexts, &enc, &mut fast, Some(vector));
+            assert!(fast == streams, "vector and scalar encoders disagree on {} symbols", symbols.len());
+        }
         (header, streams)
     }
 
