@@ -479,14 +479,24 @@ const MAX_BASE_FILES: usize = 256;
 /// a checkout as delta bases so that it need not decode them from the packs. The files are
 /// opened up front: a file the checkout replaces is still read as it was.
 pub struct WorktreeBases {
-    files: Vec<File>,
+    files: Vec<BaseFile>,
     /// Object -> (file, offset of its data in the file, its length).
     at: std::collections::HashMap<ObjectId, (usize, u64, u64)>,
 }
 
+/// An open work-tree file offering bases.
+struct BaseFile {
+    file: File,
+    /// The checkout replaces or deletes it: what it has read is dropped from the page cache
+    /// as it goes, in the decoding threads, instead of in one sequential stretch at the end
+    /// when the file is deleted.
+    leaving: bool,
+}
+
 impl WorktreeBases {
-    /// Collects the tensors of the stat-clean safetensors files of `index` under `root`.
-    pub fn of(root: &Path, index: &crate::index::Index, odb: &Odb) -> WorktreeBases {
+    /// Collects the tensors of the stat-clean safetensors files of `index` under `root`;
+    /// `leaving` tells which paths the checkout replaces or deletes.
+    pub fn of(root: &Path, index: &crate::index::Index, odb: &Odb, leaving: &dyn Fn(&str) -> bool) -> WorktreeBases {
         let mut bases = WorktreeBases { files: Vec::new(), at: std::collections::HashMap::new() };
         let tensor_files = index.entries.iter().filter(|(_, e)| e.kind == EntryKind::TensorFile);
         for (path, e) in tensor_files {
@@ -509,7 +519,7 @@ impl WorktreeBases {
                 }
                 offset += segment.len();
             }
-            bases.files.push(file);
+            bases.files.push(BaseFile { file, leaving: leaving(path) });
         }
         bases
     }
@@ -527,12 +537,15 @@ impl crate::store::BaseHints for WorktreeBases {
         if start > end || end > len || end - start > 2 * crate::codec::MAX_CHUNK_BYTES as u64 {
             return false;
         }
-        let Some(file) = self.files.get(k) else { return false };
+        let Some(base) = self.files.get(k) else { return false };
         SCRATCH.with_borrow_mut(|buf| {
             buf.resize((end - start) as usize, 0);
-            let read = file.read_exact_at(buf, offset + start).is_ok();
+            let read = base.file.read_exact_at(buf, offset + start).is_ok();
             if read {
                 use_bytes(buf);
+                if base.leaving {
+                    crate::fsutil::drop_cached(&base.file, offset + start, end - start);
+                }
             }
             read
         })

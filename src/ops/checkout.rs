@@ -114,7 +114,7 @@ pub fn checkout(
     for path in &in_the_way {
         remove_file_and_empty_dirs(&repo.root, path)?;
     }
-    let mut report = write_files(repo, &mut index, &wanted, force, progress)?;
+    let mut report = write_files(repo, &mut index, &wanted, &last, force, progress)?;
     for path in last {
         remove(path, &mut index)?;
     }
@@ -194,7 +194,7 @@ pub fn checkout_paths(
         }
     }
     let mut index = repo.lock_index()?;
-    let mut report = write_files(repo, &mut index, &selected, true, progress)?;
+    let mut report = write_files(repo, &mut index, &selected, &[], true, progress)?;
     index.save()?;
     report.commit = Some(commit);
     Ok(report)
@@ -216,11 +216,13 @@ fn refuse_symlinked_parents(root: &Path, rel: &str) -> Result<()> {
 }
 
 /// Writes every file of `files` whose work-tree copy is not already that content; files that
-/// are, even when their stat says otherwise, are left alone (also with `force`).
+/// are, even when their stat says otherwise, are left alone (also with `force`). The caller
+/// deletes `deleted_after` once they are written.
 fn write_files(
     repo: &Repository,
     index: &mut Index,
     files: &FlatTree,
+    deleted_after: &[String],
     force: bool,
     progress: &dyn Progress,
 ) -> Result<CheckoutReport> {
@@ -237,7 +239,8 @@ fn write_files(
         }
     }
     progress.start("checking out", todo.iter().map(|(_, e)| e.size).sum());
-    let _hints = BaseHintsFor::worktree(repo, index);
+    let leaving = |p: &str| todo.iter().any(|(t, _)| t.as_str() == p) || deleted_after.iter().any(|d| d == p);
+    let _hints = BaseHintsFor::worktree(repo, index, &leaving);
     for (path, e) in todo {
         refuse_symlinked_parents(&repo.root, path)?;
         let dest = repo.root.join(path);
@@ -254,8 +257,9 @@ fn write_files(
 struct BaseHintsFor<'r>(&'r Repository);
 
 impl<'r> BaseHintsFor<'r> {
-    fn worktree(repo: &'r Repository, index: &Index) -> BaseHintsFor<'r> {
-        repo.odb.set_base_hints(Some(Arc::new(worktree::WorktreeBases::of(&repo.root, index, &repo.odb))));
+    fn worktree(repo: &'r Repository, index: &Index, leaving: &dyn Fn(&str) -> bool) -> BaseHintsFor<'r> {
+        let bases = worktree::WorktreeBases::of(&repo.root, index, &repo.odb, leaving);
+        repo.odb.set_base_hints(Some(Arc::new(bases)));
         BaseHintsFor(repo)
     }
 }
