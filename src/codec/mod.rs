@@ -9,7 +9,7 @@ pub mod delta;
 pub mod planes;
 pub mod rans;
 
-use xxhash_rust::xxh3::xxh3_64;
+use twox_hash::XxHash3_64;
 
 use crate::encoding::{Reader, Writer};
 use crate::object::{DType, ObjectId};
@@ -184,7 +184,7 @@ impl<'a> ChunkView<'a> {
         if out.len() != self.raw_len {
             return Err(CodecError::Corrupt(format!("decoded {} bytes, expected {}", out.len(), self.raw_len)));
         }
-        if xxh3_64(&out) != self.checksum {
+        if XxHash3_64::oneshot(&out) != self.checksum {
             return Err(CodecError::Checksum);
         }
         Ok(out)
@@ -318,7 +318,7 @@ fn assemble(codec: Codec, raw: &[u8], base: Option<ObjectId>, streams: Vec<(u8, 
     out.push(codec.code());
     out.push(streams.len() as u8);
     out.put_u32(raw.len() as u32);
-    out.put_u64(xxh3_64(raw));
+    out.put_u64(XxHash3_64::oneshot(raw));
     if let Some(id) = base {
         out.extend_from_slice(&id.0);
     }

@@ -193,17 +193,17 @@ fn join_f32<P: AsRef<[u8]>>(planes: &[P], elements: usize) -> Vec<u8> {
 pub fn join_f32_as_bf16(planes: [&[u8]; 4]) -> (Vec<u8>, u64) {
     const BLOCK: usize = 4096;
     let n = planes.iter().map(|p| p.len()).min().unwrap_or(0);
-    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    let mut hasher = twox_hash::XxHash3_64::new();
     let mut words: Vec<[u8; 4]> = Vec::with_capacity(BLOCK.min(n));
     let mut out: Vec<[u8; 2]> = Vec::with_capacity(n);
     for start in (0..n).step_by(BLOCK) {
         let end = (start + BLOCK).min(n);
         words.clear();
         words.extend(join_f32_words(planes.map(|p| &p[start..end])));
-        hasher.update(words.as_flattened());
+        std::hash::Hasher::write(&mut hasher, words.as_flattened());
         out.extend(words.iter().map(|w| super::convert::bf16_of_f32(u32::from_le_bytes(*w))));
     }
-    (out.into_flattened(), hasher.digest())
+    (out.into_flattened(), std::hash::Hasher::finish(&hasher))
 }
 
 /// The F32 words of byte planes (exponent, low, middle, sign and high mantissa bits), all of

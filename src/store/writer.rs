@@ -286,7 +286,7 @@ impl<'a> ObjectWriter<'a> {
         // One read of the (mapped, possibly changing) file serves both checks.
         let data = source.to_vec();
         let encoded = ChunkView::parse(stored).map_err(|e| StoreError::corrupt(header.id, e))?.checksum();
-        if xxhash_rust::xxh3::xxh3_64(&data) != encoded {
+        if twox_hash::XxHash3_64::oneshot(&data) != encoded {
             return Err(StoreError::SourceChanged(format!("object {}", header.id.short())));
         }
         if let Some(h) = self.open_hasher.as_mut() {
