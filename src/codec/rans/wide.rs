@@ -95,9 +95,10 @@ impl EncTables {
 }
 
 /// Encodes whole groups, last to first, exactly as [`EncTables::put_group`] would, advancing
-/// the states and storing the words emitted at `words[*pos..]`. Unsafe to call on a CPU
+/// the states and storing the words emitted at `words[*pos..]`; false, having changed
+/// nothing, if its bounds do not hold (the scalar loop then runs). Unsafe to call on a CPU
 /// without the encoder's features.
-type VectorEncoder = unsafe fn(&EncTables, &mut [u32; LANES], &[u8], &[u8], &mut [u16], &mut usize);
+type VectorEncoder = unsafe fn(&EncTables, &mut [u32; LANES], &[u8], &[u8], &mut [u16], &mut usize) -> bool;
 
 /// The vector encoder this CPU can run, if any.
 fn vector_encoder() -> Option<VectorEncoder> {
@@ -140,15 +141,13 @@ fn encode_streams_with(
         let whole = segment.len() / LANES * LANES;
         tables.put_group(&mut states, &segment[whole..], &segment_contexts[whole..], &mut scratch, &mut pos);
         let (segment, segment_contexts) = (&segment[..whole], &segment_contexts[..whole]);
-        match vector {
-            // SAFETY: `vector_encoder` returns only an encoder whose features this CPU has.
-            Some(encode_groups) => unsafe {
-                encode_groups(tables, &mut states, segment, segment_contexts, &mut scratch, &mut pos)
-            },
-            None => {
-                for (group, group_contexts) in segment.chunks(LANES).zip(segment_contexts.chunks(LANES)).rev() {
-                    tables.put_group(&mut states, group, group_contexts, &mut scratch, &mut pos);
-                }
+        // SAFETY: `vector_encoder` returns only an encoder whose features this CPU has.
+        let encoded = vector.is_some_and(|encode_groups| unsafe {
+            encode_groups(tables, &mut states, segment, segment_contexts, &mut scratch, &mut pos)
+        });
+        if !encoded {
+            for (group, group_contexts) in segment.chunks(LANES).zip(segment_contexts.chunks(LANES)).rev() {
+                tables.put_group(&mut states, group, group_contexts, &mut scratch, &mut pos);
             }
         }
         words.extend_from_slice(&scratch[..pos]);
@@ -391,10 +390,10 @@ mod avx512 {
         contexts: &[u8],
         words: &mut [u16],
         pos: &mut usize,
-    ) {
+    ) -> bool {
         let groups = symbols.len().min(contexts.len()) / LANES;
         if groups * LANES > words.len().saturating_sub(*pos) || tables.fs.len() != tables.rcp.len() {
-            return;
+            return false;
         }
         let reverse_bytes = _mm_set_epi8(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
         let reverse = _mm512_set_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
@@ -435,6 +434,7 @@ mod avx512 {
                 _mm512_storeu_si512(states.as_mut_ptr().add(v * WIDTH).cast(), _mm512_permutexvar_epi32(reverse, *x))
             };
         }
+        true
     }
 
     /// `(x * rcp[i]) >> 44` in every lane, as the scalar encoder computes it, in two halves of
