@@ -366,16 +366,21 @@ fn unsymbolise_words<const W: usize, const BITS: u32, const FLOAT: bool, const M
         symbols.get(done..).unwrap_or_default(),
         base.get(done * W..).unwrap_or_default(),
         #[inline(always)]
-        |sym| {
-            let (top, nbits) = unsymbolise(sym);
-            Ok((top << nbits) | bits.read(nbits)?)
-        },
+        |sym| raw_z(sym, &mut bits),
     )?;
     if out.is_empty() {
         return Ok(rest);
     }
     out.extend_from_slice(&rest);
     Ok(out)
+}
+
+/// `z` of an element with raw bits (codec `bitx-diff-ctx`): its symbol's leading bits, then
+/// the next raw bits.
+#[inline(always)]
+fn raw_z(sym: u8, bits: &mut RawBitsReader<'_>) -> Result<u64, CodecError> {
+    let (top, nbits) = unsymbolise(sym);
+    Ok((top << nbits) | bits.read(nbits)?)
 }
 
 /// The start of a 16-bit rebuild in vectors, where the CPU has them (see [`avx512::rebuild`]):
@@ -658,10 +663,7 @@ mod tests {
     /// The rebuild without the vector path, as a CPU without AVX-512 runs it.
     fn scalar_unsymbolise(dtype: DType, symbols: &[u8], raw_bits: &[u8], base: &[u8]) -> Result<Vec<u8>, CodecError> {
         let mut bits = RawBitsReader::new(raw_bits);
-        let large_z = |sym| {
-            let (top, nbits) = unsymbolise(sym);
-            Ok((top << nbits) | bits.read(nbits)?)
-        };
+        let large_z = |sym| raw_z(sym, &mut bits);
         match dtype {
             DType::BF16 | DType::F16 => rebuild::<2, true>(symbols, base, large_z),
             _ => rebuild::<2, false>(symbols, base, large_z),
