@@ -221,7 +221,7 @@ impl<'a> ObjectWriter<'a> {
             },
             |batch, encoded| {
                 for (&(k, i), chunk) in batch.iter().zip(encoded) {
-                    self.write_chunk(&headers[k], &items[k].src, bases[k].as_ref(), i, chunk)?;
+                    self.write_chunk(&headers[k], bases[k].as_ref(), i, chunk)?;
                 }
                 Ok(())
             },
@@ -242,10 +242,9 @@ impl<'a> ObjectWriter<'a> {
     fn write_chunk(
         &mut self,
         header: &EntryHeader,
-        src: &TensorSource<'_>,
         base: Option<&Base>,
         i: u64,
-        chunk: Option<Vec<u8>>,
+        chunk: Option<EncodedChunk>,
     ) -> Result<(), StoreError> {
         if self.progress.cancelled() {
             return Err(StoreError::Cancelled);
@@ -254,16 +253,19 @@ impl<'a> ObjectWriter<'a> {
             self.pack.begin(header.clone())?;
             self.open_hasher = Some(super::id_hasher(header));
         }
-        if let Some(c) = chunk {
-            let (start, end) = header.chunk_range(i);
-            self.check_source(header, src.bytes(start, end), &c)?;
-            if let Some(b) = ChunkView::parse(&c).ok().and_then(|v| v.base).filter(|b| !self.open_bases.contains(b)) {
+        if let Some(EncodedChunk { source, stored }) = chunk {
+            // The id hash goes over the very bytes that were encoded, so a file rewritten
+            // after it was hashed is caught here, never stored under an id its bytes lack.
+            if let Some(h) = self.open_hasher.as_mut() {
+                h.update(&source);
+            }
+            let base = ChunkView::parse(&stored).map_err(|e| StoreError::corrupt(header.id, e))?.base;
+            if let Some(b) = base.filter(|b| !self.open_bases.contains(b)) {
                 self.open_bases.push(b);
             }
-            self.written_bytes += c.len() as u64 + 4;
-            self.pack.push_chunk(&c)?;
-            src.release(start, end);
-            self.progress.advance(end - start);
+            self.written_bytes += stored.len() as u64 + 4;
+            self.pack.push_chunk(&stored)?;
+            self.progress.advance(source.len() as u64);
         }
         if i + 1 >= header.chunk_count() {
             if self.open_hasher.take().is_none_or(|h| h.finish() != header.id) {
@@ -275,22 +277,6 @@ impl<'a> ObjectWriter<'a> {
                 depths.insert(header.id, depth);
             }
             self.pack.end(depth, bases)?;
-        }
-        Ok(())
-    }
-
-    /// Checks that `stored` encodes the source bytes as they are now, and feeds those bytes to
-    /// the id hash: a file rewritten between hashing and encoding is caught, never stored
-    /// under an id that does not match its bytes.
-    fn check_source(&mut self, header: &EntryHeader, source: &[u8], stored: &[u8]) -> Result<(), StoreError> {
-        // One read of the (mapped, possibly changing) file serves both checks.
-        let data = source.to_vec();
-        let encoded = ChunkView::parse(stored).map_err(|e| StoreError::corrupt(header.id, e))?.checksum();
-        if twox_hash::XxHash3_64::oneshot(&data) != encoded {
-            return Err(StoreError::SourceChanged(format!("object {}", header.id.short())));
-        }
-        if let Some(h) = self.open_hasher.as_mut() {
-            h.update(&data);
         }
         Ok(())
     }
@@ -333,7 +319,16 @@ impl<'a> ObjectWriter<'a> {
     }
 }
 
-/// Encodes chunk `i` of an object against its base, if any.
+/// A chunk as stored, with the source bytes it encodes.
+struct EncodedChunk {
+    source: Vec<u8>,
+    stored: Vec<u8>,
+}
+
+/// Encodes chunk `i` of an object against its base, if any. The chunk is read from the
+/// mapped file once, into memory of its own: the encoder reads its input several times
+/// (trials, transform, checksum), and a file rewritten meanwhile must not give it two
+/// versions of the same bytes.
 fn encode_chunk(
     odb: &Odb,
     opts: EncodeOptions,
@@ -341,16 +336,18 @@ fn encode_chunk(
     src: &TensorSource<'_>,
     base: Option<&Base>,
     i: u64,
-) -> Result<Vec<u8>, StoreError> {
+) -> Result<EncodedChunk, StoreError> {
     let (start, end) = header.chunk_range(i);
-    let data = src.bytes(start, end);
+    let source = src.bytes(start, end).to_vec();
+    src.release(start, end);
     let dtype = header.meta.dtype;
     let base_bytes = match base {
         Some(b) => b.range(odb, dtype, start, end)?,
         None => None,
     };
     let base_ref = base.zip(base_bytes.as_deref()).map(|(b, bytes)| (b.id, bytes.as_slice()));
-    Ok(codec::encode_chunk(dtype, data, base_ref, opts))
+    let stored = codec::encode_chunk(dtype, &source, base_ref, opts);
+    Ok(EncodedChunk { source, stored })
 }
 
 /// A delta base for one tensor.
