@@ -121,8 +121,8 @@ pub struct User {
 pub struct Delta {
     /// Longest allowed chain of deltas on deltas.
     pub max_chain: u8,
-    /// zstd level for byte streams; 1 (the default) decodes fastest and is even smaller than 3 on
-    /// exponent planes.
+    /// zstd level for byte streams other than float planes (blobs, integer tensors); 1 is the
+    /// default. Float planes are coded with matching all but off, at any level.
     pub zstd_level: i32,
     /// Search the whole repository for bases of tensors that have none by path and name.
     pub discover: bool,

@@ -220,3 +220,22 @@ fn decay_only_fp32_rows_are_coded_by_their_low_bytes() {
     assert!(chosen.len() * 10 < plain.len() * 8, "diff-low {} vs diff-ctx {}", chosen.len(), plain.len());
     assert_eq!(decode(&chosen, DType::F32, Some(&base)).unwrap(), fine);
 }
+
+/// The exponent plane of F32 weights spread like a trained layer's (roughly normal, scale 0.02).
+fn weight_exponents(n: usize) -> Vec<u8> {
+    let mut next = xorshift(0xD1B5_4A32_D192_ED03);
+    let mut weight = || (0..4).map(|_| (next() >> 40) as f32 / (1u64 << 24) as f32 - 0.5).sum::<f32>() * 0.02;
+    let words: Vec<u8> = (0..n).flat_map(|_| weight().to_le_bytes()).collect();
+    Grouping::of(DType::F32).split(&words).swap_remove(0)
+}
+
+#[test]
+fn float_planes_are_left_to_the_literal_coder() {
+    let exponents = weight_exponents(1 << 20);
+    let (_, literals) = code_stream(exponents.clone(), Zstd::Literals);
+    let (_, level1) = code_stream(exponents, Zstd::Level(1));
+    assert!(literals.len() * 100 < level1.len() * 95, "literals {} vs level 1 {}", literals.len(), level1.len());
+    // Long runs are still matched: a zeroed plane codes to next to nothing.
+    let (coding, zeros) = code_stream(vec![0; 1 << 20], Zstd::Literals);
+    assert!(coding == STREAM_ZSTD && zeros.len() < 1024, "{} bytes", zeros.len());
+}
