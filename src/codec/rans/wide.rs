@@ -53,6 +53,8 @@ pub(super) struct EncTables {
     /// Offset of each context's table. Contexts that never occur may have no table; they get
     /// an empty one after the others.
     base: [u32; 256],
+    /// `base / 256`, when all fit a byte: the vector encoder looks them up with byte permutes.
+    number: Option<[u8; 256]>,
 }
 
 impl EncTables {
@@ -65,7 +67,7 @@ impl EncTables {
             .unzip();
         let unused = specs.len() * 256;
         let base = table_of.map(|t| (usize::from(t) * 256).min(unused) as u32);
-        EncTables { fs, rcp, base }
+        EncTables { fs, rcp, base, number: byte_numbers(base.map(|b| b / 256)) }
     }
 
     /// Encodes a group's symbols into their lanes' states, from the last lane to the first.
@@ -170,6 +172,9 @@ pub(super) struct DecTables {
     /// Offset of each context's table in `entries` (0 for contexts without one, which
     /// `DecModel::check_contexts` rejects before decoding).
     base: [u32; 256],
+    /// Each context's table number, when all fit a byte (always, in blocks this crate writes):
+    /// the vector decoder looks them up with byte permutes, as a gather is slow.
+    number: Option<[u8; 256]>,
 }
 
 impl DecTables {
@@ -182,7 +187,7 @@ impl DecTables {
             }
         }
         let base = table_of.map(|t| t.map_or(0, |t| u32::from(t) * M));
-        DecTables { entries, base }
+        DecTables { entries, base, number: byte_numbers(base.map(|b| b / M)) }
     }
 
     /// Decodes one symbol from state `x` under the table of context `c`.
@@ -193,6 +198,15 @@ impl DecTables {
         *x = ((e & 0xfff) + 1) * (*x >> SCALE) + ((e >> 12) & 0xfff);
         (e >> 24) as u8
     }
+}
+
+/// Table numbers as bytes, if they all fit one.
+fn byte_numbers(numbers: [u32; 256]) -> Option<[u8; 256]> {
+    let mut bytes = [0u8; 256];
+    for (b, n) in bytes.iter_mut().zip(numbers) {
+        *b = u8::try_from(n).ok()?;
+    }
+    Some(bytes)
 }
 
 /// Sequential reader of the renormalisation words; past the end it yields zeros and notes it.
@@ -316,17 +330,20 @@ mod avx512 {
         is_x86_feature_detected!("avx512f")
             && is_x86_feature_detected!("avx512bw")
             && is_x86_feature_detected!("avx512vl")
+            && is_x86_feature_detected!("avx512vbmi")
             && is_x86_feature_detected!("avx512vbmi2")
     }
 
     /// Decodes whole groups of 64 symbols in four vectors of 16 lanes, exactly as the scalar
-    /// loop does: each vector decodes its lanes, then refills them in lane order.
+    /// loop does: each vector decodes its lanes, then refills them in lane order. The table of
+    /// each context is found by byte permutes over the 256 table numbers, so one gather per
+    /// vector remains (of the table entry).
     ///
     /// Bounds: contexts and output are touched only within `groups * 64 <= out.len()` (and
     /// `contexts.len() == out.len()`); a group reads at most 64 words and runs only while
-    /// `words` holds 64; every gathered index is a context (< 256, into `base`) or a table
-    /// offset plus a slot (< `entries.len()`, as every base is a whole table's offset).
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi2")]
+    /// `words` holds 64; every gathered index is a table offset plus a slot (< `entries.len()`,
+    /// as every context's table number is that of a whole table).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx512vbmi2")]
     pub(super) fn decode_groups(
         tables: &DecTables,
         states: &mut [u32; LANES],
@@ -334,24 +351,27 @@ mod avx512 {
         contexts: &[u8],
         out: &mut [u8],
     ) -> usize {
+        let Some(number) = tables.number else { return 0 };
         let groups = out.len().min(contexts.len()) / LANES;
         let slot_mask = _mm512_set1_epi32(M as i32 - 1);
         let field = _mm512_set1_epi32(0xfff);
         let one = _mm512_set1_epi32(1);
         let low = _mm512_set1_epi32(L as i32);
-        let bases = tables.base.as_ptr().cast::<i32>();
         let entries = tables.entries.as_ptr().cast::<i32>();
         // SAFETY (all blocks below): see the bounds above; loads and stores are unaligned.
+        let numbers = table_numbers(&number);
         let mut x: [__m512i; LANES / WIDTH] =
             std::array::from_fn(|v| unsafe { _mm512_loadu_si512(states.as_ptr().add(v * WIDTH).cast()) });
         let mut g = 0;
         while g < groups && words.len() >= 2 * LANES {
+            // SAFETY: the group's 64 contexts are in bounds.
+            let tables_of_group = unsafe { look_up(&numbers, contexts.as_ptr().add(g * LANES)) };
             let mut read = 0;
             for (v, x) in x.iter_mut().enumerate() {
                 let at = g * LANES + v * WIDTH;
                 unsafe {
-                    let c = _mm512_cvtepu8_epi32(_mm_loadu_si128(contexts.as_ptr().add(at).cast()));
-                    let table = _mm512_i32gather_epi32::<4>(c, bases);
+                    let table =
+                        _mm512_slli_epi32::<{ super::SCALE }>(_mm512_cvtepu8_epi32(quarter(tables_of_group, v)));
                     let e =
                         _mm512_i32gather_epi32::<4>(_mm512_add_epi32(table, _mm512_and_si512(*x, slot_mask)), entries);
                     let freq = _mm512_add_epi32(_mm512_and_si512(e, field), one);
@@ -374,15 +394,46 @@ mod avx512 {
         g * LANES
     }
 
+    /// The 256 table numbers of a block in four vectors.
+    #[target_feature(enable = "avx512f")]
+    fn table_numbers(number: &[u8; 256]) -> [__m512i; 4] {
+        // SAFETY: four 64-byte loads within the array.
+        std::array::from_fn(|k| unsafe { _mm512_loadu_si512(number.as_ptr().add(k * 64).cast()) })
+    }
+
+    /// The table numbers of the 64 contexts at `contexts`: two 128-byte permutes, one for
+    /// contexts below 128 and one for the rest, blended on the context's top bit.
+    ///
+    /// SAFETY: `contexts` must be valid for 64 bytes.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
+    unsafe fn look_up(numbers: &[__m512i; 4], contexts: *const u8) -> __m512i {
+        // SAFETY: the caller's.
+        let c = unsafe { _mm512_loadu_si512(contexts.cast()) };
+        let low = _mm512_permutex2var_epi8(numbers[0], c, numbers[1]);
+        let high = _mm512_permutex2var_epi8(numbers[2], c, numbers[3]);
+        _mm512_mask_blend_epi8(_mm512_movepi8_mask(c), low, high)
+    }
+
+    /// Bytes `16 v .. 16 v + 16` of a vector.
+    #[target_feature(enable = "avx512f")]
+    fn quarter(bytes: __m512i, v: usize) -> __m128i {
+        match v {
+            0 => _mm512_extracti32x4_epi32::<0>(bytes),
+            1 => _mm512_extracti32x4_epi32::<1>(bytes),
+            2 => _mm512_extracti32x4_epi32::<2>(bytes),
+            _ => _mm512_extracti32x4_epi32::<3>(bytes),
+        }
+    }
+
     /// Encodes whole groups of 64 symbols, last to first, exactly as the scalar loop does:
     /// lanes in descending order, each emitting its word before it encodes. A vector holds 16
     /// lanes in descending order, so that a compressing store emits their words in that order.
     ///
     /// Bounds: `symbols` and `contexts` are read only within `groups * 64` of both lengths;
     /// `words` has a slot for every symbol past `*pos` (the caller's scratch); every gathered
-    /// index is a context (< 256, into `base`) or a table offset plus a symbol (< `fs.len()`,
-    /// as every base is a whole table's offset).
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi2")]
+    /// index is a table offset plus a symbol (< `fs.len()`, as every context's table number
+    /// is that of a whole table).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx512vbmi2")]
     pub(super) fn encode_groups(
         tables: &EncTables,
         states: &mut [u32; LANES],
@@ -392,6 +443,7 @@ mod avx512 {
         pos: &mut usize,
     ) -> bool {
         let groups = symbols.len().min(contexts.len()) / LANES;
+        let Some(number) = tables.number else { return false };
         if groups * LANES > words.len().saturating_sub(*pos) || tables.fs.len() != tables.rcp.len() {
             return false;
         }
@@ -399,8 +451,8 @@ mod avx512 {
         let reverse = _mm512_set_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
         let low_half = _mm512_set1_epi32(0xffff);
         let m = _mm512_set1_epi32(M as i32);
-        let (bases, fs, rcp) =
-            (tables.base.as_ptr().cast::<i32>(), tables.fs.as_ptr().cast::<i32>(), tables.rcp.as_ptr().cast::<i64>());
+        let (fs, rcp) = (tables.fs.as_ptr().cast::<i32>(), tables.rcp.as_ptr().cast::<i64>());
+        let numbers = table_numbers(&number);
         // SAFETY (all blocks below): see the bounds above; loads and stores are unaligned.
         let mut x: [__m512i; LANES / WIDTH] = std::array::from_fn(|v| unsafe {
             _mm512_permutexvar_epi32(reverse, _mm512_loadu_si512(states.as_ptr().add(v * WIDTH).cast()))
@@ -409,11 +461,13 @@ mod avx512 {
             _mm512_cvtepu8_epi32(_mm_shuffle_epi8(_mm_loadu_si128(bytes.as_ptr().add(at).cast()), reverse_bytes))
         };
         for g in (0..groups).rev() {
+            let tables_of_group = unsafe { look_up(&numbers, contexts.as_ptr().add(g * LANES)) };
             for (v, x) in x.iter_mut().enumerate().rev() {
                 let at = g * LANES + v * WIDTH;
-                let (c, s) = (load_reversed(contexts, at), load_reversed(symbols, at));
+                let s = load_reversed(symbols, at);
                 unsafe {
-                    let i = _mm512_add_epi32(_mm512_i32gather_epi32::<4>(c, bases), s);
+                    let table = _mm512_cvtepu8_epi32(_mm_shuffle_epi8(quarter(tables_of_group, v), reverse_bytes));
+                    let i = _mm512_add_epi32(_mm512_slli_epi32::<8>(table), s);
                     let e = _mm512_i32gather_epi32::<4>(i, fs);
                     let (freq, start) = (_mm512_and_si512(e, low_half), _mm512_srli_epi32::<16>(e));
                     let flush = _mm512_cmpge_epu32_mask(_mm512_srli_epi32::<20>(*x), freq);
@@ -610,12 +664,13 @@ mod tests {
             state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             (state >> 33) as u32
         };
-        let contexts: Vec<u8> = (0..n).map(|_| 100 + (next() % 13) as u8).collect();
+        // Either side of 128: the vector coders look tables up in two halves.
+        let contexts: Vec<u8> = (0..n).map(|_| 122 + (next() % 13) as u8).collect();
         let symbols = contexts
             .iter()
             .map(|&c| {
                 let r = next() % 1000;
-                if r < 800 { 0 } else { (r % u32::from(c - 95)) as u8 }
+                if r < 800 { 0 } else { (r % u32::from(c - 117)) as u8 }
             })
             .collect();
         (symbols, contexts)
@@ -646,7 +701,7 @@ mod tests {
         #[test]
         fn wide_blocks_round_trip(pairs in vec((0u8..6, 0u8..4), 0..3000), skew in 0u8..4) {
             let symbols: Vec<u8> = pairs.iter().map(|&(s, c)| if c < skew { 0 } else { s }).collect();
-            let contexts: Vec<u8> = pairs.iter().map(|&(_, c)| c * 40).collect();
+            let contexts: Vec<u8> = pairs.iter().map(|&(_, c)| c * 70).collect();
             let encoded = encode_wide(&symbols, &contexts);
             prop_assert_eq!(decode_both(&encoded, &contexts).expect("decodes"), symbols);
         }
