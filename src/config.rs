@@ -121,8 +121,8 @@ pub struct User {
 pub struct Delta {
     /// Longest allowed chain of deltas on deltas.
     pub max_chain: u8,
-    /// zstd level for byte streams other than float planes (blobs, integer tensors); 1 is the
-    /// default. Float planes are coded with matching all but off, at any level.
+    /// zstd level for byte streams other than the exponent planes of floats, which are coded
+    /// with short matches all but off at any level; 1 is the default.
     pub zstd_level: i32,
     /// Search the whole repository for bases of tensors that have none by path and name.
     pub discover: bool,

@@ -42,6 +42,11 @@ impl Grouping {
         self.exp_planes + self.sm_planes
     }
 
+    /// Number of exponent planes, which come first (none for non-floats).
+    pub fn exponent_planes(&self) -> usize {
+        self.exp_planes
+    }
+
     /// Bytes per element.
     pub fn width(&self) -> usize {
         self.width

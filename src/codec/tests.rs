@@ -221,21 +221,29 @@ fn decay_only_fp32_rows_are_coded_by_their_low_bytes() {
     assert_eq!(decode(&chosen, DType::F32, Some(&base)).unwrap(), fine);
 }
 
-/// The exponent plane of F32 weights spread like a trained layer's (roughly normal, scale 0.02).
-fn weight_exponents(n: usize) -> Vec<u8> {
+/// F32 weights spread like a trained layer's (roughly normal, scale 0.02): `rows` distinct
+/// rows of 256, repeated to `n` elements (all distinct when `rows` is large enough).
+fn weights(n: usize, rows: usize) -> Vec<u8> {
     let mut next = xorshift(0xD1B5_4A32_D192_ED03);
     let mut weight = || (0..4).map(|_| (next() >> 40) as f32 / (1u64 << 24) as f32 - 0.5).sum::<f32>() * 0.02;
-    let words: Vec<u8> = (0..n).flat_map(|_| weight().to_le_bytes()).collect();
-    Grouping::of(DType::F32).split(&words).swap_remove(0)
+    let distinct: Vec<u8> = (0..rows.min(n / 256) * 256).flat_map(|_| weight().to_le_bytes()).collect();
+    distinct.iter().copied().cycle().take(4 * n).collect()
+}
+
+/// Stored bytes of the exponent plane of `words` coded as float planes are, and at level 1.
+fn exponent_plane_sizes(words: &[u8]) -> (usize, usize) {
+    let exponents = Grouping::of(DType::F32).split(words).swap_remove(0);
+    (code_stream(exponents.clone(), Zstd::Literals).1.len(), code_stream(exponents, Zstd::Level(1)).1.len())
 }
 
 #[test]
-fn float_planes_are_left_to_the_literal_coder() {
-    let exponents = weight_exponents(1 << 20);
-    let (_, literals) = code_stream(exponents.clone(), Zstd::Literals);
-    let (_, level1) = code_stream(exponents, Zstd::Level(1));
-    assert!(literals.len() * 100 < level1.len() * 95, "literals {} vs level 1 {}", literals.len(), level1.len());
-    // Long runs are still matched: a zeroed plane codes to next to nothing.
+fn float_planes_are_left_to_the_literal_coder_but_long_repeats_still_match() {
+    let (literals, level1) = exponent_plane_sizes(&weights(1 << 20, usize::MAX));
+    assert!(literals * 100 < level1 * 95, "distinct weights: literals {literals} vs level 1 {level1}");
+    for rows in [8, 64] {
+        let (literals, level1) = exponent_plane_sizes(&weights(1 << 20, rows));
+        assert!(literals <= level1 + level1 / 10, "{rows} repeated rows: literals {literals} vs level 1 {level1}");
+    }
     let (coding, zeros) = code_stream(vec![0; 1 << 20], Zstd::Literals);
     assert!(coding == STREAM_ZSTD && zeros.len() < 1024, "{} bytes", zeros.len());
 }
