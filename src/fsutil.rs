@@ -87,6 +87,21 @@ pub fn drop_cached(file: &std::fs::File, start: u64, len: u64) {
     let _ = (file, start, len);
 }
 
+/// Starts writeback of bytes `start..start + len` of `file` and returns without waiting for
+/// it. For a file that is about to replace another by rename: ext4 (`auto_da_alloc`) would
+/// otherwise allocate and flush the whole new file inside the rename, synchronously (0.47 s
+/// per GB here). The data also reaches the disk sooner.
+pub fn start_writeback(file: &std::fs::File, start: u64, len: u64) {
+    #[cfg(target_os = "linux")]
+    if let (Ok(start), Ok(len)) = (i64::try_from(start), i64::try_from(len)) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: the call reads no memory of this process; the descriptor is open throughout.
+        let _ = unsafe { libc::sync_file_range(file.as_raw_fd(), start, len, libc::SYNC_FILE_RANGE_WRITE) };
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (file, start, len);
+}
+
 /// Attaches the path to an I/O error so messages say which file failed.
 pub fn with_path(path: &Path, e: io::Error) -> io::Error {
     io::Error::new(e.kind(), format!("{}: {e}", path.display()))

@@ -441,7 +441,8 @@ pub fn write_content(
 }
 
 /// Writes a file atomically (temporary file in the same directory, then rename), verified
-/// against its object id while writing. Work-tree files are not fsynced, as in git.
+/// against its object id while writing. Work-tree files are not fsynced, as in git; one that
+/// replaces another has its writeback started as it is written (see [`Writeback`]).
 pub fn checkout_file(
     odb: &Odb,
     kind: EntryKind,
@@ -458,11 +459,14 @@ pub fn checkout_file(
         crate::fsutil::remove_empty_dir_tree(dest).map_err(io_err(dest))?;
     }
     let tmp = tempfile::Builder::new().prefix(".mlv-tmp-").tempfile_in(dir).map_err(io_err(dir))?;
+    let replaces = dest.symlink_metadata().is_ok_and(|m| m.is_file());
+    let file = Writeback { file: tmp.as_file(), written: 0, started: 0, early: replaces };
     // Smaller than a chunk of decoded data, which then goes to the file without a copy;
     // only small tensors and headers are gathered.
-    let mut out = BufWriter::with_capacity(1 << 20, tmp.as_file());
+    let mut out = BufWriter::with_capacity(1 << 20, file);
     let written = write_content(odb, kind, id, &mut out, progress)?;
     out.flush().map_err(io_err(dest))?;
+    out.get_ref().start_rest();
     drop(out);
     // Temporary files are created 0600; checked-out files get ordinary permissions.
     use std::os::unix::fs::PermissionsExt;
@@ -470,6 +474,43 @@ pub fn checkout_file(
     tmp.as_file().set_permissions(std::fs::Permissions::from_mode(mode)).map_err(io_err(dest))?;
     tmp.persist(dest).map_err(|e| WorktreeError::Io { path: dest.to_path_buf(), source: e.error })?;
     Ok(written)
+}
+
+/// A file being written, whose writeback is started every [`WRITEBACK_STEP`] bytes when it
+/// will replace another (`early`; see [`crate::fsutil::start_writeback`]).
+struct Writeback<'f> {
+    file: &'f File,
+    written: u64,
+    started: u64,
+    early: bool,
+}
+
+/// Bytes written between two starts of writeback.
+const WRITEBACK_STEP: u64 = 64 << 20;
+
+impl Writeback<'_> {
+    /// Starts writeback of what is written and not started yet.
+    fn start_rest(&self) {
+        if self.early && self.written > self.started {
+            crate::fsutil::start_writeback(self.file, self.started, self.written - self.started);
+        }
+    }
+}
+
+impl Write for Writeback<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.written += n as u64;
+        if self.written - self.started >= WRITEBACK_STEP {
+            self.start_rest();
+            self.started = self.written;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
 }
 
 /// Work-tree files a checkout may open for delta bases, at most: each holds a descriptor.
@@ -549,5 +590,27 @@ impl crate::store::BaseHints for WorktreeBases {
             }
             read
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_written_with_early_writeback_holds_exactly_what_was_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let file = File::create(&path).unwrap();
+        let data: Vec<u8> = (0..WRITEBACK_STEP + 5000).map(|i| (i * 7 % 251) as u8).collect();
+        let mut out = BufWriter::with_capacity(1 << 20, Writeback { file: &file, written: 0, started: 0, early: true });
+        for piece in data.chunks(3 << 20) {
+            out.write_all(piece).unwrap();
+        }
+        out.flush().unwrap();
+        assert!(out.get_ref().started >= WRITEBACK_STEP, "no writeback was started on the way");
+        out.get_ref().start_rest();
+        drop(out);
+        assert!(std::fs::read(&path).unwrap() == data, "the file differs from what was written");
     }
 }
