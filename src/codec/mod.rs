@@ -277,17 +277,23 @@ impl<'a> ChunkView<'a> {
 enum Zstd {
     /// The configured level: blobs, integers, the sign and mantissa planes of floats.
     Level(i32),
-    /// Exponent planes of floats. Short repeats in them are chance (exponents are few), and cost
-    /// more as matches than as Huffman-coded literals, so short matches are all but off (fast
-    /// strategy, 7-byte minimum, a 64-slot table) and only long ones are sought (long-distance
-    /// matching: repeated rows, runs). On the exponent planes of real F32 models that is 10%
-    /// smaller than level 1 (as small as level 19) and decodes twice as fast.
-    Literals,
+    /// Exponent planes of floats (with the configured level). Short repeats in them are chance
+    /// (exponents are few), and cost more as matches than as Huffman-coded literals, so short
+    /// matches are all but off (fast strategy, 7-byte minimum, a 64-slot table) and only long
+    /// ones are sought (long-distance matching: repeated rows, runs). On the exponent planes of
+    /// real F32 models that is 10% smaller than level 1 (as small as level 19) and decodes
+    /// twice as fast. Planes below [`LITERALS_TRIAL`] are also coded at the level, keeping the
+    /// smaller: in a small plane the Huffman table weighs more than chance repeats.
+    Literals(i32),
 }
 
+/// Exponent planes shorter than this are coded both ways (see [`Zstd::Literals`]).
+const LITERALS_TRIAL: usize = 64 << 10;
+
 thread_local! {
-    // zstd contexts are costly to create and chunks are small: keep one per thread.
-    static COMPRESSOR: std::cell::RefCell<Option<(Zstd, zstd::bulk::Compressor<'static>)>> = const { std::cell::RefCell::new(None) };
+    // zstd contexts are costly to create and chunks are small: keep one of each kind per
+    // thread (the kinds alternate on small exponent planes).
+    static COMPRESSORS: std::cell::RefCell<[Option<(Zstd, zstd::bulk::Compressor<'static>)>; 2]> = const { std::cell::RefCell::new([None, None]) };
     static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { std::cell::RefCell::new(None) };
 }
 
@@ -295,7 +301,7 @@ fn compressor(how: Zstd) -> std::io::Result<zstd::bulk::Compressor<'static>> {
     use zstd::zstd_safe::{CParameter, Strategy};
     match how {
         Zstd::Level(level) => zstd::bulk::Compressor::new(level),
-        Zstd::Literals => {
+        Zstd::Literals(_) => {
             let mut c = zstd::bulk::Compressor::new(1)?;
             c.set_parameter(CParameter::Strategy(Strategy::ZSTD_fast))?;
             c.set_parameter(CParameter::MinMatch(7))?;
@@ -307,8 +313,9 @@ fn compressor(how: Zstd) -> std::io::Result<zstd::bulk::Compressor<'static>> {
 }
 
 fn zstd_compress(data: &[u8], how: Zstd) -> std::io::Result<Vec<u8>> {
-    COMPRESSOR.with(|cell| {
-        let mut slot = cell.borrow_mut();
+    COMPRESSORS.with(|cell| {
+        let mut slots = cell.borrow_mut();
+        let slot = &mut slots[usize::from(matches!(how, Zstd::Literals(_)))];
         if slot.as_ref().is_none_or(|(h, _)| *h != how) {
             *slot = Some((how, compressor(how)?));
         }
@@ -334,8 +341,16 @@ fn zstd_decompress(data: &[u8], limit: usize) -> std::io::Result<Vec<u8>> {
 
 /// Codes a byte stream with zstd, or keeps it raw when that is not smaller.
 fn code_stream(data: Vec<u8>, how: Zstd) -> (u8, Vec<u8>) {
-    match zstd_compress(&data, how) {
-        Ok(z) if z.len() < data.len() => (STREAM_ZSTD, z),
+    let mut best = zstd_compress(&data, how).ok();
+    if let Zstd::Literals(level) = how
+        && data.len() < LITERALS_TRIAL
+        && let Ok(z) = zstd_compress(&data, Zstd::Level(level))
+        && best.as_ref().is_none_or(|b| z.len() < b.len())
+    {
+        best = Some(z);
+    }
+    match best {
+        Some(z) if z.len() < data.len() => (STREAM_ZSTD, z),
         _ => (STREAM_RAW, data),
     }
 }
@@ -371,7 +386,7 @@ pub fn encode_with(
     let level = Zstd::Level(opts.zstd_level);
     let grouped = |bytes: &[u8]| -> Vec<(u8, Vec<u8>)> {
         let grouping = Grouping::of(dtype);
-        let how = |k: usize| if k < grouping.exponent_planes() { Zstd::Literals } else { level };
+        let how = |k: usize| if k < grouping.exponent_planes() { Zstd::Literals(opts.zstd_level) } else { level };
         grouping.split(bytes).into_iter().enumerate().map(|(k, p)| code_stream(p, how(k))).collect()
     };
     let (streams, base_id) = match (codec, base) {

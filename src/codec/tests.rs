@@ -226,14 +226,14 @@ fn decay_only_fp32_rows_are_coded_by_their_low_bytes() {
 fn weights(n: usize, rows: usize) -> Vec<u8> {
     let mut next = xorshift(0xD1B5_4A32_D192_ED03);
     let mut weight = || (0..4).map(|_| (next() >> 40) as f32 / (1u64 << 24) as f32 - 0.5).sum::<f32>() * 0.02;
-    let distinct: Vec<u8> = (0..rows.min(n / 256) * 256).flat_map(|_| weight().to_le_bytes()).collect();
+    let distinct: Vec<u8> = (0..rows.min(n.div_ceil(256)) * 256).flat_map(|_| weight().to_le_bytes()).collect();
     distinct.iter().copied().cycle().take(4 * n).collect()
 }
 
 /// Stored bytes of the exponent plane of `words` coded as float planes are, and at level 1.
 fn exponent_plane_sizes(words: &[u8]) -> (usize, usize) {
     let exponents = Grouping::of(DType::F32).split(words).swap_remove(0);
-    (code_stream(exponents.clone(), Zstd::Literals).1.len(), code_stream(exponents, Zstd::Level(1)).1.len())
+    (code_stream(exponents.clone(), Zstd::Literals(1)).1.len(), code_stream(exponents, Zstd::Level(1)).1.len())
 }
 
 #[test]
@@ -244,6 +244,11 @@ fn float_planes_are_left_to_the_literal_coder_but_long_repeats_still_match() {
         let (literals, level1) = exponent_plane_sizes(&weights(1 << 20, rows));
         assert!(literals <= level1 + level1 / 10, "{rows} repeated rows: literals {literals} vs level 1 {level1}");
     }
-    let (coding, zeros) = code_stream(vec![0; 1 << 20], Zstd::Literals);
+    // Small planes are coded both ways, so never larger than at the level.
+    for n in [64, 1000, 20_000] {
+        let (literals, level1) = exponent_plane_sizes(&weights(n, usize::MAX));
+        assert!(literals <= level1, "{n} weights: literals {literals} vs level 1 {level1}");
+    }
+    let (coding, zeros) = code_stream(vec![0; 1 << 20], Zstd::Literals(1));
     assert!(coding == STREAM_ZSTD && zeros.len() < 1024, "{} bytes", zeros.len());
 }
