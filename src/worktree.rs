@@ -466,7 +466,7 @@ pub fn checkout_file(
     let mut out = BufWriter::with_capacity(1 << 20, file);
     let written = write_content(odb, kind, id, &mut out, progress)?;
     out.flush().map_err(io_err(dest))?;
-    out.get_ref().start_rest();
+    out.get_mut().start_rest();
     drop(out);
     // Temporary files are created 0600; checked-out files get ordinary permissions.
     use std::os::unix::fs::PermissionsExt;
@@ -490,10 +490,11 @@ const WRITEBACK_STEP: u64 = 64 << 20;
 
 impl Writeback<'_> {
     /// Starts writeback of what is written and not started yet.
-    fn start_rest(&self) {
+    fn start_rest(&mut self) {
         if self.early && self.written > self.started {
             crate::fsutil::start_writeback(self.file, self.started, self.written - self.started);
         }
+        self.started = self.written;
     }
 }
 
@@ -503,7 +504,6 @@ impl Write for Writeback<'_> {
         self.written += n as u64;
         if self.written - self.started >= WRITEBACK_STEP {
             self.start_rest();
-            self.started = self.written;
         }
         Ok(n)
     }
@@ -609,7 +609,7 @@ mod tests {
         }
         out.flush().unwrap();
         assert!(out.get_ref().started >= WRITEBACK_STEP, "no writeback was started on the way");
-        out.get_ref().start_rest();
+        out.get_mut().start_rest();
         drop(out);
         assert!(std::fs::read(&path).unwrap() == data, "the file differs from what was written");
     }

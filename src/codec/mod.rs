@@ -316,13 +316,11 @@ fn zstd_compress(data: &[u8], how: Zstd) -> std::io::Result<Vec<u8>> {
     COMPRESSORS.with(|cell| {
         let mut slots = cell.borrow_mut();
         let slot = &mut slots[usize::from(matches!(how, Zstd::Literals(_)))];
-        if slot.as_ref().is_none_or(|(h, _)| *h != how) {
-            *slot = Some((how, compressor(how)?));
-        }
-        match slot.as_mut() {
-            Some((_, c)) => c.compress(data),
-            None => compressor(how)?.compress(data),
-        }
+        let (_, c) = match slot {
+            Some(kept) if kept.0 == how => kept,
+            _ => slot.insert((how, compressor(how)?)),
+        };
+        c.compress(data)
     })
 }
 
