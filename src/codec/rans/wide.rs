@@ -332,18 +332,20 @@ mod avx512 {
             && is_x86_feature_detected!("avx512vl")
             && is_x86_feature_detected!("avx512vbmi")
             && is_x86_feature_detected!("avx512vbmi2")
+            && is_x86_feature_detected!("popcnt")
     }
 
     /// Decodes whole groups of 64 symbols in four vectors of 16 lanes, exactly as the scalar
     /// loop does: each vector decodes its lanes, then refills them in lane order. The table of
     /// each context is found by byte permutes over the 256 table numbers, so one gather per
-    /// vector remains (of the table entry).
+    /// vector remains (of the table entry). The four vectors' refill offsets are summed from
+    /// all four masks at once, so no vector's refill waits for the one before it.
     ///
     /// Bounds: contexts and output are touched only within `groups * 64 <= out.len()` (and
     /// `contexts.len() == out.len()`); a group reads at most 64 words and runs only while
     /// `words` holds 64; every gathered index is a table offset plus a slot (< `entries.len()`,
     /// as every context's table number is that of a whole table).
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx512vbmi2")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx512vbmi2,popcnt")]
     pub(super) fn decode_groups(
         tables: &DecTables,
         states: &mut [u32; LANES],
@@ -353,45 +355,54 @@ mod avx512 {
     ) -> usize {
         let Some(number) = tables.number else { return 0 };
         let groups = out.len().min(contexts.len()) / LANES;
-        let slot_mask = _mm512_set1_epi32(M as i32 - 1);
-        let field = _mm512_set1_epi32(0xfff);
-        let one = _mm512_set1_epi32(1);
-        let low = _mm512_set1_epi32(L as i32);
         let entries = tables.entries.as_ptr().cast::<i32>();
-        // SAFETY (all blocks below): see the bounds above; loads and stores are unaligned.
         let numbers = table_numbers(&number);
-        let mut x: [__m512i; LANES / WIDTH] =
+        // SAFETY (all blocks below): see the bounds above; loads and stores are unaligned.
+        let [mut x0, mut x1, mut x2, mut x3]: [__m512i; LANES / WIDTH] =
             std::array::from_fn(|v| unsafe { _mm512_loadu_si512(states.as_ptr().add(v * WIDTH).cast()) });
         let mut g = 0;
         while g < groups && words.len() >= 2 * LANES {
+            let at = g * LANES;
             // SAFETY: the group's 64 contexts are in bounds.
-            let tables_of_group = unsafe { look_up(&numbers, contexts.as_ptr().add(g * LANES)) };
-            let mut read = 0;
-            for (v, x) in x.iter_mut().enumerate() {
-                let at = g * LANES + v * WIDTH;
-                unsafe {
-                    let table =
-                        _mm512_slli_epi32::<{ super::SCALE }>(_mm512_cvtepu8_epi32(quarter(tables_of_group, v)));
-                    let e =
-                        _mm512_i32gather_epi32::<4>(_mm512_add_epi32(table, _mm512_and_si512(*x, slot_mask)), entries);
-                    let freq = _mm512_add_epi32(_mm512_and_si512(e, field), one);
-                    let bias = _mm512_and_si512(_mm512_srli_epi32::<12>(e), field);
-                    let next = _mm512_add_epi32(_mm512_mullo_epi32(freq, _mm512_srli_epi32::<12>(*x)), bias);
-                    _mm_storeu_si128(out.as_mut_ptr().add(at).cast(), _mm512_cvtepi32_epi8(_mm512_srli_epi32::<24>(e)));
-                    let refill = _mm512_cmplt_epu32_mask(next, low);
-                    let fresh = _mm256_maskz_expandloadu_epi16(refill, words.as_ptr().add(read).cast());
-                    *x =
-                        _mm512_mask_or_epi32(next, refill, _mm512_slli_epi32::<16>(next), _mm512_cvtepu16_epi32(fresh));
-                    read += 2 * refill.count_ones() as usize;
-                }
-            }
-            *words = &words[read..];
+            let tables_of_group = unsafe { look_up(&numbers, contexts.as_ptr().add(at)) };
+            let mut step = |x: __m512i, v: usize| unsafe {
+                let (next, symbols) = decode_step(x, quarter(tables_of_group, v), entries);
+                _mm_storeu_si128(out.as_mut_ptr().add(at + v * WIDTH).cast(), symbols);
+                (next, _mm512_cmplt_epu32_mask(next, _mm512_set1_epi32(L as i32)))
+            };
+            let ((n0, m0), (n1, m1), (n2, m2), (n3, m3)) = (step(x0, 0), step(x1, 1), step(x2, 2), step(x3, 3));
+            let (r1, r2, r3) = (m0.count_ones() as usize, m1.count_ones() as usize, m2.count_ones() as usize);
+            let (o1, o2, o3) = (2 * r1, 2 * (r1 + r2), 2 * (r1 + r2 + r3));
+            let refill = |next: __m512i, mask: __mmask16, offset: usize| unsafe {
+                let fresh = _mm256_maskz_expandloadu_epi16(mask, words.as_ptr().add(offset).cast());
+                _mm512_mask_or_epi32(next, mask, _mm512_slli_epi32::<16>(next), _mm512_cvtepu16_epi32(fresh))
+            };
+            (x0, x1, x2, x3) = (refill(n0, m0, 0), refill(n1, m1, o1), refill(n2, m2, o2), refill(n3, m3, o3));
+            *words = &words[o3 + 2 * m3.count_ones() as usize..];
             g += 1;
         }
-        for (v, x) in x.iter().enumerate() {
+        for (v, x) in [x0, x1, x2, x3].iter().enumerate() {
             unsafe { _mm512_storeu_si512(states.as_mut_ptr().add(v * WIDTH).cast(), *x) };
         }
         g * LANES
+    }
+
+    /// One symbol from each of 16 lanes with the tables numbered in `tables`: the lanes'
+    /// states before renormalisation, and the symbols.
+    ///
+    /// SAFETY: every table number must be that of a whole table in `entries`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    #[inline]
+    unsafe fn decode_step(x: __m512i, tables: __m128i, entries: *const i32) -> (__m512i, __m128i) {
+        let field = _mm512_set1_epi32(0xfff);
+        let table = _mm512_slli_epi32::<{ super::SCALE }>(_mm512_cvtepu8_epi32(tables));
+        let slot = _mm512_and_si512(x, _mm512_set1_epi32(M as i32 - 1));
+        // SAFETY: the caller's.
+        let e = unsafe { _mm512_i32gather_epi32::<4>(_mm512_add_epi32(table, slot), entries) };
+        let freq = _mm512_add_epi32(_mm512_and_si512(e, field), _mm512_set1_epi32(1));
+        let bias = _mm512_and_si512(_mm512_srli_epi32::<12>(e), field);
+        let next = _mm512_add_epi32(_mm512_mullo_epi32(freq, _mm512_srli_epi32::<12>(x)), bias);
+        (next, _mm512_cvtepi32_epi8(_mm512_srli_epi32::<24>(e)))
     }
 
     /// The 256 table numbers of a block in four vectors.
@@ -433,7 +444,7 @@ mod avx512 {
     /// `words` has a slot for every symbol past `*pos` (the caller's scratch); every gathered
     /// index is a table offset plus a symbol (< `fs.len()`, as every context's table number
     /// is that of a whole table).
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx512vbmi2")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx512vbmi2,popcnt")]
     pub(super) fn encode_groups(
         tables: &EncTables,
         states: &mut [u32; LANES],
@@ -462,15 +473,18 @@ mod avx512 {
         };
         for g in (0..groups).rev() {
             let tables_of_group = unsafe { look_up(&numbers, contexts.as_ptr().add(g * LANES)) };
-            for (v, x) in x.iter_mut().enumerate().rev() {
+            // Every vector's flush is known before any is stored: their offsets are summed at once
+            // rather than each store waiting for the count of the one before.
+            let flushes: [_; LANES / WIDTH] = std::array::from_fn(|v| unsafe {
                 let at = g * LANES + v * WIDTH;
-                let s = load_reversed(symbols, at);
+                let table = _mm512_cvtepu8_epi32(_mm_shuffle_epi8(quarter(tables_of_group, v), reverse_bytes));
+                let i = _mm512_add_epi32(_mm512_slli_epi32::<8>(table), load_reversed(symbols, at));
+                let e = _mm512_i32gather_epi32::<4>(i, fs);
+                let (freq, start) = (_mm512_and_si512(e, low_half), _mm512_srli_epi32::<16>(e));
+                (i, freq, start, _mm512_cmpge_epu32_mask(_mm512_srli_epi32::<20>(x[v]), freq))
+            });
+            for (x, (i, freq, start, flush)) in x.iter_mut().zip(flushes).rev() {
                 unsafe {
-                    let table = _mm512_cvtepu8_epi32(_mm_shuffle_epi8(quarter(tables_of_group, v), reverse_bytes));
-                    let i = _mm512_add_epi32(_mm512_slli_epi32::<8>(table), s);
-                    let e = _mm512_i32gather_epi32::<4>(i, fs);
-                    let (freq, start) = (_mm512_and_si512(e, low_half), _mm512_srli_epi32::<16>(e));
-                    let flush = _mm512_cmpge_epu32_mask(_mm512_srli_epi32::<20>(*x), freq);
                     _mm256_mask_compressstoreu_epi16(
                         words.as_mut_ptr().add(*pos).cast(),
                         flush,
@@ -542,7 +556,7 @@ mod avx2 {
     }
 
     pub(super) fn available() -> bool {
-        is_x86_feature_detected!("avx2")
+        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("popcnt")
     }
 
     /// As the AVX-512 decoder, in eight vectors of 8 lanes; the words a vector's refilling
@@ -550,7 +564,7 @@ mod avx2 {
     ///
     /// Bounds: as for the AVX-512 decoder; the 16-byte load of a vector starts at most 112
     /// bytes into the 128 that a group may read.
-    #[target_feature(enable = "avx2")]
+    #[target_feature(enable = "avx2,popcnt")]
     pub(super) fn decode_groups(
         tables: &DecTables,
         states: &mut [u32; LANES],
