@@ -25,24 +25,33 @@ pub(super) fn available() -> bool {
 /// broadcast add), and is read out once per step for the bounds check.
 const STEP: usize = 4;
 
-/// Rebuilds elements from the start, 64 at a time, while the raw bits surely last; returns
-/// them, with how many elements and how many raw bits they took. The scalar loop does the
-/// rest, from there, with its own checks on running out. Symbols must have been checked to
-/// be at most 16-bit's largest.
+/// Rebuilds elements from the start, 64 at a time, while the raw bits (from bit `start` on)
+/// surely last; appends them to `out` and returns how many, with where their raw bits end.
+/// The scalar loop does the rest, from there, with its own checks on running out. Symbols
+/// must have been checked to be at most 16-bit's largest.
 ///
 /// Bounds: symbols are read below `n <= symbols.len()`, base elements below `n <= base.len() / 2`;
 /// a step runs only while the 64 bytes from the byte of its first raw bit, for each of its
 /// vectors (each starting at most `64 * 13` bits on), lie inside `raw_bits`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi")]
-pub(super) fn rebuild<const FLOAT: bool>(symbols: &[u8], raw_bits: &[u8], base: &[u8]) -> (Vec<u8>, usize, usize) {
+pub(super) fn rebuild<const FLOAT: bool>(
+    symbols: &[u8],
+    raw_bits: &[u8],
+    start: usize,
+    base: &[u8],
+    out: &mut Vec<u8>,
+) -> (usize, usize) {
     let n = symbols.len().min(base.len() / 2) / (STEP * WIDTH) * (STEP * WIDTH);
-    let mut out = Vec::with_capacity(2 * symbols.len());
+    // Bit offsets live in 32-bit lanes; a stream too long for them is left to the scalar loop.
+    if i32::try_from(start.saturating_add(8 * raw_bits.len())).is_err() {
+        return (0, start);
+    }
     let (zero, one, seven) = (_mm512_setzero_si512(), _mm512_set1_epi32(1), _mm512_set1_epi32(7));
     let last = _mm512_set1_epi32(WIDTH as i32 - 1);
     // A byte index `b` in every byte of a lane, plus 0, 1, 2, 3: the lane's little-endian word.
     let (spread, byte_order) = (_mm512_set1_epi32(0x0101_0101), _mm512_set1_epi32(0x0302_0100));
-    let (mut i, mut bit) = (0, 0);
-    let mut at_bit = zero;
+    let (mut i, mut bit) = (0, start);
+    let mut at_bit = _mm512_set1_epi32(start as i32);
     while i < n && (bit + STEP * WIDTH * MAX_BITS) / 8 + 64 <= raw_bits.len() {
         let mut bytes = [0u8; 2 * WIDTH * STEP];
         for (k, piece) in bytes.as_chunks_mut::<{ 2 * WIDTH }>().0.iter_mut().enumerate() {
@@ -78,7 +87,7 @@ pub(super) fn rebuild<const FLOAT: bool>(symbols: &[u8], raw_bits: &[u8], base: 
         bit = _mm_cvtsi128_si32(_mm512_castsi512_si128(at_bit)) as usize;
         i += STEP * WIDTH;
     }
-    (out, i, bit)
+    (i, bit)
 }
 
 /// The fine elements from their base and `z`: the base plus the unzigzagged `z`, in the

@@ -140,6 +140,8 @@ impl RawBits {
 /// Reads what [`RawBits`] wrote.
 struct RawBitsReader<'a> {
     data: &'a [u8],
+    /// Where `data` starts in the whole stream, in bytes.
+    origin: usize,
     next: usize,
     acc: u64,
     avail: u32,
@@ -147,15 +149,21 @@ struct RawBitsReader<'a> {
 
 impl<'a> RawBitsReader<'a> {
     fn new(data: &'a [u8]) -> Self {
-        RawBitsReader { data, next: 0, acc: 0, avail: 0 }
+        RawBitsReader { data, origin: 0, next: 0, acc: 0, avail: 0 }
     }
 
     /// A reader starting `bit` bits into `data`.
     fn at(data: &'a [u8], bit: usize) -> Self {
-        let mut reader = RawBitsReader::new(data.get(bit / 8..).unwrap_or_default());
+        let origin = bit / 8;
+        let mut reader = RawBitsReader { origin, ..RawBitsReader::new(data.get(origin..).unwrap_or_default()) };
         // Past the end, the first read fails as it should.
         let _ = reader.read((bit % 8) as u32);
         reader
+    }
+
+    /// Bits read from the start of the whole stream.
+    fn position(&self) -> usize {
+        8 * (self.origin + self.next) - self.avail as usize
     }
 
     #[inline(always)]
@@ -338,41 +346,83 @@ fn for_each_large<E>(symbols: &[u8], mut f: impl FnMut(usize, u8) -> Result<(), 
 
 /// The contexts the decoder needs, computed from the base alone.
 pub fn contexts(dtype: DType, base: &[u8]) -> Vec<u8> {
-    by_layout!(dtype, contexts_words, base)
+    let mut out = vec![0; base.len() / dtype.width()];
+    contexts_into(dtype, base, &mut out);
+    out
+}
+
+/// [`contexts`] into `out`, which holds one per element of `base`.
+pub fn contexts_into(dtype: DType, base: &[u8], out: &mut [u8]) {
+    by_layout!(dtype, contexts_words, base, out)
 }
 
 #[multiversion::multiversion(targets = "simd")]
 fn contexts_words<const W: usize, const BITS: u32, const FLOAT: bool, const MANT: u32, const EXP: u32>(
     base: &[u8],
-) -> Vec<u8> {
-    base.as_chunks::<W>().0.iter().map(|c| Keying::<BITS, FLOAT, MANT, EXP>::context(load::<W>(c))).collect()
+    out: &mut [u8],
+) {
+    for (o, c) in out.iter_mut().zip(base.as_chunks::<W>().0) {
+        *o = Keying::<BITS, FLOAT, MANT, EXP>::context(load::<W>(c));
+    }
 }
 
 /// Rebuilds the fine elements from decoded symbols, raw bits and the base.
 pub fn unsymbolise_diff(dtype: DType, symbols: &[u8], raw_bits: &[u8], base: &[u8]) -> Result<Vec<u8>, CodecError> {
-    by_layout!(dtype, unsymbolise_words, symbols, raw_bits, base)
+    let mut rebuild = DiffRebuild::new(dtype, raw_bits, symbols.len());
+    rebuild.part(symbols, base)?;
+    Ok(rebuild.finish())
 }
 
+/// The rebuild of a chunk's difference (codec `bitx-diff-ctx`) a part at a time, each part's
+/// symbols used while they are in cache (see [`crate::codec::rans::Decoder`]).
+pub struct DiffRebuild<'r> {
+    dtype: DType,
+    raw_bits: &'r [u8],
+    /// Raw bits taken by the parts so far.
+    bit: usize,
+    out: Vec<u8>,
+}
+
+impl<'r> DiffRebuild<'r> {
+    /// A rebuild of `elements` elements of `dtype` whose raw bits are `raw_bits`.
+    pub fn new(dtype: DType, raw_bits: &'r [u8], elements: usize) -> Self {
+        DiffRebuild { dtype, raw_bits, bit: 0, out: Vec::with_capacity(elements.saturating_mul(dtype.width())) }
+    }
+
+    /// Rebuilds the next elements, one per symbol, on `base` (as many elements); returns
+    /// their bytes.
+    pub fn part(&mut self, symbols: &[u8], base: &[u8]) -> Result<&[u8], CodecError> {
+        let from = self.out.len();
+        self.bit = by_layout!(self.dtype, unsymbolise_words, symbols, self.raw_bits, self.bit, base, &mut self.out)?;
+        Ok(&self.out[from..])
+    }
+
+    /// The elements rebuilt.
+    pub fn finish(self) -> Vec<u8> {
+        self.out
+    }
+}
+
+/// Appends the elements of `symbols` on `base` to `out`, their raw bits starting `bit` bits
+/// into `raw_bits`; returns where they end.
 fn unsymbolise_words<const W: usize, const BITS: u32, const FLOAT: bool, const MANT: u32, const EXP: u32>(
     symbols: &[u8],
     raw_bits: &[u8],
+    bit: usize,
     base: &[u8],
-) -> Result<Vec<u8>, CodecError> {
+    out: &mut Vec<u8>,
+) -> Result<usize, CodecError> {
     check_symbols(symbols, BITS)?;
-    let (mut out, done, bit) =
-        if W == 2 { rebuild_16_vectors::<FLOAT>(symbols, raw_bits, base) } else { (Vec::new(), 0, 0) };
+    let (done, bit) = if W == 2 { rebuild_16_vectors::<FLOAT>(symbols, raw_bits, bit, base, out) } else { (0, bit) };
     let mut bits = RawBitsReader::at(raw_bits, bit);
-    let rest = rebuild::<W, FLOAT>(
+    rebuild::<W, FLOAT>(
         symbols.get(done..).unwrap_or_default(),
         base.get(done * W..).unwrap_or_default(),
         #[inline(always)]
         |sym| raw_z(sym, &mut bits),
+        out,
     )?;
-    if out.is_empty() {
-        return Ok(rest);
-    }
-    out.extend_from_slice(&rest);
-    Ok(out)
+    Ok(bits.position())
 }
 
 /// `z` of an element with raw bits (codec `bitx-diff-ctx`): its symbol's leading bits, then
@@ -383,15 +433,21 @@ fn raw_z(sym: u8, bits: &mut RawBitsReader<'_>) -> Result<u64, CodecError> {
     Ok((top << nbits) | bits.read(nbits)?)
 }
 
-/// The start of a 16-bit rebuild in vectors, where the CPU has them (see [`avx512::rebuild`]):
-/// the elements, how many, and how many raw bits they took.
-fn rebuild_16_vectors<const FLOAT: bool>(symbols: &[u8], raw_bits: &[u8], base: &[u8]) -> (Vec<u8>, usize, usize) {
+/// The start of a 16-bit rebuild in vectors, where the CPU has them (see [`avx512::rebuild`]),
+/// appended to `out`: how many elements, and where their raw bits end.
+fn rebuild_16_vectors<const FLOAT: bool>(
+    symbols: &[u8],
+    raw_bits: &[u8],
+    bit: usize,
+    base: &[u8],
+    out: &mut Vec<u8>,
+) -> (usize, usize) {
     #[cfg(target_arch = "x86_64")]
     if avx512::available() {
         // SAFETY: the CPU has the features the function is compiled for.
-        return unsafe { avx512::rebuild::<FLOAT>(symbols, raw_bits, base) };
+        return unsafe { avx512::rebuild::<FLOAT>(symbols, raw_bits, bit, base, out) };
     }
-    (Vec::new(), 0, 0)
+    (0, bit)
 }
 
 /// Rebuilds the fine elements from their symbols and the base, for `W`-byte elements.
@@ -401,12 +457,13 @@ fn rebuild<const W: usize, const FLOAT: bool>(
     symbols: &[u8],
     base: &[u8],
     large_z: impl FnMut(u8) -> Result<u64, CodecError>,
-) -> Result<Vec<u8>, CodecError> {
+    out: &mut Vec<u8>,
+) -> Result<(), CodecError> {
     match W {
-        1 => rebuild_u8::<FLOAT>(symbols, base, large_z),
-        2 => rebuild_u16::<FLOAT>(symbols, base, large_z),
-        4 => rebuild_u32::<FLOAT>(symbols, base, large_z),
-        _ => rebuild_u64::<FLOAT>(symbols, base, large_z),
+        1 => rebuild_u8::<FLOAT>(symbols, base, large_z, out),
+        2 => rebuild_u16::<FLOAT>(symbols, base, large_z, out),
+        4 => rebuild_u32::<FLOAT>(symbols, base, large_z, out),
+        _ => rebuild_u64::<FLOAT>(symbols, base, large_z, out),
     }
 }
 
@@ -422,12 +479,13 @@ macro_rules! rebuild_words {
             symbols: &[u8],
             base: &[u8],
             mut large_z: impl FnMut(u8) -> Result<u64, CodecError>,
-        ) -> Result<Vec<u8>, CodecError> {
+            out: &mut Vec<u8>,
+        ) -> Result<(), CodecError> {
             const W: usize = std::mem::size_of::<$t>();
             const SIGN: $t = 1 << (<$t>::BITS - 1);
             let key = |u: $t| if FLOAT { u ^ (SIGN | (0 as $t).wrapping_sub(u >> (<$t>::BITS - 1))) } else { u };
             let unkey = |k: $t| if FLOAT { k ^ (SIGN | (k >> (<$t>::BITS - 1)).wrapping_sub(1)) } else { k };
-            let mut out: Vec<[u8; W]> = Vec::with_capacity(symbols.len());
+            let mut fine = [[0u8; W]; 64];
             for (block, bases) in symbols.chunks(64).zip(base.as_chunks::<W>().0.chunks(64)) {
                 let mut z = [0 as $t; 64];
                 z.iter_mut().zip(block).for_each(|(z, &s)| *z = <$t>::from(s));
@@ -438,12 +496,13 @@ macro_rules! rebuild_words {
                     // Valid symbols give a `z` that fits; invalid ones were refused before.
                     z[j] = large_z(block[j])? as $t;
                 }
-                out.extend(z.iter().zip(bases).map(|(&z, b)| {
+                for ((f, &z), b) in fine.iter_mut().zip(&z).zip(bases) {
                     let d = (z >> 1) ^ (0 as $t).wrapping_sub(z & 1);
-                    unkey(key(<$t>::from_le_bytes(*b)).wrapping_add(d)).to_le_bytes()
-                }));
+                    *f = unkey(key(<$t>::from_le_bytes(*b)).wrapping_add(d)).to_le_bytes();
+                }
+                out.extend_from_slice(fine[..bases.len()].as_flattened());
             }
-            Ok(out.into_flattened())
+            Ok(())
         }
     };
 }
@@ -618,7 +677,8 @@ fn unsymbolise_low_words<const W: usize, const BITS: u32, const FLOAT: bool, con
     check_symbols(symbols, BITS)?;
     let mut bits = RawBitsReader::new(rest_bits);
     let mut lows = lows.iter();
-    let out = rebuild::<W, FLOAT>(
+    let mut out = Vec::with_capacity(symbols.len() * W);
+    rebuild::<W, FLOAT>(
         symbols,
         base,
         #[inline(always)]
@@ -631,6 +691,7 @@ fn unsymbolise_low_words<const W: usize, const BITS: u32, const FLOAT: bool, con
             }
             Ok((top << nbits) | (low << below) | bits.read(below)?)
         },
+        &mut out,
     )?;
     if lows.next().is_some() {
         return Err(CodecError::Corrupt("more low bytes than elements with raw bits".into()));
@@ -664,10 +725,12 @@ mod tests {
     fn scalar_unsymbolise(dtype: DType, symbols: &[u8], raw_bits: &[u8], base: &[u8]) -> Result<Vec<u8>, CodecError> {
         let mut bits = RawBitsReader::new(raw_bits);
         let large_z = |sym| raw_z(sym, &mut bits);
+        let mut out = Vec::new();
         match dtype {
-            DType::BF16 | DType::F16 => rebuild::<2, true>(symbols, base, large_z),
-            _ => rebuild::<2, false>(symbols, base, large_z),
+            DType::BF16 | DType::F16 => rebuild::<2, true>(symbols, base, large_z, &mut out),
+            _ => rebuild::<2, false>(symbols, base, large_z, &mut out),
         }
+        .map(|()| out)
     }
 
     proptest! {
@@ -718,6 +781,38 @@ mod tests {
             prop_assert_eq!(&round_trip(dtype, &fine, &base), &fine);
             let s = symbolise_diff_low(dtype, &fine, &base);
             prop_assert_eq!(unsymbolise_diff_low(dtype, &s.symbols, &s.lows, &s.rest_bits, &base).unwrap(), fine);
+        }
+    }
+
+    proptest! {
+        /// Rebuilt a part at a time, with parts of any length (the vector path starting at any
+        /// raw bit), a difference comes back as it does whole.
+        #[test]
+        fn a_rebuild_in_parts_gives_the_whole_rebuild(
+            which in 0usize..DType::ALL.len(),
+            elems in proptest::collection::vec((any::<u64>(), -40i64..40, any::<u64>()), 0..1200),
+            cuts in proptest::collection::vec(1usize..300, 1..12),
+        ) {
+            let dtype = DType::ALL[which];
+            let w = dtype.width();
+            let base: Vec<u8> = elems.iter().flat_map(|e| e.0.to_le_bytes()[..w].to_vec()).collect();
+            let fine: Vec<u8> = elems
+                .iter()
+                .flat_map(|&(b, d, other)| {
+                    let v = if other % 7 == 0 { other } else { b.wrapping_add_signed(d) };
+                    v.to_le_bytes()[..w].to_vec()
+                })
+                .collect();
+            let s = symbolise_diff(dtype, &fine, &base);
+            let mut rebuild = DiffRebuild::new(dtype, &s.raw_bits, elems.len());
+            let (mut at, mut cut) = (0, cuts.iter().cycle());
+            while at < elems.len() {
+                let end = (at + cut.next().copied().unwrap_or(1)).min(elems.len());
+                let part = rebuild.part(&s.symbols[at..end], &base[at * w..end * w]).unwrap();
+                prop_assert_eq!(part, &fine[at * w..end * w]);
+                at = end;
+            }
+            prop_assert_eq!(rebuild.finish(), fine);
         }
     }
 

@@ -180,19 +180,93 @@ fn plan_block(symbols: &[u8], contexts: &[u8]) -> (Plan, Vec<TableSpec>, Vec<u8>
 
 /// Decodes `out.len()` symbols written by [`encode`], given the same `contexts`.
 pub fn decode(data: &[u8], contexts: &[u8], out: &mut [u8]) -> Result<(), RansError> {
-    if contexts.len() != out.len() {
-        return Err(RansError::LengthMismatch { symbols: out.len(), contexts: contexts.len() });
+    let mut decoder = Decoder::new(data, out.len())?;
+    decoder.decode(contexts, out)?;
+    decoder.finish()
+}
+
+/// Symbols of a part that [`Decoder::decode`] may end inside the block: a whole number of
+/// groups of the wide block's lanes (and so of the narrow block's).
+pub const PART: usize = 64;
+
+/// A block decoded a part at a time, so that a caller can compute each part's contexts just
+/// before it is decoded and use its symbols right after, while all of them are in cache.
+pub struct Decoder<'d> {
+    model: DecModel,
+    lanes: Lanes<'d>,
+    /// Symbols not decoded yet.
+    left: usize,
+}
+
+enum Lanes<'d> {
+    Narrow { tables: Vec<DecTable>, states: [u64; LANES], words: Words<'d>, used: usize },
+    Wide(Box<wide::Lanes<'d>>),
+}
+
+impl<'d> Decoder<'d> {
+    /// Parses the tables of a block of `n` symbols and its initial states.
+    pub fn new(data: &'d [u8], n: usize) -> Result<Self, RansError> {
+        let (tag, model, stream) = parse_block(data, n)?;
+        let lanes = match tag {
+            TAG => {
+                let used = n.min(LANES);
+                let (states, rest) = read_initial_states(stream, used)?;
+                Lanes::Narrow { tables: model.narrow_tables(), states, words: Words { rest, overrun: false }, used }
+            }
+            _ => Lanes::Wide(Box::new(wide::Lanes::new(
+                wide::DecTables::new(&model.parsed, &model.table_of),
+                stream,
+                n,
+            )?)),
+        };
+        Ok(Decoder { model, lanes, left: n })
     }
-    let (tag, model, stream) = parse_block(data, contexts)?;
-    match tag {
-        TAG => decode_streams(&model.by_context(&model.narrow_tables()), stream, contexts, out),
-        _ => wide::decode_streams(&wide::DecTables::new(&model.parsed, &model.table_of), stream, contexts, out),
+
+    /// Decodes the next `out.len()` symbols under `contexts` (as many). Every part but the
+    /// one that ends the block must be a multiple of [`PART`] symbols.
+    pub fn decode(&mut self, contexts: &[u8], out: &mut [u8]) -> Result<(), RansError> {
+        if contexts.len() != out.len() || out.len() > self.left {
+            return Err(RansError::LengthMismatch { symbols: out.len(), contexts: contexts.len() });
+        }
+        if out.len() < self.left && !out.len().is_multiple_of(PART) {
+            return Err(RansError::Corrupt("a part ends inside a group"));
+        }
+        self.model.check_contexts(contexts)?;
+        self.left -= out.len();
+        match &mut self.lanes {
+            Lanes::Narrow { tables, states, words, .. } => {
+                decode_lanes(&self.model.by_context(tables), states, words, contexts, out);
+            }
+            Lanes::Wide(lanes) => lanes.decode(contexts, out),
+        }
+        Ok(())
+    }
+
+    /// Checks that every symbol was decoded and the stream section consumed exactly.
+    pub fn finish(self) -> Result<(), RansError> {
+        if self.left > 0 {
+            return Err(RansError::LengthMismatch { symbols: 0, contexts: self.left });
+        }
+        match self.lanes {
+            Lanes::Narrow { states, words, used, .. } => {
+                if words.overrun {
+                    return Err(RansError::Truncated);
+                }
+                if states[..used].iter().any(|&x| x != RANS_L) {
+                    return Err(RansError::Corrupt("final state mismatch"));
+                }
+                if !words.rest.is_empty() {
+                    return Err(RansError::Corrupt("trailing bytes after the streams"));
+                }
+                Ok(())
+            }
+            Lanes::Wide(lanes) => lanes.finish(),
+        }
     }
 }
 
-/// Splits a block for `contexts.len()` symbols into its tag, its validated tables (every
-/// context has one) and its stream section.
-fn parse_block<'d>(data: &'d [u8], contexts: &[u8]) -> Result<(u8, DecModel, &'d [u8]), RansError> {
+/// Splits a block of `n` symbols into its tag, its validated tables and its stream section.
+fn parse_block(data: &[u8], n: usize) -> Result<(u8, DecModel, &[u8]), RansError> {
     let (&tag, rest) = data.split_first().ok_or(RansError::Truncated)?;
     let max_scale = match tag {
         TAG => MAX_SCALE,
@@ -200,8 +274,7 @@ fn parse_block<'d>(data: &'d [u8], contexts: &[u8]) -> Result<(u8, DecModel, &'d
         _ => return Err(RansError::BadTag(tag)),
     };
     let mut bits = BitReader::new(rest);
-    let model = DecModel::read(&mut bits, contexts.len(), max_scale)?;
-    model.check_contexts(contexts)?;
+    let model = DecModel::read(&mut bits, n, max_scale)?;
     let stream = rest.get(bits.byte_pos()..).ok_or(RansError::Truncated)?;
     Ok((tag, model, stream))
 }
@@ -1027,41 +1100,32 @@ fn read_initial_states(stream: &[u8], used: usize) -> Result<([u64; LANES], &[u8
     Ok((states, rest))
 }
 
-/// Runs the lanes forward over the stream section, then checks the integrity conditions.
+/// Runs the lanes forward over a part of the stream section (see [`Decoder::decode`]).
 ///
 /// Kept out of line so that its register allocation, which decides its speed, does not depend on
 /// the caller.
 #[inline(never)]
-fn decode_streams(by_ctx: &[&DecTable; 256], stream: &[u8], contexts: &[u8], out: &mut [u8]) -> Result<(), RansError> {
-    let used = out.len().min(LANES);
-    let (mut states, rest) = read_initial_states(stream, used)?;
-    let mut words = Words { rest, overrun: false };
-
+fn decode_lanes(
+    by_ctx: &[&DecTable; 256],
+    states: &mut [u64; LANES],
+    words: &mut Words,
+    contexts: &[u8],
+    out: &mut [u8],
+) {
     let (out_chunks, out_tail) = out.as_chunks_mut::<LANES>();
     let (ctx_chunks, ctx_tail) = contexts.as_chunks::<LANES>();
     for (o, c) in out_chunks.iter_mut().zip(ctx_chunks) {
         for ((x, o), &c) in states.iter_mut().zip(o).zip(c) {
             *o = dec_get(x, by_ctx[usize::from(c)]);
         }
-        for x in &mut states {
-            dec_renorm(x, &mut words);
+        for x in states.iter_mut() {
+            dec_renorm(x, words);
         }
     }
     for ((x, o), &c) in states.iter_mut().zip(out_tail).zip(ctx_tail) {
         *o = dec_get(x, by_ctx[usize::from(c)]);
-        dec_renorm(x, &mut words);
+        dec_renorm(x, words);
     }
-
-    if words.overrun {
-        return Err(RansError::Truncated);
-    }
-    if states[..used].iter().any(|&x| x != RANS_L) {
-        return Err(RansError::Corrupt("final state mismatch"));
-    }
-    if !words.rest.is_empty() {
-        return Err(RansError::Corrupt("trailing bytes after the streams"));
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -1119,6 +1183,36 @@ mod tests {
         decode(&encoded, contexts, &mut out).expect("valid block decodes");
         assert_eq!(out, symbols);
         encoded
+    }
+
+    /// Decodes `encoded` in parts of `part` symbols through [`Decoder`].
+    fn decode_in_parts(encoded: &[u8], contexts: &[u8], part: usize) -> Result<Vec<u8>, RansError> {
+        let mut decoder = Decoder::new(encoded, contexts.len())?;
+        let mut out = vec![0u8; contexts.len()];
+        for (o, c) in out.chunks_mut(part).zip(contexts.chunks(part)) {
+            decoder.decode(c, o)?;
+        }
+        decoder.finish().map(|()| out)
+    }
+
+    #[test]
+    fn parts_decode_as_the_whole_block_does() {
+        // A narrow and a wide block, each with a last part shorter than the others.
+        for (n, tag) in [(5_000, TAG), (300_001, TAG_WIDE)] {
+            let (symbols, contexts) = synthetic(n, 9, 3);
+            let encoded = encode(&symbols, &contexts);
+            assert_eq!(encoded[0], tag);
+            for part in [PART, 7 * PART, 16_384] {
+                assert_eq!(decode_in_parts(&encoded, &contexts, part).expect("decodes"), symbols, "{n} by {part}");
+            }
+            // A part ending inside a group, before the end, is refused rather than misread.
+            assert!(matches!(decode_in_parts(&encoded, &contexts, PART + 1), Err(RansError::Corrupt(_))));
+            // So is finishing early.
+            let mut decoder = Decoder::new(&encoded, n).expect("parses");
+            let mut out = vec![0u8; PART];
+            decoder.decode(&contexts[..PART], &mut out).expect("decodes");
+            assert!(decoder.finish().is_err());
+        }
     }
 
     /// Decodes into a fresh buffer; for corrupted input, where only the absence of panics counts.

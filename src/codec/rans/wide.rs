@@ -234,14 +234,76 @@ impl Words<'_> {
     }
 }
 
-/// Decodes the stream section of a wide block into `out`.
-pub(super) fn decode_streams(
-    tables: &DecTables,
-    stream: &[u8],
-    contexts: &[u8],
-    out: &mut [u8],
-) -> Result<(), RansError> {
-    decode_streams_with(tables, stream, contexts, out, vector_decoder())
+/// The 64 lanes of a wide block being decoded, a part at a time (see [`super::Decoder`]).
+pub(super) struct Lanes<'d> {
+    tables: DecTables,
+    states: [u32; LANES],
+    words: Words<'d>,
+    used: usize,
+    vector: Option<VectorDecoder>,
+}
+
+impl<'d> Lanes<'d> {
+    /// Reads the initial states of a block of `n` symbols from its stream section.
+    pub(super) fn new(tables: DecTables, stream: &'d [u8], n: usize) -> Result<Self, RansError> {
+        Lanes::with_vector(tables, stream, n, vector_decoder())
+    }
+
+    fn with_vector(
+        tables: DecTables,
+        stream: &'d [u8],
+        n: usize,
+        vector: Option<VectorDecoder>,
+    ) -> Result<Self, RansError> {
+        let used = n.min(LANES);
+        let mut states = [L; LANES];
+        let mut rest = stream;
+        for x in &mut states[..used] {
+            let (bytes, tail) = rest.split_first_chunk::<4>().ok_or(RansError::Truncated)?;
+            *x = u32::from_le_bytes(*bytes);
+            rest = tail;
+            if *x < L {
+                return Err(RansError::Corrupt("initial state out of range"));
+            }
+        }
+        Ok(Lanes { tables, states, words: Words { rest, overrun: false }, used, vector })
+    }
+
+    /// Decodes the next `out.len()` symbols under `contexts` (as many). A part that ends inside
+    /// a group must be the last.
+    pub(super) fn decode(&mut self, contexts: &[u8], out: &mut [u8]) {
+        // The vector decoder needs at least one whole table to gather from.
+        let done = match self.vector {
+            // SAFETY: `vector_decoders` lists only decoders whose features this CPU has.
+            Some(decode_groups) if self.tables.entries.len() >= M as usize => unsafe {
+                decode_groups(&self.tables, &mut self.states, &mut self.words.rest, contexts, out)
+            },
+            _ => 0,
+        };
+        let groups = out[done..].chunks_mut(LANES).zip(contexts[done..].chunks(LANES));
+        for (group, group_contexts) in groups {
+            for ((x, o), &c) in self.states.iter_mut().zip(group.iter_mut()).zip(group_contexts) {
+                *o = self.tables.step(x, c);
+            }
+            for x in &mut self.states[..group.len()] {
+                self.words.refill(x);
+            }
+        }
+    }
+
+    /// Checks that the stream section was consumed exactly.
+    pub(super) fn finish(self) -> Result<(), RansError> {
+        if self.words.overrun {
+            return Err(RansError::Truncated);
+        }
+        if self.states[..self.used].iter().any(|&x| x != L) {
+            return Err(RansError::Corrupt("final state mismatch"));
+        }
+        if !self.words.rest.is_empty() {
+            return Err(RansError::Corrupt("trailing bytes after the streams"));
+        }
+        Ok(())
+    }
 }
 
 /// The fastest vector decoder this CPU can run, if any.
@@ -268,54 +330,6 @@ fn vector_decoders() -> Vec<VectorDecoder> {
 /// left, advancing the states and the words; returns the number of symbols decoded. Unsafe
 /// to call on a CPU without the decoder's features.
 type VectorDecoder = unsafe fn(&DecTables, &mut [u32; LANES], &mut &[u8], &[u8], &mut [u8]) -> usize;
-
-fn decode_streams_with(
-    tables: &DecTables,
-    stream: &[u8],
-    contexts: &[u8],
-    out: &mut [u8],
-    vector: Option<VectorDecoder>,
-) -> Result<(), RansError> {
-    let used = out.len().min(LANES);
-    let mut states = [L; LANES];
-    let mut rest = stream;
-    for x in &mut states[..used] {
-        let (bytes, tail) = rest.split_first_chunk::<4>().ok_or(RansError::Truncated)?;
-        *x = u32::from_le_bytes(*bytes);
-        rest = tail;
-        if *x < L {
-            return Err(RansError::Corrupt("initial state out of range"));
-        }
-    }
-    // The vector decoder needs at least one whole table to gather from.
-    let done = match vector {
-        // SAFETY: `vector_decoders` lists only decoders whose features this CPU has.
-        Some(decode_groups) if tables.entries.len() >= M as usize => unsafe {
-            decode_groups(tables, &mut states, &mut rest, contexts, out)
-        },
-        _ => 0,
-    };
-    let mut words = Words { rest, overrun: false };
-    let groups = out[done..].chunks_mut(LANES).zip(contexts[done..].chunks(LANES));
-    for (group, group_contexts) in groups {
-        for ((x, o), &c) in states.iter_mut().zip(group.iter_mut()).zip(group_contexts) {
-            *o = tables.step(x, c);
-        }
-        for x in &mut states[..group.len()] {
-            words.refill(x);
-        }
-    }
-    if words.overrun {
-        return Err(RansError::Truncated);
-    }
-    if states[..used].iter().any(|&x| x != L) {
-        return Err(RansError::Corrupt("final state mismatch"));
-    }
-    if !words.rest.is_empty() {
-        return Err(RansError::Corrupt("trailing bytes after the streams"));
-    }
-    Ok(())
-}
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
@@ -656,13 +670,16 @@ mod tests {
     /// both must agree, on corrupt input too.
     fn decode_both(data: &[u8], contexts: &[u8]) -> Result<Vec<u8>, RansError> {
         let decode = |vector| {
-            let (tag, model, stream) = super::super::parse_block(data, contexts)?;
+            let (tag, model, stream) = super::super::parse_block(data, contexts.len())?;
             if tag != super::super::TAG_WIDE {
                 return Err(RansError::BadTag(tag));
             }
+            model.check_contexts(contexts)?;
             let mut out = vec![0u8; contexts.len()];
             let tables = DecTables::new(&model.parsed, &model.table_of);
-            decode_streams_with(&tables, stream, contexts, &mut out, vector).map(|()| out)
+            let mut lanes = Lanes::with_vector(tables, stream, contexts.len(), vector)?;
+            lanes.decode(contexts, &mut out);
+            lanes.finish().map(|()| out)
         };
         let scalar = decode(None);
         for vector in vector_decoders() {
