@@ -566,29 +566,38 @@ impl WorktreeBases {
     }
 }
 
+/// Bytes of a work-tree base read at a time: a piece stays in the core's cache while it is
+/// converted to the fine-tune's dtype.
+const BASE_PIECE: usize = 256 << 10;
+
 impl crate::store::BaseHints for WorktreeBases {
-    fn with_range(&self, id: &ObjectId, start: u64, end: u64, use_bytes: &mut dyn FnMut(&[u8])) -> bool {
+    fn with_range(&self, id: &ObjectId, start: u64, end: u64, use_piece: &mut dyn FnMut(&[u8])) -> bool {
         use std::os::unix::fs::FileExt;
         thread_local! {
-            /// Reused across reads: a fresh buffer per chunk costs zeroing and page faults.
+            /// Reused across reads: a fresh buffer per piece costs zeroing and page faults.
             static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
         let Some(&(k, offset, len)) = self.at.get(id) else { return false };
-        // Callers ask for one chunk's range; more is refused rather than allocated.
+        // Callers ask for one chunk's range; more is refused.
         if start > end || end > len || end - start > 2 * crate::codec::MAX_CHUNK_BYTES as u64 {
             return false;
         }
         let Some(base) = self.files.get(k) else { return false };
         SCRATCH.with_borrow_mut(|buf| {
-            buf.resize((end - start) as usize, 0);
-            let read = base.file.read_exact_at(buf, offset + start).is_ok();
-            if read {
-                use_bytes(buf);
-                if base.leaving {
-                    crate::fsutil::drop_cached(&base.file, offset + start, end - start);
+            buf.resize(BASE_PIECE, 0);
+            let mut at = start;
+            while at < end {
+                let piece = &mut buf[..BASE_PIECE.min((end - at) as usize)];
+                if base.file.read_exact_at(piece, offset + at).is_err() {
+                    return false;
                 }
+                use_piece(piece);
+                at += piece.len() as u64;
             }
-            read
+            if base.leaving {
+                crate::fsutil::drop_cached(&base.file, offset + start, end - start);
+            }
+            true
         })
     }
 }

@@ -34,30 +34,41 @@ fn write(d: DType, v: f64, out: &mut Vec<u8>) {
 
 /// Converts `data` (elements of `from`) to elements of `to`; None if the pair is unsupported.
 pub fn convert(data: &[u8], from: DType, to: DType) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(data.len() / from.width() * to.width());
+    convert_into(data, from, to, &mut out).then_some(out)
+}
+
+/// [`convert`], appending to `out`; false (and nothing appended) if the pair is unsupported.
+pub fn convert_into(data: &[u8], from: DType, to: DType, out: &mut Vec<u8>) -> bool {
     if from == to {
-        return Some(data.to_vec());
+        out.extend_from_slice(data);
+        return true;
     }
     if !can_convert(from, to) {
-        return None;
+        return false;
     }
     // F32 -> BF16 is the common case (an F32 base of a BF16 fine-tune): do it without f64.
     if from == DType::F32 && to == DType::BF16 {
-        return Some(f32_to_bf16(data));
+        f32_to_bf16(data, out);
+        return true;
     }
-    let w = from.width();
-    let mut out = Vec::with_capacity(data.len() / w * to.width());
-    for c in data.chunks_exact(w) {
-        write(to, read(from, c), &mut out);
+    for c in data.chunks_exact(from.width()) {
+        write(to, read(from, c), out);
     }
-    Some(out)
+    true
 }
 
 /// F32 to BF16 with round to nearest even, in integer arithmetic so the loop vectorises;
 /// NaNs stay NaN (quiet bit set), as `half` does. Compiled for each x86-64 level too (the
 /// portable build has only SSE2, a quarter of AVX-512's width), chosen at run time.
 #[multiversion::multiversion(targets = "simd")]
-fn f32_to_bf16(data: &[u8]) -> Vec<u8> {
-    data.as_chunks::<4>().0.iter().map(|c| bf16_of_f32(u32::from_le_bytes(*c))).collect::<Vec<_>>().into_flattened()
+fn f32_to_bf16(data: &[u8], out: &mut Vec<u8>) {
+    let words = data.as_chunks::<4>().0;
+    let from = out.len();
+    out.resize(from + 2 * words.len(), 0);
+    for (o, w) in out[from..].as_chunks_mut::<2>().0.iter_mut().zip(words) {
+        *o = bf16_of_f32(u32::from_le_bytes(*w));
+    }
 }
 
 /// One F32 (as bits) rounded to BF16, in integer arithmetic so that loops over it vectorise.

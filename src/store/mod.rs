@@ -288,9 +288,10 @@ pub struct Odb {
 /// not decode their bases. A delta decoded on a hinted base is still checked by its chunk
 /// checksum; if that fails, or the hint has nothing, the base comes from the packs.
 pub trait BaseHints: Send + Sync {
-    /// Calls `use_bytes` with bytes `start..end` of object `id`'s data, if this source has
-    /// them; false if it has not.
-    fn with_range(&self, id: &ObjectId, start: u64, end: u64, use_bytes: &mut dyn FnMut(&[u8])) -> bool;
+    /// Calls `use_piece` with bytes `start..end` of object `id`'s data, in consecutive pieces
+    /// of whole elements, if this source has them; false if it has not (and any pieces given
+    /// before are to be dropped).
+    fn with_range(&self, id: &ObjectId, start: u64, end: u64, use_piece: &mut dyn FnMut(&[u8])) -> bool;
 }
 
 impl Odb {
@@ -602,15 +603,15 @@ impl Odb {
         let hints = self.base_hints.read().ok()?.clone()?;
         let bh = self.header(&base).ok()?;
         let (fw, bw) = (fine.meta.dtype.width() as u64, bh.meta.dtype.width() as u64);
-        let mut decoded = None;
-        hints.with_range(&base, start / fw * bw, end / fw * bw, &mut |bytes| {
-            decoded = match bh.meta.dtype == fine.meta.dtype {
-                true => view.decode(fine.meta.dtype, Some(bytes)).ok(),
-                false => convert::convert(bytes, bh.meta.dtype, fine.meta.dtype)
-                    .and_then(|base| view.decode(fine.meta.dtype, Some(&base)).ok()),
-            };
+        if !convert::can_convert(bh.meta.dtype, fine.meta.dtype) {
+            return None;
+        }
+        // Converted a piece at a time, while the piece is in cache.
+        let mut converted = Vec::with_capacity(usize::try_from(end - start).ok()?);
+        let read = hints.with_range(&base, start / fw * bw, end / fw * bw, &mut |piece| {
+            convert::convert_into(piece, bh.meta.dtype, fine.meta.dtype, &mut converted);
         });
-        decoded
+        read.then(|| view.decode(fine.meta.dtype, Some(&converted)).ok()).flatten()
     }
 
     /// Decodes chunk `i` of an object, resolving its base through the cache.
