@@ -27,6 +27,48 @@ pub enum CodecError {
     /// Decoded bytes do not match the stored checksum.
     #[error("chunk checksum mismatch")]
     Checksum,
+    /// The base chunk a delta was decoded on (see [`Base::GroupedF32`]) is damaged.
+    #[error("base chunk: {0}")]
+    InBase(Box<CodecError>),
+}
+
+/// A delta chunk's base, as [`ChunkView::decode_on`] takes it.
+pub enum Base<'b> {
+    /// Its elements in the fine-tune's dtype.
+    Elements(&'b [u8]),
+    /// A standalone F32 chunk under a BF16 fine-tune: if byte-grouped, joined and rounded a
+    /// part at a time as the fine-tune is decoded on it, its own checksum checked once all of
+    /// it has been.
+    GroupedF32(&'b ChunkView<'b>),
+}
+
+/// The base of a delta chunk decoded a part at a time.
+enum BaseParts<'b> {
+    Elements(&'b [u8]),
+    /// Byte planes of F32 elements, rounded to BF16 into `rounded` a part at a time; `hasher`
+    /// takes the F32 bytes.
+    F32Planes {
+        planes: [&'b [u8]; 4],
+        hasher: Box<XxHash3_64>,
+        rounded: Vec<u8>,
+    },
+}
+
+impl BaseParts<'_> {
+    /// The base of elements `range`, `width` bytes each in the fine-tune's dtype (empty if out
+    /// of bounds, which the decoded length then refuses).
+    fn part(&mut self, range: std::ops::Range<usize>, width: usize) -> &[u8] {
+        match self {
+            BaseParts::Elements(b) => b.get(range.start * width..range.end * width).unwrap_or_default(),
+            BaseParts::F32Planes { planes, hasher, rounded } => {
+                rounded.clear();
+                if let Some(parts) = planes.iter().map(|p| p.get(range.clone())).collect::<Option<Vec<_>>>() {
+                    planes::join_f32_as_bf16_into(std::array::from_fn(|k| parts[k]), hasher, rounded);
+                }
+                rounded
+            }
+        }
+    }
 }
 
 impl From<crate::encoding::DecodeError> for CodecError {
@@ -159,22 +201,36 @@ impl<'a> ChunkView<'a> {
 
     /// Decodes the chunk; `base` must be the base's elements converted to `dtype`, same length.
     pub fn decode(&self, dtype: DType, base: Option<&[u8]>) -> Result<Vec<u8>, CodecError> {
+        self.decode_on(dtype, base.map(Base::Elements))
+    }
+
+    /// Decodes the chunk on `base` (None for chunks that have none).
+    pub fn decode_on(&self, dtype: DType, base: Option<Base<'_>>) -> Result<Vec<u8>, CodecError> {
         let n = self.elements(dtype)?;
+        let base = match base {
+            Some(Base::GroupedF32(b)) if self.codec == Codec::DiffContext && dtype == DType::BF16 => {
+                return self.decode_on_f32_planes(n, b);
+            }
+            Some(Base::GroupedF32(b)) => Some(std::borrow::Cow::Owned(b.decode_as(DType::F32, Some(dtype), None)?)),
+            Some(Base::Elements(b)) => Some(std::borrow::Cow::Borrowed(b)),
+            None => None,
+        };
         let (out, hashed) = match self.codec {
             Codec::Raw => (self.stream(0, self.raw_len)?.into_owned(), None),
             Codec::Grouped => (self.join_planes(dtype, n)?, None),
             Codec::Xor => {
-                let base = self.base_bytes(base)?;
+                let base = self.base_bytes(base.as_deref())?;
                 let mut out = self.join_planes(dtype, n)?;
                 out.iter_mut().zip(base).for_each(|(o, b)| *o ^= b);
                 (out, None)
             }
             Codec::DiffContext => {
-                let (out, checksum) = self.rebuild_difference(dtype, n, self.base_bytes(base)?)?;
+                let base = self.base_bytes(base.as_deref())?;
+                let (out, checksum) = self.rebuild_difference(dtype, n, &mut BaseParts::Elements(base))?;
                 (out, Some(checksum))
             }
             Codec::DiffLow => {
-                let base = self.base_bytes(base)?;
+                let base = self.base_bytes(base.as_deref())?;
                 let symbols = self.difference_symbols(dtype, base)?;
                 let low_contexts = delta::low_contexts(dtype, &symbols, base);
                 let mut lows = vec![0u8; low_contexts.len()];
@@ -183,6 +239,34 @@ impl<'a> ChunkView<'a> {
                 (delta::unsymbolise_diff_low(dtype, &symbols, &lows, &rest_bits, base)?, None)
             }
         };
+        self.checked(out, hashed)
+    }
+
+    /// A `bitx-diff-ctx` chunk of `n` BF16 elements decoded on the planes of its F32 base
+    /// chunk `base`, both checksums checked.
+    fn decode_on_f32_planes(&self, n: usize, base: &ChunkView<'_>) -> Result<Vec<u8>, CodecError> {
+        if base.codec != Codec::Grouped || base.raw_len != 2 * self.raw_len {
+            let elements =
+                base.decode_as(DType::F32, Some(DType::BF16), None).map_err(|e| CodecError::InBase(Box::new(e)))?;
+            return self.decode(DType::BF16, Some(&elements));
+        }
+        let planes = base.planes(DType::F32, n).map_err(|e| CodecError::InBase(Box::new(e)))?;
+        let mut parts = BaseParts::F32Planes {
+            planes: std::array::from_fn(|k| &planes[k][..]),
+            hasher: Box::new(XxHash3_64::new()),
+            rounded: Vec::new(),
+        };
+        let (out, checksum) = self.rebuild_difference(DType::BF16, n, &mut parts)?;
+        if let BaseParts::F32Planes { hasher, .. } = &parts
+            && std::hash::Hasher::finish(&**hasher) != base.checksum
+        {
+            return Err(CodecError::InBase(Box::new(CodecError::Checksum)));
+        }
+        self.checked(out, Some(checksum))
+    }
+
+    /// `out`, if it has the chunk's length and checksum (`hashed`, or taken now).
+    fn checked(&self, out: Vec<u8>, hashed: Option<u64>) -> Result<Vec<u8>, CodecError> {
         if out.len() != self.raw_len {
             return Err(CodecError::Corrupt(format!("decoded {} bytes, expected {}", out.len(), self.raw_len)));
         }
@@ -192,18 +276,24 @@ impl<'a> ChunkView<'a> {
         Ok(out)
     }
 
-    /// Rebuilds a `bitx-diff-ctx` chunk of `n` elements on `base` a part at a time (contexts,
-    /// symbols, elements, checksum), so that each part's intermediate bytes stay in the
-    /// core's cache; returns the elements and their XXH3-64.
-    fn rebuild_difference(&self, dtype: DType, n: usize, base: &[u8]) -> Result<(Vec<u8>, u64), CodecError> {
+    /// Rebuilds a `bitx-diff-ctx` chunk of `n` elements on `base` a part at a time (base,
+    /// contexts, symbols, elements, checksum), so that each part's intermediate bytes stay in
+    /// the core's cache; returns the elements and their XXH3-64.
+    fn rebuild_difference(
+        &self,
+        dtype: DType,
+        n: usize,
+        base: &mut BaseParts<'_>,
+    ) -> Result<(Vec<u8>, u64), CodecError> {
         let coded = self.stream(0, usize::MAX)?;
         let mut symbols = rans::Decoder::new(&coded, n)?;
         let raw_bits = self.stream(1, usize::MAX)?;
         let mut rebuild = delta::DiffRebuild::new(dtype, &raw_bits, n);
         let mut hasher = XxHash3_64::new();
         let (mut part_contexts, mut part_symbols) = (vec![0u8; n.min(PART_ELEMENTS)], vec![0u8; n.min(PART_ELEMENTS)]);
-        for part_base in base.chunks(PART_ELEMENTS * dtype.width()) {
-            let m = part_base.len() / dtype.width();
+        for start in (0..n).step_by(PART_ELEMENTS) {
+            let m = PART_ELEMENTS.min(n - start);
+            let part_base = base.part(start..start + m, dtype.width());
             delta::contexts_into(dtype, part_base, &mut part_contexts[..m]);
             symbols.decode(&part_contexts[..m], &mut part_symbols[..m])?;
             std::hash::Hasher::write(&mut hasher, rebuild.part(&part_symbols[..m], part_base)?);

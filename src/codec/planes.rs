@@ -193,22 +193,32 @@ fn join_f32<P: AsRef<[u8]>>(planes: &[P], elements: usize) -> Vec<u8> {
 
 /// F32 elements joined from their byte planes and rounded to BF16 (an F32 base of a BF16
 /// fine-tune), with the XXH3-64 of the F32 bytes, which the F32 chunk's checksum covers.
-/// Blocks of words stay in the first-level cache between the join, the hash and the rounding.
-#[multiversion::multiversion(targets = "simd")]
 pub fn join_f32_as_bf16(planes: [&[u8]; 4]) -> (Vec<u8>, u64) {
+    let mut hasher = twox_hash::XxHash3_64::new();
+    let mut out = Vec::new();
+    join_f32_as_bf16_into(planes, &mut hasher, &mut out);
+    (out, std::hash::Hasher::finish(&hasher))
+}
+
+/// [`join_f32_as_bf16`] appending to `out`, the F32 bytes added to `hasher`. Blocks of words
+/// stay in the first-level cache between the join, the hash and the rounding.
+#[multiversion::multiversion(targets = "simd")]
+pub fn join_f32_as_bf16_into(planes: [&[u8]; 4], hasher: &mut twox_hash::XxHash3_64, out: &mut Vec<u8>) {
     const BLOCK: usize = 4096;
     let n = planes.iter().map(|p| p.len()).min().unwrap_or(0);
-    let mut hasher = twox_hash::XxHash3_64::new();
     let mut words: Vec<[u8; 4]> = Vec::with_capacity(BLOCK.min(n));
-    let mut out: Vec<[u8; 2]> = Vec::with_capacity(n);
-    for start in (0..n).step_by(BLOCK) {
+    let from = out.len();
+    out.resize(from + 2 * n, 0);
+    let rounded = out[from..].as_chunks_mut::<2>().0.chunks_mut(BLOCK);
+    for (start, rounded) in (0..n).step_by(BLOCK).zip(rounded) {
         let end = (start + BLOCK).min(n);
         words.clear();
         words.extend(join_f32_words(planes.map(|p| &p[start..end])));
-        std::hash::Hasher::write(&mut hasher, words.as_flattened());
-        out.extend(words.iter().map(|w| super::convert::bf16_of_f32(u32::from_le_bytes(*w))));
+        std::hash::Hasher::write(hasher, words.as_flattened());
+        for (r, w) in rounded.iter_mut().zip(&words) {
+            *r = super::convert::bf16_of_f32(u32::from_le_bytes(*w));
+        }
     }
-    (out.into_flattened(), std::hash::Hasher::finish(&hasher))
 }
 
 /// The F32 words of byte planes (exponent, low, middle, sign and high mantissa bits), all of

@@ -41,6 +41,40 @@ proptest! {
 }
 
 proptest! {
+    /// A BF16 difference decoded on the byte planes of its F32 base chunk, rounded a part at a
+    /// time, is the one decoded on the whole rounded base; across parts, with the base's
+    /// checksum still checked (and named), and on a base that is not byte-grouped.
+    #[test]
+    fn a_difference_decodes_on_the_planes_of_its_f32_base(
+        words in proptest::collection::vec(any::<u32>(), 0..40_000),
+        changes in proptest::collection::vec((any::<usize>(), 1u16..300), 0..400),
+    ) {
+        let base: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+        let rounded = convert::convert(&base, DType::F32, DType::BF16).unwrap();
+        let mut fine = rounded.clone();
+        for &(at, by) in changes.iter().filter(|_| !words.is_empty()) {
+            let k = at % words.len();
+            let v = u16::from_le_bytes([fine[2 * k], fine[2 * k + 1]]).wrapping_add(by);
+            fine[2 * k..2 * k + 2].copy_from_slice(&v.to_le_bytes());
+        }
+        let opts = EncodeOptions::default();
+        let delta = encode_with(Codec::DiffContext, DType::BF16, &fine, Some((id(), &rounded)), opts);
+        let delta = ChunkView::parse(&delta).unwrap();
+        let grouped = encode_with(Codec::Grouped, DType::F32, &base, None, opts);
+        let on_planes = delta.decode_on(DType::BF16, Some(Base::GroupedF32(&ChunkView::parse(&grouped).unwrap())));
+        prop_assert_eq!(on_planes.unwrap(), fine.clone());
+        let raw = encode_with(Codec::Raw, DType::F32, &base, None, opts);
+        let on_raw = delta.decode_on(DType::BF16, Some(Base::GroupedF32(&ChunkView::parse(&raw).unwrap())));
+        prop_assert_eq!(on_raw.unwrap(), fine);
+        let mut wrong = grouped.clone();
+        // The checksum follows the codec byte, stream count and length.
+        wrong[6] ^= 1;
+        let on_wrong = delta.decode_on(DType::BF16, Some(Base::GroupedF32(&ChunkView::parse(&wrong).unwrap())));
+        prop_assert!(matches!(on_wrong, Err(CodecError::InBase(e)) if matches!(*e, CodecError::Checksum)));
+    }
+}
+
+proptest! {
     /// Byte-grouped F32 decoded straight to BF16 (block by block) equals decoding, then
     /// rounding; across block boundaries, and with a wrong checksum refused.
     #[test]

@@ -272,6 +272,23 @@ impl Lookup {
     }
 }
 
+/// A chunk's stored bytes, read from its pack (whose pages are released once it is used).
+struct StoredChunk {
+    pack: Arc<LoadedPack>,
+    stored: Bytes,
+    at: u64,
+}
+
+impl StoredChunk {
+    /// Decodes `fine` (elements of `dtype`) on this chunk as its F32 base.
+    fn decode_on(&self, fine: &ChunkView<'_>, dtype: DType) -> Result<Vec<u8>, CodecError> {
+        let base = ChunkView::parse(&self.stored).map_err(|e| CodecError::InBase(Box::new(e)))?;
+        let decoded = fine.decode_on(dtype, Some(crate::codec::Base::GroupedF32(&base)));
+        self.pack.source.release(&self.pack.name, self.at, self.stored.len() as u64);
+        decoded
+    }
+}
+
 /// All packs of one store: objects by id, decoded and verified.
 pub struct Odb {
     store: Arc<dyn PackStore>,
@@ -653,6 +670,17 @@ impl Odb {
             pack.source.release(&pack.name, at, stored.len() as u64);
             return Ok(decoded);
         }
+        if as_dtype.is_none()
+            && let Some(base_id) = view.base
+            && let Some(base_chunk) = self.grouped_f32_base(&base_id, &entry.header, (start, end))?
+        {
+            let decoded = base_chunk.decode_on(&view, entry.header.meta.dtype);
+            pack.source.release(&pack.name, at, stored.len() as u64);
+            return decoded.map_err(|e| match e {
+                CodecError::InBase(e) => StoreError::corrupt(base_id, e),
+                e => StoreError::corrupt(*id, e),
+            });
+        }
         let base = match view.base {
             Some(base_id) => {
                 let range = (start, end);
@@ -663,6 +691,41 @@ impl Odb {
         let decoded = view.decode_as(entry.header.meta.dtype, as_dtype, base.as_deref().map(Vec::as_slice));
         pack.source.release(&pack.name, at, stored.len() as u64);
         decoded.map_err(|e: CodecError| StoreError::corrupt(*id, e))
+    }
+
+    /// The stored chunk of F32 base `base` that holds exactly the elements of bytes
+    /// `start..end` of BF16 delta `fine`, byte-grouped and standalone, when the cache does not
+    /// have its elements already: the delta
+    /// is then decoded on the base's byte planes a part at a time (see [`crate::codec::Base`]),
+    /// rather than on a whole rounded copy of the base chunk that would not stay in cache.
+    fn grouped_f32_base(
+        &self,
+        base: &ObjectId,
+        fine: &EntryHeader,
+        (start, end): (u64, u64),
+    ) -> Result<Option<StoredChunk>, StoreError> {
+        if fine.meta.dtype != DType::BF16 {
+            return Ok(None);
+        }
+        let bh = self.header(base)?;
+        let (first, last) = (start / 2, end / 2);
+        let i = first / bh.chunk_elems.max(1);
+        let whole_chunk = bh.chunk_range(i) == (4 * first, 4 * last);
+        if bh.meta.dtype != DType::F32 || !whole_chunk || self.cache.get(base, i, Some(DType::BF16)).is_some() {
+            return Ok(None);
+        }
+        self.with_entry(base, |pack, rec| {
+            let layout = pack.layout(&rec)?;
+            let (stored, at) = pack.chunk(&rec, &layout, i)?;
+            // Only a standalone byte-grouped chunk: others (deltas themselves) go the usual way.
+            let grouped =
+                ChunkView::parse(&stored).is_ok_and(|v| v.codec == crate::codec::Codec::Grouped && v.base.is_none());
+            if !grouped {
+                pack.source.release(&pack.name, at, stored.len() as u64);
+                return Ok(None);
+            }
+            Ok(Some(StoredChunk { pack: pack.clone(), stored, at }))
+        })
     }
 
     /// The base's elements matching bytes `start..end` of `fine`, converted to the fine dtype.
