@@ -45,11 +45,9 @@ pub enum Base<'b> {
 /// The base of a delta chunk decoded a part at a time.
 enum BaseParts<'b> {
     Elements(&'b [u8]),
-    /// Byte planes of F32 elements, rounded to BF16 into `rounded` a part at a time; `hasher`
-    /// takes the F32 bytes.
+    /// Byte planes of F32 elements, rounded to BF16 into `rounded` a part at a time.
     F32Planes {
         planes: [&'b [u8]; 4],
-        hasher: Box<XxHash3_64>,
         rounded: Vec<u8>,
     },
 }
@@ -60,10 +58,10 @@ impl BaseParts<'_> {
     fn part(&mut self, range: std::ops::Range<usize>, width: usize) -> &[u8] {
         match self {
             BaseParts::Elements(b) => b.get(range.start * width..range.end * width).unwrap_or_default(),
-            BaseParts::F32Planes { planes, hasher, rounded } => {
+            BaseParts::F32Planes { planes, rounded } => {
                 rounded.clear();
                 if let Some(parts) = planes.iter().map(|p| p.get(range.clone())).collect::<Option<Vec<_>>>() {
-                    planes::join_f32_as_bf16_into(std::array::from_fn(|k| parts[k]), hasher, rounded);
+                    planes::join_f32_as_bf16_into(std::array::from_fn(|k| parts[k]), None, rounded);
                 }
                 rounded
             }
@@ -243,26 +241,22 @@ impl<'a> ChunkView<'a> {
     }
 
     /// A `bitx-diff-ctx` chunk of `n` BF16 elements decoded on the planes of its F32 base
-    /// chunk `base`, both checksums checked.
+    /// chunk `base`. The base's own checksum is not taken: what comes out is checked by the
+    /// delta's checksum (and the object's id), and only if that fails is the base checked, to
+    /// name the damaged chunk.
     fn decode_on_f32_planes(&self, n: usize, base: &ChunkView<'_>) -> Result<Vec<u8>, CodecError> {
+        let in_base = |e| CodecError::InBase(Box::new(e));
         if base.codec != Codec::Grouped || base.raw_len != 2 * self.raw_len {
-            let elements =
-                base.decode_as(DType::F32, Some(DType::BF16), None).map_err(|e| CodecError::InBase(Box::new(e)))?;
+            let elements = base.decode_as(DType::F32, Some(DType::BF16), None).map_err(in_base)?;
             return self.decode(DType::BF16, Some(&elements));
         }
-        let planes = base.planes(DType::F32, n).map_err(|e| CodecError::InBase(Box::new(e)))?;
-        let mut parts = BaseParts::F32Planes {
-            planes: std::array::from_fn(|k| &planes[k][..]),
-            hasher: Box::new(XxHash3_64::new()),
-            rounded: Vec::new(),
-        };
-        let (out, checksum) = self.rebuild_difference(DType::BF16, n, &mut parts)?;
-        if let BaseParts::F32Planes { hasher, .. } = &parts
-            && std::hash::Hasher::finish(&**hasher) != base.checksum
-        {
-            return Err(CodecError::InBase(Box::new(CodecError::Checksum)));
+        let planes = base.planes(DType::F32, n).map_err(in_base)?;
+        let mut parts = BaseParts::F32Planes { planes: std::array::from_fn(|k| &planes[k][..]), rounded: Vec::new() };
+        let decoded = self.rebuild_difference(DType::BF16, n, &mut parts);
+        match decoded.and_then(|(out, checksum)| self.checked(out, Some(checksum))) {
+            Err(e) => Err(base.join_f32_as_bf16().err().map_or(e, in_base)),
+            ok => ok,
         }
-        self.checked(out, Some(checksum))
     }
 
     /// `out`, if it has the chunk's length and checksum (`hashed`, or taken now).

@@ -196,14 +196,14 @@ fn join_f32<P: AsRef<[u8]>>(planes: &[P], elements: usize) -> Vec<u8> {
 pub fn join_f32_as_bf16(planes: [&[u8]; 4]) -> (Vec<u8>, u64) {
     let mut hasher = twox_hash::XxHash3_64::new();
     let mut out = Vec::new();
-    join_f32_as_bf16_into(planes, &mut hasher, &mut out);
+    join_f32_as_bf16_into(planes, Some(&mut hasher), &mut out);
     (out, std::hash::Hasher::finish(&hasher))
 }
 
-/// [`join_f32_as_bf16`] appending to `out`, the F32 bytes added to `hasher`. Blocks of words
-/// stay in the first-level cache between the join, the hash and the rounding.
+/// [`join_f32_as_bf16`] appending to `out`, the F32 bytes added to `hasher` if given. Blocks of
+/// words stay in the first-level cache between the join, the hash and the rounding.
 #[multiversion::multiversion(targets = "simd")]
-pub fn join_f32_as_bf16_into(planes: [&[u8]; 4], hasher: &mut twox_hash::XxHash3_64, out: &mut Vec<u8>) {
+pub fn join_f32_as_bf16_into(planes: [&[u8]; 4], mut hasher: Option<&mut twox_hash::XxHash3_64>, out: &mut Vec<u8>) {
     const BLOCK: usize = 4096;
     let n = planes.iter().map(|p| p.len()).min().unwrap_or(0);
     let mut words: Vec<[u8; 4]> = Vec::with_capacity(BLOCK.min(n));
@@ -214,7 +214,9 @@ pub fn join_f32_as_bf16_into(planes: [&[u8]; 4], hasher: &mut twox_hash::XxHash3
         let end = (start + BLOCK).min(n);
         words.clear();
         words.extend(join_f32_words(planes.map(|p| &p[start..end])));
-        std::hash::Hasher::write(hasher, words.as_flattened());
+        if let Some(hasher) = hasher.as_deref_mut() {
+            std::hash::Hasher::write(hasher, words.as_flattened());
+        }
         for (r, w) in rounded.iter_mut().zip(&words) {
             *r = super::convert::bf16_of_f32(u32::from_le_bytes(*w));
         }
