@@ -763,21 +763,28 @@ mod tests {
         }
     }
 
+    /// A base of `(base, _, _)` words and a fine-tune that adds `d` to each, or is `other`
+    /// itself where `other` is a multiple of `every`: mostly small differences, some large.
+    fn mixed_pair(dtype: DType, elems: &[(u64, i64, u64)], every: u64) -> (Vec<u8>, Vec<u8>) {
+        let w = dtype.width();
+        let base = elems.iter().flat_map(|e| e.0.to_le_bytes()[..w].to_vec()).collect();
+        let fine = elems
+            .iter()
+            .flat_map(|&(b, d, other)| {
+                let v = if other % every == 0 { other } else { b.wrapping_add_signed(d) };
+                v.to_le_bytes()[..w].to_vec()
+            })
+            .collect();
+        (base, fine)
+    }
+
     proptest! {
         /// Mostly small differences (no raw bits) with some large ones, across several
         /// 64-element blocks of the decoder's first pass.
         #[test]
         fn mixed_differences_round_trip(which in 0usize..DType::ALL.len(), elems in proptest::collection::vec((any::<u64>(), -9i64..9, any::<u64>()), 0..300)) {
             let dtype = DType::ALL[which];
-            let w = dtype.width();
-            let base: Vec<u8> = elems.iter().flat_map(|e| e.0.to_le_bytes()[..w].to_vec()).collect();
-            let fine: Vec<u8> = elems
-                .iter()
-                .flat_map(|&(b, d, other)| {
-                    let v = if other % 5 == 0 { other } else { b.wrapping_add_signed(d) };
-                    v.to_le_bytes()[..w].to_vec()
-                })
-                .collect();
+            let (base, fine) = mixed_pair(dtype, &elems, 5);
             prop_assert_eq!(&round_trip(dtype, &fine, &base), &fine);
             let s = symbolise_diff_low(dtype, &fine, &base);
             prop_assert_eq!(unsymbolise_diff_low(dtype, &s.symbols, &s.lows, &s.rest_bits, &base).unwrap(), fine);
@@ -795,14 +802,7 @@ mod tests {
         ) {
             let dtype = DType::ALL[which];
             let w = dtype.width();
-            let base: Vec<u8> = elems.iter().flat_map(|e| e.0.to_le_bytes()[..w].to_vec()).collect();
-            let fine: Vec<u8> = elems
-                .iter()
-                .flat_map(|&(b, d, other)| {
-                    let v = if other % 7 == 0 { other } else { b.wrapping_add_signed(d) };
-                    v.to_le_bytes()[..w].to_vec()
-                })
-                .collect();
+            let (base, fine) = mixed_pair(dtype, &elems, 7);
             let s = symbolise_diff(dtype, &fine, &base);
             let mut rebuild = DiffRebuild::new(dtype, &s.raw_bits, elems.len());
             let (mut at, mut cut) = (0, cuts.iter().cycle());
