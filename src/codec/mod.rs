@@ -36,9 +36,9 @@ pub enum CodecError {
 pub enum Base<'b> {
     /// Its elements in the fine-tune's dtype.
     Elements(&'b [u8]),
-    /// A standalone F32 chunk under a BF16 fine-tune: if byte-grouped, joined and rounded a
-    /// part at a time as the fine-tune is decoded on it, its own checksum checked once all of
-    /// it has been.
+    /// A standalone F32 chunk under a BF16 fine-tune: if byte-grouped (and the fine-tune a
+    /// difference), joined and rounded a part at a time as the fine-tune is decoded on it,
+    /// its own checksum taken only if the fine-tune's fails; otherwise decoded whole first.
     GroupedF32(&'b ChunkView<'b>),
 }
 
@@ -60,8 +60,8 @@ impl BaseParts<'_> {
             BaseParts::Elements(b) => b.get(range.start * width..range.end * width).unwrap_or_default(),
             BaseParts::F32Planes { planes, rounded } => {
                 rounded.clear();
-                if let Some(parts) = planes.iter().map(|p| p.get(range.clone())).collect::<Option<Vec<_>>>() {
-                    planes::join_f32_as_bf16_into(std::array::from_fn(|k| parts[k]), None, rounded);
+                if let [Some(e), Some(p0), Some(p1), Some(p2)] = planes.map(|p| p.get(range.clone())) {
+                    planes::join_f32_as_bf16_into([e, p0, p1, p2], None, rounded);
                 }
                 rounded
             }
@@ -206,10 +206,17 @@ impl<'a> ChunkView<'a> {
     pub fn decode_on(&self, dtype: DType, base: Option<Base<'_>>) -> Result<Vec<u8>, CodecError> {
         let n = self.elements(dtype)?;
         let base = match base {
-            Some(Base::GroupedF32(b)) if self.codec == Codec::DiffContext && dtype == DType::BF16 => {
+            Some(Base::GroupedF32(b))
+                if self.codec == Codec::DiffContext
+                    && dtype == DType::BF16
+                    && b.codec == Codec::Grouped
+                    && b.raw_len == 2 * self.raw_len =>
+            {
                 return self.decode_on_f32_planes(n, b);
             }
-            Some(Base::GroupedF32(b)) => Some(std::borrow::Cow::Owned(b.decode_as(DType::F32, Some(dtype), None)?)),
+            Some(Base::GroupedF32(b)) => Some(std::borrow::Cow::Owned(
+                b.decode_as(DType::F32, Some(dtype), None).map_err(|e| CodecError::InBase(Box::new(e)))?,
+            )),
             Some(Base::Elements(b)) => Some(std::borrow::Cow::Borrowed(b)),
             None => None,
         };
@@ -240,16 +247,12 @@ impl<'a> ChunkView<'a> {
         self.checked(out, hashed)
     }
 
-    /// A `bitx-diff-ctx` chunk of `n` BF16 elements decoded on the planes of its F32 base
-    /// chunk `base`. The base's own checksum is not taken: what comes out is checked by the
-    /// delta's checksum (and the object's id), and only if that fails is the base checked, to
-    /// name the damaged chunk.
+    /// A `bitx-diff-ctx` chunk of `n` BF16 elements decoded on the planes of its byte-grouped
+    /// F32 base chunk `base`, of `2 n` elements' bytes. The base's own checksum is not taken:
+    /// what comes out is checked by the delta's checksum (and the object's id), and only if
+    /// that fails is the base checked, to name the damaged chunk.
     fn decode_on_f32_planes(&self, n: usize, base: &ChunkView<'_>) -> Result<Vec<u8>, CodecError> {
         let in_base = |e| CodecError::InBase(Box::new(e));
-        if base.codec != Codec::Grouped || base.raw_len != 2 * self.raw_len {
-            let elements = base.decode_as(DType::F32, Some(DType::BF16), None).map_err(in_base)?;
-            return self.decode(DType::BF16, Some(&elements));
-        }
         let planes = base.planes(DType::F32, n).map_err(in_base)?;
         let mut parts = BaseParts::F32Planes { planes: std::array::from_fn(|k| &planes[k][..]), rounded: Vec::new() };
         let decoded = self.rebuild_difference(DType::BF16, n, &mut parts);
