@@ -110,6 +110,12 @@ impl IdHasher {
         }
     }
 
+    /// Feeds the next part of the body on this thread alone, for callers whose other cores are
+    /// busy with work of their own (a pipeline's consumer).
+    pub fn update_serial(&mut self, bytes: &[u8]) {
+        self.inner.update(bytes);
+    }
+
     /// The id of everything fed so far.
     pub fn finish(&self) -> ObjectId {
         ObjectId(*self.inner.finalize().as_bytes())

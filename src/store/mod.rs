@@ -6,6 +6,7 @@ mod bundle;
 mod cache;
 mod local;
 mod memory;
+mod pipeline;
 mod verify;
 mod writer;
 
@@ -28,6 +29,7 @@ use crate::pack::{
     EntryHeader, EntryView, IndexRecord, PACK_HEADER_LEN, PackError, PackIndex, PackName, SealedPack, TRAILER_LEN,
 };
 use cache::ChunkCache;
+use pipeline::pipelined;
 
 /// Elements per chunk for new tensors: 1 Mi elements (2 MiB of BF16), small enough to spread
 /// over cores, large enough that per-chunk headers and tables cost nothing.
@@ -111,34 +113,6 @@ pub struct StorageInfo {
     pub bases: Vec<ObjectId>,
     /// Delta chain depth.
     pub depth: u8,
-}
-
-/// Chunks decoded or encoded per parallel batch: enough to keep every core busy, few
-/// enough that memory stays a handful of chunks per core.
-pub fn batch_len() -> usize {
-    (rayon::current_num_threads() * 2).max(2)
-}
-
-/// Runs `produce` on each batch in parallel with `consume` of the previous batch's result,
-/// so the sequential part (hashing, writing) overlaps the parallel part (decoding, encoding).
-pub fn pipelined<B: Sync, T: Send>(
-    batches: &[B],
-    produce: impl Fn(&B) -> Result<T, StoreError> + Sync,
-    mut consume: impl FnMut(&B, T) -> Result<(), StoreError> + Send,
-) -> Result<(), StoreError> {
-    let mut pending: Option<(&B, T)> = None;
-    for batch in batches {
-        // Nothing to overlap with the first batch: running it here spares a hand-off to the
-        // pool, which dominates reading a small object (a commit, a tree).
-        let Some(previous) = pending.take() else {
-            pending = Some((batch, produce(batch)?));
-            continue;
-        };
-        let (consumed, produced) = rayon::join(|| consume(previous.0, previous.1), || produce(batch));
-        consumed?;
-        pending = Some((batch, produced?));
-    }
-    pending.map_or(Ok(()), |(b, t)| consume(b, t))
 }
 
 /// A hasher for an object's id, primed with the tensor header when it is a tensor.
@@ -840,29 +814,16 @@ impl Odb {
         let work: Vec<(usize, u64)> =
             headers.iter().enumerate().flat_map(|(k, h)| (0..h.chunk_count()).map(move |i| (k, i))).collect();
         let mut hashers: Vec<Option<crate::object::IdHasher>> = headers.iter().map(|h| Some(id_hasher(h))).collect();
-        let batches: Vec<&[(usize, u64)]> = work.chunks(batch_len()).collect();
-        pipelined(
-            &batches,
-            |batch| {
-                let decode = |&(k, i): &(usize, u64)| match keep.contains(&ids[k]) {
-                    true => self.chunk(&ids[k], i),
-                    false => self.decode_chunk(&ids[k], i).map(Arc::new),
-                };
-                match batch {
-                    [one] => Ok(vec![decode(one)?]),
-                    _ => batch.par_iter().map(decode).collect::<Result<Vec<_>, _>>(),
-                }
-            },
-            |batch, decoded| {
-                for (&(k, _), data) in batch.iter().zip(&decoded) {
-                    if let Some(h) = hashers[k].as_mut() {
-                        h.update(data);
-                    }
-                    sink(data)?;
-                }
-                Ok(())
-            },
-        )?;
+        let decode = |&(k, i): &(usize, u64)| match keep.contains(&ids[k]) {
+            true => self.chunk(&ids[k], i),
+            false => self.decode_chunk(&ids[k], i).map(Arc::new),
+        };
+        pipelined(&work, decode, |&(k, _), data| {
+            if let Some(h) = hashers[k].as_mut() {
+                h.update_serial(&data);
+            }
+            Ok(sink(&data)?)
+        })?;
         for (k, h) in hashers.iter_mut().enumerate() {
             if h.take().is_none_or(|h| h.finish() != ids[k]) {
                 return Err(StoreError::corrupt(ids[k], "content does not hash to its id"));

@@ -205,27 +205,11 @@ impl<'a> ObjectWriter<'a> {
             .flat_map(|k| (0..headers[k].chunk_count().max(1)).map(move |i| (k, i)))
             .collect();
         let (odb, opts) = (self.odb, self.opts);
-        let batches: Vec<&[(usize, u64)]> = work.chunks(super::batch_len()).collect();
-        super::pipelined(
-            &batches,
-            |batch| {
-                batch
-                    .par_iter()
-                    .map(|&(k, i)| {
-                        let h = &headers[k];
-                        let chunk = (h.chunk_count() > 0)
-                            .then(|| encode_chunk(odb, opts, h, &items[k].src, bases[k].as_ref(), i));
-                        chunk.transpose()
-                    })
-                    .collect::<Result<Vec<_>, _>>()
-            },
-            |batch, encoded| {
-                for (&(k, i), chunk) in batch.iter().zip(encoded) {
-                    self.write_chunk(&headers[k], bases[k].as_ref(), i, chunk)?;
-                }
-                Ok(())
-            },
-        )?;
+        let encode = |&(k, i): &(usize, u64)| {
+            let h = &headers[k];
+            (h.chunk_count() > 0).then(|| encode_chunk(odb, opts, h, &items[k].src, bases[k].as_ref(), i)).transpose()
+        };
+        super::pipelined(&work, encode, |&(k, i), chunk| self.write_chunk(&headers[k], bases[k].as_ref(), i, chunk))?;
         Ok(fresh
             .iter()
             .zip(bases)
@@ -257,7 +241,7 @@ impl<'a> ObjectWriter<'a> {
             // The id hash goes over the very bytes that were encoded, so a file rewritten
             // after it was hashed is caught here, never stored under an id its bytes lack.
             if let Some(h) = self.open_hasher.as_mut() {
-                h.update(&source);
+                h.update_serial(&source);
             }
             let base = ChunkView::parse(&stored).map_err(|e| StoreError::corrupt(header.id, e))?.base;
             if let Some(b) = base.filter(|b| !self.open_bases.contains(b)) {
