@@ -33,13 +33,43 @@ pub enum CodecError {
 }
 
 /// A delta chunk's base, as [`ChunkView::decode_on`] takes it.
+#[derive(Clone)]
 pub enum Base<'b> {
     /// Its elements in the fine-tune's dtype.
     Elements(&'b [u8]),
     /// A standalone F32 chunk under a BF16 fine-tune: if byte-grouped (and the fine-tune a
-    /// difference), joined and rounded a part at a time as the fine-tune is decoded on it,
-    /// its own checksum taken only if the fine-tune's fails; otherwise decoded whole first.
+    /// difference), joined and rounded a part at a time as the fine-tune is decoded on it;
+    /// otherwise decoded whole first.
     GroupedF32(&'b ChunkView<'b>),
+    /// A difference chunk (`bitx-diff-ctx`) of the fine-tune's dtype and length, on its own
+    /// base: if the fine-tune is a difference too, decoded a part at a time along with it,
+    /// never whole; otherwise decoded whole first. A chain of fine-tunes decodes this way.
+    Difference(&'b ChunkView<'b>, Box<Base<'b>>),
+}
+
+impl Base<'_> {
+    /// Whether a difference chunk of `raw_len` bytes of `dtype` can be decoded on this base a
+    /// part at a time.
+    fn in_parts(&self, dtype: DType, raw_len: usize) -> bool {
+        match self {
+            Base::Elements(_) => true,
+            Base::GroupedF32(b) => dtype == DType::BF16 && b.codec == Codec::Grouped && b.raw_len == 2 * raw_len,
+            Base::Difference(v, below) => {
+                v.codec == Codec::DiffContext && v.raw_len == raw_len && below.in_parts(dtype, raw_len)
+            }
+        }
+    }
+
+    /// The base decoded whole, in `dtype`, each chunk checked by its own checksum; errors are
+    /// [`CodecError::InBase`], once per link below the fine-tune.
+    fn whole(&self, dtype: DType) -> Result<std::borrow::Cow<'_, [u8]>, CodecError> {
+        let in_base = |e| CodecError::InBase(Box::new(e));
+        match self {
+            Base::Elements(b) => Ok(std::borrow::Cow::Borrowed(b)),
+            Base::GroupedF32(b) => b.decode_as(DType::F32, Some(dtype), None).map(Into::into).map_err(in_base),
+            Base::Difference(v, below) => v.decode_on(dtype, Some((**below).clone())).map(Into::into).map_err(in_base),
+        }
+    }
 }
 
 /// The base of a delta chunk decoded a part at a time.
@@ -50,22 +80,68 @@ enum BaseParts<'b> {
         planes: [&'b [u8]; 4],
         rounded: Vec<u8>,
     },
+    /// A difference chunk rebuilt a part at a time on its own base's parts.
+    Difference(Box<(PartDecoder<'b>, BaseParts<'b>)>),
 }
 
 impl BaseParts<'_> {
     /// The base of elements `range`, `width` bytes each in the fine-tune's dtype (empty if out
-    /// of bounds, which the decoded length then refuses).
-    fn part(&mut self, range: std::ops::Range<usize>, width: usize) -> &[u8] {
+    /// of bounds, which the decoded length then refuses). Parts come in order.
+    fn part(&mut self, range: std::ops::Range<usize>, width: usize) -> Result<&[u8], CodecError> {
         match self {
-            BaseParts::Elements(b) => b.get(range.start * width..range.end * width).unwrap_or_default(),
+            BaseParts::Elements(b) => Ok(b.get(range.start * width..range.end * width).unwrap_or_default()),
             BaseParts::F32Planes { planes, rounded } => {
                 rounded.clear();
                 if let [Some(e), Some(p0), Some(p1), Some(p2)] = planes.map(|p| p.get(range.clone())) {
                     planes::join_f32_as_bf16_into([e, p0, p1, p2], None, rounded);
                 }
-                rounded
+                Ok(rounded)
+            }
+            BaseParts::Difference(d) => {
+                let (decoder, below) = &mut **d;
+                let base = below.part(range, width).map_err(|e| CodecError::InBase(Box::new(e)))?;
+                decoder.part(base).map_err(|e| CodecError::InBase(Box::new(e)))
             }
         }
+    }
+}
+
+/// A `bitx-diff-ctx` chunk decoded a part at a time: the contexts of the base's part, their
+/// symbols, the elements rebuilt on the base's part.
+struct PartDecoder<'s> {
+    dtype: DType,
+    symbols: rans::Decoder<'s>,
+    rebuild: delta::DiffRebuild<'s>,
+    contexts: Vec<u8>,
+    part_symbols: Vec<u8>,
+}
+
+impl<'s> PartDecoder<'s> {
+    /// A decoder of `n` elements from a chunk's symbol and raw-bit streams; with `keep`, the
+    /// elements are gathered for [`PartDecoder::finish`], otherwise each part replaces the last.
+    fn new(dtype: DType, n: usize, (coded, raw_bits): (&'s [u8], &'s [u8]), keep: bool) -> Result<Self, CodecError> {
+        let part = n.min(PART_ELEMENTS);
+        Ok(PartDecoder {
+            dtype,
+            symbols: rans::Decoder::new(coded, n)?,
+            rebuild: delta::DiffRebuild::new(dtype, raw_bits, if keep { n } else { part }, keep),
+            contexts: vec![0; part],
+            part_symbols: vec![0; part],
+        })
+    }
+
+    /// The next elements, as many as `base` holds (at most [`PART_ELEMENTS`]), rebuilt on it.
+    fn part(&mut self, base: &[u8]) -> Result<&[u8], CodecError> {
+        let m = (base.len() / self.dtype.width()).min(self.contexts.len());
+        delta::contexts_into(self.dtype, base, &mut self.contexts[..m]);
+        self.symbols.decode(&self.contexts[..m], &mut self.part_symbols[..m])?;
+        self.rebuild.part(&self.part_symbols[..m], base)
+    }
+
+    /// The elements kept, once every symbol was decoded and the streams are used up.
+    fn finish(self) -> Result<Vec<u8>, CodecError> {
+        self.symbols.finish()?;
+        Ok(self.rebuild.finish())
     }
 }
 
@@ -205,21 +281,12 @@ impl<'a> ChunkView<'a> {
     /// Decodes the chunk on `base` (None for chunks that have none).
     pub fn decode_on(&self, dtype: DType, base: Option<Base<'_>>) -> Result<Vec<u8>, CodecError> {
         let n = self.elements(dtype)?;
-        let base = match base {
-            Some(Base::GroupedF32(b))
-                if self.codec == Codec::DiffContext
-                    && dtype == DType::BF16
-                    && b.codec == Codec::Grouped
-                    && b.raw_len == 2 * self.raw_len =>
-            {
-                return self.decode_on_f32_planes(n, b);
-            }
-            Some(Base::GroupedF32(b)) => Some(std::borrow::Cow::Owned(
-                b.decode_as(DType::F32, Some(dtype), None).map_err(|e| CodecError::InBase(Box::new(e)))?,
-            )),
-            Some(Base::Elements(b)) => Some(std::borrow::Cow::Borrowed(b)),
-            None => None,
-        };
+        if self.codec == Codec::DiffContext
+            && let Some(base) = base.as_ref().filter(|b| b.in_parts(dtype, self.raw_len))
+        {
+            return self.decode_in_parts(dtype, n, base);
+        }
+        let base = base.map(|b| b.whole(dtype).map(std::borrow::Cow::into_owned)).transpose()?;
         let (out, hashed) = match self.codec {
             Codec::Raw => (self.stream(0, self.raw_len)?.into_owned(), None),
             Codec::Grouped => (self.join_planes(dtype, n)?, None),
@@ -247,19 +314,50 @@ impl<'a> ChunkView<'a> {
         self.checked(out, hashed)
     }
 
-    /// A `bitx-diff-ctx` chunk of `n` BF16 elements decoded on the planes of its byte-grouped
-    /// F32 base chunk `base`, of `2 n` elements' bytes. The base's own checksum is not taken:
-    /// what comes out is checked by the delta's checksum (and the object's id), and only if
-    /// that fails is the base checked, to name the damaged chunk.
-    fn decode_on_f32_planes(&self, n: usize, base: &ChunkView<'_>) -> Result<Vec<u8>, CodecError> {
-        let in_base = |e| CodecError::InBase(Box::new(e));
-        let planes = base.planes(DType::F32, n).map_err(in_base)?;
-        let mut parts = BaseParts::F32Planes { planes: std::array::from_fn(|k| &planes[k][..]), rounded: Vec::new() };
-        let decoded = self.rebuild_difference(DType::BF16, n, &mut parts);
-        match decoded.and_then(|(out, checksum)| self.checked(out, Some(checksum))) {
-            Err(e) => Err(base.join_f32_as_bf16().err().map_or(e, in_base)),
+    /// A `bitx-diff-ctx` chunk of `n` elements decoded on `base` a part at a time, with every
+    /// link of its chain of differences down to elements or F32 planes: each part of each link
+    /// stays in the core's cache, and no link is ever whole in memory. The links' own
+    /// checksums are not taken: what comes out is checked by this chunk's checksum (and the
+    /// object's id), and only if that fails is the base decoded whole and checked, to name the
+    /// damaged chunk.
+    fn decode_in_parts(&self, dtype: DType, n: usize, base: &Base<'_>) -> Result<Vec<u8>, CodecError> {
+        let decoded = self.decode_on_chain(dtype, n, base);
+        match decoded {
+            Err(e) => Err(base.whole(dtype).err().unwrap_or(e)),
             ok => ok,
         }
+    }
+
+    fn decode_on_chain(&self, dtype: DType, n: usize, base: &Base<'_>) -> Result<Vec<u8>, CodecError> {
+        // The links top down, then what the lowest stands on.
+        let (mut links, mut link) = (Vec::new(), base);
+        let planes;
+        let mut parts = loop {
+            match link {
+                Base::Difference(view, below) => {
+                    links.push(*view);
+                    link = below;
+                }
+                Base::Elements(b) => break BaseParts::Elements(self.base_bytes(Some(b))?),
+                Base::GroupedF32(b) => {
+                    planes = b.planes(DType::F32, n)?;
+                    break BaseParts::F32Planes {
+                        planes: std::array::from_fn(|k| planes.get(k).map_or(&[][..], |p| &p[..])),
+                        rounded: Vec::new(),
+                    };
+                }
+            }
+        };
+        let streams: Vec<_> = links
+            .iter()
+            .map(|v| Ok((v.stream(0, usize::MAX)?, v.stream(1, usize::MAX)?)))
+            .collect::<Result<_, CodecError>>()?;
+        for (coded, raw_bits) in streams.iter().rev() {
+            let decoder = PartDecoder::new(dtype, n, (coded, raw_bits), false)?;
+            parts = BaseParts::Difference(Box::new((decoder, parts)));
+        }
+        let (out, checksum) = self.rebuild_difference(dtype, n, &mut parts)?;
+        self.checked(out, Some(checksum))
     }
 
     /// `out`, if it has the chunk's length and checksum (`hashed`, or taken now).
@@ -282,21 +380,14 @@ impl<'a> ChunkView<'a> {
         n: usize,
         base: &mut BaseParts<'_>,
     ) -> Result<(Vec<u8>, u64), CodecError> {
-        let coded = self.stream(0, usize::MAX)?;
-        let mut symbols = rans::Decoder::new(&coded, n)?;
-        let raw_bits = self.stream(1, usize::MAX)?;
-        let mut rebuild = delta::DiffRebuild::new(dtype, &raw_bits, n);
+        let (coded, raw_bits) = (self.stream(0, usize::MAX)?, self.stream(1, usize::MAX)?);
+        let mut decoder = PartDecoder::new(dtype, n, (&coded, &raw_bits), true)?;
         let mut hasher = XxHash3_64::new();
-        let (mut part_contexts, mut part_symbols) = (vec![0u8; n.min(PART_ELEMENTS)], vec![0u8; n.min(PART_ELEMENTS)]);
         for start in (0..n).step_by(PART_ELEMENTS) {
-            let m = PART_ELEMENTS.min(n - start);
-            let part_base = base.part(start..start + m, dtype.width());
-            delta::contexts_into(dtype, part_base, &mut part_contexts[..m]);
-            symbols.decode(&part_contexts[..m], &mut part_symbols[..m])?;
-            std::hash::Hasher::write(&mut hasher, rebuild.part(&part_symbols[..m], part_base)?);
+            let part_base = base.part(start..(start + PART_ELEMENTS).min(n), dtype.width())?;
+            std::hash::Hasher::write(&mut hasher, decoder.part(part_base)?);
         }
-        symbols.finish()?;
-        Ok((rebuild.finish(), std::hash::Hasher::finish(&hasher)))
+        Ok((decoder.finish()?, std::hash::Hasher::finish(&hasher)))
     }
 
     /// The number of `dtype` elements the chunk holds, refusing a length that is not whole.

@@ -40,6 +40,95 @@ proptest! {
     }
 }
 
+/// `bf16` elements with each `(element, by)` of `changes` added to that element's bits.
+fn nudged(bf16: &[u8], changes: &[(usize, u16)]) -> Vec<u8> {
+    let mut out = bf16.to_vec();
+    let n = out.len() / 2;
+    for &(at, by) in changes {
+        let k = 2 * (at % n);
+        let v = u16::from_le_bytes([out[k], out[k + 1]]).wrapping_add(by);
+        out[k..k + 2].copy_from_slice(&v.to_le_bytes());
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    /// A chain of differences (a second fine-tune on a first, on an F32 base chunk or on
+    /// elements, and a third on both) decodes a part at a time through every link. A link
+    /// that decodes to other bytes under its own checksum makes the top fail, and is named one
+    /// `InBase` down.
+    #[test]
+    fn a_chain_of_differences_decodes_a_part_at_a_time(
+        words in proptest::collection::vec(any::<u32>(), 1..40_000),
+        first in proptest::collection::vec((any::<usize>(), any::<u16>()), 0..300),
+        second in proptest::collection::vec((any::<usize>(), any::<u16>()), 1..300),
+        damaged_at in any::<usize>(),
+    ) {
+        let base: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+        let rounded = convert::convert(&base, DType::F32, DType::BF16).unwrap();
+        let (ft1, opts) = (nudged(&rounded, &first), EncodeOptions::default());
+        let ft2 = nudged(&ft1, &second);
+        let diff = |fine: &[u8], on: &[u8]| encode_with(Codec::DiffContext, DType::BF16, fine, Some((id(), on)), opts);
+        let (d1, d2) = (diff(&ft1, &rounded), diff(&ft2, &ft1));
+        let grouped = encode_with(Codec::Grouped, DType::F32, &base, None, opts);
+        let (v1, v2) = (ChunkView::parse(&d1).unwrap(), ChunkView::parse(&d2).unwrap());
+        let planes = ChunkView::parse(&grouped).unwrap();
+        let ft3 = nudged(&ft2, &first);
+        let d3 = diff(&ft3, &ft2);
+        let v3 = ChunkView::parse(&d3).unwrap();
+        for bottom in [Base::GroupedF32(&planes), Base::Elements(&rounded)] {
+            let chain = Base::Difference(&v1, Box::new(bottom));
+            prop_assert!(chain.in_parts(DType::BF16, ft2.len()));
+            prop_assert_eq!(v2.decode_on(DType::BF16, Some(chain.clone())).unwrap(), ft2.clone());
+            let longer = Base::Difference(&v2, Box::new(chain));
+            prop_assert_eq!(v3.decode_on(DType::BF16, Some(longer)).unwrap(), ft3.clone());
+        }
+        let mut other = ft1.clone();
+        other[2 * (damaged_at % words.len()) + 1] ^= 0x40;
+        let mut damaged = diff(&other, &rounded);
+        // The checksum follows the codec byte, stream count and length.
+        damaged[6..14].copy_from_slice(&d1[6..14]);
+        let damaged = ChunkView::parse(&damaged).unwrap();
+        let chain = Base::Difference(&damaged, Box::new(Base::GroupedF32(&planes)));
+        let result = v2.decode_on(DType::BF16, Some(chain));
+        prop_assert!(matches!(&result, Err(CodecError::InBase(e)) if matches!(**e, CodecError::Checksum)), "{result:?}");
+    }
+}
+
+/// A chain of three fine-tunes of weights over many exponents, each changing every weight by
+/// a few units in the last place: their differences code under tables per exponent, so each
+/// link must be decoded on the one below it, in order.
+#[test]
+fn a_chain_of_realistic_differences_decodes_in_order() {
+    let mut next = xorshift(0x2545_F491_4F6C_DD1D);
+    let n = 3 * PART_ELEMENTS + 123;
+    let octaves: Vec<u32> = (0..n).map(|_| (next() % 12) as u32).collect();
+    let base: Vec<u8> = octaves
+        .iter()
+        .flat_map(|&o| (((next() % 1000) as f32 + 1000.0) * 1e-5 * (1u32 << o) as f32).to_le_bytes())
+        .collect();
+    let rounded = convert::convert(&base, DType::F32, DType::BF16).unwrap();
+    let mut chain = vec![rounded];
+    for _ in 0..3 {
+        let previous = chain.last().map_or(&[][..], |c| &c[..]);
+        // Small weights move by fewer units in the last place than large ones.
+        let changes: Vec<(usize, u16)> =
+            octaves.iter().enumerate().map(|(k, &o)| (k, (next() % u64::from(1 + 8 * o)) as u16)).collect();
+        chain.push(nudged(previous, &changes));
+    }
+    let opts = EncodeOptions::default();
+    let stored: Vec<Vec<u8>> = chain
+        .windows(2)
+        .map(|pair| encode_with(Codec::DiffContext, DType::BF16, &pair[1], Some((id(), &pair[0])), opts))
+        .collect();
+    let views: Vec<ChunkView<'_>> = stored.iter().map(|s| ChunkView::parse(s).unwrap()).collect();
+    let grouped = encode_with(Codec::Grouped, DType::F32, &base, None, opts);
+    let planes = ChunkView::parse(&grouped).unwrap();
+    let below = Base::Difference(&views[1], Box::new(Base::Difference(&views[0], Box::new(Base::GroupedF32(&planes)))));
+    assert_eq!(views[2].decode_on(DType::BF16, Some(below)).unwrap(), chain[3]);
+}
+
 proptest! {
     /// A BF16 difference decoded on the byte planes of its F32 base chunk, rounded a part at a
     /// time, is the one decoded on the whole rounded base; across parts, and on a base that is
@@ -53,12 +142,7 @@ proptest! {
     ) {
         let base: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
         let rounded = convert::convert(&base, DType::F32, DType::BF16).unwrap();
-        let mut fine = rounded.clone();
-        for &(at, by) in &changes {
-            let k = at % words.len();
-            let v = u16::from_le_bytes([fine[2 * k], fine[2 * k + 1]]).wrapping_add(by);
-            fine[2 * k..2 * k + 2].copy_from_slice(&v.to_le_bytes());
-        }
+        let fine = nudged(&rounded, &changes);
         let opts = EncodeOptions::default();
         let delta = encode_with(Codec::DiffContext, DType::BF16, &fine, Some((id(), &rounded)), opts);
         let delta = ChunkView::parse(&delta).unwrap();

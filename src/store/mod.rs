@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use bytes::Bytes;
 use rayon::prelude::*;
 
-use crate::codec::{ChunkView, CodecError, convert};
+use crate::codec::{Base, ChunkView, CodecError, convert};
 use crate::object::{ChunkedFile, Commit, DType, ObjectId, ObjectKind, Tag, TensorFile, Tree};
 use crate::pack::{
     EntryHeader, EntryView, IndexRecord, PACK_HEADER_LEN, PackError, PackIndex, PackName, SealedPack, TRAILER_LEN,
@@ -254,12 +254,79 @@ struct StoredChunk {
 }
 
 impl StoredChunk {
-    /// Decodes `fine` (elements of `dtype`) on this chunk as its F32 base.
-    fn decode_on(&self, fine: &ChunkView<'_>, dtype: DType) -> Result<Vec<u8>, CodecError> {
-        let base = ChunkView::parse(&self.stored).map_err(|e| CodecError::InBase(Box::new(e)))?;
-        let decoded = fine.decode_on(dtype, Some(crate::codec::Base::GroupedF32(&base)));
+    fn view(&self) -> Result<ChunkView<'_>, CodecError> {
+        ChunkView::parse(&self.stored)
+    }
+
+    fn release(&self) {
         self.pack.source.release(&self.pack.name, self.at, self.stored.len() as u64);
-        decoded
+    }
+}
+
+/// What a delta chunk is decoded on a part at a time (see [`crate::codec::Base`]): the
+/// difference chunks of its chain that cover the same elements, top down, and what the lowest
+/// stands on.
+struct PartBase {
+    links: Vec<(ObjectId, StoredChunk)>,
+    bottom: PartBottom,
+}
+
+enum PartBottom {
+    /// A byte-grouped F32 chunk under BF16 links.
+    GroupedF32(ObjectId, StoredChunk),
+    /// Elements decoded the usual way (the lowest link's base).
+    Elements(ObjectId, Arc<Vec<u8>>),
+}
+
+impl PartBase {
+    /// Decodes `fine` (elements of `dtype`) on this chain, and releases the chain's pages. An
+    /// error comes with the id of the object it was found in (`fine_id` or one below).
+    fn decode(&self, fine_id: ObjectId, fine: &ChunkView<'_>, dtype: DType) -> Result<Vec<u8>, StoreError> {
+        let decoded = self.decode_on(fine, dtype);
+        self.links.iter().for_each(|(_, c)| c.release());
+        if let PartBottom::GroupedF32(_, c) = &self.bottom {
+            c.release();
+        }
+        decoded.map_err(|mut e| {
+            // Each InBase is one link further down.
+            let mut id = fine_id;
+            for below in self.ids() {
+                let CodecError::InBase(inner) = e else { break };
+                (e, id) = (*inner, below);
+            }
+            StoreError::corrupt(id, e)
+        })
+    }
+
+    fn decode_on(&self, fine: &ChunkView<'_>, dtype: DType) -> Result<Vec<u8>, CodecError> {
+        // Errors parsing a link are its own, as deep as it is.
+        let nested = |e: CodecError, depth: usize| (0..depth).fold(e, |e, _| CodecError::InBase(Box::new(e)));
+        let views: Vec<ChunkView<'_>> = self
+            .links
+            .iter()
+            .enumerate()
+            .map(|(k, (_, c))| c.view().map_err(|e| nested(e, k + 1)))
+            .collect::<Result<_, _>>()?;
+        let bottom_view;
+        let mut base = match &self.bottom {
+            PartBottom::GroupedF32(_, c) => {
+                bottom_view = c.view().map_err(|e| nested(e, views.len() + 1))?;
+                Base::GroupedF32(&bottom_view)
+            }
+            PartBottom::Elements(_, elements) => Base::Elements(elements),
+        };
+        for view in views.iter().rev() {
+            base = Base::Difference(view, Box::new(base));
+        }
+        fine.decode_on(dtype, Some(base))
+    }
+
+    /// The ids below the fine-tune, top down.
+    fn ids(&self) -> impl Iterator<Item = ObjectId> + '_ {
+        let bottom = match &self.bottom {
+            PartBottom::GroupedF32(id, _) | PartBottom::Elements(id, _) => *id,
+        };
+        self.links.iter().map(|(id, _)| *id).chain(std::iter::once(bottom))
     }
 }
 
@@ -646,14 +713,11 @@ impl Odb {
         }
         if as_dtype.is_none()
             && let Some(base_id) = view.base
-            && let Some(base_chunk) = self.grouped_f32_base(&base_id, &entry.header, (start, end))?
+            && let Some(chain) = self.part_base(&base_id, &entry.header, (start, end), cache_bases, depth)?
         {
-            let decoded = base_chunk.decode_on(&view, entry.header.meta.dtype);
+            let decoded = chain.decode(*id, &view, entry.header.meta.dtype);
             pack.source.release(&pack.name, at, stored.len() as u64);
-            return decoded.map_err(|e| match e {
-                CodecError::InBase(e) => StoreError::corrupt(base_id, e),
-                e => StoreError::corrupt(*id, e),
-            });
+            return decoded;
         }
         let base = match view.base {
             Some(base_id) => {
@@ -665,6 +729,78 @@ impl Odb {
         let decoded = view.decode_as(entry.header.meta.dtype, as_dtype, base.as_deref().map(Vec::as_slice));
         pack.source.release(&pack.name, at, stored.len() as u64);
         decoded.map_err(|e: CodecError| StoreError::corrupt(*id, e))
+    }
+
+    /// What delta chunk `start..end` of `fine` (bytes) is decoded on a part at a time, if
+    /// anything: its base's chunk when that holds exactly the same elements and is not in the
+    /// cache, and is a difference chunk of the same dtype (then again for that chunk's base)
+    /// or a standalone byte-grouped F32 chunk under BF16. A chain of fine-tunes (each a
+    /// difference on the one before) is then decoded without any link whole in memory. The
+    /// lowest link's base, if not F32, is decoded the usual way (`cached`, `depth` as there).
+    fn part_base(
+        &self,
+        base: &ObjectId,
+        fine: &EntryHeader,
+        range: (u64, u64),
+        cached: bool,
+        depth: usize,
+    ) -> Result<Option<PartBase>, StoreError> {
+        let (mut links, mut id, mut header) = (Vec::new(), *base, fine.clone());
+        loop {
+            if let Some(grouped) = self.grouped_f32_base(&id, &header, range)? {
+                return Ok(Some(PartBase { links, bottom: PartBottom::GroupedF32(id, grouped) }));
+            }
+            let Some((link, below, link_header)) = self.difference_link(&id, &header, range)? else { break };
+            links.push((id, link));
+            (id, header) = (below, link_header);
+            if depth + links.len() > MAX_DECODE_DEPTH {
+                let what = format!("delta chain longer than {MAX_DECODE_DEPTH} links (a cycle of bases?)");
+                links.iter().for_each(|(_, c)| c.release());
+                return Err(StoreError::corrupt(*base, what));
+            }
+        }
+        if links.is_empty() {
+            return Ok(None);
+        }
+        match self.base_range(&id, &header, range, cached, depth + links.len() + 1) {
+            Ok(elements) => Ok(Some(PartBase { links, bottom: PartBottom::Elements(id, elements) })),
+            Err(e) => {
+                links.iter().for_each(|(_, c)| c.release());
+                Err(e)
+            }
+        }
+    }
+
+    /// The chunk of `base` holding exactly bytes `start..end` of `fine`, when `base` has
+    /// `fine`'s dtype, the cache does not have that chunk, and it is a difference chunk:
+    /// with its own base's id and `base`'s header.
+    fn difference_link(
+        &self,
+        base: &ObjectId,
+        fine: &EntryHeader,
+        (start, end): (u64, u64),
+    ) -> Result<Option<(StoredChunk, ObjectId, EntryHeader)>, StoreError> {
+        let bh = self.header(base)?;
+        let i = start / (bh.chunk_elems.max(1) * bh.meta.dtype.width() as u64);
+        if bh.meta.dtype != fine.meta.dtype
+            || bh.chunk_range(i) != (start, end)
+            || self.cache.get(base, i, None).is_some()
+        {
+            return Ok(None);
+        }
+        self.with_entry(base, |pack, rec| {
+            let layout = pack.layout(&rec)?;
+            let (stored, at) = pack.chunk(&rec, &layout, i)?;
+            let chunk = StoredChunk { pack: pack.clone(), stored, at };
+            let below = chunk.view().ok().filter(|v| v.codec == crate::codec::Codec::DiffContext).and_then(|v| v.base);
+            match below {
+                Some(below) => Ok(Some((chunk, below, bh.clone()))),
+                None => {
+                    chunk.release();
+                    Ok(None)
+                }
+            }
+        })
     }
 
     /// The stored chunk of F32 base `base` that holds exactly the elements of bytes

@@ -368,7 +368,7 @@ fn contexts_words<const W: usize, const BITS: u32, const FLOAT: bool, const MANT
 
 /// Rebuilds the fine elements from decoded symbols, raw bits and the base.
 pub fn unsymbolise_diff(dtype: DType, symbols: &[u8], raw_bits: &[u8], base: &[u8]) -> Result<Vec<u8>, CodecError> {
-    let mut rebuild = DiffRebuild::new(dtype, raw_bits, symbols.len());
+    let mut rebuild = DiffRebuild::new(dtype, raw_bits, symbols.len(), true);
     rebuild.part(symbols, base)?;
     Ok(rebuild.finish())
 }
@@ -381,23 +381,31 @@ pub struct DiffRebuild<'r> {
     /// Raw bits taken by the parts so far.
     bit: usize,
     out: Vec<u8>,
+    /// Whether `out` gathers every part, or holds the last one only.
+    keep: bool,
 }
 
 impl<'r> DiffRebuild<'r> {
-    /// A rebuild of `elements` elements of `dtype` whose raw bits are `raw_bits`.
-    pub fn new(dtype: DType, raw_bits: &'r [u8], elements: usize) -> Self {
-        DiffRebuild { dtype, raw_bits, bit: 0, out: Vec::with_capacity(elements.saturating_mul(dtype.width())) }
+    /// A rebuild of elements of `dtype` whose raw bits are `raw_bits`, gathering them all
+    /// (`keep`, room made for `capacity` elements) or holding one part at a time (room for a
+    /// part of `capacity`).
+    pub fn new(dtype: DType, raw_bits: &'r [u8], capacity: usize, keep: bool) -> Self {
+        let out = Vec::with_capacity(capacity.saturating_mul(dtype.width()));
+        DiffRebuild { dtype, raw_bits, bit: 0, out, keep }
     }
 
     /// Rebuilds the next elements, one per symbol, on `base` (as many elements); returns
     /// their bytes.
     pub fn part(&mut self, symbols: &[u8], base: &[u8]) -> Result<&[u8], CodecError> {
+        if !self.keep {
+            self.out.clear();
+        }
         let from = self.out.len();
         self.bit = by_layout!(self.dtype, unsymbolise_words, symbols, self.raw_bits, self.bit, base, &mut self.out)?;
         Ok(&self.out[from..])
     }
 
-    /// The elements rebuilt.
+    /// The elements rebuilt (gathered ones; with `keep` false, the last part).
     pub fn finish(self) -> Vec<u8> {
         self.out
     }
@@ -804,7 +812,7 @@ mod tests {
             let w = dtype.width();
             let (base, fine) = mixed_pair(dtype, &elems, 7);
             let s = symbolise_diff(dtype, &fine, &base);
-            let mut rebuild = DiffRebuild::new(dtype, &s.raw_bits, elems.len());
+            let mut rebuild = DiffRebuild::new(dtype, &s.raw_bits, elems.len(), true);
             let (mut at, mut cut) = (0, cuts.iter().cycle());
             while at < elems.len() {
                 let end = (at + cut.next().copied().unwrap_or(1)).min(elems.len());
