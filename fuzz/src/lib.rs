@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::{Arc, LazyLock};
 
 use bytes::Bytes;
-use mlv::codec::{self, ChunkView, rans};
+use mlv::codec::{self, Base, ChunkView, rans};
 use mlv::object::{Commit, DType, ObjectId, Tag, TensorFile, Tree};
 use mlv::pack::{EntryView, PACK_MAGIC, PackIndex, PackName, SealedPack, VERSION};
 use mlv::store::{MemoryPacks, Odb, PackInfo, PackStore, StoreError, index_from_content};
@@ -102,8 +102,11 @@ fn decode_both(chunk: &ChunkView<'_>, dtype: DType, seed: u8) {
         assert_eq!(out.len(), chunk.raw_len);
     }
     let base = fake_base(chunk.raw_len, seed);
-    if let Ok(out) = chunk.decode(dtype, Some(&base)) {
-        assert_eq!(out.len(), chunk.raw_len);
+    // On elements, and on the chunk itself as a link of a chain (see `codec::Base::Difference`).
+    for base in [Base::Elements(&base), Base::Difference(chunk, Box::new(Base::Elements(&base)))] {
+        if let Ok(out) = chunk.decode_on(dtype, Some(base)) {
+            assert_eq!(out.len(), chunk.raw_len);
+        }
     }
     if dtype == DType::BF16 {
         decode_on_f32_bases(chunk, seed);
@@ -111,13 +114,15 @@ fn decode_both(chunk: &ChunkView<'_>, dtype: DType, seed: u8) {
 }
 
 /// Decodes a chunk as BF16 on F32 base chunks given whole (see [`codec::Base::GroupedF32`]):
-/// a byte-grouped one of the right length, and the chunk itself.
+/// a byte-grouped one of the right length, the chunk itself, and the chunk as a link on the
+/// byte-grouped one.
 fn decode_on_f32_bases(chunk: &ChunkView<'_>, seed: u8) {
     let words = fake_base(2 * chunk.raw_len, seed);
     let grouped = codec::encode_chunk(DType::F32, &words, None, codec::EncodeOptions::default());
     let Ok(grouped) = ChunkView::parse(&grouped) else { return };
-    for base in [&grouped, chunk] {
-        if let Ok(out) = chunk.decode_on(DType::BF16, Some(codec::Base::GroupedF32(base))) {
+    let link = Base::Difference(chunk, Box::new(Base::GroupedF32(&grouped)));
+    for base in [Base::GroupedF32(&grouped), Base::GroupedF32(chunk), link] {
+        if let Ok(out) = chunk.decode_on(DType::BF16, Some(base)) {
             assert_eq!(out.len(), chunk.raw_len);
         }
     }

@@ -214,6 +214,64 @@ fn chain_repo(len: usize) -> (TestRepo, Vec<(String, Vec<u8>)>) {
     (r, commits)
 }
 
+/// Every pack of a repository by age, oldest first.
+fn packs_by_age(r: &TestRepo) -> Vec<std::path::PathBuf> {
+    let mut packs: Vec<_> = std::fs::read_dir(r.root.join(".mlv/objects/pack"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "pack"))
+        .collect();
+    packs.sort_by_key(|p| std::fs::metadata(p).unwrap().modified().unwrap());
+    packs
+}
+
+/// The top of a chain of fine-tunes is decoded a part at a time through every link below it;
+/// a damaged link makes its checkout fail, naming the link's object as `fsck` does (not the
+/// fine-tune being checked out), and never writes a wrong byte.
+#[test]
+fn a_damaged_link_in_a_chain_is_named_by_checkout() {
+    let (r, commits) = chain_repo(3);
+    let (_, top) = commits.last().unwrap();
+    // Each commit wrote a pack of tensors, then one of its tree and commit: the middle
+    // commit's tensors are the third pack.
+    let middle = packs_by_age(&r)[2].clone();
+    let middle_name = middle.file_name().unwrap().to_string_lossy().into_owned();
+    let original = std::fs::read(&middle).unwrap();
+    let mut failed = 0;
+    for eighth in 2..7 {
+        let mut bad = original.clone();
+        bad[original.len() * eighth / 8] ^= 0x20;
+        std::fs::write(&middle, &bad).unwrap();
+        let fsck = r.run(&["fsck", "--json"]);
+        let v: serde_json::Value = serde_json::from_str(&fsck.stdout).unwrap();
+        let damaged: Vec<String> = v["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["file"].as_str().is_some_and(|f| f.ends_with(middle_name.as_str())))
+            .filter_map(|p| p["object"].as_str().map(|id| id[..12].to_string()))
+            .collect();
+        r.clear_worktree();
+        let out = r.run(&["checkout", "-f", "HEAD"]);
+        if out.success() {
+            assert_eq!(&r.read("model.safetensors"), top, "a damaged link produced a wrong file");
+        } else {
+            failed += 1;
+            assert!(!damaged.is_empty(), "checkout failed but fsck found no object of {middle_name}: {v}");
+            assert!(
+                damaged.iter().any(|id| out.stderr.contains(id)),
+                "not named as fsck names it ({damaged:?})\n{}",
+                out.describe()
+            );
+            assert!(!r.exists("model.safetensors") || &r.read("model.safetensors") == top);
+        }
+    }
+    std::fs::write(&middle, &original).unwrap();
+    assert!(failed > 0, "no damage reached the chain");
+    r.ok(&["checkout", "-f", "HEAD"]);
+    assert_eq!(&r.read("model.safetensors"), top);
+}
+
 fn pack_count(r: &TestRepo) -> usize {
     std::fs::read_dir(r.root.join(".mlv/objects/pack"))
         .unwrap()
