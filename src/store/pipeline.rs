@@ -45,6 +45,7 @@ pub fn pipelined<W: Sync, T: Send>(
     std::thread::scope(|scope| {
         for _ in 0..workers {
             scope.spawn(|| {
+                let _stop = StopOnPanic(&flow.state, &flow.moved);
                 while let Some(i) = flow.claim() {
                     flow.complete(i, produce(&work[i]));
                 }
@@ -53,6 +54,20 @@ pub fn pipelined<W: Sync, T: Send>(
     });
     let state = flow.state.into_inner().unwrap_or_else(PoisonError::into_inner);
     state.failed.map_or(Ok(()), Err)
+}
+
+/// Stops the other workers when a worker panics, which would otherwise leave them waiting
+/// for an item it never completes; the scope then passes the panic on.
+struct StopOnPanic<'f, T>(&'f Mutex<State<T>>, &'f Condvar);
+
+impl<T> Drop for StopOnPanic<'_, T> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let mut state = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+            state.failed.get_or_insert_with(|| StoreError::Backend("a worker thread panicked".into()));
+            self.1.notify_all();
+        }
+    }
 }
 
 /// What the workers share.
@@ -154,36 +169,42 @@ mod tests {
     }
 
     #[test]
-    fn the_first_error_in_item_order_is_returned_and_work_stops() {
+    fn a_panicking_worker_stops_the_others_and_the_panic_is_passed_on() {
+        let work: Vec<u64> = (0..1000).collect();
+        let run = std::panic::catch_unwind(|| {
+            pipelined(&work, |&w| if w == 3 { panic!("item 3") } else { Ok(w) }, |_, _| Ok(()))
+        });
+        assert!(run.is_err(), "the panic was lost");
+    }
+
+    /// Runs 1000 items, failing to produce those `bad_item` picks and to consume those
+    /// `bad_result` picks; the error, and how many items were produced.
+    fn failing_run(bad_item: impl Fn(u64) -> bool + Sync, bad_result: impl Fn(u64) -> bool + Sync) -> (String, usize) {
         let work: Vec<u64> = (0..1000).collect();
         let produced = AtomicUsize::new(0);
         let err = pipelined(
             &work,
             |&w| {
                 produced.fetch_add(1, Ordering::Relaxed);
-                if w == 30 || w == 31 { Err(StoreError::Backend(format!("item {w}"))) } else { Ok(w) }
+                if bad_item(w) { Err(StoreError::Backend(format!("item {w}"))) } else { Ok(w) }
             },
-            |_, _| Ok(()),
+            |&w, _| if bad_result(w) { Err(StoreError::Backend(format!("consuming {w}"))) } else { Ok(()) },
         )
         .unwrap_err();
-        assert_eq!(err.to_string(), "item 30");
-        assert!(produced.load(Ordering::Relaxed) < 100, "workers stop soon after an error");
+        (err.to_string(), produced.load(Ordering::Relaxed))
+    }
+
+    #[test]
+    fn the_first_error_in_item_order_is_returned_and_work_stops() {
+        let (err, produced) = failing_run(|w| w == 30 || w == 31, |_| false);
+        assert_eq!(err, "item 30");
+        assert!(produced < 100, "workers stop soon after an error: {produced}");
     }
 
     #[test]
     fn a_consumer_error_stops_the_workers() {
-        let work: Vec<u64> = (0..1000).collect();
-        let produced = AtomicUsize::new(0);
-        let err = pipelined(
-            &work,
-            |&w| {
-                produced.fetch_add(1, Ordering::Relaxed);
-                Ok(w)
-            },
-            |&w, _| if w == 5 { Err(StoreError::Backend("full".into())) } else { Ok(()) },
-        )
-        .unwrap_err();
-        assert_eq!(err.to_string(), "full");
-        assert!(produced.load(Ordering::Relaxed) < 100, "workers stay a bounded distance ahead");
+        let (err, produced) = failing_run(|_| false, |w| w == 5);
+        assert_eq!(err, "consuming 5");
+        assert!(produced < 100, "workers stay a bounded distance ahead: {produced}");
     }
 }
