@@ -321,11 +321,7 @@ impl<'a> ChunkView<'a> {
     /// object's id), and only if that fails is the base decoded whole and checked, to name the
     /// damaged chunk.
     fn decode_in_parts(&self, dtype: DType, n: usize, base: &Base<'_>) -> Result<Vec<u8>, CodecError> {
-        let decoded = self.decode_on_chain(dtype, n, base);
-        match decoded {
-            Err(e) => Err(base.whole(dtype).err().unwrap_or(e)),
-            ok => ok,
-        }
+        self.decode_on_chain(dtype, n, base).map_err(|e| base.whole(dtype).err().unwrap_or(e))
     }
 
     fn decode_on_chain(&self, dtype: DType, n: usize, base: &Base<'_>) -> Result<Vec<u8>, CodecError> {

@@ -246,7 +246,8 @@ impl Lookup {
     }
 }
 
-/// A chunk's stored bytes, read from its pack (whose pages are released once it is used).
+/// A chunk's stored bytes, read from its pack, whose pages are released when it is dropped
+/// (once used).
 struct StoredChunk {
     pack: Arc<LoadedPack>,
     stored: Bytes,
@@ -257,8 +258,10 @@ impl StoredChunk {
     fn view(&self) -> Result<ChunkView<'_>, CodecError> {
         ChunkView::parse(&self.stored)
     }
+}
 
-    fn release(&self) {
+impl Drop for StoredChunk {
+    fn drop(&mut self) {
         self.pack.source.release(&self.pack.name, self.at, self.stored.len() as u64);
     }
 }
@@ -279,15 +282,10 @@ enum PartBottom {
 }
 
 impl PartBase {
-    /// Decodes `fine` (elements of `dtype`) on this chain, and releases the chain's pages. An
-    /// error comes with the id of the object it was found in (`fine_id` or one below).
+    /// Decodes `fine` (elements of `dtype`) on this chain. An error comes with the id of the
+    /// object it was found in (`fine_id` or one below).
     fn decode(&self, fine_id: ObjectId, fine: &ChunkView<'_>, dtype: DType) -> Result<Vec<u8>, StoreError> {
-        let decoded = self.decode_on(fine, dtype);
-        self.links.iter().for_each(|(_, c)| c.release());
-        if let PartBottom::GroupedF32(_, c) = &self.bottom {
-            c.release();
-        }
-        decoded.map_err(|mut e| {
+        self.decode_on(fine, dtype).map_err(|mut e| {
             // Each InBase is one link further down.
             let mut id = fine_id;
             for below in self.ids() {
@@ -691,12 +689,8 @@ impl Odb {
             let what = format!("delta chain longer than {MAX_DECODE_DEPTH} links (a cycle of bases?)");
             return Err(StoreError::corrupt(*id, what));
         }
-        let (pack, entry, stored, at) = self.with_entry(id, |pack, rec| {
-            let entry = pack.layout(&rec)?;
-            let (stored, at) = pack.chunk(&rec, &entry, i)?;
-            Ok((pack.clone(), entry, stored, at))
-        })?;
-        let view = ChunkView::parse(&stored).map_err(|e| StoreError::corrupt(*id, e))?;
+        let (entry, chunk) = self.stored_chunk(id, i)?;
+        let view = chunk.view().map_err(|e| StoreError::corrupt(*id, e))?;
         let (start, end) = entry.header.chunk_range(i);
         if view.raw_len as u64 != end - start {
             return Err(StoreError::corrupt(
@@ -708,16 +702,13 @@ impl Odb {
         if as_dtype.is_none()
             && let Some(decoded) = self.decode_on_hinted_base(&view, &entry.header, (start, end))
         {
-            pack.source.release(&pack.name, at, stored.len() as u64);
             return Ok(decoded);
         }
         if as_dtype.is_none()
             && let Some(base_id) = view.base
             && let Some(chain) = self.part_base(&base_id, &entry.header, (start, end), cache_bases, depth)?
         {
-            let decoded = chain.decode(*id, &view, entry.header.meta.dtype);
-            pack.source.release(&pack.name, at, stored.len() as u64);
-            return decoded;
+            return chain.decode(*id, &view, entry.header.meta.dtype);
         }
         let base = match view.base {
             Some(base_id) => {
@@ -726,9 +717,17 @@ impl Odb {
             }
             None => None,
         };
-        let decoded = view.decode_as(entry.header.meta.dtype, as_dtype, base.as_deref().map(Vec::as_slice));
-        pack.source.release(&pack.name, at, stored.len() as u64);
-        decoded.map_err(|e: CodecError| StoreError::corrupt(*id, e))
+        view.decode_as(entry.header.meta.dtype, as_dtype, base.as_deref().map(Vec::as_slice))
+            .map_err(|e: CodecError| StoreError::corrupt(*id, e))
+    }
+
+    /// Chunk `i` of object `id` as stored, with the object's layout.
+    fn stored_chunk(&self, id: &ObjectId, i: u64) -> Result<(Arc<EntryLayout>, StoredChunk), StoreError> {
+        self.with_entry(id, |pack, rec| {
+            let layout = pack.layout(&rec)?;
+            let (stored, at) = pack.chunk(&rec, &layout, i)?;
+            Ok((layout, StoredChunk { pack: pack.clone(), stored, at }))
+        })
     }
 
     /// What delta chunk `start..end` of `fine` (bytes) is decoded on a part at a time, if
@@ -755,20 +754,14 @@ impl Odb {
             (id, header) = (below, link_header);
             if depth + links.len() > MAX_DECODE_DEPTH {
                 let what = format!("delta chain longer than {MAX_DECODE_DEPTH} links (a cycle of bases?)");
-                links.iter().for_each(|(_, c)| c.release());
                 return Err(StoreError::corrupt(*base, what));
             }
         }
         if links.is_empty() {
             return Ok(None);
         }
-        match self.base_range(&id, &header, range, cached, depth + links.len() + 1) {
-            Ok(elements) => Ok(Some(PartBase { links, bottom: PartBottom::Elements(id, elements) })),
-            Err(e) => {
-                links.iter().for_each(|(_, c)| c.release());
-                Err(e)
-            }
-        }
+        let elements = self.base_range(&id, &header, range, cached, depth + links.len() + 1)?;
+        Ok(Some(PartBase { links, bottom: PartBottom::Elements(id, elements) }))
     }
 
     /// The chunk of `base` holding exactly bytes `start..end` of `fine`, when `base` has
@@ -788,19 +781,9 @@ impl Odb {
         {
             return Ok(None);
         }
-        self.with_entry(base, |pack, rec| {
-            let layout = pack.layout(&rec)?;
-            let (stored, at) = pack.chunk(&rec, &layout, i)?;
-            let chunk = StoredChunk { pack: pack.clone(), stored, at };
-            let below = chunk.view().ok().filter(|v| v.codec == crate::codec::Codec::DiffContext).and_then(|v| v.base);
-            match below {
-                Some(below) => Ok(Some((chunk, below, bh.clone()))),
-                None => {
-                    chunk.release();
-                    Ok(None)
-                }
-            }
-        })
+        let (_, chunk) = self.stored_chunk(base, i)?;
+        let below = chunk.view().ok().filter(|v| v.codec == crate::codec::Codec::DiffContext).and_then(|v| v.base);
+        Ok(below.map(|below| (chunk, below, bh)))
     }
 
     /// The stored chunk of F32 base `base` that holds exactly the elements of bytes
@@ -824,18 +807,10 @@ impl Odb {
         if bh.meta.dtype != DType::F32 || !whole_chunk || self.cache.get(base, i, Some(DType::BF16)).is_some() {
             return Ok(None);
         }
-        self.with_entry(base, |pack, rec| {
-            let layout = pack.layout(&rec)?;
-            let (stored, at) = pack.chunk(&rec, &layout, i)?;
-            // Only a standalone byte-grouped chunk: others (deltas themselves) go the usual way.
-            let grouped =
-                ChunkView::parse(&stored).is_ok_and(|v| v.codec == crate::codec::Codec::Grouped && v.base.is_none());
-            if !grouped {
-                pack.source.release(&pack.name, at, stored.len() as u64);
-                return Ok(None);
-            }
-            Ok(Some(StoredChunk { pack: pack.clone(), stored, at }))
-        })
+        let (_, chunk) = self.stored_chunk(base, i)?;
+        // Only a standalone byte-grouped chunk: others (deltas themselves) go the usual way.
+        let grouped = chunk.view().is_ok_and(|v| v.codec == crate::codec::Codec::Grouped && v.base.is_none());
+        Ok(grouped.then_some(chunk))
     }
 
     /// The base's elements matching bytes `start..end` of `fine`, converted to the fine dtype.
