@@ -102,13 +102,24 @@ impl EncTables {
 /// without the encoder's features.
 type VectorEncoder = unsafe fn(&EncTables, &mut [u32; LANES], &[u8], &[u8], &mut [u16], &mut usize) -> bool;
 
-/// The vector encoder this CPU can run, if any.
+/// The fastest vector encoder this CPU can run, if any.
 fn vector_encoder() -> Option<VectorEncoder> {
+    vector_encoders().first().copied()
+}
+
+/// Every vector encoder this CPU has the features for, fastest first.
+fn vector_encoders() -> Vec<VectorEncoder> {
+    let mut found: Vec<VectorEncoder> = Vec::new();
     #[cfg(target_arch = "x86_64")]
-    if avx512::available() {
-        return Some(avx512::encode_groups);
+    {
+        if avx512::available() {
+            found.push(avx512::encode_groups);
+        }
+        if avx2::available() {
+            found.push(avx2::encode_groups);
+        }
     }
-    None
+    found
 }
 
 /// Encodes `symbols` under the tables `specs` (the table of context `c` is
@@ -542,10 +553,32 @@ mod avx512 {
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::{DecTables, L, LANES, M};
+    use super::{DecTables, EncTables, L, LANES, M};
 
     /// Lanes per vector.
     const WIDTH: usize = 8;
+
+    /// For each mask of lanes that flush, the byte shuffle that moves their 16-bit words, from
+    /// the highest lane down (the scalar encoder's order), to the front.
+    static COMPACT: [[u8; 16]; 256] = compact_table();
+
+    const fn compact_table() -> [[u8; 16]; 256] {
+        let mut table = [[0x80u8; 16]; 256];
+        let mut mask = 0;
+        while mask < 256 {
+            let (mut lane, mut next) = (WIDTH, 0);
+            while lane > 0 {
+                lane -= 1;
+                if mask >> lane & 1 == 1 {
+                    table[mask][2 * next] = 2 * lane as u8;
+                    table[mask][2 * next + 1] = 2 * lane as u8 + 1;
+                    next += 1;
+                }
+            }
+            mask += 1;
+        }
+        table
+    }
 
     /// For each mask of lanes that refill, the byte shuffle that moves the next words (one per
     /// refilling lane, in lane order) to those lanes' 16-bit positions; other lanes get zero.
@@ -661,6 +694,88 @@ mod avx2 {
         }
         g * LANES
     }
+
+    /// As the AVX-512 encoder, in eight vectors of 8 lanes from the highest: each vector's
+    /// flushing lanes' words are moved to the front by a byte shuffle and stored at once, and
+    /// the table entries are read by scalar loads (see [`group_offsets`]).
+    ///
+    /// Bounds: as for the AVX-512 encoder; a vector stores 16 bytes at `words[*pos..]`, within
+    /// the slots of the steps not yet taken.
+    #[target_feature(enable = "avx2,popcnt")]
+    pub(super) fn encode_groups(
+        tables: &EncTables,
+        states: &mut [u32; LANES],
+        symbols: &[u8],
+        contexts: &[u8],
+        words: &mut [u16],
+        pos: &mut usize,
+    ) -> bool {
+        let groups = symbols.len().min(contexts.len()) / LANES;
+        if groups * LANES > words.len().saturating_sub(*pos) || tables.fs.len() != tables.rcp.len() {
+            return false;
+        }
+        let low_half = _mm256_set1_epi32(0xffff);
+        let m = _mm256_set1_epi32(M as i32);
+        let (fs, rcp) = (tables.fs.as_ptr(), tables.rcp.as_ptr());
+        // SAFETY (all blocks below): see the bounds above; loads and stores are unaligned.
+        let mut x: [__m256i; LANES / WIDTH] =
+            std::array::from_fn(|v| unsafe { _mm256_loadu_si256(states.as_ptr().add(v * WIDTH).cast()) });
+        for g in (0..groups).rev() {
+            let mut at = group_offsets(&tables.base, &contexts[g * LANES..]);
+            for (i, &s) in at.iter_mut().zip(&symbols[g * LANES..]) {
+                *i += u32::from(s);
+            }
+            for (x, at) in x.iter_mut().zip(at.as_chunks::<WIDTH>().0).rev() {
+                unsafe {
+                    let e = _mm256_loadu_si256(at.map(|i| *fs.add(i as usize)).as_ptr().cast());
+                    let (freq, start) = (_mm256_and_si256(e, low_half), _mm256_srli_epi32::<16>(e));
+                    // Both sides are below 2^13, so the signed comparison is the unsigned one.
+                    let keep = _mm256_cmpgt_epi32(freq, _mm256_srli_epi32::<20>(*x));
+                    let flush = !_mm256_movemask_ps(_mm256_castsi256_ps(keep)) as usize & 0xff;
+                    let low = _mm256_and_si256(*x, low_half);
+                    let packed = _mm_packus_epi32(_mm256_castsi256_si128(low), _mm256_extracti128_si256::<1>(low));
+                    let compact = _mm_shuffle_epi8(packed, _mm_loadu_si128(COMPACT[flush].as_ptr().cast()));
+                    _mm_storeu_si128(words.as_mut_ptr().add(*pos).cast(), compact);
+                    *pos += flush.count_ones() as usize;
+                    let y = _mm256_blendv_epi8(_mm256_srli_epi32::<16>(*x), *x, keep);
+                    let q = quotient(y, at, rcp);
+                    *x = _mm256_add_epi32(_mm256_add_epi32(y, start), _mm256_mullo_epi32(q, _mm256_sub_epi32(m, freq)));
+                }
+            }
+        }
+        for (v, x) in x.iter().enumerate() {
+            unsafe { _mm256_storeu_si256(states.as_mut_ptr().add(v * WIDTH).cast(), *x) };
+        }
+        true
+    }
+
+    /// `(y * rcp[i]) >> 44` in every lane, as the AVX-512 encoder computes it, in two halves of
+    /// 64-bit lanes.
+    ///
+    /// SAFETY: every index in `at` must be within `rcp`'s allocation.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn quotient(y: __m256i, at: &[u32; WIDTH], rcp: *const u64) -> __m256i {
+        let half = |y: __m128i, at: &[u32]| {
+            // SAFETY: the caller's.
+            let r = unsafe { [0, 1, 2, 3].map(|k| *rcp.add(at[k] as usize)) };
+            // SAFETY: `r` holds 32 bytes.
+            let r = unsafe { _mm256_loadu_si256(r.as_ptr().cast()) };
+            let y = _mm256_cvtepu32_epi64(y);
+            let lo = _mm256_mul_epu32(y, r);
+            let hi = _mm256_mul_epu32(y, _mm256_srli_epi64::<32>(r));
+            _mm256_srli_epi64::<12>(_mm256_add_epi64(hi, _mm256_srli_epi64::<32>(lo)))
+        };
+        let low = half(_mm256_castsi256_si128(y), &at[..4]);
+        let high = half(_mm256_extracti128_si256::<1>(y), &at[4..]);
+        // The low 32 bits of each 64-bit lane: per 128-bit half [low 0, low 1, high 0, high 1]
+        // and [low 2, low 3, high 2, high 3], then put in order.
+        let mixed = _mm256_castps_si256(_mm256_shuffle_ps::<0b10_00_10_00>(
+            _mm256_castsi256_ps(low),
+            _mm256_castsi256_ps(high),
+        ));
+        _mm256_permutevar8x32_epi32(mixed, _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7))
+    }
 }
 
 #[cfg(test)]
@@ -670,14 +785,14 @@ mod tests {
     use proptest::prelude::*;
 
     /// The stream section of a wide block for `symbols`, and its header (tag and tables). The
-    /// scalar encoder and the vector one, where the CPU has it, must write the same bytes.
+    /// scalar encoder and every vector one the CPU has must write the same bytes.
     fn encode_parts(symbols: &[u8], contexts: &[u8]) -> (Vec<u8>, Vec<u8>) {
         let (plan, specs, tables) = super::super::plan_block(symbols, contexts);
         let header = [&[super::super::TAG_WIDE][..], &tables].concat();
         let enc = EncTables::new(&specs, &plan.table_of);
         let mut streams = Vec::new();
         encode_streams_with(symbols, contexts, &enc, &mut streams, None);
-        if let Some(vector) = vector_encoder() {
+        for vector in vector_encoders() {
             let mut fast = Vec::new();
             encode_streams_with(symbols, contexts, &enc, &mut fast, Some(vector));
             assert!(fast == streams, "vector and scalar encoders disagree on {} symbols", symbols.len());
