@@ -664,9 +664,10 @@ mod avx2 {
             std::array::from_fn(|v| unsafe { _mm256_loadu_si256(states.as_ptr().add(v * WIDTH).cast()) });
         let mut g = 0;
         while g < groups && words.len() >= 2 * LANES {
-            let mut read = 0;
             let offsets = group_offsets(&tables.base, &contexts[g * LANES..]);
-            for (v, x) in x.iter_mut().enumerate() {
+            let words_now = *words;
+            // Called once per vector by name, so that the eight states stay in registers.
+            let mut step = |x: &mut __m256i, v: usize, read: usize| -> usize {
                 let at = g * LANES + v * WIDTH;
                 unsafe {
                     let table = _mm256_loadu_si256(offsets.as_ptr().add(v * WIDTH).cast());
@@ -679,13 +680,22 @@ mod avx2 {
                     // Unsigned `next < L`: the minimum with `L - 1` is `next` itself.
                     let refill = _mm256_cmpeq_epi32(_mm256_min_epu32(next, below), next);
                     let mask = _mm256_movemask_ps(_mm256_castsi256_ps(refill)) as usize;
-                    let loaded = _mm_loadu_si128(words.as_ptr().add(read).cast());
+                    let loaded = _mm_loadu_si128(words_now.as_ptr().add(read).cast());
                     let spread = _mm_shuffle_epi8(loaded, _mm_loadu_si128(SPREAD[mask].as_ptr().cast()));
                     let shifted = _mm256_or_si256(_mm256_slli_epi32::<16>(next), _mm256_cvtepu16_epi32(spread));
                     *x = _mm256_blendv_epi8(next, shifted, refill);
-                    read += 2 * mask.count_ones() as usize;
+                    read + 2 * mask.count_ones() as usize
                 }
-            }
+            };
+            let [x0, x1, x2, x3, x4, x5, x6, x7] = &mut x;
+            let mut read = step(x0, 0, 0);
+            read = step(x1, 1, read);
+            read = step(x2, 2, read);
+            read = step(x3, 3, read);
+            read = step(x4, 4, read);
+            read = step(x5, 5, read);
+            read = step(x6, 6, read);
+            read = step(x7, 7, read);
             *words = &words[read..];
             g += 1;
         }
