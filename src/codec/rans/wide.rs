@@ -102,6 +102,13 @@ impl EncTables {
 /// without the encoder's features.
 type VectorEncoder = unsafe fn(&EncTables, &mut [u32; LANES], &[u8], &[u8], &mut [u16], &mut usize) -> bool;
 
+/// The whole groups of `symbols` a vector encoder may encode into `words` from `pos`: None if
+/// `words` lacks a slot for every step or the tables disagree in length.
+fn vector_groups(tables: &EncTables, symbols: &[u8], contexts: &[u8], words: &[u16], pos: usize) -> Option<usize> {
+    let groups = symbols.len().min(contexts.len()) / LANES;
+    (groups * LANES <= words.len().saturating_sub(pos) && tables.fs.len() == tables.rcp.len()).then_some(groups)
+}
+
 /// The fastest vector encoder this CPU can run, if any.
 fn vector_encoder() -> Option<VectorEncoder> {
     vector_encoders().first().copied()
@@ -478,11 +485,11 @@ mod avx512 {
         words: &mut [u16],
         pos: &mut usize,
     ) -> bool {
-        let groups = symbols.len().min(contexts.len()) / LANES;
-        let Some(number) = tables.number else { return false };
-        if groups * LANES > words.len().saturating_sub(*pos) || tables.fs.len() != tables.rcp.len() {
+        let (Some(groups), Some(number)) =
+            (super::vector_groups(tables, symbols, contexts, words, *pos), tables.number)
+        else {
             return false;
-        }
+        };
         let reverse_bytes = _mm_set_epi8(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
         let reverse = _mm512_set_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
         let low_half = _mm512_set1_epi32(0xffff);
@@ -720,10 +727,7 @@ mod avx2 {
         words: &mut [u16],
         pos: &mut usize,
     ) -> bool {
-        let groups = symbols.len().min(contexts.len()) / LANES;
-        if groups * LANES > words.len().saturating_sub(*pos) || tables.fs.len() != tables.rcp.len() {
-            return false;
-        }
+        let Some(groups) = super::vector_groups(tables, symbols, contexts, words, *pos) else { return false };
         let low_half = _mm256_set1_epi32(0xffff);
         let m = _mm256_set1_epi32(M as i32);
         let (fs, rcp) = (tables.fs.as_ptr(), tables.rcp.as_ptr());
