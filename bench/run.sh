@@ -201,7 +201,8 @@ timed() {
 # best_of PREFIX RESET CMD...: runs `timed` on CMD $TRIES times, RESET (a shell
 # command) before each, and keeps the fastest run's timings as PREFIX.*. Single
 # runs on a VM move by up to a factor of two (docs/BENCHMARKS.md); mlv, ZipLLM
-# and cp all get the same number of tries. CMD's output is that of the last run.
+# and cp all get the same number of tries. CMD's standard output is every try's,
+# in order; its files are those of the last try.
 best_of() {
     local prefix="$1" reset="$2" k best=""
     shift 2
