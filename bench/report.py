@@ -498,7 +498,8 @@ def render(results):
         " `mlv checkout -f MEMBER` into an empty work tree (verified byte for byte with `cmp`);"
         " checkout over previous: `mlv checkout MEMBER` with the member before it checked out;"
         " cp: `cp -r` of the same folder, the speed ceiling. Peak RSS from `/usr/bin/time -v`"
-        " (for ingest, the larger of the two processes). Page cache warm, nothing dropped or fsynced."
+        " (for ingest, the larger of the two processes). Page cache warm, nothing dropped; what setting"
+        " up a run wrote is synced before it, and no timed command syncs what it writes."
         " Every checkout, checkout over previous and cp (and ZipLLM restore) is timed %s times, the"
         " fastest kept (its wall time, CPU and RSS); ingest runs once." % mc["tries"],
         "",
