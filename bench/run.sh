@@ -63,29 +63,30 @@ die() {
     exit 1
 }
 
+# positive_int OPTION VALUE: VALUE, if it is a positive integer.
+positive_int() {
+    [[ "$2" =~ ^[0-9]+$ && "$2" -gt 0 ]] || die "$1 needs a positive integer"
+    echo "$2"
+}
+
 parse_args() {
     while [[ $# -gt 0 ]]; do
+        # --option=value is read as --option value.
+        if [[ "$1" == --*=* ]]; then
+            set -- "${1%%=*}" "${1#*=}" "${@:2}"
+        fi
         case "$1" in
             --quick) QUICK=1 ;;
             --large-mb)
-                [[ $# -ge 2 && "$2" =~ ^[0-9]+$ && "$2" -gt 0 ]] || die "--large-mb needs a positive integer"
-                LARGE_MB="$2"
+                LARGE_MB="$(positive_int "$1" "${2:-}")"
                 shift ;;
-            --large-mb=*)
-                LARGE_MB="${1#*=}"
-                [[ "$LARGE_MB" =~ ^[0-9]+$ && "$LARGE_MB" -gt 0 ]] || die "--large-mb needs a positive integer" ;;
             --zipllm)
                 [[ $# -ge 2 && -n "$2" ]] || die "--zipllm needs a directory"
                 ZIPLLM_SRC="$2"
                 shift ;;
-            --zipllm=*) ZIPLLM_SRC="${1#*=}" ;;
             --tries)
-                [[ $# -ge 2 && "$2" =~ ^[0-9]+$ && "$2" -gt 0 ]] || die "--tries needs a positive integer"
-                TRIES="$2"
+                TRIES="$(positive_int "$1" "${2:-}")"
                 shift ;;
-            --tries=*)
-                TRIES="${1#*=}"
-                [[ "$TRIES" =~ ^[0-9]+$ && "$TRIES" -gt 0 ]] || die "--tries needs a positive integer" ;;
             --no-heavy-tests) HEAVY_TESTS=0 ;;
             -h|--help) usage; exit 0 ;;
             *) usage >&2; die "unknown argument: $1" ;;

@@ -111,22 +111,18 @@ fn vector_groups(tables: &EncTables, symbols: &[u8], contexts: &[u8], words: &[u
 
 /// The fastest vector encoder this CPU can run, if any.
 fn vector_encoder() -> Option<VectorEncoder> {
-    vector_encoders().first().copied()
+    vector_encoders().next()
 }
 
-/// Every vector encoder this CPU has the features for, fastest first.
-fn vector_encoders() -> Vec<VectorEncoder> {
-    let mut found: Vec<VectorEncoder> = Vec::new();
+/// Every vector encoder this CPU has the features for, fastest first (asked once per block:
+/// nothing is allocated).
+fn vector_encoders() -> impl Iterator<Item = VectorEncoder> {
     #[cfg(target_arch = "x86_64")]
-    {
-        if avx512::available() {
-            found.push(avx512::encode_groups);
-        }
-        if avx2::available() {
-            found.push(avx2::encode_groups);
-        }
-    }
-    found
+    let found: [Option<VectorEncoder>; 2] =
+        [avx512::available().then_some(avx512::encode_groups), avx2::available().then_some(avx2::encode_groups)];
+    #[cfg(not(target_arch = "x86_64"))]
+    let found: [Option<VectorEncoder>; 0] = [];
+    found.into_iter().flatten()
 }
 
 /// Encodes `symbols` under the tables `specs` (the table of context `c` is
@@ -326,22 +322,18 @@ impl<'d> Lanes<'d> {
 
 /// The fastest vector decoder this CPU can run, if any.
 fn vector_decoder() -> Option<VectorDecoder> {
-    vector_decoders().first().copied()
+    vector_decoders().next()
 }
 
-/// Every vector decoder this CPU has the features for, fastest first.
-fn vector_decoders() -> Vec<VectorDecoder> {
-    let mut found: Vec<VectorDecoder> = Vec::new();
+/// Every vector decoder this CPU has the features for, fastest first (asked once per block:
+/// nothing is allocated).
+fn vector_decoders() -> impl Iterator<Item = VectorDecoder> {
     #[cfg(target_arch = "x86_64")]
-    {
-        if avx512::available() {
-            found.push(avx512::decode_groups);
-        }
-        if avx2::available() {
-            found.push(avx2::decode_groups);
-        }
-    }
-    found
+    let found: [Option<VectorDecoder>; 2] =
+        [avx512::available().then_some(avx512::decode_groups), avx2::available().then_some(avx2::decode_groups)];
+    #[cfg(not(target_arch = "x86_64"))]
+    let found: [Option<VectorDecoder>; 0] = [];
+    found.into_iter().flatten()
 }
 
 /// Decodes whole groups from the start of a block while at least a group's worth of words is
