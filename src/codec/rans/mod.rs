@@ -26,7 +26,7 @@
 //!   tables stay tiny. Frequencies keep only as many mantissa bits as pay for themselves: the
 //!   encoder picks the precision that minimises table bits plus coded bits.
 //!
-//! * **Wide blocks** (tag `0xA2`, [`wide`]): blocks that code to 32 KiB or more are coded by 64
+//! * **Wide blocks** (tag `0xA2`, [`wide`]): blocks that code to 8 KiB or more are coded by 64
 //!   lanes of 32-bit states instead, which a vector decoder runs 16 at a time (AVX-512,
 //!   detected at run time); the scalar decoder defines the format and serves other CPUs.
 //!
@@ -87,10 +87,11 @@ const TAG: u8 = 0xA1;
 /// First byte of a wide block: 64 lanes of 32-bit states.
 const TAG_WIDE: u8 = 0xA2;
 /// Blocks whose symbols carry at least this many bytes of information are written wide: there
-/// the wide block's larger states cost at most ~0.6%, and its vector decoders pay off (the
-/// 384×384 matrices of all-MiniLM-L6-v2's fine-tunes code to ~46 KB: at 64 KiB they stayed
-/// narrow and their scalar decoding was 15% of a checkout).
-const WIDE_MIN_BYTES: f64 = 32768.0;
+/// the wide block's larger states (192 bytes more) cost at most ~2.3%, and its vector decoders
+/// pay off. At 64 KiB the 384×384 matrices of all-MiniLM-L6-v2's fine-tunes (~46 KB) stayed
+/// narrow and their scalar decoding was 15% of a checkout; at 32 KiB those of ft-a-v2, which
+/// code to less against ft-a, still were (12%). At 8 KiB they are not, for 0.1% of its size.
+const WIDE_MIN_BYTES: f64 = 8192.0;
 /// Number of interleaved rANS states.
 const LANES: usize = 8;
 /// Lower bound of the normalised state interval `[RANS_L, RANS_L << 32)`.

@@ -806,7 +806,7 @@ mod tests {
         (header, streams)
     }
 
-    /// Encodes wide whatever the length, as `encode` does for blocks of 32 KiB or more.
+    /// Encodes wide whatever the length, as `encode` does for blocks of 8 KiB or more.
     fn encode_wide(symbols: &[u8], contexts: &[u8]) -> Vec<u8> {
         let (header, streams) = encode_parts(symbols, contexts);
         [header, streams].concat()
