@@ -75,6 +75,18 @@ impl LocalPacks {
         Ok(out)
     }
 
+    /// The length of a pack whose index was listed; None if both its files are gone since: a
+    /// gc removed it (index first, see [`LocalPacks::remove_files`]), which is no damage. A
+    /// pack file missing under an index that is still there is.
+    fn pack_len(&self, pack: &PackName) -> Result<Option<u64>, StoreError> {
+        let path = self.path(pack, "pack");
+        match std::fs::metadata(&path) {
+            Ok(meta) => Ok(Some(meta.len())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !self.path(pack, "idx").exists() => Ok(None),
+            Err(e) => Err(PackError::io(&path, e).into()),
+        }
+    }
+
     /// Maps a pack (once) and checks its header.
     fn mapped(&self, pack: &PackName) -> Result<Mapped, StoreError> {
         if let Some(m) = self.maps.lock().ok().and_then(|m| m.get(pack).cloned()) {
@@ -163,8 +175,8 @@ impl PackStore for LocalPacks {
                 Some(&(len, _)) => len,
                 None => {
                     unbundled += 1;
-                    let pack = self.path(&name, "pack");
-                    std::fs::metadata(&pack).map_err(|e| PackError::io(&pack, e))?.len()
+                    let Some(len) = self.pack_len(&name)? else { continue };
+                    len
                 }
             };
             out.push(PackInfo { name, len });
@@ -336,6 +348,27 @@ mod tests {
         let name = sealed.name;
         LocalPacks::new(dir).install(sealed).unwrap();
         name
+    }
+
+    /// A gc removing a pack between the listing of the indexes and the look at the pack file
+    /// (a push to a shared path remote ran into it) is no error; a pack file lost under its
+    /// index is.
+    #[test]
+    fn a_pack_removed_while_listing_is_skipped_and_a_lost_pack_file_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let name = one_object_pack(dir.path(), 7);
+        let store = LocalPacks::new(dir.path());
+        let len = std::fs::metadata(store.path(&name, "pack")).unwrap().len();
+        assert_eq!(store.pack_len(&name).unwrap(), Some(len));
+
+        std::fs::remove_file(store.path(&name, "pack")).unwrap();
+        let lost = store.pack_len(&name).unwrap_err().to_string();
+        assert!(lost.contains(&name.stem()), "{lost}");
+        assert!(store.list().is_err(), "a pack file lost under its index must not go unnoticed");
+
+        store.remove_files(&name).unwrap();
+        assert_eq!(store.pack_len(&name).unwrap(), None);
+        assert_eq!(store.list().unwrap(), Vec::new());
     }
 
     #[test]
