@@ -190,27 +190,25 @@ tree_bytes() {
 # timed OUTPREFIX CMD...: run CMD under /usr/bin/time -v (peak RSS, and its
 # wall clock with 10 ms resolution) and also record a nanosecond wall time in
 # OUTPREFIX.wall, since small cases finish in tens of milliseconds.
+#
+# What setting up the run wrote is synced first (a checkout of the 2 GB base
+# before a checkout over it, the copy of a checkpoint before its ingest).
+# Writing while those pages were pending cost the measured command seconds of
+# system time on this VM: a checkout of ft-1 over the base took 3.9-4.8 s with
+# the base's 2 GB dirty and 1.8-2.1 s after a sync. Every timed command (mlv,
+# ZipLLM and cp alike) starts so; none syncs what it writes.
 timed() {
     local prefix="$1"; shift
     local t0 t1
+    sync
     t0="$EPOCHREALTIME"
     /usr/bin/time -v -o "$prefix.timev" "$@" || die "failed (see $prefix.*): $*"
     t1="$EPOCHREALTIME"
     awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.6f\n", b - a }' > "$prefix.wall"
 }
 
-# settle: writes out the dirty pages that setting up a run left behind (a
-# checkout of the 2 GB base before a checkout over it, the copy of a checkpoint
-# before its ingest). Writing while they were pending cost the measured command
-# seconds of system time on this VM: a checkout of ft-1 over the base took
-# 3.9-4.8 s with the base's 2 GB dirty and 1.8-2.1 s after a sync. Every timed
-# command (mlv, ZipLLM and cp alike) starts settled; none syncs what it writes.
-settle() {
-    sync
-}
-
 # best_of PREFIX RESET CMD...: runs `timed` on CMD $TRIES times, RESET (a shell
-# command) and `settle` before each, and keeps the fastest run's timings as
+# command) before each, and keeps the fastest run's timings as
 # PREFIX.*. Single runs on a VM move by up to a factor of two
 # (docs/BENCHMARKS.md); mlv, ZipLLM and cp all get the same number of tries.
 # CMD's standard output is every try's, in order; its files are those of the
@@ -220,7 +218,6 @@ best_of() {
     shift 2
     for ((k = 1; k <= TRIES; k++)); do
         eval "$reset"
-        settle
         timed "$prefix.try$k" "$@"
         if [[ -z "$best" ]] || awk -v a="$(cat "$prefix.try$k.wall")" -v b="$(cat "$best.wall")" \
             'BEGIN { exit !(a < b) }'; then
@@ -266,7 +263,6 @@ bench_family() {
         # Copying the checkpoint in is not part of the measurement.
         rm -rf "$work/ckpt"
         cp -r "$src/$m" "$work/ckpt"
-        settle
         before="$(tree_bytes "$work/.mlv")"
         log "$family/$m: add + commit"
         (cd "$work" && timed "$raw/$m/ingest" sh -c \
@@ -366,7 +362,6 @@ EOF
         before="$(tree_bytes "$store")"
         rbefore="$(tree_bytes "$store/tensors")"
         log "$family/$m: zipllm ingest"
-        settle
         (cd "$zw" && timed "$raw/$m/zipllm_ingest" sh -c 'RUST_LOG=info exec "$0" "$1" 2> "$2"' \
             "$ZIPLLM_BIN/zipllm" "$zw/config.json" "$raw/$m/zipllm_ingest.log")
         # It logs most failures and carries on with exit status 0.
