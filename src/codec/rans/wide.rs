@@ -114,15 +114,22 @@ fn vector_encoder() -> Option<VectorEncoder> {
     vector_encoders().next()
 }
 
-/// Every vector encoder this CPU has the features for, fastest first (asked once per block:
-/// nothing is allocated).
+/// Every vector encoder this CPU has the features for, fastest first.
+#[cfg(target_arch = "x86_64")]
 fn vector_encoders() -> impl Iterator<Item = VectorEncoder> {
-    #[cfg(target_arch = "x86_64")]
-    let found: [Option<VectorEncoder>; 2] =
-        [avx512::available().then_some(avx512::encode_groups), avx2::available().then_some(avx2::encode_groups)];
-    #[cfg(not(target_arch = "x86_64"))]
-    let found: [Option<VectorEncoder>; 0] = [];
-    found.into_iter().flatten()
+    supported::<VectorEncoder>(avx512::encode_groups, avx2::encode_groups)
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn vector_encoders() -> impl Iterator<Item = VectorEncoder> {
+    std::iter::empty()
+}
+
+/// Of an AVX-512 and an AVX2 version of a coder, those this CPU has the features for, fastest
+/// first (asked once per block: nothing is allocated).
+#[cfg(target_arch = "x86_64")]
+fn supported<T>(with_avx512: T, with_avx2: T) -> impl Iterator<Item = T> {
+    [avx512::available().then_some(with_avx512), avx2::available().then_some(with_avx2)].into_iter().flatten()
 }
 
 /// Encodes `symbols` under the tables `specs` (the table of context `c` is
@@ -325,15 +332,15 @@ fn vector_decoder() -> Option<VectorDecoder> {
     vector_decoders().next()
 }
 
-/// Every vector decoder this CPU has the features for, fastest first (asked once per block:
-/// nothing is allocated).
+/// Every vector decoder this CPU has the features for, fastest first.
+#[cfg(target_arch = "x86_64")]
 fn vector_decoders() -> impl Iterator<Item = VectorDecoder> {
-    #[cfg(target_arch = "x86_64")]
-    let found: [Option<VectorDecoder>; 2] =
-        [avx512::available().then_some(avx512::decode_groups), avx2::available().then_some(avx2::decode_groups)];
-    #[cfg(not(target_arch = "x86_64"))]
-    let found: [Option<VectorDecoder>; 0] = [];
-    found.into_iter().flatten()
+    supported::<VectorDecoder>(avx512::decode_groups, avx2::decode_groups)
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn vector_decoders() -> impl Iterator<Item = VectorDecoder> {
+    std::iter::empty()
 }
 
 /// Decodes whole groups from the start of a block while at least a group's worth of words is
