@@ -11,7 +11,7 @@ use memmap2::Mmap;
 use super::bundle::{Bundle, REBUNDLE_AFTER};
 use super::{Doomed, PackInfo, PackStore, StoreError, decode_mark, encode_mark};
 use crate::codec::ChunkView;
-use crate::fsutil;
+use crate::fsutil::{self, PageReleaser};
 use crate::pack::{EntryView, PackError, PackIndex, PackName, SealedPack, TRAILER_LEN, check_header};
 
 /// Extension of a pack's deletion mark.
@@ -23,6 +23,8 @@ pub struct LocalPacks {
     maps: Mutex<HashMap<PackName, Mapped>>,
     /// Indexes of many packs in one file, loaded on first listing.
     bundle: Mutex<Option<Arc<Bundle>>>,
+    /// Gives back the packs' pages once read.
+    pages: PageReleaser,
 }
 
 /// A mapped pack: the map for page hints, and a handle that slices it without copying.
@@ -43,7 +45,12 @@ impl AsRef<[u8]> for MapOwner {
 impl LocalPacks {
     /// The packs in `dir`.
     pub fn new(dir: &Path) -> LocalPacks {
-        LocalPacks { dir: dir.to_path_buf(), maps: Mutex::new(HashMap::new()), bundle: Mutex::new(None) }
+        LocalPacks {
+            dir: dir.to_path_buf(),
+            maps: Mutex::new(HashMap::new()),
+            bundle: Mutex::new(None),
+            pages: PageReleaser::default(),
+        }
     }
 
     fn path(&self, pack: &PackName, ext: &str) -> PathBuf {
@@ -226,7 +233,7 @@ impl PackStore for LocalPacks {
         let bytes = slice(&mapped.bytes, &self.path(pack, "pack"), start, len)?;
         for (k, piece) in bytes.chunks(PIECE as usize).enumerate() {
             out.write_all(piece)?;
-            fsutil::release_pages(&mapped.map, start + k as u64 * PIECE, piece.len() as u64);
+            self.pages.release(&mapped.map, start + k as u64 * PIECE, piece.len() as u64);
         }
         Ok(())
     }
@@ -289,7 +296,7 @@ impl PackStore for LocalPacks {
 
     fn release(&self, pack: &PackName, start: u64, len: u64) {
         if let Some(m) = self.maps.lock().ok().and_then(|m| m.get(pack).cloned()) {
-            fsutil::release_pages(&m.map, start, len);
+            self.pages.release(&m.map, start, len);
         }
     }
 }

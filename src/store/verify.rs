@@ -12,6 +12,7 @@ use memmap2::Mmap;
 
 use super::{MAX_DECODE_DEPTH, Odb, PackInfo, PackStore, StoreError};
 use crate::codec::ChunkView;
+use crate::fsutil::PageReleaser;
 use crate::object::{ObjectId, ObjectKind};
 use crate::pack::{
     EntryView, IndexRecord, PACK_HEADER_LEN, PackError, PackIndex, PackName, SealedPack, TRAILER_LEN, UnindexedPack,
@@ -34,7 +35,7 @@ pub fn verify_pack(odb: &Odb, pack: UnindexedPack, progress: &dyn Progress) -> R
     let order: Vec<ObjectId> = records.iter().map(|r| r.id).collect();
     let info = PackInfo { name: pack.name, len };
     let bytes = Bytes::from_owner(MapOwner(map.clone()));
-    let source = Arc::new(FilePack { path: path.clone(), name: pack.name, map, bytes });
+    let source = Arc::new(FilePack { path: path.clone(), name: pack.name, map, pages: PageReleaser::default(), bytes });
     let overlay = odb.overlay(source, info, index.clone())?;
     // A base decoded for its own check is kept for the deltas after it: each chunk decodes once.
     let bases_here: std::collections::HashSet<ObjectId> =
@@ -240,6 +241,7 @@ struct FilePack {
     path: PathBuf,
     name: PackName,
     map: Arc<Mmap>,
+    pages: PageReleaser,
     bytes: Bytes,
 }
 
@@ -272,7 +274,7 @@ impl PackStore for FilePack {
     }
 
     fn release(&self, _: &PackName, start: u64, len: u64) {
-        crate::fsutil::release_pages(&self.map, start, len);
+        self.pages.release(&self.map, start, len);
     }
 }
 
