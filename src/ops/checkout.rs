@@ -231,7 +231,7 @@ fn write_files(
     let stale: Vec<(&String, &FlatEntry)> =
         files.iter().filter(|(p, e)| !is_current(repo, index, p, e, force)).collect();
     for (path, e) in stale {
-        match same_content(repo, path, e) {
+        match same_content(repo, index, path, e) {
             Some(stat) => {
                 index.entries.insert(path.clone(), IndexEntry { kind: e.kind, id: e.id, stat });
             }
@@ -287,13 +287,16 @@ fn is_current(repo: &Repository, index: &Index, path: &str, e: &FlatEntry, force
 }
 
 /// The stat of the work-tree file when it is a regular file holding exactly `e` (same size,
-/// mode and hash), found by hashing it: rewriting it would change nothing.
-fn same_content(repo: &Repository, path: &str, e: &FlatEntry) -> Option<Stat> {
+/// mode and hash), found by hashing it: rewriting it would change nothing. A file the index
+/// knows by its stat to hold other content is not hashed: switching between fine-tunes of one
+/// model meets files of the same size whose every byte would be read for nothing.
+fn same_content(repo: &Repository, index: &Index, path: &str, e: &FlatEntry) -> Option<Stat> {
     refuse_symlinked_parents(&repo.root, path).ok()?;
     let abs = repo.root.join(path);
     let meta = std::fs::symlink_metadata(&abs).ok().filter(|m| m.is_file())?;
     let stat = Stat::of(&meta);
-    if stat.size != e.size || stat.executable != e.executable {
+    let known_other = index.is_stat_clean(path, &stat) && index.entries.get(path).is_some_and(|ie| ie.id != e.id);
+    if stat.size != e.size || stat.executable != e.executable || known_other {
         return None;
     }
     let now = worktree::ingest(&abs, path, None, &mut worktree::NoBases).ok()?;
