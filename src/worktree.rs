@@ -572,33 +572,44 @@ const BASE_PIECE: usize = 256 << 10;
 
 impl crate::store::BaseHints for WorktreeBases {
     fn with_range(&self, id: &ObjectId, start: u64, end: u64, use_piece: &mut dyn FnMut(&[u8])) -> bool {
-        use std::os::unix::fs::FileExt;
         thread_local! {
             /// Reused across reads: a fresh buffer per piece costs zeroing and page faults.
             static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
-        let Some(&(k, offset, len)) = self.at.get(id) else { return false };
-        // Callers ask for one chunk's range; more is refused.
-        if start > end || end > len || end - start > 2 * crate::codec::MAX_CHUNK_BYTES as u64 {
+        if start > end {
             return false;
         }
-        let Some(base) = self.files.get(k) else { return false };
         SCRATCH.with_borrow_mut(|buf| {
             buf.resize(BASE_PIECE, 0);
             let mut at = start;
             while at < end {
                 let piece = &mut buf[..BASE_PIECE.min((end - at) as usize)];
-                if base.file.read_exact_at(piece, offset + at).is_err() {
+                if !self.read_range(id, at, piece) {
                     return false;
                 }
                 use_piece(piece);
                 at += piece.len() as u64;
             }
-            if base.leaving {
-                crate::fsutil::drop_cached(&base.file, offset + start, end - start);
-            }
             true
         })
+    }
+
+    fn read_range(&self, id: &ObjectId, start: u64, out: &mut [u8]) -> bool {
+        use std::os::unix::fs::FileExt;
+        let Some(&(k, offset, len)) = self.at.get(id) else { return false };
+        // Callers ask for at most one chunk's range; more is refused.
+        let n = out.len() as u64;
+        if start.checked_add(n).is_none_or(|end| end > len) || n > 2 * crate::codec::MAX_CHUNK_BYTES as u64 {
+            return false;
+        }
+        let Some(base) = self.files.get(k) else { return false };
+        if base.file.read_exact_at(out, offset + start).is_err() {
+            return false;
+        }
+        if base.leaving {
+            crate::fsutil::drop_cached(&base.file, offset + start, n);
+        }
+        true
     }
 }
 

@@ -348,6 +348,10 @@ pub trait BaseHints: Send + Sync {
     /// of whole elements, if this source has them; false if it has not (and any pieces given
     /// before are to be dropped).
     fn with_range(&self, id: &ObjectId, start: u64, end: u64, use_piece: &mut dyn FnMut(&[u8])) -> bool;
+
+    /// Reads bytes `start..start + out.len()` of object `id`'s data into `out`, if this source
+    /// has them; false if it has not (and `out` holds anything).
+    fn read_range(&self, id: &ObjectId, start: u64, out: &mut [u8]) -> bool;
 }
 
 impl Odb {
@@ -661,6 +665,18 @@ impl Odb {
         let (fw, bw) = (fine.meta.dtype.width() as u64, bh.meta.dtype.width() as u64);
         if !convert::can_convert(bh.meta.dtype, fine.meta.dtype) {
             return None;
+        }
+        if bh.meta.dtype == fine.meta.dtype {
+            thread_local! {
+                /// Reused from chunk to chunk: a fresh buffer per chunk costs zeroing and page faults.
+                static SAME: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+            }
+            // Read straight into the buffer the chunk is decoded on, without a copy.
+            return SAME.with_borrow_mut(|buf| {
+                buf.resize(usize::try_from(end - start).ok()?, 0);
+                let read = hints.read_range(&base, start, buf);
+                read.then(|| view.decode(fine.meta.dtype, Some(buf)).ok()).flatten()
+            });
         }
         // Converted a piece at a time, while the piece is in cache.
         let mut converted = Vec::with_capacity(usize::try_from(end - start).ok()?);

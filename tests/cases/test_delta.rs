@@ -197,14 +197,47 @@ fn base_then_fine_tune(r: &TestRepo, path: &str) -> Vec<u8> {
 /// A checkout over the base reads the base's tensors from the work tree instead of decoding
 /// them: it succeeds even with the base's pack damaged. A work-tree copy changed behind the
 /// index's back (same size, inode and mtime) fails the chunk checksums of the deltas decoded
-/// on it, and those are decoded again on the base from the packs.
+/// on it, and those are decoded again on the base from the packs. Here the F32 base is
+/// converted to the fine-tune's BF16 as it is read.
 #[test]
 fn checkout_over_the_base_reads_it_from_the_work_tree_and_checks_it() {
-    use std::os::unix::fs::FileExt;
     let r = repo_with_small_chunks();
     let path = "m/model.safetensors";
     let ft_bytes = base_then_fine_tune(&r, path);
+    let base_pack = crate::common::largest_pack(&r.path(".mlv/objects/pack"));
+    reads_the_base_from_the_work_tree_and_checks_it(&r, path, &ft_bytes, &base_pack);
+}
 
+/// As above, with a base of the fine-tune's own dtype (a BF16 fine-tune of a BF16 fine-tune),
+/// which is read into the buffer it is decoded on without a conversion.
+#[test]
+fn checkout_over_a_base_of_the_same_dtype_reads_it_from_the_work_tree_and_checks_it() {
+    let r = repo_with_small_chunks();
+    let path = "m/model.safetensors";
+    let first = st::fine_tune(&committed_base(&r, path), 11, 0.5);
+    st::write(&r.path(path), &as_bf16(&first), None);
+    r.ok(&["commit", "-am", "ft"]);
+    let base_pack = crate::common::largest_pack(&r.path(".mlv/objects/pack"));
+    st::write(&r.path(path), &as_bf16(&st::fine_tune(&first, 12, 0.5)), None);
+    r.ok(&["commit", "-am", "ft of ft"]);
+    let ft = r.rev_id("HEAD~1");
+    let rows = rows(&r, "HEAD", path);
+    let on_ft = |t: &&Value| t["storage"]["base"]["commit"].as_str().is_some_and(|c| ft.starts_with(c));
+    assert!(rows.iter().filter(|t| t["storage"]["how"] == "delta").filter(on_ft).count() > 0, "{rows:?}");
+    let ft_bytes = r.read(path);
+    reads_the_base_from_the_work_tree_and_checks_it(&r, path, &ft_bytes, &base_pack);
+}
+
+/// With `main` at a fine-tune (`ft_bytes` at `path`) of `HEAD~1`: checks out `main` over a
+/// damaged work-tree copy of `HEAD~1`, then over a sound copy with `base_pack` (the pack
+/// `HEAD~1` needs, of the F32 base) damaged.
+fn reads_the_base_from_the_work_tree_and_checks_it(
+    r: &TestRepo,
+    path: &str,
+    ft_bytes: &[u8],
+    base_pack: &std::path::Path,
+) {
+    use std::os::unix::fs::FileExt;
     r.ok(&["checkout", "HEAD~1"]);
     let file = std::fs::OpenOptions::new().write(true).open(r.path(path)).unwrap();
     let mtime = file.metadata().unwrap().modified().unwrap();
@@ -217,10 +250,12 @@ fn checkout_over_the_base_reads_it_from_the_work_tree_and_checks_it() {
     assert_eq!(r.read(path), ft_bytes, "decoded on the base from the packs where the copy was wrong");
 
     r.ok(&["checkout", "HEAD~1"]);
-    let packs = r.path(".mlv/objects/pack");
-    let largest = crate::common::largest_pack(&packs);
-    let pack = std::fs::OpenOptions::new().write(true).open(&largest).unwrap();
-    pack.write_all_at(&[0xAA; 64], std::fs::metadata(&largest).unwrap().len() / 2).unwrap();
+    // Damage spread over the pack, so that every tensor decoded from it meets some.
+    let pack = std::fs::OpenOptions::new().write(true).open(base_pack).unwrap();
+    let len = pack.metadata().unwrap().len();
+    for k in 1..16 {
+        pack.write_all_at(&[0xAA; 64], len * k / 16).unwrap();
+    }
     drop(pack);
     assert!(!r.run(&["fsck"]).success(), "the base's pack is damaged");
     r.ok(&["checkout", "main"]);
