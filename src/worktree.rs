@@ -570,45 +570,59 @@ impl WorktreeBases {
 /// converted to the fine-tune's dtype.
 const BASE_PIECE: usize = 256 << 10;
 
+impl WorktreeBases {
+    /// Reads bytes `start..start + out.len()` of object `id`'s data into `out`; the file they
+    /// came from, if they were there.
+    fn read_at(&self, id: &ObjectId, start: u64, out: &mut [u8]) -> Option<&BaseFile> {
+        use std::os::unix::fs::FileExt;
+        let &(k, offset, len) = self.at.get(id)?;
+        // Callers ask for at most one chunk's range; more is refused.
+        let n = out.len() as u64;
+        if start.checked_add(n).is_none_or(|end| end > len) || n > 2 * crate::codec::MAX_CHUNK_BYTES as u64 {
+            return None;
+        }
+        let base = self.files.get(k)?;
+        base.file.read_exact_at(out, offset + start).ok()?;
+        Some(base)
+    }
+
+    /// Drops bytes `start..end` of object `id`'s data from the page cache if its file is
+    /// leaving, once per chunk: each call drains page lists on every core.
+    fn done_with(&self, id: &ObjectId, base: &BaseFile, start: u64, end: u64) {
+        if let (true, Some(&(_, offset, _))) = (base.leaving, self.at.get(id)) {
+            crate::fsutil::drop_cached(&base.file, offset + start, end - start);
+        }
+    }
+}
+
 impl crate::store::BaseHints for WorktreeBases {
     fn with_range(&self, id: &ObjectId, start: u64, end: u64, use_piece: &mut dyn FnMut(&[u8])) -> bool {
         thread_local! {
             /// Reused across reads: a fresh buffer per piece costs zeroing and page faults.
             static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
-        if start > end {
-            return false;
-        }
         SCRATCH.with_borrow_mut(|buf| {
             buf.resize(BASE_PIECE, 0);
-            let mut at = start;
+            let (mut at, mut file) = (start, None);
             while at < end {
                 let piece = &mut buf[..BASE_PIECE.min((end - at) as usize)];
-                if !self.read_range(id, at, piece) {
+                file = self.read_at(id, at, piece);
+                if file.is_none() {
                     return false;
                 }
                 use_piece(piece);
                 at += piece.len() as u64;
+            }
+            if let Some(base) = file {
+                self.done_with(id, base, start, end);
             }
             true
         })
     }
 
     fn read_range(&self, id: &ObjectId, start: u64, out: &mut [u8]) -> bool {
-        use std::os::unix::fs::FileExt;
-        let Some(&(k, offset, len)) = self.at.get(id) else { return false };
-        // Callers ask for at most one chunk's range; more is refused.
-        let n = out.len() as u64;
-        if start.checked_add(n).is_none_or(|end| end > len) || n > 2 * crate::codec::MAX_CHUNK_BYTES as u64 {
-            return false;
-        }
-        let Some(base) = self.files.get(k) else { return false };
-        if base.file.read_exact_at(out, offset + start).is_err() {
-            return false;
-        }
-        if base.leaving {
-            crate::fsutil::drop_cached(&base.file, offset + start, n);
-        }
+        let Some(base) = self.read_at(id, start, out) else { return false };
+        self.done_with(id, base, start, start + out.len() as u64);
         true
     }
 }
