@@ -572,27 +572,30 @@ const BASE_PIECE: usize = 256 << 10;
 
 impl WorktreeBases {
     /// Reads bytes `start..start + out.len()` of object `id`'s data into `out`; the file they
-    /// came from, if they were there.
-    fn read_at(&self, id: &ObjectId, start: u64, out: &mut [u8]) -> Option<&BaseFile> {
+    /// came from and where in it, if they were there.
+    fn read_at(&self, id: &ObjectId, start: u64, out: &mut [u8]) -> Option<(&BaseFile, u64)> {
         use std::os::unix::fs::FileExt;
         let &(k, offset, len) = self.at.get(id)?;
-        // Callers ask for at most one chunk's range; more is refused.
-        let n = out.len() as u64;
-        if start.checked_add(n).is_none_or(|end| end > len) || n > 2 * crate::codec::MAX_CHUNK_BYTES as u64 {
+        if start.checked_add(out.len() as u64).is_none_or(|end| end > len) {
             return None;
         }
         let base = self.files.get(k)?;
         base.file.read_exact_at(out, offset + start).ok()?;
-        Some(base)
+        Some((base, offset + start))
     }
+}
 
-    /// Drops bytes `start..end` of object `id`'s data from the page cache if its file is
-    /// leaving, once per chunk: each call drains page lists on every core.
-    fn done_with(&self, id: &ObjectId, base: &BaseFile, start: u64, end: u64) {
-        if let (true, Some(&(_, offset, _))) = (base.leaving, self.at.get(id)) {
-            crate::fsutil::drop_cached(&base.file, offset + start, end - start);
-        }
+/// Drops `len` bytes at `at` of `base` from the page cache if the file is leaving; called once
+/// per chunk, as each call drains page lists on every core.
+fn done_with(base: &BaseFile, at: u64, len: u64) {
+    if base.leaving {
+        crate::fsutil::drop_cached(&base.file, at, len);
     }
+}
+
+/// True if `start..end` is at most one chunk's range, all a caller may ask for.
+fn within_a_chunk(start: u64, end: u64) -> bool {
+    start <= end && end - start <= 2 * crate::codec::MAX_CHUNK_BYTES as u64
 }
 
 impl crate::store::BaseHints for WorktreeBases {
@@ -601,28 +604,31 @@ impl crate::store::BaseHints for WorktreeBases {
             /// Reused across reads: a fresh buffer per piece costs zeroing and page faults.
             static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
+        if !within_a_chunk(start, end) {
+            return false;
+        }
         SCRATCH.with_borrow_mut(|buf| {
             buf.resize(BASE_PIECE, 0);
-            let (mut at, mut file) = (start, None);
+            let (mut at, mut first) = (start, None);
             while at < end {
                 let piece = &mut buf[..BASE_PIECE.min((end - at) as usize)];
-                file = self.read_at(id, at, piece);
-                if file.is_none() {
-                    return false;
-                }
+                let Some(read) = self.read_at(id, at, piece) else { return false };
+                first = first.or(Some(read));
                 use_piece(piece);
                 at += piece.len() as u64;
             }
-            if let Some(base) = file {
-                self.done_with(id, base, start, end);
+            if let Some((base, from)) = first {
+                done_with(base, from, end - start);
             }
             true
         })
     }
 
     fn read_range(&self, id: &ObjectId, start: u64, out: &mut [u8]) -> bool {
-        let Some(base) = self.read_at(id, start, out) else { return false };
-        self.done_with(id, base, start, start + out.len() as u64);
+        let n = out.len() as u64;
+        let read = start.checked_add(n).is_some_and(|end| within_a_chunk(start, end));
+        let Some((base, from)) = read.then(|| self.read_at(id, start, out)).flatten() else { return false };
+        done_with(base, from, n);
         true
     }
 }
