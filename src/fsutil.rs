@@ -103,6 +103,15 @@ impl PageReleaser {
             release_pages(&range.map, range.start, range.end - range.start);
         }
     }
+
+    /// Drops what was gathered for `map`, whose file is being removed, so that the mapping
+    /// (and the removed file's disk space) is not kept until the next batch.
+    pub fn forget(&self, map: &std::sync::Arc<memmap2::Mmap>) {
+        if let Ok(mut pending) = self.pending.lock() {
+            pending.0.retain(|r| !std::sync::Arc::ptr_eq(&r.map, map));
+            pending.1 = pending.0.iter().map(|r| r.end - r.start).sum();
+        }
+    }
 }
 
 /// `ranges` sorted by mapping and start, and joined where they overlap or lie at most `gap`
@@ -232,11 +241,15 @@ mod tests {
             releaser.release(&map, start as u64, MIB as u64);
         }
         // The first 16 MiB were given back in one batch; the last MiB waits for the next.
-        let pending = releaser.pending.lock().unwrap();
-        assert_eq!(
-            pending.0.iter().map(|r| (r.start, r.end)).collect::<Vec<_>>(),
-            [(RELEASE_BATCH, RELEASE_BATCH + MIB as u64)]
-        );
+        let pending =
+            |r: &PageReleaser| r.pending.lock().unwrap().0.iter().map(|r| (r.start, r.end)).collect::<Vec<_>>();
+        assert_eq!(pending(&releaser), [(RELEASE_BATCH, RELEASE_BATCH + MIB as u64)]);
         assert!(map[..] == bytes[..]);
+        // A mapping whose file is removed is let go of at once.
+        let (_other_file, other) = mapped(b"other");
+        releaser.release(&other, 0, 5);
+        releaser.forget(&map);
+        assert_eq!(pending(&releaser), [(0, 5)]);
+        assert_eq!(std::sync::Arc::strong_count(&map), 1, "the releaser still holds the mapping");
     }
 }

@@ -60,8 +60,8 @@ impl LocalPacks {
     /// Removes a pack's files, index first so that no reader opens a pack being removed; the
     /// caller syncs the directory. Files already gone are not an error.
     pub fn remove_files(&self, pack: &PackName) -> Result<(), StoreError> {
-        if let Ok(mut maps) = self.maps.lock() {
-            maps.remove(pack);
+        if let Some(removed) = self.maps.lock().ok().and_then(|mut maps| maps.remove(pack)) {
+            self.pages.forget(&removed.map);
         }
         for ext in ["idx", "pack", DOOMED] {
             fsutil::remove_if_present(&self.path(pack, ext))?;
