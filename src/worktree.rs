@@ -571,64 +571,62 @@ impl WorktreeBases {
 const BASE_PIECE: usize = 256 << 10;
 
 impl WorktreeBases {
-    /// Reads bytes `start..start + out.len()` of object `id`'s data into `out`; the file they
-    /// came from and where in it, if they were there.
-    fn read_at(&self, id: &ObjectId, start: u64, out: &mut [u8]) -> Option<(&BaseFile, u64)> {
-        use std::os::unix::fs::FileExt;
+    /// The file holding bytes `start..end` of object `id`'s data, and where in it they begin;
+    /// None if they are not here, or if the range is more than one chunk's (all a caller may
+    /// ask for).
+    fn locate(&self, id: &ObjectId, start: u64, end: u64) -> Option<(&BaseFile, u64)> {
         let &(k, offset, len) = self.at.get(id)?;
-        if start.checked_add(out.len() as u64).is_none_or(|end| end > len) {
+        if start > end || end > len || end - start > 2 * crate::codec::MAX_CHUNK_BYTES as u64 {
             return None;
         }
-        let base = self.files.get(k)?;
-        base.file.read_exact_at(out, offset + start).ok()?;
-        Some((base, offset + start))
+        Some((self.files.get(k)?, offset + start))
     }
 }
 
-/// Drops `len` bytes at `at` of `base` from the page cache if the file is leaving; called once
-/// per chunk, as each call drains page lists on every core.
-fn done_with(base: &BaseFile, at: u64, len: u64) {
-    if base.leaving {
-        crate::fsutil::drop_cached(&base.file, at, len);
+impl BaseFile {
+    /// Drops `len` bytes at `at` from the page cache if the file is leaving; called once per
+    /// chunk, as each call drains page lists on every core.
+    fn done_with(&self, at: u64, len: u64) {
+        if self.leaving {
+            crate::fsutil::drop_cached(&self.file, at, len);
+        }
     }
-}
-
-/// True if `start..end` is at most one chunk's range, all a caller may ask for.
-fn within_a_chunk(start: u64, end: u64) -> bool {
-    start <= end && end - start <= 2 * crate::codec::MAX_CHUNK_BYTES as u64
 }
 
 impl crate::store::BaseHints for WorktreeBases {
     fn with_range(&self, id: &ObjectId, start: u64, end: u64, use_piece: &mut dyn FnMut(&[u8])) -> bool {
+        use std::os::unix::fs::FileExt;
         thread_local! {
             /// Reused across reads: a fresh buffer per piece costs zeroing and page faults.
             static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
-        if !within_a_chunk(start, end) {
-            return false;
-        }
+        let Some((base, from)) = self.locate(id, start, end) else { return false };
         SCRATCH.with_borrow_mut(|buf| {
             buf.resize(BASE_PIECE, 0);
-            let (mut at, mut first) = (start, None);
-            while at < end {
-                let piece = &mut buf[..BASE_PIECE.min((end - at) as usize)];
-                let Some(read) = self.read_at(id, at, piece) else { return false };
-                first = first.or(Some(read));
+            let mut at = 0;
+            while at < end - start {
+                let piece = &mut buf[..BASE_PIECE.min((end - start - at) as usize)];
+                if base.file.read_exact_at(piece, from + at).is_err() {
+                    return false;
+                }
                 use_piece(piece);
                 at += piece.len() as u64;
             }
-            if let Some((base, from)) = first {
-                done_with(base, from, end - start);
-            }
+            base.done_with(from, end - start);
             true
         })
     }
 
     fn read_range(&self, id: &ObjectId, start: u64, out: &mut [u8]) -> bool {
+        use std::os::unix::fs::FileExt;
         let n = out.len() as u64;
-        let read = start.checked_add(n).is_some_and(|end| within_a_chunk(start, end));
-        let Some((base, from)) = read.then(|| self.read_at(id, start, out)).flatten() else { return false };
-        done_with(base, from, n);
+        let Some((base, from)) = start.checked_add(n).and_then(|end| self.locate(id, start, end)) else {
+            return false;
+        };
+        if base.file.read_exact_at(out, from).is_err() {
+            return false;
+        }
+        base.done_with(from, n);
         true
     }
 }
