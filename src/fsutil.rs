@@ -61,6 +61,50 @@ pub fn remove_empty_dir_tree(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Bytes read from a mapping between two releases of its pages, when a whole file is read in
+/// order (hashed, copied): large enough that hashing a piece spreads over every core.
+pub const READ_PIECE: u64 = 16 << 20;
+
+/// `start..end` as consecutive ranges of at most [`READ_PIECE`] bytes, so that a long read of
+/// a mapping can give its pages back as it goes: peak memory stays flat in the file's size.
+pub fn pieces(start: u64, end: u64) -> impl Iterator<Item = (u64, u64)> {
+    (start..end).step_by(READ_PIECE as usize).map(move |p| (p, (p + READ_PIECE).min(end)))
+}
+
+/// Gives back the pages behind a reader that moves forward through a mapping, a
+/// [`READ_PIECE`] at a time, through `release(start, len)`.
+pub struct ReleaseBehind<'r> {
+    from: u64,
+    release: &'r dyn Fn(u64, u64),
+}
+
+impl<'r> ReleaseBehind<'r> {
+    /// A reader starting at `start`.
+    pub fn new(start: u64, release: &'r dyn Fn(u64, u64)) -> ReleaseBehind<'r> {
+        ReleaseBehind { from: start, release }
+    }
+
+    /// The reader has read everything before `pos`.
+    pub fn reached(&mut self, pos: u64) {
+        if pos.saturating_sub(self.from) >= READ_PIECE {
+            (self.release)(self.from, pos - self.from);
+            self.from = pos;
+        }
+    }
+
+    /// The reader goes back to `pos` to read again what it may have given back already.
+    pub fn back_to(&mut self, pos: u64) {
+        self.from = self.from.min(pos);
+    }
+
+    /// The reader has read everything before `end`, and stops.
+    pub fn finish(self, end: u64) {
+        if end > self.from {
+            (self.release)(self.from, end - self.from);
+        }
+    }
+}
+
 /// Bytes of read ranges a [`PageReleaser`] gathers before it gives them back.
 const RELEASE_BATCH: u64 = 16 << 20;
 /// Gathered ranges at most this far apart are given back in one call, with the bytes between.

@@ -216,13 +216,9 @@ fn map_file(path: &Path) -> Result<(File, Mmap), WorktreeError> {
 }
 
 fn hash_region(map: &Mmap, kind_hasher: &mut IdHasher, start: u64, end: u64) {
-    const STEP: u64 = 64 << 20;
-    let mut pos = start;
-    while pos < end {
-        let next = (pos + STEP).min(end);
-        kind_hasher.update(&map[pos as usize..next as usize]);
-        crate::fsutil::release_pages(map, pos, next - pos);
-        pos = next;
+    for (from, to) in crate::fsutil::pieces(start, end) {
+        kind_hasher.update(&map[from as usize..to as usize]);
+        crate::fsutil::release_pages(map, from, to - from);
     }
 }
 

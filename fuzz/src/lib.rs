@@ -226,7 +226,7 @@ static EMPTY: LazyLock<Odb> =
 pub fn pack_walk(data: &[u8]) {
     let pack = pack_bytes(data);
     let name = PackName(blake3_of(&pack[..pack.len() - 32]));
-    let Ok(index) = index_from_content(&EMPTY, Path::new("fuzz.pack"), name, &pack) else { return };
+    let Ok(index) = index_from_content(&EMPTY, Path::new("fuzz.pack"), name, &pack, &|_, _| {}) else { return };
     if index.records.iter().fold(0u64, |sum, r| sum.saturating_add(r.data_len)) > DECODE_LIMIT as u64 {
         return;
     }

@@ -78,7 +78,13 @@ pub struct EntryView<'a> {
 impl<'a> EntryView<'a> {
     /// Parses an entry: its header, then every length-prefixed chunk, which must end exactly at the end.
     pub fn parse(entry: &'a [u8]) -> Result<EntryView<'a>, DecodeError> {
-        let (view, used) = EntryView::parse_prefix(entry)?;
+        EntryView::parse_with(entry, &mut |_| {})
+    }
+
+    /// As [`EntryView::parse`], telling `reached` how far into `entry` the parse has read
+    /// after each chunk (see [`EntryView::parse_prefix_with`]).
+    pub fn parse_with(entry: &'a [u8], reached: &mut dyn FnMut(usize)) -> Result<EntryView<'a>, DecodeError> {
+        let (view, used) = EntryView::parse_prefix_with(entry, reached)?;
         if used != entry.len() {
             return Err(Reader::new(&entry[used..]).error(format!("{} unexpected trailing bytes", entry.len() - used)));
         }
@@ -88,6 +94,17 @@ impl<'a> EntryView<'a> {
     /// Parses the entry at the start of `bytes` (entries are self-delimiting); returns it and
     /// its length.
     pub fn parse_prefix(bytes: &'a [u8]) -> Result<(EntryView<'a>, usize), DecodeError> {
+        EntryView::parse_prefix_with(bytes, &mut |_| {})
+    }
+
+    /// As [`EntryView::parse_prefix`], telling `reached` how far into `bytes` the parse has
+    /// read after each chunk: reading a chunk's length prefix maps the pages around it (a
+    /// whole large folio, on recent kernels), so a reader of a mapping gives them back as the
+    /// parse goes, or a large entry is resident whole.
+    pub fn parse_prefix_with(
+        bytes: &'a [u8],
+        reached: &mut dyn FnMut(usize),
+    ) -> Result<(EntryView<'a>, usize), DecodeError> {
         let mut r = Reader::new(bytes);
         let header = EntryHeader::decode(&mut r)?;
         let count = header.chunk_count() as usize;
@@ -98,6 +115,7 @@ impl<'a> EntryView<'a> {
         for _ in 0..count {
             let len = r.u32()? as usize;
             chunks.push(r.bytes(len)?);
+            reached(r.position());
         }
         Ok((EntryView { header, chunks }, r.position()))
     }

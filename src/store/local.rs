@@ -143,15 +143,23 @@ impl LocalPacks {
         let mapped = self.mapped(pack)?;
         let path = self.path(pack, "pack");
         let mut entries = Vec::with_capacity(index.records.len());
+        let release = |start, len| self.pages.release(&mapped.map, start, len);
         for rec in &index.records {
             let bytes = slice(&mapped.bytes, &path, rec.offset, rec.len)?;
-            let entry = EntryView::parse(&bytes).map_err(|e| PackError::corrupt(&path, e.to_string()))?;
+            let mut behind = crate::fsutil::ReleaseBehind::new(rec.offset, &release);
+            let entry = EntryView::parse_with(&bytes, &mut |r| behind.reached(rec.offset + r as u64))
+                .map_err(|e| PackError::corrupt(&path, e.to_string()))?;
+            // The chunks' headers lie beside their length prefixes, read (and given back) above.
+            behind.back_to(rec.offset);
             let mut bases = Vec::new();
             for i in 0..entry.chunk_count() {
-                let view = entry.chunk(i).map(ChunkView::parse).transpose();
+                let chunk = entry.chunk(i).unwrap_or_default();
+                let view = ChunkView::parse(chunk);
                 let view = view.map_err(|e| PackError::corrupt(&path, format!("object {}: {e}", rec.id.short())))?;
-                bases.extend(view.and_then(|v| v.base));
+                bases.extend(view.base);
+                behind.reached(rec.offset + (chunk.as_ptr() as usize - bytes.as_ptr() as usize + chunk.len()) as u64);
             }
+            behind.finish(rec.offset + rec.len);
             entries.push((*rec, bases));
         }
         *index = PackIndex::build(index.pack_hash, entries);
@@ -228,12 +236,11 @@ impl PackStore for LocalPacks {
         len: u64,
         out: &mut dyn std::io::Write,
     ) -> Result<(), StoreError> {
-        const PIECE: u64 = 8 << 20;
         let mapped = self.mapped(pack)?;
         let bytes = slice(&mapped.bytes, &self.path(pack, "pack"), start, len)?;
-        for (k, piece) in bytes.chunks(PIECE as usize).enumerate() {
-            out.write_all(piece)?;
-            self.pages.release(&mapped.map, start + k as u64 * PIECE, piece.len() as u64);
+        for (from, to) in crate::fsutil::pieces(0, len) {
+            out.write_all(&bytes[from as usize..to as usize])?;
+            self.pages.release(&mapped.map, start + from, to - from);
         }
         Ok(())
     }

@@ -181,7 +181,9 @@ impl LoadedPack {
             return Ok(hit);
         }
         let bytes = self.entry_bytes(rec)?;
-        let view = EntryView::parse(&bytes).map_err(|e| {
+        let release = |start, len| self.source.release(&self.name, start, len);
+        let mut behind = crate::fsutil::ReleaseBehind::new(rec.offset, &release);
+        let view = EntryView::parse_with(&bytes, &mut |r| behind.reached(rec.offset + r as u64)).map_err(|e| {
             PackError::corrupt(&self.path(), format!("object {} at offset {}: {e}", rec.id.short(), rec.offset))
         })?;
         if view.header.id != rec.id || view.header.kind != rec.kind || view.header.meta.data_len != rec.data_len {
@@ -195,7 +197,7 @@ impl LoadedPack {
             .collect();
         let layout = Arc::new(EntryLayout { header: view.header, chunks });
         // Parsing touched every chunk's length prefix; the pages come back when a chunk is read.
-        self.source.release(&self.name, rec.offset, rec.len);
+        behind.finish(rec.offset + rec.len);
         if let Ok(mut l) = self.layouts.lock() {
             if l.len() >= MAX_LAYOUTS {
                 l.clear();

@@ -12,7 +12,7 @@ use memmap2::Mmap;
 
 use super::{MAX_DECODE_DEPTH, Odb, PackInfo, PackStore, StoreError};
 use crate::codec::ChunkView;
-use crate::fsutil::PageReleaser;
+use crate::fsutil::{PageReleaser, ReleaseBehind};
 use crate::object::{ObjectId, ObjectKind};
 use crate::pack::{
     EntryView, IndexRecord, PACK_HEADER_LEN, PackError, PackIndex, PackName, SealedPack, TRAILER_LEN, UnindexedPack,
@@ -28,8 +28,9 @@ pub fn verify_pack(odb: &Odb, pack: UnindexedPack, progress: &dyn Progress) -> R
     // SAFETY: the temporary file is private to this process until it is installed.
     let map = Arc::new(unsafe { Mmap::map(&file) }.map_err(|e| PackError::io(&path, e))?);
     let len = map.len() as u64;
-    let index = index_from_content(odb, &path, pack.name, &map)?;
-    crate::fsutil::release_pages(&map, 0, len);
+    let index = index_from_content(odb, &path, pack.name, &map, &|start, len| {
+        crate::fsutil::release_pages(&map, start, len);
+    })?;
     let mut records: Vec<&IndexRecord> = index.records.iter().collect();
     records.sort_by_key(|r| r.offset);
     let order: Vec<ObjectId> = records.iter().map(|r| r.id).collect();
@@ -53,8 +54,15 @@ pub fn verify_pack(odb: &Odb, pack: UnindexedPack, progress: &dyn Progress) -> R
 
 /// Builds the index of pack `name` (whose bytes are `bytes`, from `path`) from its content:
 /// header, checksum, every entry walked, every delta base found here or in `odb`, depths.
-/// Nothing is decoded.
-pub fn index_from_content(odb: &Odb, path: &Path, name: PackName, bytes: &[u8]) -> Result<PackIndex, StoreError> {
+/// Nothing is decoded. Ranges of `bytes` read are passed to `release` as the reading goes
+/// (a mapping gives its pages back), so memory stays flat in the pack's size.
+pub fn index_from_content(
+    odb: &Odb,
+    path: &Path,
+    name: PackName,
+    bytes: &[u8],
+    release: &dyn Fn(u64, u64),
+) -> Result<PackIndex, StoreError> {
     let corrupt =
         |offset: u64, what: String| StoreError::from(PackError::CorruptAt { path: path.to_path_buf(), offset, what });
     check_header(path, bytes)?;
@@ -62,12 +70,17 @@ pub fn index_from_content(odb: &Odb, path: &Path, name: PackName, bytes: &[u8]) 
     let body_end = len.checked_sub(TRAILER_LEN).filter(|&e| e >= PACK_HEADER_LEN);
     let body_end = body_end.ok_or_else(|| corrupt(0, "pack too short".into()))? as usize;
     let mut hasher = blake3::Hasher::new();
-    hasher.update_rayon(&bytes[..body_end]);
+    let mut behind = ReleaseBehind::new(0, release);
+    for (start, end) in crate::fsutil::pieces(0, body_end as u64) {
+        hasher.update_rayon(&bytes[start as usize..end as usize]);
+        behind.reached(end);
+    }
+    behind.finish(body_end as u64);
     let hash = *hasher.finalize().as_bytes();
     if hash != bytes[body_end..] || hash != name.0 {
         return Err(corrupt(body_end as u64, "pack checksum mismatch: its bytes were damaged".into()));
     }
-    let entries = walk_entries(&bytes[..body_end], &corrupt)?;
+    let entries = walk_entries(&bytes[..body_end], &corrupt, release)?;
     let entries = with_depths(odb, entries, MAX_DECODE_DEPTH as u8, &corrupt)?;
     Ok(PackIndex::build(name.0, entries))
 }
@@ -78,8 +91,8 @@ pub fn check_stored_pack(odb: &Odb, info: PackInfo, stored: &PackIndex) -> Resul
     let store = odb.store();
     let path = PathBuf::from(store.describe()).join(format!("{}.pack", info.name.stem()));
     let bytes = store.read_range(&info.name, 0, info.len)?;
-    let rebuilt = index_from_content(odb, &path, info.name, &bytes)?;
-    store.release(&info.name, 0, info.len);
+    let rebuilt =
+        index_from_content(odb, &path, info.name, &bytes, &|start, len| store.release(&info.name, start, len))?;
     let idx_path = path.with_extension("idx");
     let wrong = |what: String| StoreError::from(PackError::corrupt(&idx_path, what));
     if rebuilt.records.len() != stored.records.len() {
@@ -101,19 +114,26 @@ pub fn check_stored_pack(odb: &Odb, info: PackInfo, stored: &PackIndex) -> Resul
     Ok(())
 }
 
-/// Walks every entry of a pack body: its record and the bases its chunks name.
+/// Walks every entry of a pack body: its record and the bases its chunks name. What the walk
+/// has read past is passed to `release` a piece at a time (it reads the pages around every
+/// entry's header and chunk prefix, which may map most of the pack).
 fn walk_entries(
     body: &[u8],
     corrupt: &dyn Fn(u64, String) -> StoreError,
+    release: &dyn Fn(u64, u64),
 ) -> Result<Vec<(IndexRecord, Vec<ObjectId>)>, StoreError> {
     let mut out = Vec::new();
     let mut seen = std::collections::HashSet::new();
     let mut pos = PACK_HEADER_LEN as usize;
+    let mut behind = ReleaseBehind::new(0, release);
     while pos < body.len() {
         let at = pos as u64;
-        let (entry, used) = EntryView::parse_prefix(&body[pos..]).map_err(|e| corrupt(at, e.to_string()))?;
+        let (entry, used) = EntryView::parse_prefix_with(&body[pos..], &mut |r| behind.reached(at + r as u64))
+            .map_err(|e| corrupt(at, e.to_string()))?;
         let h = &entry.header;
         let mut bases = Vec::new();
+        // The chunks' headers lie beside their length prefixes, read (and given back) above.
+        behind.back_to(at);
         for i in 0..entry.chunk_count() {
             let stored = entry.chunk(i).unwrap_or_default();
             let what = |e: String| corrupt(at, format!("object {} chunk {i}: {e}", h.id.short()));
@@ -123,6 +143,7 @@ fn walk_entries(
                 return Err(what(format!("holds {} bytes, expected {}", view.raw_len, end - start)));
             }
             bases.extend(view.base);
+            behind.reached((stored.as_ptr() as usize - body.as_ptr() as usize + stored.len()) as u64);
         }
         // Sorted rather than searched chunk by chunk: a hostile entry may name a new base in
         // every one of millions of chunks.
@@ -147,6 +168,7 @@ fn walk_entries(
         out.push((record, bases));
         pos += used;
     }
+    behind.finish(body.len() as u64);
     Ok(out)
 }
 

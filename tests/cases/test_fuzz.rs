@@ -368,7 +368,7 @@ mod seeds {
         let last = packs.last().unwrap();
         let empty = mlv::store::Odb::open(std::sync::Arc::new(mlv::store::MemoryPacks::default())).unwrap();
         let name = mlv::pack::PackName(last[last.len() - 32..].try_into().unwrap());
-        mlv::store::index_from_content(&empty, Path::new("gc.pack"), name, last).unwrap();
+        mlv::store::index_from_content(&empty, Path::new("gc.pack"), name, last, &|_, _| {}).unwrap();
         for (k, idx) in indexes.iter().enumerate() {
             index.put(&format!("repo-{k}"), &idx[..idx.len() - 32]);
         }

@@ -194,6 +194,49 @@ fn fsck_checks_refs_bare_repositories_and_remotes() {
     assert!(out.stdout.contains("refs/heads/ghost"), "{}", out.describe());
 }
 
+/// Peak resident memory of `mlv ARGS` run in `dir`, in bytes, as the kernel's high-water mark
+/// of the process (which, as `/usr/bin/time` shows, counts the pages of mapped files it
+/// touched), read until it exits. Not `wait4`'s usage: that counts the memory of this test
+/// process too, which the child shares until it starts `mlv`.
+fn peak_rss(r: &TestRepo, dir: &std::path::Path, args: &[&str]) -> u64 {
+    let mut child = r.std_cmd_in(dir, args).stdout(std::process::Stdio::null()).spawn().unwrap();
+    let status = format!("/proc/{}/status", child.id());
+    let mut peak = 0;
+    loop {
+        let hwm = std::fs::read_to_string(&status).ok().and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("VmHWM:"))?.to_owned();
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        });
+        peak = peak.max(hwm.unwrap_or(0) * 1024);
+        if let Some(exit) = child.try_wait().unwrap() {
+            assert!(exit.success(), "mlv {args:?} failed");
+            return peak;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+#[test]
+fn fsck_and_clone_keep_little_of_a_large_pack_in_memory() {
+    use crate::common::st;
+    const LEN: usize = 192 << 20;
+    let r = TestRepo::init();
+    // Noise, so the pack is as large as the model.
+    let model = st::serialize(&[st::T::new("w", "U8", &[LEN as u64], st::Rng::new(7).bytes(LEN))], None);
+    r.write("model.safetensors", &model);
+    r.add_commit(&["model.safetensors"], "large");
+    let pack = std::fs::metadata(crate::common::largest_pack(&r.root.join(".mlv/objects/pack"))).unwrap().len();
+    assert!(pack > LEN as u64, "the model was compressed: {pack} bytes");
+    // Reading the whole pack at once (as fsck's and clone's checks of its bytes did) peaks
+    // above its size.
+    let fsck = peak_rss(&r, &r.root, &["fsck"]);
+    assert!(fsck < pack / 2, "fsck peaked at {fsck} bytes for a pack of {pack}");
+    let dest = r.beside("clone");
+    let clone = peak_rss(&r, &r.root, &["clone", "--bare", r.root.to_str().unwrap(), dest.to_str().unwrap()]);
+    assert!(clone < pack / 2, "clone peaked at {clone} bytes for a pack of {pack}");
+    assert!(r.ok_at(&dest, &["fsck"]).contains("no problems"));
+}
+
 /// A repository with a chain of BF16 fine-tunes (each a delta on the one before) on `main`,
 /// a side branch, and the files of every commit by commit id.
 fn chain_repo(len: usize) -> (TestRepo, Vec<(String, Vec<u8>)>) {
