@@ -5,6 +5,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 
+use rayon::prelude::*;
 use serde::Serialize;
 
 use super::status::{ChangeKind, tracked_files};
@@ -240,28 +241,71 @@ impl Tally {
     /// Adds one window: `old` elements, the same `rounded` to the new dtype (when the dtypes
     /// differ and convert), and `new` elements.
     fn add(&mut self, d: Dtypes, old: &[u8], rounded: Option<&[u8]>, new: &[u8]) {
-        let (ow, nw) = (d.old.width(), d.new.width());
-        for (i, (x, y)) in old.chunks_exact(ow).zip(new.chunks_exact(nw)).enumerate() {
-            let values_differ = value(d.old, x).to_bits() != value(d.new, y).to_bits();
-            // What the new element is compared with: the old one, as the new dtype holds it.
-            let (reference, ref_dtype) = match rounded {
-                Some(r) => (&r[i * nw..(i + 1) * nw], d.new),
-                None => (x, d.old),
-            };
-            let changed = if ref_dtype == d.new { reference != y } else { values_differ };
-            if !changed {
-                self.rounding_only += u64::from(values_differ);
+        // What the new elements are compared with: the old ones, as the new dtype holds them.
+        match rounded.or((d.old == d.new).then_some(old)) {
+            Some(reference) => match d.new.width() {
+                1 => self.add_words::<1>(d, old, rounded.is_some(), reference, new),
+                2 => self.add_words::<2>(d, old, rounded.is_some(), reference, new),
+                4 => self.add_words::<4>(d, old, rounded.is_some(), reference, new),
+                _ => self.add_words::<8>(d, old, rounded.is_some(), reference, new),
+            },
+            None => self.add_values(d, old, new),
+        }
+    }
+
+    /// [`Tally::add`] where `reference` holds the old elements in the new dtype, `W` bytes
+    /// each (`rounded` from `old`, or `old` itself): elements are compared bit for bit.
+    fn add_words<const W: usize>(&mut self, d: Dtypes, old: &[u8], rounded: bool, reference: &[u8], new: &[u8]) {
+        let (old_value, new_value) = (value_of(d.old), value_of(d.new));
+        let ow = d.old.width();
+        let low_half = d.new.float_layout().map(|l| l.mantissa.div_ceil(2));
+        let pairs = reference.as_chunks::<W>().0.iter().zip(new.as_chunks::<W>().0);
+        for (i, (r, y)) in pairs.enumerate() {
+            let (r, y) = (word(r), word(y));
+            if r == y {
+                if rounded {
+                    let x = old.get(i * ow..(i + 1) * ow).map_or(0, word);
+                    self.rounding_only += u64::from(old_value(x).to_bits() != new_value(y).to_bits());
+                }
                 continue;
             }
             self.changed += 1;
-            let delta = (value(ref_dtype, reference) - value(d.new, y)).abs();
-            if delta.is_finite() {
-                self.max_abs_diff = self.max_abs_diff.max(delta);
-                self.sum_abs_diff += delta;
-            }
-            if ref_dtype == d.new && low_mantissa_only(d.new, reference, y) {
+            self.add_delta((new_value(r) - new_value(y)).abs());
+            // Same sign and exponent, mantissas differing only in their lower half.
+            if low_half.is_some_and(|h| (r ^ y) >> h == 0) {
                 self.low_mantissa_only += 1;
             }
+        }
+    }
+
+    /// [`Tally::add`] for dtypes that do not convert into each other: elements are compared by
+    /// value.
+    fn add_values(&mut self, d: Dtypes, old: &[u8], new: &[u8]) {
+        let (old_value, new_value) = (value_of(d.old), value_of(d.new));
+        for (x, y) in old.chunks_exact(d.old.width()).zip(new.chunks_exact(d.new.width())) {
+            let (x, y) = (old_value(word(x)), new_value(word(y)));
+            if x.to_bits() != y.to_bits() {
+                self.changed += 1;
+                self.add_delta((x - y).abs());
+            }
+        }
+    }
+
+    fn add_delta(&mut self, delta: f64) {
+        if delta.is_finite() {
+            self.max_abs_diff = self.max_abs_diff.max(delta);
+            self.sum_abs_diff += delta;
+        }
+    }
+
+    /// The totals of two windows.
+    fn merge(self, other: Tally) -> Tally {
+        Tally {
+            changed: self.changed + other.changed,
+            rounding_only: self.rounding_only + other.rounding_only,
+            low_mantissa_only: self.low_mantissa_only + other.low_mantissa_only,
+            max_abs_diff: self.max_abs_diff.max(other.max_abs_diff),
+            sum_abs_diff: self.sum_abs_diff + other.sum_abs_diff,
         }
     }
 
@@ -283,21 +327,26 @@ impl Tally {
     }
 }
 
+/// Compares two tensors a window at a time, the windows on all cores.
 fn compare(repo: &Repository, o: &SideTensor, n: &SideTensor) -> Result<TensorChange> {
     let (from, to) = (o.t.dtype, n.t.dtype);
     let d = Dtypes { old: from, new: to, rounds: from != to && convert::can_convert(from, to) };
     let (ow, nw) = (from.width() as u64, to.width() as u64);
     let elements = (byte_len(&o.t) / ow).min(byte_len(&n.t) / nw);
-    let mut tally = Tally::default();
-    let mut pos = 0;
-    while pos < elements {
-        let end = (pos + WINDOW_ELEMS).min(elements);
-        let a = read(repo, o, pos * ow, end * ow)?;
-        let b = read(repo, n, pos * nw, end * nw)?;
-        let rounded = if d.rounds { convert::convert(&a, from, to) } else { None };
-        tally.add(d, &a, rounded.as_deref(), &b);
-        pos = end;
-    }
+    let windows: Vec<u64> = (0..elements).step_by(WINDOW_ELEMS as usize).collect();
+    let tallies = windows
+        .par_iter()
+        .map(|&pos| {
+            let end = (pos + WINDOW_ELEMS).min(elements);
+            let a = read(repo, o, pos * ow, end * ow)?;
+            let b = read(repo, n, pos * nw, end * nw)?;
+            let rounded = if d.rounds { convert::convert(&a, from, to) } else { None };
+            let mut tally = Tally::default();
+            tally.add(d, &a, rounded.as_deref(), &b);
+            Ok(tally)
+        })
+        .collect::<Result<Vec<Tally>>>()?;
+    let tally = tallies.into_iter().fold(Tally::default(), Tally::merge);
     Ok(tally.into_change(&o.t, &n.t, d, elements))
 }
 
@@ -311,13 +360,6 @@ fn word(b: &[u8]) -> u64 {
     u64::from_le_bytes(w)
 }
 
-/// Same sign and exponent, mantissas differing only in their lower half.
-fn low_mantissa_only(dtype: DType, x: &[u8], y: &[u8]) -> bool {
-    let Some(l) = dtype.float_layout() else { return false };
-    let diff = word(x) ^ word(y);
-    diff != 0 && diff >> l.mantissa.div_ceil(2) == 0
-}
-
 /// True for the dtypes [`value`] gives a number for.
 fn has_value(dtype: DType) -> bool {
     !value(dtype, &[0; 8]).is_nan()
@@ -325,20 +367,24 @@ fn has_value(dtype: DType) -> bool {
 
 /// An element's numeric value (NaN for types without a simple one).
 pub fn value(dtype: DType, b: &[u8]) -> f64 {
-    let w = word(b);
+    value_of(dtype)(word(b))
+}
+
+/// How an element's bits (little-endian, in the low bytes) give its value in `dtype`.
+fn value_of(dtype: DType) -> fn(u64) -> f64 {
     match dtype {
-        DType::F64 => f64::from_bits(w),
-        DType::F32 => f32::from_bits(w as u32) as f64,
-        DType::F16 => half::f16::from_bits(w as u16).to_f64(),
-        DType::BF16 => half::bf16::from_bits(w as u16).to_f64(),
-        DType::F8_E4M3 => small_float(w as u8, 4, 3, 7),
-        DType::F8_E5M2 => small_float(w as u8, 5, 2, 15),
-        DType::I8 => w as u8 as i8 as f64,
-        DType::I16 => w as u16 as i16 as f64,
-        DType::I32 => w as u32 as i32 as f64,
-        DType::I64 => w as i64 as f64,
-        DType::U8 | DType::BOOL | DType::U16 | DType::U32 | DType::U64 => w as f64,
-        _ => f64::NAN,
+        DType::F64 => f64::from_bits,
+        DType::F32 => |w| f32::from_bits(w as u32) as f64,
+        DType::F16 => |w| half::f16::from_bits(w as u16).to_f64(),
+        DType::BF16 => |w| half::bf16::from_bits(w as u16).to_f64(),
+        DType::F8_E4M3 => |w| small_float(w as u8, 4, 3, 7),
+        DType::F8_E5M2 => |w| small_float(w as u8, 5, 2, 15),
+        DType::I8 => |w| w as u8 as i8 as f64,
+        DType::I16 => |w| w as u16 as i16 as f64,
+        DType::I32 => |w| w as u32 as i32 as f64,
+        DType::I64 => |w| w as i64 as f64,
+        DType::U8 | DType::BOOL | DType::U16 | DType::U32 | DType::U64 => |w| w as f64,
+        _ => |_| f64::NAN,
     }
 }
 
@@ -379,4 +425,83 @@ fn text_diff(repo: &Repository, path: &str, a: Option<&SideFile>, b: Option<&Sid
     };
     let diff = similar::TextDiff::from_lines(&x, &y);
     Ok(Some(diff.unified_diff().header(&format!("a/{path}"), &format!("b/{path}")).to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The comparison element by element, as first written: what the word-at-a-time tally
+    /// must agree with.
+    fn reference(d: Dtypes, old: &[u8], rounded: Option<&[u8]>, new: &[u8]) -> Tally {
+        let mut t = Tally::default();
+        let (ow, nw) = (d.old.width(), d.new.width());
+        for (i, (x, y)) in old.chunks_exact(ow).zip(new.chunks_exact(nw)).enumerate() {
+            let values_differ = value(d.old, x).to_bits() != value(d.new, y).to_bits();
+            let (r, ref_dtype) = match rounded {
+                Some(r) => (&r[i * nw..(i + 1) * nw], d.new),
+                None => (x, d.old),
+            };
+            let changed = if ref_dtype == d.new { r != y } else { values_differ };
+            if !changed {
+                t.rounding_only += u64::from(values_differ);
+                continue;
+            }
+            t.changed += 1;
+            t.add_delta((value(ref_dtype, r) - value(d.new, y)).abs());
+            let diff = word(r) ^ word(y);
+            let low = d.new.float_layout().is_some_and(|l| diff >> l.mantissa.div_ceil(2) == 0);
+            t.low_mantissa_only += u64::from(ref_dtype == d.new && low);
+        }
+        t
+    }
+
+    const PAIRS: [(DType, DType); 9] = [
+        (DType::BF16, DType::BF16),
+        (DType::F16, DType::F16),
+        (DType::F32, DType::F32),
+        (DType::F64, DType::F64),
+        (DType::F8_E4M3, DType::F8_E4M3),
+        (DType::I32, DType::I32),
+        (DType::F32, DType::BF16),
+        (DType::BF16, DType::F32),
+        (DType::I64, DType::F16),
+    ];
+
+    proptest! {
+        #[test]
+        fn the_word_tally_counts_what_the_element_tally_does(
+            pair in 0..PAIRS.len(),
+            old in proptest::collection::vec(any::<u8>(), 0..512),
+            flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..64),
+        ) {
+            let (from, to) = PAIRS[pair];
+            let d = Dtypes { old: from, new: to, rounds: from != to && convert::can_convert(from, to) };
+            let n = old.len() / from.width();
+            let old = &old[..n * from.width()];
+            // The new side: the old one in the new dtype where it converts, with bytes changed.
+            let rounded = if d.rounds { convert::convert(old, from, to) } else { None };
+            let mut new = rounded.clone().unwrap_or_else(|| {
+                let mut v = old.to_vec();
+                v.resize(n * to.width(), 0);
+                v
+            });
+            let len = new.len().max(1);
+            for (at, xor) in flips {
+                if let Some(b) = new.get_mut(at % len) {
+                    *b ^= xor;
+                }
+            }
+            let want = reference(d, old, rounded.as_deref(), &new);
+            let mut got = Tally::default();
+            got.add(d, old, rounded.as_deref(), &new);
+            prop_assert_eq!(
+                (got.changed, got.rounding_only, got.low_mantissa_only),
+                (want.changed, want.rounding_only, want.low_mantissa_only)
+            );
+            prop_assert_eq!(got.max_abs_diff.to_bits(), want.max_abs_diff.to_bits());
+            prop_assert_eq!(got.sum_abs_diff.to_bits(), want.sum_abs_diff.to_bits());
+        }
+    }
 }
