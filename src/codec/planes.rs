@@ -156,11 +156,19 @@ impl Grouping {
     }
 }
 
+/// Elements split into planes a block at a time: each plane's pass over a block reads it from
+/// the first-level cache, and each pass is a loop over two slices that vectorises.
+const SPLIT_BLOCK: usize = 4096;
+
 #[multiversion::multiversion(targets = "simd")]
 fn split_bf16(data: &[u8]) -> Vec<Vec<u8>> {
-    let words = || data.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]]));
-    let exp = words().map(|w| (w >> 7) as u8).collect();
-    let sm = words().map(|w| ((w >> 8) & 0x80 | w & 0x7F) as u8).collect();
+    let words = data.as_chunks::<2>().0;
+    let (mut exp, mut sm) = (vec![0u8; words.len()], vec![0u8; words.len()]);
+    let blocks = words.chunks(SPLIT_BLOCK).zip(exp.chunks_mut(SPLIT_BLOCK)).zip(sm.chunks_mut(SPLIT_BLOCK));
+    for ((words, exp), sm) in blocks {
+        exp.iter_mut().zip(words).for_each(|(o, w)| *o = (u16::from_le_bytes(*w) >> 7) as u8);
+        sm.iter_mut().zip(words).for_each(|(o, w)| *o = w[1] & 0x80 | w[0] & 0x7F);
+    }
     vec![exp, sm]
 }
 
@@ -176,13 +184,17 @@ fn join_bf16(exp: &[u8], sm: &[u8], elements: usize) -> Vec<u8> {
 
 #[multiversion::multiversion(targets = "simd")]
 fn split_f32(data: &[u8]) -> Vec<Vec<u8>> {
-    let words = || data.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]));
-    vec![
-        words().map(|w| (w >> 23) as u8).collect(),
-        words().map(|w| w as u8).collect(),
-        words().map(|w| (w >> 8) as u8).collect(),
-        words().map(|w| ((w >> 16) & 0x7F | (w >> 24) & 0x80) as u8).collect(),
-    ]
+    let words = data.as_chunks::<4>().0;
+    let [mut exp, mut p0, mut p1, mut p2] = std::array::from_fn(|_| vec![0u8; words.len()]);
+    let blocks = words.chunks(SPLIT_BLOCK).zip(exp.chunks_mut(SPLIT_BLOCK)).zip(p0.chunks_mut(SPLIT_BLOCK));
+    let blocks = blocks.zip(p1.chunks_mut(SPLIT_BLOCK)).zip(p2.chunks_mut(SPLIT_BLOCK));
+    for ((((words, exp), p0), p1), p2) in blocks {
+        exp.iter_mut().zip(words).for_each(|(o, w)| *o = (u32::from_le_bytes(*w) >> 23) as u8);
+        p0.iter_mut().zip(words).for_each(|(o, w)| *o = w[0]);
+        p1.iter_mut().zip(words).for_each(|(o, w)| *o = w[1]);
+        p2.iter_mut().zip(words).for_each(|(o, w)| *o = w[2] & 0x7F | w[3] & 0x80);
+    }
+    vec![exp, p0, p1, p2]
 }
 
 #[multiversion::multiversion(targets = "simd")]
