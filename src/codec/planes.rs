@@ -129,17 +129,22 @@ impl Grouping {
         }
     }
 
-    /// One pass per plane: each pass is a simple map that the compiler vectorises.
+    /// A block at a time (see [`SPLIT_BLOCK`]), one pass per plane over the block's words.
     fn split_words<const W: usize>(&self, data: &[u8]) -> Vec<Vec<u8>> {
-        let plane = |k: usize| -> Vec<u8> {
-            data.chunks_exact(W)
-                .map(|c| {
-                    let (exp, sm) = self.fields::<W>(load::<W>(c));
-                    if k < self.exp_planes { (exp >> (8 * k)) as u8 } else { (sm >> (8 * (k - self.exp_planes))) as u8 }
-                })
-                .collect()
-        };
-        (0..self.planes()).map(plane).collect()
+        let words = data.as_chunks::<W>().0;
+        let mut planes = vec![vec![0u8; words.len()]; self.planes()];
+        for (start, block) in (0..words.len()).step_by(SPLIT_BLOCK).zip(words.chunks(SPLIT_BLOCK)) {
+            for (k, plane) in planes.iter_mut().enumerate() {
+                let out = &mut plane[start..start + block.len()];
+                let (exponent, shift) =
+                    if k < self.exp_planes { (true, 8 * k) } else { (false, 8 * (k - self.exp_planes)) };
+                for (o, w) in out.iter_mut().zip(block) {
+                    let (exp, sm) = self.fields::<W>(load::<W>(w));
+                    *o = (if exponent { exp } else { sm } >> shift) as u8;
+                }
+            }
+        }
+        planes
     }
 
     /// Gathers the planes into exponent and sign+mantissa fields, then reassembles each word.
