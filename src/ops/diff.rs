@@ -202,7 +202,7 @@ fn tensor_diff(repo: &Repository, a: Option<&SideFile>, b: Option<&SideFile>) ->
     Ok(TensorsDiff {
         added: names(&p.added),
         removed: names(&p.removed),
-        changed: p.changed.iter().map(|(o, n)| compare(repo, o, n)).collect::<Result<_>>()?,
+        changed: p.changed.par_iter().map(|(o, n)| compare(repo, o, n)).collect::<Result<_>>()?,
         unchanged: p.unchanged,
     })
 }
