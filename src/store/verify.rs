@@ -28,8 +28,8 @@ pub fn verify_pack(odb: &Odb, pack: UnindexedPack, progress: &dyn Progress) -> R
     // SAFETY: the temporary file is private to this process until it is installed.
     let map = Arc::new(unsafe { Mmap::map(&file) }.map_err(|e| PackError::io(&path, e))?);
     let len = map.len() as u64;
-    let index = index_from_content(odb, &path, pack.name, &map, &|start, len| {
-        crate::fsutil::release_pages(&map, start, len);
+    let index = index_from_content(odb, &path, pack.name, &map, &|start, n| {
+        crate::fsutil::release_pages(&map, start, n);
     })?;
     let mut records: Vec<&IndexRecord> = index.records.iter().collect();
     records.sort_by_key(|r| r.offset);
@@ -70,12 +70,10 @@ pub fn index_from_content(
     let body_end = len.checked_sub(TRAILER_LEN).filter(|&e| e >= PACK_HEADER_LEN);
     let body_end = body_end.ok_or_else(|| corrupt(0, "pack too short".into()))? as usize;
     let mut hasher = blake3::Hasher::new();
-    let mut behind = ReleaseBehind::new(0, release);
     for (start, end) in crate::fsutil::pieces(0, body_end as u64) {
         hasher.update_rayon(&bytes[start as usize..end as usize]);
-        behind.reached(end);
+        release(start, end - start);
     }
-    behind.finish(body_end as u64);
     let hash = *hasher.finalize().as_bytes();
     if hash != bytes[body_end..] || hash != name.0 {
         return Err(corrupt(body_end as u64, "pack checksum mismatch: its bytes were damaged".into()));
