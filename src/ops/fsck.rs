@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::error::Result;
 use crate::index::Index;
 use crate::object::{ObjectId, ObjectKind};
-use crate::pack::PackError;
+use crate::pack::{IndexRecord, PackError, PackName};
 use crate::progress::Progress;
 use crate::reach::{self, Walk};
 use crate::refs::{HEADS, Head, REMOTES, RefStore, TAGS};
@@ -62,6 +62,11 @@ pub struct FsckReport {
 }
 
 impl FsckReport {
+    fn checked(&mut self, rec: &IndexRecord) {
+        self.objects += 1;
+        self.bytes += rec.data_len;
+    }
+
     fn problem(&mut self, what: String, object: Option<ObjectId>, file: Option<String>, offset: Option<u64>) {
         self.problems.push(Problem { what, object, file, offset });
     }
@@ -174,41 +179,119 @@ fn objects_to_check(
     Ok(all.into_iter().collect())
 }
 
+/// Objects decoded together at most, and their logical bytes: the chunks of a batch decode on
+/// all cores at once.
+const BATCH_OBJECTS: usize = 1024;
+const BATCH_BYTES: u64 = 256 << 20;
+
+/// An object to check, where it is stored.
+struct ToCheck {
+    rec: IndexRecord,
+    file: String,
+}
+
 /// Decodes every object in `ids`, checking chunk checksums, delta bases and ids.
+///
+/// Objects go in batches whose chunks decode in parallel (a repository of small tensors keeps
+/// every core busy), each delta chain together and from its root down, so that a delta finds
+/// the base checked just before it in the cache instead of decoding it again. A batch that
+/// fails is checked again one object at a time, to name every object that is wrong.
 fn check_objects(odb: &Odb, ids: &[ObjectId], report: &mut FsckReport, progress: &dyn Progress) -> Result<()> {
-    let total = ids.iter().filter_map(|id| odb.find(id)).map(|(_, r)| r.data_len).sum();
-    progress.start("checking", total);
-    for id in ids {
+    let order = chains_together(odb, ids);
+    progress.start("checking", order.iter().map(|c| c.rec.data_len).sum());
+    for batch in batches(&order) {
         if progress.cancelled() {
             return Err(StoreError::Cancelled.into());
         }
-        let Some((pack, rec)) = odb.find(id) else { continue };
-        let at = Some((pack.path().display().to_string(), rec.offset));
-        if rec.depth as usize > MAX_DECODE_DEPTH {
-            report.problem(
-                format!("delta chain of {} links", rec.depth),
-                Some(*id),
-                at.clone().map(|a| a.0),
-                Some(rec.offset),
-            );
+        for c in batch.iter().filter(|c| c.rec.depth as usize > MAX_DECODE_DEPTH) {
+            let what = format!("delta chain of {} links", c.rec.depth);
+            report.problem(what, Some(c.rec.id), Some(c.file.clone()), Some(c.rec.offset));
         }
-        let result = odb
-            .stream(id, |b| {
-                progress.advance(b.len() as u64);
-                Ok(())
-            })
-            .and_then(|_| odb.check_parses(id, rec.kind));
-        match result {
-            Ok(_) => {
-                report.objects += 1;
-                report.bytes += rec.data_len;
-            }
+        match check_batch(odb, batch, progress) {
+            Ok(()) => batch.iter().for_each(|c| report.checked(&c.rec)),
             Err(StoreError::Cancelled) => return Err(StoreError::Cancelled.into()),
-            Err(e) => report.store_problem(Some(*id), at, &e),
+            Err(_) => {
+                for c in batch {
+                    match check_batch(odb, std::slice::from_ref(c), &crate::progress::Silent) {
+                        Ok(()) => report.checked(&c.rec),
+                        Err(StoreError::Cancelled) => return Err(StoreError::Cancelled.into()),
+                        Err(e) => report.store_problem(Some(c.rec.id), Some((c.file.clone(), c.rec.offset)), &e),
+                    }
+                }
+            }
         }
     }
     progress.finish();
     Ok(())
+}
+
+/// Decodes the objects of `batch` and checks their ids, and that each parses as its kind.
+/// The objects that are bases of others in the batch keep their decoded chunks in the cache.
+fn check_batch(odb: &Odb, batch: &[ToCheck], progress: &dyn Progress) -> std::result::Result<(), StoreError> {
+    let ids: Vec<ObjectId> = batch.iter().map(|c| c.rec.id).collect();
+    let mut bases = HashSet::new();
+    for id in &ids {
+        bases.extend(odb.bases(id)?);
+    }
+    let keep: HashSet<ObjectId> = ids.iter().filter(|id| bases.contains(*id)).copied().collect();
+    odb.stream_all_keeping(&ids, &keep, |b| {
+        progress.advance(b.len() as u64);
+        Ok(())
+    })?;
+    batch.iter().try_for_each(|c| odb.check_parses(&c.rec.id, c.rec.kind))
+}
+
+/// The objects of `ids` that are here, each delta chain together from its root down, the
+/// chains in the order their roots lie in the packs (the order their bytes are read best).
+fn chains_together(odb: &Odb, ids: &[ObjectId]) -> Vec<ToCheck> {
+    let mut keyed: Vec<((PackName, u64, u8), ToCheck)> = ids
+        .iter()
+        .filter_map(|id| {
+            let (pack, rec) = odb.find(id)?;
+            let (root_pack, root) = odb.find(&chain_root(odb, id)).unwrap_or((pack.clone(), rec));
+            let check = ToCheck { rec, file: pack.path().display().to_string() };
+            Some(((root_pack.name, root.offset, rec.depth), check))
+        })
+        .collect();
+    keyed.sort_by_key(|(key, c)| (*key, c.rec.offset));
+    keyed.into_iter().map(|(_, c)| c).collect()
+}
+
+/// The object at the bottom of `id`'s delta chain, following each link's first base that is
+/// here (a missing base is reported when the object fails to decode).
+fn chain_root(odb: &Odb, id: &ObjectId) -> ObjectId {
+    let mut at = *id;
+    for _ in 0..=MAX_DECODE_DEPTH {
+        match odb.bases(&at).ok().and_then(|b| b.first().copied()) {
+            Some(base) if odb.contains(&base) && base != at => at = base,
+            _ => break,
+        }
+    }
+    at
+}
+
+/// `order` cut into consecutive batches of at most [`BATCH_OBJECTS`] objects and, unless one
+/// object is larger, [`BATCH_BYTES`].
+fn batches(order: &[ToCheck]) -> impl Iterator<Item = &[ToCheck]> {
+    let mut rest = order;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut bytes = 0;
+        let len = rest
+            .iter()
+            .take(BATCH_OBJECTS)
+            .take_while(|c| {
+                bytes += c.rec.data_len;
+                bytes <= BATCH_BYTES
+            })
+            .count()
+            .max(1);
+        let (batch, next) = rest.split_at(len);
+        rest = next;
+        Some(batch)
+    })
 }
 
 /// The staging index must be readable and name only objects that are here.
@@ -223,5 +306,38 @@ fn check_staging_index(odb: &Odb, path: &std::path::Path, report: &mut FsckRepor
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn to_check(data_len: u64) -> ToCheck {
+        let rec = IndexRecord {
+            id: ObjectId([0; 32]),
+            offset: 0,
+            len: 0,
+            data_len,
+            kind: ObjectKind::Tensor,
+            depth: 0,
+            base_count: 0,
+            first_base: 0,
+        };
+        ToCheck { rec, file: String::new() }
+    }
+
+    #[test]
+    fn batches_keep_order_and_bounds_and_give_a_large_object_its_own() {
+        let sizes = [BATCH_BYTES / 2, BATCH_BYTES / 2, 1, 3 * BATCH_BYTES, 5, 7];
+        let order: Vec<ToCheck> = sizes.iter().map(|&n| to_check(n)).collect();
+        let cut: Vec<Vec<u64>> = batches(&order).map(|b| b.iter().map(|c| c.rec.data_len).collect()).collect();
+        let want = vec![vec![BATCH_BYTES / 2, BATCH_BYTES / 2], vec![1], vec![3 * BATCH_BYTES], vec![5, 7]];
+        assert_eq!(cut, want);
+
+        let many: Vec<ToCheck> = (0..2 * BATCH_OBJECTS + 1).map(|_| to_check(1)).collect();
+        let lens: Vec<usize> = batches(&many).map(<[ToCheck]>::len).collect();
+        assert_eq!(lens, [BATCH_OBJECTS, BATCH_OBJECTS, 1]);
+        assert_eq!(batches(&[]).count(), 0);
     }
 }

@@ -177,6 +177,30 @@ fn fsck_finds_a_flipped_byte_in_every_part_of_a_pack_and_checkout_never_writes_i
     r.ok(&["fsck"]);
 }
 
+/// fsck decodes objects in batches; one damaged object must still be named on its own, with
+/// the objects that depend on it, and every other object counted as checked.
+#[test]
+fn fsck_names_each_damaged_object_and_checks_all_the_others() {
+    let (r, _base, _ft) = crate::common::fixtures::family_repo();
+    let clean = r.json(&["fsck", "--json"]);
+    let total = clean["objects"].as_u64().unwrap();
+    let (pack_path, _) = largest_pack(&r.root.join(".mlv"));
+    let mut pack = std::fs::read(&pack_path).unwrap();
+    let (entry, _, checksum) = first_entry_offsets(&pack);
+    let damaged: String = pack[entry + 1..entry + 33].iter().map(|b| format!("{b:02x}")).collect();
+    pack[checksum] ^= 0x20;
+    std::fs::write(&pack_path, &pack).unwrap();
+
+    let out = r.run(&["fsck", "--json"]);
+    assert_eq!(out.code, Some(1), "{}", out.describe());
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let named: std::collections::BTreeSet<&str> =
+        v["problems"].as_array().unwrap().iter().filter_map(|p| p["object"].as_str()).collect();
+    assert!(named.contains(damaged.as_str()), "the damaged object {damaged} is not named: {v}");
+    assert!(named.len() < total as usize / 2, "one damaged object failed most of the others: {v}");
+    assert_eq!(v["objects"].as_u64().unwrap() + named.len() as u64, total, "objects not checked or counted twice: {v}");
+}
+
 #[test]
 fn fsck_checks_refs_bare_repositories_and_remotes() {
     let (r, _base, _ft) = crate::common::fixtures::family_repo();
