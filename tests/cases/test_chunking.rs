@@ -1,18 +1,14 @@
 //! Large files that are not safetensors are cut into content-defined chunks: an edit stores
-//! (and sends) about one chunk, not the whole file again.
+//! (and sends) about one chunk, not the whole file again. Their content is noise, which
+//! nothing compresses, so sizes measure what was stored.
 
 use crate::common::TestRepo;
 use crate::common::st::Rng;
 
-/// Incompressible bytes, so sizes measure what was stored rather than how well it compressed.
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    Rng::new(seed).bytes(len)
-}
-
 #[test]
 fn a_one_byte_edit_and_an_insertion_store_about_one_chunk_each() {
     let r = TestRepo::init();
-    let v1 = noise(8 << 20, 1);
+    let v1 = Rng::new(1).bytes(8 << 20);
     r.write("optimizer.pt", &v1);
     let c1 = r.add_commit(&["optimizer.pt"], "v1");
     let mut v2 = v1.clone();
@@ -23,7 +19,7 @@ fn a_one_byte_edit_and_an_insertion_store_about_one_chunk_each() {
     let grew = r.mlv_size() - before;
     assert!(grew < 600 << 10, "a one-byte edit of 8 MiB stored {grew} bytes");
     let mut v3 = v2.clone();
-    v3.splice(4 << 20..4 << 20, noise(1024, 9));
+    v3.splice(4 << 20..4 << 20, Rng::new(9).bytes(1024));
     r.write("optimizer.pt", &v3);
     let before = r.mlv_size();
     let c3 = r.add_commit(&["optimizer.pt"], "1 KiB inserted");
@@ -40,7 +36,7 @@ fn a_one_byte_edit_and_an_insertion_store_about_one_chunk_each() {
 #[test]
 fn a_push_after_an_edit_sends_only_the_changed_chunks() {
     let r = TestRepo::init();
-    let v1 = noise(6 << 20, 2);
+    let v1 = Rng::new(2).bytes(6 << 20);
     r.write("data.bin", &v1);
     r.add_commit(&["data.bin"], "v1");
     let srv = r.beside("srv");
@@ -61,7 +57,7 @@ fn a_push_after_an_edit_sends_only_the_changed_chunks() {
 #[test]
 fn small_files_stay_single_blobs_and_identical_chunks_are_stored_once() {
     let r = TestRepo::init();
-    let big = noise(2 << 20, 3);
+    let big = Rng::new(3).bytes(2 << 20);
     r.write("a.bin", &big);
     r.write("copy/a.bin", &big);
     r.write("small.txt", "hello\n");

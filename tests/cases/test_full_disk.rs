@@ -34,14 +34,9 @@ impl Drop for Tmpfs {
     }
 }
 
-/// `n` bytes of noise: nothing compresses them, so they take their size in a pack.
-fn noise(seed: u64, n: usize) -> Vec<u8> {
-    Rng::new(seed).bytes(n)
-}
-
-/// A safetensors file of one U8 tensor of `n` noise bytes.
+/// A safetensors file of one U8 tensor of `n` noise bytes, which take their size in a pack.
 fn model(seed: u64, n: usize) -> Vec<u8> {
-    crate::common::st::serialize(&[crate::common::st::T::new("w", "U8", &[n as u64], noise(seed, n))], None)
+    crate::common::st::serialize(&[crate::common::st::T::new("w", "U8", &[n as u64], Rng::new(seed).bytes(n))], None)
 }
 
 /// Fills the file system holding `path` with a file there, then frees `room` bytes of it.
