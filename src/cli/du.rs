@@ -24,6 +24,8 @@ use super::{count, human, open_repo_any, print_json};
 ///                  by the base weight's exponent; usually the smallest for fine-tunes.
 ///   bitx-diff-low  the same, with the top raw bits of each difference entropy coded too,
 ///                  by the base weight's mantissa: FP32 fine-tunes under weight decay.
+///   bitx-diff-mask the difference of only the blocks of 16 weights that changed, with a
+///                  bit per block: fine-tunes that leave whole rows as they were.
 ///   raw            the bytes themselves.
 #[derive(clap::Args)]
 #[command(

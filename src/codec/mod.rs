@@ -6,6 +6,7 @@
 
 pub mod convert;
 pub mod delta;
+pub mod mask;
 pub mod planes;
 pub mod rans;
 
@@ -167,6 +168,9 @@ pub enum Codec {
     /// by symbol and the base's high mantissa bits (FP32 weight decay moves a weight by a
     /// number of ULPs that depends on its mantissa).
     DiffLow,
+    /// As `DiffContext` over only the blocks of elements that differ from the base, which a
+    /// mask names ([`mask`]): fine-tunes leave whole rows exactly as they were.
+    DiffMasked,
 }
 
 impl Codec {
@@ -177,6 +181,7 @@ impl Codec {
             Codec::Xor => 2,
             Codec::DiffContext => 3,
             Codec::DiffLow => 4,
+            Codec::DiffMasked => 5,
         }
     }
 
@@ -187,13 +192,14 @@ impl Codec {
             2 => Codec::Xor,
             3 => Codec::DiffContext,
             4 => Codec::DiffLow,
+            5 => Codec::DiffMasked,
             _ => return None,
         })
     }
 
     /// True if the chunk needs its base to decode.
     pub fn is_delta(self) -> bool {
-        matches!(self, Codec::Xor | Codec::DiffContext | Codec::DiffLow)
+        matches!(self, Codec::Xor | Codec::DiffContext | Codec::DiffLow | Codec::DiffMasked)
     }
 
     /// Name for output.
@@ -204,6 +210,7 @@ impl Codec {
             Codec::Xor => "bitx-xor",
             Codec::DiffContext => "bitx-diff-ctx",
             Codec::DiffLow => "bitx-diff-low",
+            Codec::DiffMasked => "bitx-diff-mask",
         }
     }
 }
@@ -310,6 +317,7 @@ impl<'a> ChunkView<'a> {
                 let rest_bits = self.stream(2, usize::MAX)?;
                 (delta::unsymbolise_diff_low(dtype, &symbols, &lows, &rest_bits, base)?, None)
             }
+            Codec::DiffMasked => (self.rebuild_masked(dtype, n, self.base_bytes(base.as_deref())?)?, None),
         };
         self.checked(out, hashed)
     }
@@ -384,6 +392,18 @@ impl<'a> ChunkView<'a> {
             std::hash::Hasher::write(&mut hasher, decoder.part(part_base)?);
         }
         Ok((decoder.finish()?, std::hash::Hasher::finish(&hasher)))
+    }
+
+    /// Rebuilds a `bitx-diff-mask` chunk of `n` elements: the blocks its mask sets as a
+    /// `bitx-diff-ctx` difference on the same blocks of `base`, the others `base`'s own.
+    fn rebuild_masked(&self, dtype: DType, n: usize, base: &[u8]) -> Result<Vec<u8>, CodecError> {
+        let mask = self.stream(2, mask::len_for(n))?;
+        let kept = mask::kept(&mask, n).map_err(CodecError::Corrupt)?;
+        let width = dtype.width();
+        let base_kept = mask::gather(base, &mask, width);
+        let (fine_kept, _) = self.rebuild_difference(dtype, kept, &mut BaseParts::Elements(&base_kept))?;
+        mask::scatter(base, &mask, &fine_kept, width)
+            .ok_or_else(|| CodecError::Corrupt("the masked blocks decoded to another length".into()))
     }
 
     /// The number of `dtype` elements the chunk holds, refusing a length that is not whole.
@@ -585,9 +605,14 @@ pub fn encode_with(
     };
     let (streams, base_id) = match (codec, base) {
         (Codec::Xor, Some((id, b))) => (grouped(&delta::xor(data, b)), Some(id)),
-        (Codec::DiffContext, Some((id, b))) => {
-            let s = delta::symbolise_diff(dtype, data, b);
-            (vec![(STREAM_RAW, rans::encode(&s.symbols, &s.contexts)), (STREAM_RAW, s.raw_bits)], Some(id))
+        (Codec::DiffContext, Some((id, b))) => (difference_streams(dtype, data, b), Some(id)),
+        (Codec::DiffMasked, Some((id, b))) => {
+            let width = dtype.width();
+            let mask = mask::of(data, b, width);
+            let mut streams =
+                difference_streams(dtype, &mask::gather(data, &mask, width), &mask::gather(b, &mask, width));
+            streams.push(code_stream(mask, level));
+            (streams, Some(id))
         }
         (Codec::DiffLow, Some((id, b))) => {
             let s = delta::symbolise_diff_low(dtype, data, b);
@@ -605,18 +630,24 @@ pub fn encode_with(
     assemble(codec, data, base_id, streams)
 }
 
-/// Codecs worth a trial for a chunk of `elements`: with a base, the difference coder against
-/// byte grouping, plus XOR for small chunks (the only place it has been seen to win, where the
-/// coder's tables cost more than they save) and the low-byte coder for floats with mantissas
-/// long enough to leave raw bits (FP16, FP32, FP64); without a base, byte grouping alone (raw
-/// is the fallback of every encoding).
+/// The streams of codec 3 for `fine` on `base`: the symbols, rANS coded, and the raw bits.
+fn difference_streams(dtype: DType, fine: &[u8], base: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    let s = delta::symbolise_diff(dtype, fine, base);
+    vec![(STREAM_RAW, rans::encode(&s.symbols, &s.contexts)), (STREAM_RAW, s.raw_bits)]
+}
+
+/// Codecs worth a trial for a chunk of `elements`: with a base, the difference coder (with and
+/// without a block mask) against byte grouping, plus XOR for small chunks (the only place it
+/// has been seen to win, where the coder's tables cost more than they save) and the low-byte
+/// coder for floats with mantissas long enough to leave raw bits (FP16, FP32, FP64); without a
+/// base, byte grouping alone (raw is the fallback of every encoding).
 pub fn candidates(dtype: DType, has_base: bool, elements: usize) -> &'static [Codec] {
     let long_mantissa = dtype.float_layout().is_some_and(|l| l.mantissa >= 10);
     match (has_base, elements <= SMALL_CHUNK, long_mantissa) {
-        (true, true, true) => &[Codec::DiffContext, Codec::DiffLow, Codec::Xor, Codec::Grouped],
-        (true, true, false) => &[Codec::DiffContext, Codec::Xor, Codec::Grouped],
-        (true, false, true) => &[Codec::DiffContext, Codec::DiffLow, Codec::Grouped],
-        (true, false, false) => &[Codec::DiffContext, Codec::Grouped],
+        (true, true, true) => &[Codec::DiffContext, Codec::DiffMasked, Codec::DiffLow, Codec::Xor, Codec::Grouped],
+        (true, true, false) => &[Codec::DiffContext, Codec::DiffMasked, Codec::Xor, Codec::Grouped],
+        (true, false, true) => &[Codec::DiffContext, Codec::DiffMasked, Codec::DiffLow, Codec::Grouped],
+        (true, false, false) => &[Codec::DiffContext, Codec::DiffMasked, Codec::Grouped],
         (false, _, _) => &[Codec::Grouped],
     }
 }
@@ -665,7 +696,10 @@ pub fn encode_chunk(dtype: DType, data: &[u8], base: Option<(ObjectId, &[u8])>, 
     let ranked = rank(dtype, data, base, opts);
     let winner = ranked.first().map_or(Codec::Raw, |r| r.0);
     let mut best = encode_with(winner, dtype, data, base, opts);
-    if let [(_, first), (second, size), ..] = ranked[..]
+    // The difference coder with and without a mask differ by what the sample measures well
+    // (the zeros left out and the mask's bits): a close call between them is not tried twice.
+    let mut others = ranked.iter().skip(1).filter(|r| !(is_difference(r.0) && is_difference(winner)));
+    if let (Some(&(_, first)), Some(&(second, size))) = (ranked.first(), others.next())
         && size as f64 <= first as f64 * (1.0 + CLOSE_CALL)
     {
         let other = encode_with(second, dtype, data, base, opts);
@@ -674,6 +708,11 @@ pub fn encode_chunk(dtype: DType, data: &[u8], base: Option<(ObjectId, &[u8])>, 
         }
     }
     if best.len() > data.len() + RAW_OVERHEAD { encode_with(Codec::Raw, dtype, data, None, opts) } else { best }
+}
+
+/// The difference coder, with a block mask or without.
+fn is_difference(codec: Codec) -> bool {
+    matches!(codec, Codec::DiffContext | Codec::DiffMasked)
 }
 
 /// Header bytes of a raw chunk with one stream: codec, count, length, checksum, stream header.

@@ -14,13 +14,13 @@ proptest! {
     fn every_codec_round_trips_every_dtype(
         which in 0usize..DType::ALL.len(),
         pairs in proptest::collection::vec(any::<(u64, u64)>(), 0..300),
-        codec_pick in 0usize..5,
+        codec_pick in 0usize..6,
     ) {
         let dtype = DType::ALL[which];
         let w = dtype.width();
         let fine: Vec<u8> = pairs.iter().flat_map(|p| p.0.to_le_bytes()[..w].to_vec()).collect();
         let base: Vec<u8> = pairs.iter().flat_map(|p| p.1.to_le_bytes()[..w].to_vec()).collect();
-        let all = [Codec::Raw, Codec::Grouped, Codec::Xor, Codec::DiffContext, Codec::DiffLow];
+        let all = [Codec::Raw, Codec::Grouped, Codec::Xor, Codec::DiffContext, Codec::DiffLow, Codec::DiffMasked];
         let codec = all[codec_pick % all.len()];
         let stored = encode_with(codec, dtype, &fine, Some((id(), &base)), EncodeOptions::default());
         prop_assert_eq!(decode(&stored, dtype, Some(&base)).unwrap(), fine.clone());
@@ -377,4 +377,88 @@ fn float_planes_are_left_to_the_literal_coder_but_long_repeats_still_match() {
     }
     let (coding, zeros) = code_stream(vec![0; 1 << 20], Zstd::Literals(1));
     assert!(coding == STREAM_ZSTD && zeros.len() < 1024, "{} bytes", zeros.len());
+}
+
+/// `base` (random elements of `dtype`, `n` of them) and a fine-tune of it that leaves whole
+/// rows of 48 elements as they were, except rows picked by `changed`, whose elements move by a
+/// few ULPs (or, for `wild`, to anything).
+fn row_sparse_pair(dtype: DType, n: usize, changed: &[bool], wild: bool, seed: u64) -> (Vec<u8>, Vec<u8>) {
+    let mut next = xorshift(seed | 1);
+    let w = dtype.width();
+    let base: Vec<u8> = (0..n).flat_map(|_| next().to_le_bytes()[..w].to_vec()).collect();
+    let mut fine = base.clone();
+    for (i, e) in fine.chunks_exact_mut(w).enumerate() {
+        if changed.get(i / 48).copied().unwrap_or(false) {
+            let r = next();
+            let moved = if wild {
+                r
+            } else {
+                u64::from_le_bytes(std::array::from_fn(|k| e.get(k).copied().unwrap_or(0))).wrapping_add(r % 5)
+            };
+            e.copy_from_slice(&moved.to_le_bytes()[..w]);
+        }
+    }
+    (fine, base)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    /// The masked difference round-trips whatever rows changed, for every dtype and length
+    /// (blocks cut across rows and the chunk's end), and none or all of them.
+    #[test]
+    fn the_masked_difference_round_trips_rows_left_as_they_were(
+        which in 0usize..DType::ALL.len(),
+        n in 0usize..3000,
+        changed in proptest::collection::vec(any::<bool>(), 0..70),
+        wild in any::<bool>(),
+        seed in any::<u64>(),
+    ) {
+        let dtype = DType::ALL[which];
+        let (fine, base) = row_sparse_pair(dtype, n, &changed, wild, seed);
+        let stored = encode_with(Codec::DiffMasked, dtype, &fine, Some((id(), &base)), EncodeOptions::default());
+        prop_assert_eq!(decode(&stored, dtype, Some(&base)).unwrap(), fine.clone());
+        let chosen = encode_chunk(dtype, &fine, Some((id(), &base)), EncodeOptions::default());
+        prop_assert_eq!(decode(&chosen, dtype, Some(&base)).unwrap(), fine);
+    }
+}
+
+#[test]
+fn rows_left_as_they_were_cost_a_bit_per_block_not_per_element() {
+    // A quarter of the rows trained, as a word embedding whose data had a quarter of the tokens.
+    let changed: Vec<bool> = (0..4096).map(|r| r % 4 == 1).collect();
+    let (fine, base) = row_sparse_pair(DType::BF16, 48 * 4096, &changed, false, 3);
+    let opts = EncodeOptions::default();
+    let plain = encode_with(Codec::DiffContext, DType::BF16, &fine, Some((id(), &base)), opts);
+    let chosen = encode_chunk(DType::BF16, &fine, Some((id(), &base)), opts);
+    assert_eq!(ChunkView::parse(&chosen).unwrap().codec, Codec::DiffMasked);
+    assert!(chosen.len() * 10 < plain.len() * 8, "diff-mask {} vs diff-ctx {}", chosen.len(), plain.len());
+    assert_eq!(decode(&chosen, DType::BF16, Some(&base)).unwrap(), fine);
+    // Where every row changed, the mask would only cost: the plain difference is kept.
+    let (fine, base) = row_sparse_pair(DType::BF16, 48 * 4096, &[true; 4096], false, 4);
+    let chosen = encode_chunk(DType::BF16, &fine, Some((id(), &base)), opts);
+    assert_eq!(ChunkView::parse(&chosen).unwrap().codec, Codec::DiffContext);
+}
+
+#[test]
+fn a_damaged_mask_is_refused_never_decoded_to_other_bytes() {
+    let changed: Vec<bool> = (0..64).map(|r| r % 3 == 0).collect();
+    let (fine, base) = row_sparse_pair(DType::BF16, 48 * 64, &changed, false, 5);
+    let stored = encode_with(Codec::DiffMasked, DType::BF16, &fine, Some((id(), &base)), EncodeOptions::default());
+    let view = ChunkView::parse(&stored).unwrap();
+    let (coding, mask) = view.streams[2];
+    assert_eq!(coding, STREAM_RAW, "a mask this small is stored raw");
+    let at = stored.len() - mask.len();
+    for bit in 0..8 * mask.len() {
+        let mut bad = stored.clone();
+        bad[at + bit / 8] ^= 1 << (bit % 8);
+        assert!(decode(&bad, DType::BF16, Some(&base)).is_err(), "mask bit {bit} flipped was accepted");
+    }
+    // A mask a byte short or long.
+    for cut in [at + mask.len() - 1, at + mask.len() + 1] {
+        let mut bad = stored[..cut.min(stored.len())].to_vec();
+        bad.resize(cut, 0);
+        let stream_len_at = stored.len() - mask.len() - view.streams[1].1.len() - view.streams[0].1.len() - 5 + 1;
+        bad[stream_len_at..stream_len_at + 4].copy_from_slice(&((cut - at) as u32).to_le_bytes());
+        assert!(decode(&bad, DType::BF16, Some(&base)).is_err(), "a mask of {} bytes was accepted", cut - at);
+    }
 }

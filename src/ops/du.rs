@@ -69,7 +69,8 @@ pub enum Storage {
 /// How many chunks of an object one codec stores.
 #[derive(Debug, Clone, Serialize)]
 pub struct CodecChunks {
-    /// Codec name (`raw`, `grouped`, `bitx-xor`, `bitx-diff-ctx`, `bitx-diff-low`).
+    /// Codec name (`raw`, `grouped`, `bitx-xor`, `bitx-diff-ctx`, `bitx-diff-low`,
+    /// `bitx-diff-mask`).
     pub codec: String,
     /// Chunks it stores.
     pub chunks: u64,

@@ -378,6 +378,7 @@ mod seeds {
             ("diff-f32", DType::F32, Codec::DiffContext),
             ("xor-f16", DType::F16, Codec::Xor),
             ("grouped-f64", DType::F64, Codec::Grouped),
+            ("mask-bf16", DType::BF16, Codec::DiffMasked),
         ] {
             let data = fake_base(48 * dtype.width(), 200);
             let meta = TensorMeta { dtype, shape: vec![48], data_len: data.len() as u64 };
@@ -407,14 +408,19 @@ mod seeds {
                 .enumerate()
                 .map(|(i, &b)| if i % 3 == 0 { b ^ (rng.next_u64() as u8 & 3) } else { b })
                 .collect();
-            for codec in [Codec::Raw, Codec::Grouped, Codec::Xor, Codec::DiffContext] {
+            // Only the second block of 16 elements moved: what a block mask leaves out.
+            let mut sparse = base.clone();
+            sparse[16 * dtype.width()] ^= 1;
+            let codecs = [Codec::Raw, Codec::Grouped, Codec::Xor, Codec::DiffContext, Codec::DiffMasked];
+            for (codec, data) in codecs.iter().map(|&c| (c, &data)).chain([(Codec::DiffMasked, &sparse)]) {
                 let opts = EncodeOptions::default();
-                let stored = encode_with(codec, dtype, &data, Some((ObjectId([3; 32]), &base)), opts);
+                let stored = encode_with(codec, dtype, data, Some((ObjectId([3; 32]), &base)), opts);
                 let view = mlv::codec::ChunkView::parse(&stored).unwrap();
-                assert_eq!(view.decode(dtype, Some(&base)).unwrap(), data, "{dtype} {}", codec.name());
+                assert_eq!(&view.decode(dtype, Some(&base)).unwrap(), data, "{dtype} {}", codec.name());
                 let mut input = vec![pick as u8];
                 input.extend_from_slice(&stored);
-                c.put(&format!("{}-{}", dtype.name(), codec.name()), &input);
+                let sparse_seed = if std::ptr::eq(data, &sparse) { "-sparse" } else { "" };
+                c.put(&format!("{}-{}{sparse_seed}", dtype.name(), codec.name()), &input);
             }
         }
     }
