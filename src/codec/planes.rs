@@ -235,19 +235,19 @@ pub fn join_f32_as_bf16_into(planes: [&[u8]; 4], mut hasher: Option<&mut twox_ha
     const BLOCK: usize = 4096;
     let n = planes.iter().map(|p| p.len()).min().unwrap_or(0);
     let mut words: Vec<[u8; 4]> = Vec::with_capacity(BLOCK.min(n));
-    let from = out.len();
-    out.resize(from + 2 * n, 0);
-    let rounded = out[from..].as_chunks_mut::<2>().0.chunks_mut(BLOCK);
-    for (start, rounded) in (0..n).step_by(BLOCK).zip(rounded) {
+    let mut rounded: Vec<[u8; 2]> = Vec::with_capacity(BLOCK.min(n));
+    // Appended a block at a time rather than zero-filled first: the fill was a pass of its own.
+    out.reserve(2 * n);
+    for start in (0..n).step_by(BLOCK) {
         let end = (start + BLOCK).min(n);
         words.clear();
         words.extend(join_f32_words(planes.map(|p| &p[start..end])));
         if let Some(hasher) = hasher.as_deref_mut() {
             std::hash::Hasher::write(hasher, words.as_flattened());
         }
-        for (r, w) in rounded.iter_mut().zip(&words) {
-            *r = super::convert::bf16_of_f32(u32::from_le_bytes(*w));
-        }
+        rounded.clear();
+        rounded.extend(words.iter().map(|w| super::convert::bf16_of_f32(u32::from_le_bytes(*w))));
+        out.extend_from_slice(rounded.as_flattened());
     }
 }
 
