@@ -421,7 +421,7 @@ fn unsymbolise_words<const W: usize, const BITS: u32, const FLOAT: bool, const M
     out: &mut Vec<u8>,
 ) -> Result<usize, CodecError> {
     check_symbols(symbols, BITS)?;
-    let (done, bit) = if W == 2 { rebuild_16_vectors::<FLOAT>(symbols, raw_bits, bit, base, out) } else { (0, bit) };
+    let (done, bit) = rebuild_vectors::<W, FLOAT>(symbols, raw_bits, bit, base, out);
     let mut bits = RawBitsReader::at(raw_bits, bit);
     rebuild::<W, FLOAT>(
         symbols.get(done..).unwrap_or_default(),
@@ -441,9 +441,9 @@ fn raw_z(sym: u8, bits: &mut RawBitsReader<'_>) -> Result<u64, CodecError> {
     Ok((top << nbits) | bits.read(nbits)?)
 }
 
-/// The start of a 16-bit rebuild in vectors, where the CPU has them (see [`avx512::rebuild`]),
-/// appended to `out`: how many elements, and where their raw bits end.
-fn rebuild_16_vectors<const FLOAT: bool>(
+/// The start of a 16- or 32-bit rebuild in vectors, where the CPU has them (see
+/// [`avx512::rebuild`]), appended to `out`: how many elements, and where their raw bits end.
+fn rebuild_vectors<const W: usize, const FLOAT: bool>(
     symbols: &[u8],
     raw_bits: &[u8],
     bit: usize,
@@ -451,9 +451,9 @@ fn rebuild_16_vectors<const FLOAT: bool>(
     out: &mut Vec<u8>,
 ) -> (usize, usize) {
     #[cfg(target_arch = "x86_64")]
-    if avx512::available() {
+    if (W == 2 || W == 4) && avx512::available() {
         // SAFETY: the CPU has the features the function is compiled for.
-        return unsafe { avx512::rebuild::<FLOAT>(symbols, raw_bits, bit, base, out) };
+        return unsafe { avx512::rebuild::<W, FLOAT>(symbols, raw_bits, bit, base, out) };
     }
     (0, bit)
 }
@@ -657,12 +657,18 @@ fn low_contexts_words<const W: usize, const BITS: u32, const FLOAT: bool, const 
     symbols: &[u8],
     base: &[u8],
 ) -> Vec<u8> {
-    symbols
-        .iter()
-        .zip(base.chunks_exact(W))
-        .filter(|(s, _)| unsymbolise(**s).1 > 0)
-        .map(|(&s, b)| low_context(s, Keying::<BITS, FLOAT, MANT, EXP>::high_mantissa(load::<W>(b))))
-        .collect()
+    // Every element's context is written and kept only where the element has raw bits
+    // (symbol 8 and up): no branch to mispredict, and no vector growing as it goes.
+    let mut out = vec![0u8; symbols.len()];
+    let mut kept = 0;
+    for (&s, b) in symbols.iter().zip(base.as_chunks::<W>().0) {
+        if let Some(slot) = out.get_mut(kept) {
+            *slot = low_context(s, Keying::<BITS, FLOAT, MANT, EXP>::high_mantissa(load::<W>(b)));
+        }
+        kept += usize::from(s >= 8);
+    }
+    out.truncate(kept);
+    out
 }
 
 /// Rebuilds the fine elements from symbols, low bytes, the remaining raw bits and the base.
@@ -736,24 +742,28 @@ mod tests {
         let mut out = Vec::new();
         match dtype {
             DType::BF16 | DType::F16 => rebuild::<2, true>(symbols, base, large_z, &mut out),
+            DType::F32 => rebuild::<4, true>(symbols, base, large_z, &mut out),
+            DType::I32 => rebuild::<4, false>(symbols, base, large_z, &mut out),
             _ => rebuild::<2, false>(symbols, base, large_z, &mut out),
         }
         .map(|()| out)
     }
 
     proptest! {
-        /// Any symbols (up to 16-bit's largest), any raw bits, any base: the vector rebuild of
-        /// 16-bit elements gives the scalar one's bytes, or both fail.
+        /// Any symbols (up to the element's largest), any raw bits, any base: the vector
+        /// rebuild of 16- and 32-bit elements gives the scalar one's bytes, or both fail.
         #[test]
         fn the_vector_rebuild_matches_the_scalar_one(
-            which in 0usize..3,
-            elements in proptest::collection::vec((0u8..=59, any::<u16>(), 0u8..10), 0..400),
-            raw_bits in proptest::collection::vec(any::<u8>(), 0..900),
+            which in 0usize..5,
+            elements in proptest::collection::vec((any::<u8>(), any::<u32>(), 0u8..10), 0..400),
+            raw_bits in proptest::collection::vec(any::<u8>(), 0..2000),
         ) {
-            let dtype = [DType::BF16, DType::F16, DType::I16][which];
+            let dtype = [DType::BF16, DType::F16, DType::I16, DType::F32, DType::I32][which];
+            let (w, largest) = (dtype.width(), max_symbol(8 * dtype.width() as u32));
             // Mostly symbols below 8, as in real fine-tunes, some with raw bits.
-            let symbols: Vec<u8> = elements.iter().map(|&(s, _, small)| if small < 7 { s % 8 } else { s }).collect();
-            let base: Vec<u8> = elements.iter().flat_map(|e| e.1.to_le_bytes()).collect();
+            let symbols: Vec<u8> =
+                elements.iter().map(|&(s, _, small)| if small < 7 { s % 8 } else { s % (largest + 1) }).collect();
+            let base: Vec<u8> = elements.iter().flat_map(|e| e.1.to_le_bytes()[..w].to_vec()).collect();
             let vector = unsymbolise_diff(dtype, &symbols, &raw_bits, &base);
             let scalar = scalar_unsymbolise(dtype, &symbols, &raw_bits, &base);
             prop_assert_eq!(format!("{vector:?}"), format!("{scalar:?}"));
