@@ -28,14 +28,23 @@ pub(super) fn available() -> bool {
 /// broadcast add), and is read out once per step for the bounds check.
 const STEP: usize = 4;
 
+/// The low bytes of codec `bitx-diff-low`, one per element with raw bits, and how many of
+/// them the rebuild has taken.
+pub(super) struct Lows<'l> {
+    pub bytes: &'l [u8],
+    pub used: usize,
+}
+
 /// Rebuilds `W`-byte elements (2 or 4) from the start, 64 at a time, while the raw bits (from
-/// bit `start` on) surely last; appends them to `out` and returns how many, with where their
-/// raw bits end. The scalar loop does the rest, from there, with its own checks on running out.
-/// Symbols must have been checked to be at most the `W`-byte largest.
+/// bit `start` on) and the low bytes, if given, surely last; appends them to `out` and returns
+/// how many, with where their raw bits end. The scalar loop does the rest, from there, with its
+/// own checks on running out and on low bytes out of range (where this stops). Symbols must
+/// have been checked to be at most the `W`-byte largest.
 ///
 /// Bounds: symbols are read below `n <= symbols.len()`, base elements below `n <= base.len() / W`;
 /// a step runs only while the 64 bytes from the byte of its first raw bit, for each of its
-/// vectors (each starting at most `64 * max_bits(W)` bits on), lie inside `raw_bits`. A lane's
+/// vectors (each starting at most `64 * max_bits(W)` bits on), lie inside `raw_bits`, and the
+/// 64 bytes from each vector's first low byte (at most 64 on) inside the low bytes. A lane's
 /// raw bits start at most `15 * 29 + 7` bits into its vector's 64 bytes and take at most five
 /// bytes from there, byte 59 at the latest.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi")]
@@ -44,6 +53,7 @@ pub(super) fn rebuild<const W: usize, const FLOAT: bool>(
     raw_bits: &[u8],
     start: usize,
     base: &[u8],
+    mut lows: Option<&mut Lows<'_>>,
     out: &mut Vec<u8>,
 ) -> (usize, usize) {
     let n = symbols.len().min(base.len() / W) / (STEP * WIDTH) * (STEP * WIDTH);
@@ -53,16 +63,31 @@ pub(super) fn rebuild<const W: usize, const FLOAT: bool>(
     }
     let (mut i, mut bit) = (0, start);
     let mut at_bit = _mm512_set1_epi32(start as i32);
-    while i < n && (bit + STEP * WIDTH * max_bits(W)) / 8 + 64 <= raw_bits.len() {
+    let lows_last = |l: &Option<&mut Lows<'_>>| l.as_ref().is_none_or(|l| l.used + (STEP + 1) * 64 <= l.bytes.len());
+    while i < n && (bit + STEP * WIDTH * max_bits(W)) / 8 + 64 <= raw_bits.len() && lows_last(&lows) {
         let mut bytes = [[0u8; 64]; STEP];
+        let (mut step_bit, mut used) = (at_bit, lows.as_ref().map_or(0, |l| l.used));
         for (k, piece) in bytes.iter_mut().enumerate() {
             let at = i + k * WIDTH;
             // SAFETY: see the bounds above; loads and stores are unaligned.
             unsafe {
                 let s = _mm512_cvtepu8_epi32(_mm_loadu_si128(symbols.as_ptr().add(at).cast()));
-                let first = _mm512_cvtsi512_si32(at_bit) as usize;
+                let first = _mm512_cvtsi512_si32(step_bit) as usize;
                 let window = _mm512_loadu_si512(raw_bits.as_ptr().add(first / 8).cast());
-                let z = z_of::<W>(s, window, first, &mut at_bit);
+                let z = match lows.as_ref() {
+                    None => z_of::<W>(s, window, first, &mut step_bit),
+                    Some(l) => {
+                        let low_window = _mm512_loadu_si512(l.bytes.as_ptr().add(used).cast());
+                        match z_with_low::<W>(s, window, first, &mut step_bit, low_window) {
+                            Some((z, taken)) => {
+                                used += taken;
+                                z
+                            }
+                            // A low byte out of range: the scalar loop reports it.
+                            None => return (i, bit),
+                        }
+                    }
+                };
                 let b = base.as_ptr().add(W * at);
                 if W == 2 {
                     let fine = add_difference_16::<FLOAT>(_mm256_loadu_si256(b.cast()), _mm512_cvtepi32_epi16(z));
@@ -76,10 +101,34 @@ pub(super) fn rebuild<const W: usize, const FLOAT: bool>(
             }
         }
         bytes.iter().for_each(|piece| out.extend_from_slice(&piece[..W * WIDTH]));
+        at_bit = step_bit;
+        if let Some(l) = lows.as_deref_mut() {
+            l.used = used;
+        }
         bit = _mm_cvtsi128_si32(_mm512_castsi512_si128(at_bit)) as usize;
         i += STEP * WIDTH;
     }
     (i, bit)
+}
+
+/// `unsymbolise` in every lane: the raw-bit length and the leading bits (symbols below 8 have
+/// no raw bits and are `z`).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi")]
+fn unsymbolise(s: __m512i) -> (__m512i, __m512i) {
+    let one = _mm512_set1_epi32(1);
+    let nbits = _mm512_sub_epi32(_mm512_max_epu32(_mm512_srli_epi32::<2>(s), one), one);
+    (nbits, _mm512_sub_epi32(s, _mm512_slli_epi32::<2>(nbits)))
+}
+
+/// The running sum of the lanes, each lane's own included.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi")]
+fn running_sum(v: __m512i) -> __m512i {
+    let zero = _mm512_setzero_si512();
+    let mut sum = v;
+    sum = _mm512_add_epi32(sum, _mm512_alignr_epi32::<15>(sum, zero));
+    sum = _mm512_add_epi32(sum, _mm512_alignr_epi32::<14>(sum, zero));
+    sum = _mm512_add_epi32(sum, _mm512_alignr_epi32::<12>(sum, zero));
+    _mm512_add_epi32(sum, _mm512_alignr_epi32::<8>(sum, zero))
 }
 
 /// `z` of the 16 elements of symbols `s` (one per 32-bit lane), whose raw bits start `first`
@@ -87,16 +136,46 @@ pub(super) fn rebuild<const W: usize, const FLOAT: bool>(
 /// (every lane the same) past them.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi")]
 fn z_of<const W: usize>(s: __m512i, window: __m512i, first: usize, at_bit: &mut __m512i) -> __m512i {
-    let (zero, one) = (_mm512_setzero_si512(), _mm512_set1_epi32(1));
-    // `unsymbolise` in every lane: symbols below 8 have no raw bits and are `z`.
-    let nbits = _mm512_sub_epi32(_mm512_max_epu32(_mm512_srli_epi32::<2>(s), one), one);
-    let top = _mm512_sub_epi32(s, _mm512_slli_epi32::<2>(nbits));
-    let mut end = nbits;
-    end = _mm512_add_epi32(end, _mm512_alignr_epi32::<15>(end, zero));
-    end = _mm512_add_epi32(end, _mm512_alignr_epi32::<14>(end, zero));
-    end = _mm512_add_epi32(end, _mm512_alignr_epi32::<12>(end, zero));
-    end = _mm512_add_epi32(end, _mm512_alignr_epi32::<8>(end, zero));
-    let from = _mm512_add_epi32(_mm512_set1_epi32((first % 8) as i32), _mm512_sub_epi32(end, nbits));
+    let (nbits, top) = unsymbolise(s);
+    _mm512_or_si512(_mm512_sllv_epi32(top, nbits), raw_values::<W>(nbits, window, first, at_bit))
+}
+
+/// [`z_of`] for codec `bitx-diff-low`: the top raw bits of each element that has any (at most
+/// 8) are its next low byte, from `low_window` on; returns how many low bytes it took, or None
+/// if one is wider than its element's raw bits.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi")]
+fn z_with_low<const W: usize>(
+    s: __m512i,
+    window: __m512i,
+    first: usize,
+    at_bit: &mut __m512i,
+    low_window: __m512i,
+) -> Option<(__m512i, usize)> {
+    let (nbits, top) = unsymbolise(s);
+    let large = _mm512_cmpgt_epu32_mask(nbits, _mm512_setzero_si512());
+    let taken = _mm512_maskz_mov_epi32(large, _mm512_set1_epi32(1));
+    // Each lane's low byte is the one after those of the lanes before it: its rank among
+    // them, in the lane's lowest byte, picks it; the lane's other bytes pick byte 0, cut off.
+    let rank = _mm512_sub_epi32(running_sum(taken), taken);
+    let low = _mm512_maskz_and_epi32(large, _mm512_permutexvar_epi8(rank, low_window), _mm512_set1_epi32(0xFF));
+    let low_len = _mm512_min_epu32(nbits, _mm512_set1_epi32(8));
+    if _mm512_test_epi32_mask(_mm512_srlv_epi32(low, low_len), _mm512_srlv_epi32(low, low_len)) != 0 {
+        return None;
+    }
+    let below = _mm512_sub_epi32(nbits, low_len);
+    let rest = raw_values::<W>(below, window, first, at_bit);
+    let z = _mm512_or_si512(_mm512_sllv_epi32(top, nbits), _mm512_or_si512(_mm512_sllv_epi32(low, below), rest));
+    Some((z, large.count_ones() as usize))
+}
+
+/// The values of the next `len` raw bits of every lane (at most 29), one lane's after the
+/// other's, from bit `first` of the stream, `window` being its 64 bytes from byte `first / 8`;
+/// moves `at_bit` (every lane the same) past them.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi")]
+fn raw_values<const W: usize>(len: __m512i, window: __m512i, first: usize, at_bit: &mut __m512i) -> __m512i {
+    let one = _mm512_set1_epi32(1);
+    let end = running_sum(len);
+    let from = _mm512_add_epi32(_mm512_set1_epi32((first % 8) as i32), _mm512_sub_epi32(end, len));
     *at_bit = _mm512_add_epi32(*at_bit, _mm512_permutexvar_epi32(_mm512_set1_epi32(WIDTH as i32 - 1), end));
     // A byte index `b` in every byte of a lane, plus 0, 1, 2, 3: the lane's little-endian word.
     let bytes = _mm512_add_epi32(
@@ -111,8 +190,7 @@ fn z_of<const W: usize>(s: __m512i, window: __m512i, first: usize, at_bit: &mut 
         let next = _mm512_permutexvar_epi8(_mm512_add_epi32(bytes, _mm512_set1_epi32(0x0404_0404)), window);
         raw = _mm512_or_si512(raw, _mm512_sllv_epi32(next, _mm512_sub_epi32(_mm512_set1_epi32(32), shift)));
     }
-    let low = _mm512_and_si512(raw, _mm512_sub_epi32(_mm512_sllv_epi32(one, nbits), one));
-    _mm512_or_si512(_mm512_sllv_epi32(top, nbits), low)
+    _mm512_and_si512(raw, _mm512_sub_epi32(_mm512_sllv_epi32(one, len), one))
 }
 
 /// The fine elements from their base and `z`: the base plus the unzigzagged `z`, in the

@@ -421,7 +421,7 @@ fn unsymbolise_words<const W: usize, const BITS: u32, const FLOAT: bool, const M
     out: &mut Vec<u8>,
 ) -> Result<usize, CodecError> {
     check_symbols(symbols, BITS)?;
-    let (done, bit) = rebuild_vectors::<W, FLOAT>(symbols, raw_bits, bit, base, out);
+    let (done, bit, _) = rebuild_vectors::<W, FLOAT>(symbols, raw_bits, bit, base, None, out);
     let mut bits = RawBitsReader::at(raw_bits, bit);
     rebuild::<W, FLOAT>(
         symbols.get(done..).unwrap_or_default(),
@@ -443,19 +443,23 @@ fn raw_z(sym: u8, bits: &mut RawBitsReader<'_>) -> Result<u64, CodecError> {
 
 /// The start of a 16- or 32-bit rebuild in vectors, where the CPU has them (see
 /// [`avx512::rebuild`]), appended to `out`: how many elements, and where their raw bits end.
+/// With `lows` (codec `bitx-diff-low`), also how many low bytes it took.
 fn rebuild_vectors<const W: usize, const FLOAT: bool>(
     symbols: &[u8],
     raw_bits: &[u8],
     bit: usize,
     base: &[u8],
+    lows: Option<&[u8]>,
     out: &mut Vec<u8>,
-) -> (usize, usize) {
+) -> (usize, usize, usize) {
     #[cfg(target_arch = "x86_64")]
     if (W == 2 || W == 4) && avx512::available() {
+        let mut lows = lows.map(|bytes| avx512::Lows { bytes, used: 0 });
         // SAFETY: the CPU has the features the function is compiled for.
-        return unsafe { avx512::rebuild::<W, FLOAT>(symbols, raw_bits, bit, base, out) };
+        let (done, bit) = unsafe { avx512::rebuild::<W, FLOAT>(symbols, raw_bits, bit, base, lows.as_mut(), out) };
+        return (done, bit, lows.map_or(0, |l| l.used));
     }
-    (0, bit)
+    (0, bit, 0)
 }
 
 /// Rebuilds the fine elements from their symbols and the base, for `W`-byte elements.
@@ -689,28 +693,34 @@ fn unsymbolise_low_words<const W: usize, const BITS: u32, const FLOAT: bool, con
     base: &[u8],
 ) -> Result<Vec<u8>, CodecError> {
     check_symbols(symbols, BITS)?;
-    let mut bits = RawBitsReader::new(rest_bits);
-    let mut lows = lows.iter();
     let mut out = Vec::with_capacity(symbols.len() * W);
+    let (done, bit, used) = rebuild_vectors::<W, FLOAT>(symbols, rest_bits, 0, base, Some(lows), &mut out);
+    let mut bits = RawBitsReader::at(rest_bits, bit);
+    let mut lows = lows.get(used..).unwrap_or_default().iter();
     rebuild::<W, FLOAT>(
-        symbols,
-        base,
+        symbols.get(done..).unwrap_or_default(),
+        base.get(done * W..).unwrap_or_default(),
         #[inline(always)]
-        |sym| {
-            let (top, nbits) = unsymbolise(sym);
-            let below = nbits - low_len(nbits);
-            let low = u64::from(*lows.next().ok_or_else(|| CodecError::Corrupt("too few low bytes".into()))?);
-            if low >> low_len(nbits) != 0 {
-                return Err(CodecError::Corrupt(format!("low byte {low} wider than {nbits} bits")));
-            }
-            Ok((top << nbits) | (low << below) | bits.read(below)?)
-        },
+        |sym| low_z(sym, &mut lows, &mut bits),
         &mut out,
     )?;
     if lows.next().is_some() {
         return Err(CodecError::Corrupt("more low bytes than elements with raw bits".into()));
     }
     Ok(out)
+}
+
+/// `z` of an element with raw bits (codec `bitx-diff-low`): its symbol's leading bits, its
+/// low byte (the next one), then the raw bits below it.
+#[inline(always)]
+fn low_z(sym: u8, lows: &mut std::slice::Iter<'_, u8>, bits: &mut RawBitsReader<'_>) -> Result<u64, CodecError> {
+    let (top, nbits) = unsymbolise(sym);
+    let below = nbits - low_len(nbits);
+    let low = u64::from(*lows.next().ok_or_else(|| CodecError::Corrupt("too few low bytes".into()))?);
+    if low >> low_len(nbits) != 0 {
+        return Err(CodecError::Corrupt(format!("low byte {low} wider than {nbits} bits")));
+    }
+    Ok((top << nbits) | (low << below) | bits.read(below)?)
 }
 
 /// Refuses symbols that no `bits`-bit difference produces. A maximum rather than a search:
@@ -735,18 +745,32 @@ mod tests {
         unsymbolise_diff(dtype, &s.symbols, &s.raw_bits, base).unwrap()
     }
 
-    /// The rebuild without the vector path, as a CPU without AVX-512 runs it.
-    fn scalar_unsymbolise(dtype: DType, symbols: &[u8], raw_bits: &[u8], base: &[u8]) -> Result<Vec<u8>, CodecError> {
+    /// The rebuild without the vector path, as a CPU without AVX-512 runs it; with `lows`,
+    /// that of codec `bitx-diff-low`.
+    fn scalar_unsymbolise(
+        dtype: DType,
+        symbols: &[u8],
+        lows: Option<&[u8]>,
+        raw_bits: &[u8],
+        base: &[u8],
+    ) -> Result<Vec<u8>, CodecError> {
         let mut bits = RawBitsReader::new(raw_bits);
-        let large_z = |sym| raw_z(sym, &mut bits);
+        let mut low_bytes = lows.unwrap_or_default().iter();
+        let large_z = |sym| match lows {
+            Some(_) => low_z(sym, &mut low_bytes, &mut bits),
+            None => raw_z(sym, &mut bits),
+        };
         let mut out = Vec::new();
         match dtype {
             DType::BF16 | DType::F16 => rebuild::<2, true>(symbols, base, large_z, &mut out),
             DType::F32 => rebuild::<4, true>(symbols, base, large_z, &mut out),
             DType::I32 => rebuild::<4, false>(symbols, base, large_z, &mut out),
             _ => rebuild::<2, false>(symbols, base, large_z, &mut out),
+        }?;
+        match low_bytes.next() {
+            Some(_) => Err(CodecError::Corrupt("more low bytes than elements with raw bits".into())),
+            None => Ok(out),
         }
-        .map(|()| out)
     }
 
     proptest! {
@@ -765,8 +789,77 @@ mod tests {
                 elements.iter().map(|&(s, _, small)| if small < 7 { s % 8 } else { s % (largest + 1) }).collect();
             let base: Vec<u8> = elements.iter().flat_map(|e| e.1.to_le_bytes()[..w].to_vec()).collect();
             let vector = unsymbolise_diff(dtype, &symbols, &raw_bits, &base);
-            let scalar = scalar_unsymbolise(dtype, &symbols, &raw_bits, &base);
+            let scalar = scalar_unsymbolise(dtype, &symbols, None, &raw_bits, &base);
             prop_assert_eq!(format!("{vector:?}"), format!("{scalar:?}"));
+        }
+
+        /// The same for codec `bitx-diff-low`, with low bytes mostly in range for their
+        /// elements (a few not, which both must refuse) and as many as the elements with raw
+        /// bits, or a few more or fewer.
+        #[test]
+        fn the_vector_rebuild_with_low_bytes_matches_the_scalar_one(
+            which in 0usize..5,
+            elements in proptest::collection::vec((any::<u8>(), any::<u32>(), 0u8..10, any::<u8>()), 0..1500),
+            raw_bits in proptest::collection::vec(any::<u8>(), 0..3000),
+            wide_low in 0u32..2000,
+            extra in -2i32..3,
+        ) {
+            let dtype = [DType::BF16, DType::F16, DType::I16, DType::F32, DType::I32][which];
+            let (w, largest) = (dtype.width(), max_symbol(8 * dtype.width() as u32));
+            let symbols: Vec<u8> =
+                elements.iter().map(|&(s, _, small, _)| if small < 5 { s % 8 } else { s % (largest + 1) }).collect();
+            let base: Vec<u8> = elements.iter().flat_map(|e| e.1.to_le_bytes()[..w].to_vec()).collect();
+            let mut lows: Vec<u8> = symbols
+                .iter()
+                .zip(&elements)
+                .filter(|(s, _)| **s >= 8)
+                .map(|(&s, e)| e.3 & ((1u16 << low_len(unsymbolise(s).1)) - 1) as u8)
+                .collect();
+            if let Some(low) = lows.get_mut(wide_low as usize) {
+                *low = 0xFF;
+            }
+            let count = (lows.len() as i32 + extra).max(0) as usize;
+            lows.resize(count, 0);
+            let vector = unsymbolise_diff_low(dtype, &symbols, &lows, &raw_bits, &base);
+            let scalar = scalar_unsymbolise(dtype, &symbols, Some(&lows), &raw_bits, &base);
+            prop_assert_eq!(format!("{vector:?}"), format!("{scalar:?}"));
+        }
+    }
+
+    /// On a CPU with AVX-512 the vector rebuild does take valid low bytes (a lane that only
+    /// fell back to the scalar loop would go unseen by the comparisons above), and gets them
+    /// right.
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn the_vector_rebuild_takes_the_low_bytes_it_can() {
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            (state >> 33) as u32
+        };
+        for dtype in [DType::F32, DType::BF16] {
+            let (n, w, largest) = (4096, dtype.width(), u32::from(max_symbol(8 * dtype.width() as u32)));
+            let symbols: Vec<u8> =
+                (0..n).map(|_| if next() % 4 == 0 { next() % 8 } else { 8 + next() % (largest - 7) } as u8).collect();
+            let base: Vec<u8> = (0..n).flat_map(|_| next().to_le_bytes()[..w].to_vec()).collect();
+            let lows: Vec<u8> = symbols
+                .iter()
+                .filter(|s| **s >= 8)
+                .map(|&s| (next() & ((1 << low_len(unsymbolise(s).1)) - 1)) as u8)
+                .collect();
+            let raw_bits: Vec<u8> = (0..n * w).map(|_| next() as u8).collect();
+            let mut out = Vec::new();
+            let (done, _, used) = match dtype {
+                DType::F32 => rebuild_vectors::<4, true>(&symbols, &raw_bits, 0, &base, Some(&lows), &mut out),
+                _ => rebuild_vectors::<2, true>(&symbols, &raw_bits, 0, &base, Some(&lows), &mut out),
+            };
+            if avx512::available() {
+                assert!(done >= n - 512, "{dtype:?}: only {done} of {n} elements in vectors");
+                assert_eq!(used, symbols[..done].iter().filter(|s| **s >= 8).count());
+            }
+            let scalar = scalar_unsymbolise(dtype, &symbols, Some(&lows), &raw_bits, &base).expect("valid");
+            assert_eq!(out, scalar[..out.len()]);
+            assert_eq!(unsymbolise_diff_low(dtype, &symbols, &lows, &raw_bits, &base).expect("valid"), scalar);
         }
     }
 
