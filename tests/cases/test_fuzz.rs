@@ -412,17 +412,48 @@ mod seeds {
             let mut sparse = base.clone();
             sparse[16 * dtype.width()] ^= 1;
             let codecs = [Codec::Raw, Codec::Grouped, Codec::Xor, Codec::DiffContext, Codec::DiffMasked];
-            for (codec, data) in codecs.iter().map(|&c| (c, &data)).chain([(Codec::DiffMasked, &sparse)]) {
-                let opts = EncodeOptions::default();
-                let stored = encode_with(codec, dtype, data, Some((ObjectId([3; 32]), &base)), opts);
-                let view = mlv::codec::ChunkView::parse(&stored).unwrap();
-                assert_eq!(&view.decode(dtype, Some(&base)).unwrap(), data, "{dtype} {}", codec.name());
-                let mut input = vec![pick as u8];
-                input.extend_from_slice(&stored);
-                let sparse_seed = if std::ptr::eq(data, &sparse) { "-sparse" } else { "" };
-                c.put(&format!("{}-{}{sparse_seed}", dtype.name(), codec.name()), &input);
+            for codec in codecs {
+                put_chunk_seed(&c, pick, codec, &data, &base, "");
+            }
+            put_chunk_seed(&c, pick, Codec::DiffMasked, &sparse, &base, "-sparse");
+        }
+        // Every element moved by up to `spread` ULPs, so nearly all carry raw bits (and, with
+        // `bitx-diff-low`, low bytes): enough of them for the vector rebuilds to run, which the
+        // 64-element seeds above never reach.
+        for (dtype, spread, codecs) in [
+            (DType::BF16, 1 << 8, &[Codec::DiffContext, Codec::DiffMasked][..]),
+            (DType::F16, 1 << 8, &[Codec::DiffContext, Codec::DiffMasked]),
+            (DType::F32, 1 << 16, &[Codec::DiffContext, Codec::DiffLow, Codec::DiffMasked]),
+        ] {
+            let pick = DType::ALL.iter().position(|&d| d == dtype).unwrap();
+            let base = fake_base(512 * dtype.width(), pick as u8);
+            let mut rng = Rng::new(pick as u64);
+            let data: Vec<u8> = base
+                .chunks_exact(dtype.width())
+                .flat_map(|w| {
+                    let mut word = [0u8; 8];
+                    word[..w.len()].copy_from_slice(w);
+                    let moved =
+                        u64::from_le_bytes(word).wrapping_add(rng.next_u64() % (2 * spread)).wrapping_sub(spread);
+                    moved.to_le_bytes()[..w.len()].to_vec()
+                })
+                .collect();
+            for &codec in codecs {
+                put_chunk_seed(&c, pick, codec, &data, &base, "-wide");
             }
         }
+    }
+
+    /// Stores `data` on `base` with `codec` as the `chunk_decode` input that decodes it as
+    /// `DType::ALL[pick]`, checking first that it decodes back.
+    fn put_chunk_seed(c: &Corpus, pick: usize, codec: Codec, data: &[u8], base: &[u8], suffix: &str) {
+        let dtype = DType::ALL[pick];
+        let stored = encode_with(codec, dtype, data, Some((ObjectId([3; 32]), base)), EncodeOptions::default());
+        let view = mlv::codec::ChunkView::parse(&stored).unwrap();
+        assert_eq!(view.decode(dtype, Some(base)).unwrap(), data, "{dtype} {}", codec.name());
+        let mut input = vec![pick as u8];
+        input.extend_from_slice(&stored);
+        c.put(&format!("{}-{}{suffix}", dtype.name(), codec.name()), &input);
     }
 
     fn write_rans_seeds() {
