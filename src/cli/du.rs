@@ -26,6 +26,8 @@ use super::{count, human, open_repo_any, print_json};
 ///                  by the base weight's mantissa: FP32 fine-tunes under weight decay.
 ///   bitx-diff-mask the difference of only the blocks of 16 weights that changed, with a
 ///                  bit per block: fine-tunes that leave whole rows as they were.
+///   bitx-lowrank   the difference from the base plus a low-rank product of factors
+///                  stored with it: merged LoRA adapters.
 ///   raw            the bytes themselves.
 #[derive(clap::Args)]
 #[command(

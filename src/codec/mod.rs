@@ -6,6 +6,7 @@
 
 pub mod convert;
 pub mod delta;
+pub mod lowrank;
 pub mod mask;
 pub mod planes;
 pub mod rans;
@@ -171,6 +172,9 @@ pub enum Codec {
     /// As `DiffContext` over only the blocks of elements that differ from the base, which a
     /// mask names ([`mask`]): fine-tunes leave whole rows exactly as they were.
     DiffMasked,
+    /// As `DiffContext` on a prediction of the base plus a low-rank product ([`lowrank`]):
+    /// merged LoRA adapters.
+    LowRank,
 }
 
 impl Codec {
@@ -182,6 +186,7 @@ impl Codec {
             Codec::DiffContext => 3,
             Codec::DiffLow => 4,
             Codec::DiffMasked => 5,
+            Codec::LowRank => 6,
         }
     }
 
@@ -193,13 +198,14 @@ impl Codec {
             3 => Codec::DiffContext,
             4 => Codec::DiffLow,
             5 => Codec::DiffMasked,
+            6 => Codec::LowRank,
             _ => return None,
         })
     }
 
     /// True if the chunk needs its base to decode.
     pub fn is_delta(self) -> bool {
-        matches!(self, Codec::Xor | Codec::DiffContext | Codec::DiffLow | Codec::DiffMasked)
+        matches!(self, Codec::Xor | Codec::DiffContext | Codec::DiffLow | Codec::DiffMasked | Codec::LowRank)
     }
 
     /// Name for output.
@@ -211,6 +217,7 @@ impl Codec {
             Codec::DiffContext => "bitx-diff-ctx",
             Codec::DiffLow => "bitx-diff-low",
             Codec::DiffMasked => "bitx-diff-mask",
+            Codec::LowRank => "bitx-lowrank",
         }
     }
 }
@@ -318,6 +325,10 @@ impl<'a> ChunkView<'a> {
                 (delta::unsymbolise_diff_low(dtype, &symbols, &lows, &rest_bits, base)?, None)
             }
             Codec::DiffMasked => (self.rebuild_masked(dtype, n, self.base_bytes(base.as_deref())?)?, None),
+            Codec::LowRank => {
+                let (out, checksum) = self.rebuild_low_rank(dtype, n, self.base_bytes(base.as_deref())?)?;
+                (out, Some(checksum))
+            }
         };
         self.checked(out, hashed)
     }
@@ -404,6 +415,16 @@ impl<'a> ChunkView<'a> {
         let (fine_kept, _) = self.rebuild_difference(dtype, kept, &mut BaseParts::Elements(&base_kept))?;
         mask::scatter(base, &mask, &fine_kept, width)
             .ok_or_else(|| CodecError::Corrupt("the masked blocks decoded to another length".into()))
+    }
+
+    /// Rebuilds a `bitx-lowrank` chunk of `n` elements: a `bitx-diff-ctx` difference on the
+    /// prediction its factors (stream 2) make from `base`.
+    fn rebuild_low_rank(&self, dtype: DType, n: usize, base: &[u8]) -> Result<(Vec<u8>, u64), CodecError> {
+        if !lowrank::applies(dtype) {
+            return Err(CodecError::Corrupt(format!("a low-rank chunk of {dtype} elements")));
+        }
+        let factors = lowrank::Factors::parse(&self.stream(2, usize::MAX)?, n).map_err(CodecError::Corrupt)?;
+        self.rebuild_difference(dtype, n, &mut BaseParts::Elements(&factors.predict(dtype, base)))
     }
 
     /// The number of `dtype` elements the chunk holds, refusing a length that is not whole.
@@ -630,6 +651,19 @@ pub fn encode_with(
     assemble(codec, data, base_id, streams)
 }
 
+/// A `bitx-lowrank` chunk of `data` on `base` with `factors` (see [`lowrank::fit`]).
+pub fn encode_low_rank(
+    dtype: DType,
+    data: &[u8],
+    (id, base): (ObjectId, &[u8]),
+    factors: &lowrank::Factors,
+    opts: EncodeOptions,
+) -> Vec<u8> {
+    let mut streams = difference_streams(dtype, data, &factors.predict(dtype, base));
+    streams.push(code_stream(factors.to_bytes(), Zstd::Level(opts.zstd_level)));
+    assemble(Codec::LowRank, data, Some(id), streams)
+}
+
 /// The streams of codec 3 for `fine` on `base`: the symbols, rANS coded, and the raw bits.
 fn difference_streams(dtype: DType, fine: &[u8], base: &[u8]) -> Vec<(u8, Vec<u8>)> {
     let s = delta::symbolise_diff(dtype, fine, base);
@@ -689,6 +723,28 @@ pub fn rank(dtype: DType, data: &[u8], base: Option<(ObjectId, &[u8])>, opts: En
 
 /// A runner-up within this fraction of the winner on the sample is also encoded in full.
 const CLOSE_CALL: f64 = 0.1;
+
+/// [`encode_chunk`] for a chunk of a matrix (`geometry`), which may also be predicted from its
+/// base by a low-rank product (codec 6) when [`lowrank::fit`] finds one that pays.
+pub fn encode_matrix_chunk(
+    dtype: DType,
+    data: &[u8],
+    base: Option<(ObjectId, &[u8])>,
+    geometry: lowrank::Geometry,
+    opts: EncodeOptions,
+) -> Vec<u8> {
+    let best = encode_chunk(dtype, data, base, opts);
+    let Some((id, b)) = base else { return best };
+    let residual_size =
+        |fine: &[u8], pred: &[u8]| difference_streams(dtype, fine, pred).iter().map(|s| s.1.len()).sum();
+    match lowrank::fit(dtype, data, b, geometry, &residual_size) {
+        Some(factors) => {
+            let low = encode_low_rank(dtype, data, (id, b), &factors, opts);
+            if low.len() < best.len() { low } else { best }
+        }
+        None => best,
+    }
+}
 
 /// Encodes a chunk with the codec that wins on a sample (and with the runner-up when the
 /// sample cannot tell them apart, keeping the smaller), or raw when nothing beats raw.

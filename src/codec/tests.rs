@@ -463,3 +463,153 @@ fn a_damaged_mask_is_refused_never_decoded_to_other_bytes() {
         assert!(decode(&bad, DType::BF16, Some(&base)).is_err(), "a mask of {} bytes was accepted", cut - at);
     }
 }
+
+/// A weight matrix of `rows × cols` and the same matrix with a merged rank-`rank` adapter
+/// (`W + B·A` in f32, as a LoRA merge computes it), both in `dtype` (rounded to nearest even).
+fn lora_pair(dtype: DType, rows: usize, cols: usize, rank: usize, seed: u64) -> (Vec<u8>, Vec<u8>) {
+    let mut next = xorshift(seed | 1);
+    let mut normal = || (0..4).map(|_| (next() >> 40) as f32 / (1u64 << 24) as f32 - 0.5).sum::<f32>();
+    let w: Vec<f32> = (0..rows * cols).map(|_| normal() * 0.04).collect();
+    let a: Vec<f32> = (0..rank * cols).map(|_| normal() * 0.05).collect();
+    let b: Vec<f32> = (0..rows * rank).map(|_| normal() * 0.02).collect();
+    let merged: Vec<f32> = (0..rows * cols)
+        .map(|e| w[e] + (0..rank).map(|k| b[(e / cols) * rank + k] * a[k * cols + e % cols]).sum::<f32>())
+        .collect();
+    let bytes = |v: &[f32]| -> Vec<u8> {
+        let f32s: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        convert::convert(&f32s, DType::F32, dtype).unwrap()
+    };
+    (bytes(&merged), bytes(&w))
+}
+
+#[test]
+fn a_merged_low_rank_adapter_is_stored_as_its_factors() {
+    for (dtype, at_most) in [(DType::F32, 0.15), (DType::BF16, 0.7), (DType::F16, 0.6)] {
+        let (cols, w) = (192, dtype.width());
+        let (fine, base) = lora_pair(dtype, 300, cols, 4, 0xA11CE);
+        // A chunk that starts mid-row and ends mid-row, as chunks of large matrices do.
+        let (fine, base) = (&fine[50 * w..fine.len() - 70 * w], &base[50 * w..base.len() - 70 * w]);
+        let geometry = lowrank::Geometry { cols, col0: 50 };
+        let opts = EncodeOptions::default();
+        let plain = encode_chunk(dtype, fine, Some((id(), base)), opts);
+        let chosen = encode_matrix_chunk(dtype, fine, Some((id(), base)), geometry, opts);
+        assert_eq!(ChunkView::parse(&chosen).unwrap().codec, Codec::LowRank, "{dtype}");
+        let ratio = chosen.len() as f64 / plain.len() as f64;
+        assert!(ratio < at_most, "{dtype}: {} against {} ({ratio:.2})", chosen.len(), plain.len());
+        assert_eq!(decode(&chosen, dtype, Some(base)).unwrap(), fine, "{dtype}");
+    }
+}
+
+#[test]
+fn a_difference_that_is_not_low_rank_is_not_factored() {
+    let (fine, base) = decayed_f32_pair(1 << 16);
+    let residual_size = |f: &[u8], p: &[u8]| difference_streams(DType::F32, f, p).iter().map(|s| s.1.len()).sum();
+    let geometry = lowrank::Geometry { cols: 256, col0: 0 };
+    assert!(lowrank::fit(DType::F32, &fine, &base, geometry, &residual_size).is_none());
+    let chosen = encode_matrix_chunk(DType::F32, &fine, Some((id(), &base)), geometry, EncodeOptions::default());
+    assert_ne!(ChunkView::parse(&chosen).unwrap().codec, Codec::LowRank);
+}
+
+/// Factor streams: `cols`, `col0`, `rank` and the floats, as `docs/FORMAT.md` lays them out.
+fn factor_stream(cols: u32, col0: u32, rank: u8, floats: &[f32]) -> Vec<u8> {
+    let mut s = [cols.to_le_bytes(), col0.to_le_bytes()].concat();
+    s.push(rank);
+    s.extend(floats.iter().flat_map(|x| x.to_le_bytes()));
+    s
+}
+
+/// The prediction is exactly the documented formula: base plus the f32 sum over `k` in order,
+/// no fused multiply-add, rounded to the dtype; the base itself where the sum is not finite.
+#[test]
+fn the_prediction_is_the_documented_formula() {
+    let (cols, col0, rank, n) = (50usize, 3usize, 3usize, 900usize);
+    let rows = (col0 + n).div_ceil(cols);
+    let mut next = xorshift(0xFAC7);
+    let mut float = || ((next() >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.1;
+    let mut floats: Vec<f32> = (0..(rows + cols) * rank).map(|_| float()).collect();
+    floats[0] = f32::INFINITY;
+    let factors = lowrank::Factors::parse(&factor_stream(50, 3, 3, &floats), n).unwrap();
+    let (u, v) = floats.split_at(rows * rank);
+    let base: Vec<f32> = (0..n).map(|_| float()).collect();
+    let base_bytes: Vec<u8> = base.iter().flat_map(|x| x.to_le_bytes()).collect();
+    let got = factors.predict(DType::F32, &base_bytes);
+    for (e, b) in base.iter().enumerate() {
+        let (row, col) = ((col0 + e) / cols, (col0 + e) % cols);
+        let mut acc = 0f32;
+        for k in 0..rank {
+            acc += u[row * rank + k] * v[k * cols + col];
+        }
+        let want = if (b + acc).is_finite() { b + acc } else { *b };
+        assert_eq!(&got[4 * e..4 * e + 4], &want.to_le_bytes(), "element {e}");
+    }
+    // Row 0's first factor is infinite: its elements fall back to the base.
+    assert_eq!(&got[..8], &base_bytes[..8]);
+}
+
+#[test]
+fn damaged_factor_streams_are_refused() {
+    let n = 10;
+    let good = factor_stream(4, 1, 2, &[0.5; (3 + 4) * 2]);
+    assert!(lowrank::Factors::parse(&good, n).is_ok());
+    for bad in [
+        factor_stream(0, 0, 2, &[0.5; 14]),
+        factor_stream(4, 4, 2, &[0.5; 14]),
+        factor_stream(4, 1, 0, &[]),
+        factor_stream(4, 1, 2, &[0.5; 13]),
+        factor_stream(4, 1, 2, &[0.5; 15]),
+        factor_stream(u32::MAX, u32::MAX - 1, 255, &[]),
+        good[..8].to_vec(),
+    ] {
+        assert!(lowrank::Factors::parse(&bad, n).is_err(), "{bad:?}");
+    }
+    assert!(lowrank::Factors::parse(&good, usize::MAX).is_err());
+}
+
+#[test]
+fn a_low_rank_chunk_of_integers_is_refused() {
+    let (fine, base) = lora_pair(DType::F32, 64, 32, 2, 3);
+    let geometry = lowrank::Geometry { cols: 32, col0: 0 };
+    let residual_size = |f: &[u8], p: &[u8]| difference_streams(DType::F32, f, p).iter().map(|s| s.1.len()).sum();
+    let factors = lowrank::fit(DType::F32, &fine, &base, geometry, &residual_size).unwrap();
+    let stored = encode_low_rank(DType::F32, &fine, (id(), &base), &factors, EncodeOptions::default());
+    assert_eq!(decode(&stored, DType::F32, Some(&base)).unwrap(), fine);
+    assert!(matches!(decode(&stored, DType::I32, Some(&base)), Err(CodecError::Corrupt(_))));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    /// Whatever the factors (garbage, NaN and infinity included), a low-rank chunk decodes to
+    /// exactly the bytes encoded: the prediction only decides the size.
+    #[test]
+    fn low_rank_chunks_round_trip_whatever_the_factors(
+        which in 0usize..3,
+        words in proptest::collection::vec(any::<(u32, u32)>(), 1..400),
+        cols in 1usize..40,
+        col0_pick in any::<usize>(),
+        rank in 1usize..5,
+        factor_bits in proptest::collection::vec(any::<u32>(), 0..64),
+    ) {
+        let dtype = [DType::F32, DType::BF16, DType::F16][which];
+        let w = dtype.width();
+        let fine: Vec<u8> = words.iter().flat_map(|p| p.0.to_le_bytes()[..w].to_vec()).collect();
+        let base: Vec<u8> = words.iter().flat_map(|p| p.1.to_le_bytes()[..w].to_vec()).collect();
+        let col0 = col0_pick % cols;
+        let rows = (col0 + words.len()).div_ceil(cols);
+        let floats: Vec<f32> = (0..(rows + cols) * rank)
+            .map(|i| f32::from_bits(factor_bits.get(i % factor_bits.len().max(1)).copied().unwrap_or(0) ^ i as u32))
+            .collect();
+        let factors = lowrank::Factors::parse(&factor_stream(cols as u32, col0 as u32, rank as u8, &floats), words.len()).unwrap();
+        let stored = encode_low_rank(dtype, &fine, (id(), &base), &factors, EncodeOptions::default());
+        prop_assert_eq!(decode(&stored, dtype, Some(&base)).unwrap(), fine);
+    }
+
+    /// Low-rank adapters of any shape and rank, merged into any of the three float dtypes,
+    /// round trip through the chosen encoding.
+    #[test]
+    fn merged_adapters_round_trip(which in 0usize..3, rows in 1usize..120, cols in 16usize..80, rank in 1usize..9, seed in any::<u64>()) {
+        let dtype = [DType::F32, DType::BF16, DType::F16][which];
+        let (fine, base) = lora_pair(dtype, rows, cols, rank, seed);
+        let stored = encode_matrix_chunk(dtype, &fine, Some((id(), &base)), lowrank::Geometry { cols, col0: 0 }, EncodeOptions::default());
+        prop_assert_eq!(decode(&stored, dtype, Some(&base)).unwrap(), fine);
+    }
+}

@@ -330,8 +330,20 @@ fn encode_chunk(
         None => None,
     };
     let base_ref = base.zip(base_bytes.as_deref()).map(|(b, bytes)| (b.id, bytes.as_slice()));
-    let stored = codec::encode_chunk(dtype, &source, base_ref, opts);
+    let stored = match matrix_geometry(&header.meta, start) {
+        Some(geometry) => codec::encode_matrix_chunk(dtype, &source, base_ref, geometry, opts),
+        None => codec::encode_chunk(dtype, &source, base_ref, opts),
+    };
     Ok(EncodedChunk { source, stored })
+}
+
+/// Where the chunk starting at byte `start` sits in its tensor seen as rows of its last
+/// dimension; None for vectors.
+fn matrix_geometry(meta: &TensorMeta, start: u64) -> Option<codec::lowrank::Geometry> {
+    let cols = *meta.shape.last()?;
+    let first = start / meta.dtype.width() as u64;
+    (meta.shape.len() >= 2 && cols > 0)
+        .then(|| codec::lowrank::Geometry { cols: cols as usize, col0: (first % cols) as usize })
 }
 
 /// A delta base for one tensor.
