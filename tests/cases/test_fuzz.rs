@@ -442,6 +442,37 @@ mod seeds {
                 put_chunk_seed(&c, pick, codec, &data, &base, "-wide");
             }
         }
+        write_low_rank_seeds(&c);
+    }
+
+    /// Codec 6 chunks of each float dtype it takes: 40 rows of 16 from column 3 on, predicted
+    /// by rank-2 factors, a few elements off the prediction.
+    fn write_low_rank_seeds(c: &Corpus) {
+        use mlv::codec::lowrank::Factors;
+        for dtype in [DType::F32, DType::BF16, DType::F16] {
+            let pick = DType::ALL.iter().position(|&d| d == dtype).unwrap();
+            let (n, w) = (37 * 16, dtype.width());
+            let base = fake_base(n * w, pick as u8);
+            let mut rng = Rng::new(pick as u64);
+            let mut stream = [16u32.to_le_bytes(), 3u32.to_le_bytes()].concat();
+            stream.push(2);
+            for _ in 0..(38 + 16) * 2 {
+                stream.extend_from_slice(&((rng.next_u64() % 1000) as f32 * 1e-5).to_le_bytes());
+            }
+            let factors = Factors::parse(&stream, n).unwrap();
+            let mut data = factors.predict(dtype, &base);
+            for k in (0..n).step_by(7) {
+                data[k * w] ^= rng.next_u64() as u8 & 3;
+            }
+            let stored =
+                mlv::codec::encode_low_rank(dtype, &data, (ObjectId([3; 32]), &base), &factors, EncodeOptions::default());
+            let view = mlv::codec::ChunkView::parse(&stored).unwrap();
+            assert_eq!(view.codec, Codec::LowRank);
+            assert_eq!(view.decode(dtype, Some(&base)).unwrap(), data, "{dtype}");
+            let mut input = vec![pick as u8];
+            input.extend_from_slice(&stored);
+            c.put(&format!("{}-bitx-lowrank", dtype.name()), &input);
+        }
     }
 
     /// Stores `data` on `base` with `codec` as the `chunk_decode` input that decodes it as
