@@ -147,6 +147,10 @@ fn push_predicted(dtype: DType, b: &[u8], delta: f32, out: &mut Vec<u8>) {
 const FIT_ROWS: usize = 48;
 const HELD_ROWS: usize = 16;
 const GATE_RANK: usize = 16;
+/// Rows, held-out rows and columns the gate looks at.
+const GATE_ROWS: usize = 32;
+const GATE_HELD: usize = 8;
+const GATE_COLS: usize = 256;
 /// A chunk is only factored when the gate's factors capture at least this much of the held
 /// rows' difference (a full fine-tune's captures about rank/cols).
 const GATE_CAPTURE: f64 = 0.5;
@@ -190,21 +194,35 @@ pub fn fit(
         .into_iter()
         .filter(|r| !fit_rows.contains(r))
         .collect();
-    let diff_row = |r: usize| -> Vec<f64> {
-        let range = full(r).unwrap_or(0..0);
-        let (f, b) = (&fine[range.start * w..range.end * w], &base[range.start * w..range.end * w]);
+    // Columns `cols` of difference row r (all of it without a range).
+    let diff_cols = |r: usize, part: std::ops::Range<usize>| -> Vec<f64> {
+        let row = full(r).unwrap_or(0..0);
+        let (start, end) = ((row.start + part.start).min(row.end), (row.start + part.end).min(row.end));
+        let (f, b) = (&fine[start * w..end * w], &base[start * w..end * w]);
         f.chunks_exact(w)
             .zip(b.chunks_exact(w))
             .map(|(f, b)| value(dtype, f) - value(dtype, b))
             .map(finite_or_zero)
             .collect()
     };
+    let diff_row = |r: usize| diff_cols(r, 0..cols);
+    // The gate: on the first few hundred columns of a few rows (a low-rank matrix is low rank
+    // in any of its columns), so that the chunks of a full fine-tune cost little.
+    let gate_cols = 0..cols.min(GATE_COLS);
+    let gate_rows = &fit_rows[..fit_rows.len().min(GATE_ROWS)];
+    let a = DMatrix::from_row_iterator(
+        gate_rows.len(),
+        gate_cols.len(),
+        gate_rows.iter().flat_map(|&r| diff_cols(r, gate_cols.clone())),
+    );
+    let gate_basis = right_singular_vectors(&a, GATE_RANK.min(gate_rows.len() / 2))?;
+    let gate_held: Vec<Vec<f64>> = held_rows.iter().take(GATE_HELD).map(|&r| diff_cols(r, gate_cols.clone())).collect();
+    if captured(&gate_basis, GATE_RANK, &gate_held)? < GATE_CAPTURE {
+        return None;
+    }
     let a = DMatrix::from_row_iterator(fit_rows.len(), cols, fit_rows.iter().flat_map(|&r| diff_row(r)));
     let basis = right_singular_vectors(&a, RANKS[RANKS.len() - 1].min(fit_rows.len() / 2))?;
     let held: Vec<Vec<f64>> = held_rows.iter().map(|&r| diff_row(r)).collect();
-    if captured(&basis, GATE_RANK, &held)? < GATE_CAPTURE {
-        return None;
-    }
     // The held rows' own bytes, and the factors' prediction of them at each rank.
     let bytes_of = |data: &[u8]| -> Vec<u8> {
         held_rows

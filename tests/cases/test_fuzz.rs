@@ -464,8 +464,13 @@ mod seeds {
             for k in (0..n).step_by(7) {
                 data[k * w] ^= rng.next_u64() as u8 & 3;
             }
-            let stored =
-                mlv::codec::encode_low_rank(dtype, &data, (ObjectId([3; 32]), &base), &factors, EncodeOptions::default());
+            let stored = mlv::codec::encode_low_rank(
+                dtype,
+                &data,
+                (ObjectId([3; 32]), &base),
+                &factors,
+                EncodeOptions::default(),
+            );
             let view = mlv::codec::ChunkView::parse(&stored).unwrap();
             assert_eq!(view.codec, Codec::LowRank);
             assert_eq!(view.decode(dtype, Some(&base)).unwrap(), data, "{dtype}");
