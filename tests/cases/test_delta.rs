@@ -186,6 +186,29 @@ fn fp16_and_fp32_saves_delta_against_an_fp32_base() {
     }
 }
 
+/// A merged LoRA adapter is stored as its factors (codec 6), in a fraction of what its
+/// difference costs weight by weight, and checks out byte for byte.
+#[test]
+fn a_merged_lora_adapter_is_stored_as_its_factors() {
+    let r = TestRepo::init();
+    let b = committed_base(&r, "model.safetensors");
+    st::write(&r.path("model.safetensors"), &as_f32(&st::lora_merge(&b, 5, 4)), None);
+    let merged = r.read("model.safetensors");
+    r.ok(&["commit", "-am", "lora"]);
+    r.ok(&["checkout", "HEAD~1"]);
+    r.ok(&["checkout", "main"]);
+    assert_eq!(r.read("model.safetensors"), merged);
+    let rows = rows(&r, "HEAD", "model.safetensors");
+    for name in ["layers.0.attn.q.weight", "layers.1.attn.v.weight"] {
+        let row = rows.iter().find(|t| t["name"] == name).unwrap_or_else(|| panic!("{name} not in {rows:?}"));
+        assert_eq!(row["storage"]["codecs"][0]["codec"], "bitx-lowrank", "{row}");
+        let (stored, logical) = (row["stored"].as_u64().unwrap_or(0), row["logical"].as_u64().unwrap_or(0));
+        assert!(stored * 4 < logical, "{name}: {stored} of {logical} bytes");
+    }
+    assert_eq!(how(&rows, "layers.0.attn.k.weight"), "duplicate");
+    r.ok(&["fsck"]);
+}
+
 /// Commits the F32 base at `path`, then a BF16 fine-tune of it; returns the fine-tune's bytes.
 fn base_then_fine_tune(r: &TestRepo, path: &str) -> Vec<u8> {
     let b = committed_base(r, path);

@@ -290,3 +290,25 @@ pub fn fine_tune(base: &[Weights], seed: u64, fraction: f32) -> Vec<Weights> {
         })
         .collect()
 }
+
+/// `base` with a rank-`rank` adapter merged into every attention query and value matrix
+/// (`W + B·A`, in f32 as a LoRA merge computes it), the rest unchanged.
+pub fn lora_merge(base: &[Weights], seed: u64, rank: usize) -> Vec<Weights> {
+    let mut rng = Rng::new(seed);
+    base.iter()
+        .map(|w| {
+            let mut values = w.values.clone();
+            if let [rows, cols] = w.shape[..]
+                && (w.name.ends_with("attn.q.weight") || w.name.ends_with("attn.v.weight"))
+            {
+                let (rows, cols) = (rows as usize, cols as usize);
+                let a: Vec<f32> = (0..rank * cols).map(|_| rng.normal(0.05)).collect();
+                let b: Vec<f32> = (0..rows * rank).map(|_| rng.normal(0.02)).collect();
+                for (e, v) in values.iter_mut().enumerate() {
+                    *v += (0..rank).map(|k| b[e / cols * rank + k] * a[k * cols + e % cols]).sum::<f32>();
+                }
+            }
+            Weights { name: w.name.clone(), shape: w.shape.clone(), values }
+        })
+        .collect()
+}
