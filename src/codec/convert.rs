@@ -14,7 +14,8 @@ pub fn can_convert(from: DType, to: DType) -> bool {
     from == to || (is_convertible(from) && is_convertible(to))
 }
 
-fn read(d: DType, c: &[u8]) -> f64 {
+/// One element of a float dtype (F64, F32, F16; anything else as BF16) as f64, exactly.
+pub fn read(d: DType, c: &[u8]) -> f64 {
     match d {
         DType::F64 => f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]),
         DType::F32 => f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64,

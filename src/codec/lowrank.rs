@@ -9,7 +9,8 @@
 use half::f16;
 use nalgebra::DMatrix;
 
-use super::convert::bf16_of_f32;
+use super::convert::{bf16_of_f32, read};
+use super::difference_size;
 use crate::object::DType;
 
 /// Where a chunk's elements sit in their tensor seen as a matrix: rows of `cols` elements
@@ -163,16 +164,9 @@ const RANKS: [usize; 6] = [1, 2, 4, 8, 16, 32];
 
 /// Factors for a chunk of `fine` on `base` (`dtype` elements, same length), if a low-rank
 /// prediction looks smaller than the plain difference: the rank is the one whose factors plus
-/// `residual_size` (the stored size of codec 3 of some fine rows on their prediction) of the
-/// held-out rows, scaled to the chunk, is least. None quickly when the difference is not low
+/// codec 3 of the held-out rows on their prediction, scaled to the chunk, is least. None quickly when the difference is not low
 /// rank (one small eigenproblem on a few rows).
-pub fn fit(
-    dtype: DType,
-    fine: &[u8],
-    base: &[u8],
-    geometry: Geometry,
-    residual_size: &dyn Fn(&[u8], &[u8]) -> usize,
-) -> Option<Factors> {
+pub fn fit(dtype: DType, fine: &[u8], base: &[u8], geometry: Geometry) -> Option<Factors> {
     let (w, cols) = (dtype.width(), geometry.cols);
     let n = fine.len() / w;
     if !applies(dtype) || cols < 16 || base.len() != fine.len() || geometry.col0 >= cols {
@@ -203,7 +197,7 @@ pub fn fit(
         let (f, b) = (&fine[start * w..end * w], &base[start * w..end * w]);
         f.chunks_exact(w)
             .zip(b.chunks_exact(w))
-            .map(|(f, b)| value(dtype, f) - value(dtype, b))
+            .map(|(f, b)| read(dtype, f) - read(dtype, b))
             .map(finite_or_zero)
             .collect()
     };
@@ -235,14 +229,14 @@ pub fn fit(
     };
     let (held_fine, held_base) = (bytes_of(fine), bytes_of(base));
     let scale = |bytes: usize| bytes as f64 * rows as f64 / held_rows.len() as f64;
-    let plain = scale(residual_size(&held_fine, &held_base));
+    let plain = scale(difference_size(dtype, &held_fine, &held_base));
     let mut best: Option<(f64, usize)> = None;
     for rank in RANKS.into_iter().filter(|&r| r <= basis.len()) {
         let v = f32_rows(&basis, rank);
         let u: Vec<f32> = held.iter().flat_map(|d| project(&v, rank, d)).collect();
         let factors = Factors { geometry: Geometry { cols, col0: 0 }, rank, u, v };
-        let size =
-            scale(residual_size(&held_fine, &factors.predict(dtype, &held_base))) + (4 * rank * (rows + cols)) as f64;
+        let size = scale(difference_size(dtype, &held_fine, &factors.predict(dtype, &held_base)))
+            + (4 * rank * (rows + cols)) as f64;
         if best.is_none_or(|(s, _)| size < s) {
             best = Some((size, rank));
         }
@@ -257,14 +251,6 @@ pub fn fit(
         .flat_map(|r| if full(r).is_some() { project(&v, rank, &diff_row(r)) } else { vec![0.0; rank] })
         .collect();
     Some(Factors { geometry, rank, u, v })
-}
-
-fn value(dtype: DType, b: &[u8]) -> f64 {
-    match dtype {
-        DType::F32 => f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
-        DType::BF16 => f64::from(f32::from_bits(u32::from(u16::from_le_bytes([b[0], b[1]])) << 16)),
-        _ => f16::from_le_bytes([b[0], b[1]]).to_f64(),
-    }
 }
 
 fn finite_or_zero(x: f64) -> f64 {

@@ -664,6 +664,11 @@ pub fn encode_low_rank(
     assemble(Codec::LowRank, data, Some(id), streams)
 }
 
+/// Stored bytes of codec 3's streams for `fine` on `base`.
+fn difference_size(dtype: DType, fine: &[u8], base: &[u8]) -> usize {
+    difference_streams(dtype, fine, base).iter().map(|s| s.1.len()).sum()
+}
+
 /// The streams of codec 3 for `fine` on `base`: the symbols, rANS coded, and the raw bits.
 fn difference_streams(dtype: DType, fine: &[u8], base: &[u8]) -> Vec<(u8, Vec<u8>)> {
     let s = delta::symbolise_diff(dtype, fine, base);
@@ -735,9 +740,7 @@ pub fn encode_matrix_chunk(
 ) -> Vec<u8> {
     let best = encode_chunk(dtype, data, base, opts);
     let Some((id, b)) = base else { return best };
-    let residual_size =
-        |fine: &[u8], pred: &[u8]| difference_streams(dtype, fine, pred).iter().map(|s| s.1.len()).sum();
-    match lowrank::fit(dtype, data, b, geometry, &residual_size) {
+    match lowrank::fit(dtype, data, b, geometry) {
         Some(factors) => {
             let low = encode_low_rank(dtype, data, (id, b), &factors, opts);
             if low.len() < best.len() { low } else { best }

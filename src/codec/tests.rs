@@ -503,9 +503,8 @@ fn a_merged_low_rank_adapter_is_stored_as_its_factors() {
 #[test]
 fn a_difference_that_is_not_low_rank_is_not_factored() {
     let (fine, base) = decayed_f32_pair(1 << 16);
-    let residual_size = |f: &[u8], p: &[u8]| difference_streams(DType::F32, f, p).iter().map(|s| s.1.len()).sum();
     let geometry = lowrank::Geometry { cols: 256, col0: 0 };
-    assert!(lowrank::fit(DType::F32, &fine, &base, geometry, &residual_size).is_none());
+    assert!(lowrank::fit(DType::F32, &fine, &base, geometry).is_none());
     let chosen = encode_matrix_chunk(DType::F32, &fine, Some((id(), &base)), geometry, EncodeOptions::default());
     assert_ne!(ChunkView::parse(&chosen).unwrap().codec, Codec::LowRank);
 }
@@ -569,8 +568,7 @@ fn damaged_factor_streams_are_refused() {
 fn a_low_rank_chunk_of_integers_is_refused() {
     let (fine, base) = lora_pair(DType::F32, 64, 32, 2, 3);
     let geometry = lowrank::Geometry { cols: 32, col0: 0 };
-    let residual_size = |f: &[u8], p: &[u8]| difference_streams(DType::F32, f, p).iter().map(|s| s.1.len()).sum();
-    let factors = lowrank::fit(DType::F32, &fine, &base, geometry, &residual_size).unwrap();
+    let factors = lowrank::fit(DType::F32, &fine, &base, geometry).unwrap();
     let stored = encode_low_rank(DType::F32, &fine, (id(), &base), &factors, EncodeOptions::default());
     assert_eq!(decode(&stored, DType::F32, Some(&base)).unwrap(), fine);
     assert!(matches!(decode(&stored, DType::I32, Some(&base)), Err(CodecError::Corrupt(_))));
