@@ -95,7 +95,7 @@ impl BaseParts<'_> {
             BaseParts::F32Planes { planes, rounded } => {
                 rounded.clear();
                 if let [Some(e), Some(p0), Some(p1), Some(p2)] = planes.map(|p| p.get(range.clone())) {
-                    planes::join_f32_as_bf16_into([e, p0, p1, p2], None, rounded);
+                    planes::round_f32_planes_to_bf16_into([e, p0, p1, p2], rounded);
                 }
                 Ok(rounded)
             }

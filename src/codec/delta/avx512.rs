@@ -111,6 +111,90 @@ pub(super) fn rebuild<const W: usize, const FLOAT: bool>(
     (i, bit)
 }
 
+/// [`rebuild`] for 2-byte elements without low bytes, 32 per vector in 16-bit lanes: twice the
+/// elements per instruction of the 32-bit lanes, whose widths 16-bit offsets need not (a
+/// vector's raw bits, at most `32 * 13`, start at most 7 bits into its 64-byte window).
+///
+/// Bounds: symbols are read below `n <= symbols.len()`, base elements below `n <= base.len() / 2`;
+/// a step runs only while the 64 bytes from the byte of each of its vectors' first raw bit
+/// (at most `STEP16 * 32 * 13` bits on) lie inside `raw_bits`. A lane's raw bits start at most
+/// `31 * 13 + 7` bits into its window and take at most three bytes, byte 52 at the latest; the
+/// fourth byte fetched with them is byte 55 at the latest.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi")]
+pub(super) fn rebuild_16<const FLOAT: bool>(
+    symbols: &[u8],
+    raw_bits: &[u8],
+    start: usize,
+    base: &[u8],
+    out: &mut Vec<u8>,
+) -> (usize, usize) {
+    const LANES: usize = 32;
+    const STEP16: usize = 2;
+    let n = symbols.len().min(base.len() / 2) / (STEP16 * LANES) * (STEP16 * LANES);
+    let (mut i, mut bit) = (0, start);
+    while i < n && (bit + STEP16 * LANES * max_bits(2)) / 8 + 64 <= raw_bits.len() {
+        let mut bytes = [[0u8; 64]; STEP16];
+        for (k, piece) in bytes.iter_mut().enumerate() {
+            let at = i + k * LANES;
+            // SAFETY: see the bounds above; loads and stores are unaligned.
+            unsafe {
+                let s = _mm512_cvtepu8_epi16(_mm256_loadu_si256(symbols.as_ptr().add(at).cast()));
+                let window = _mm512_loadu_si512(raw_bits.as_ptr().add(bit / 8).cast());
+                let (z, taken) = z_of_16(s, window, bit % 8);
+                let fine = add_difference_16_wide::<FLOAT>(_mm512_loadu_si512(base.as_ptr().add(2 * at).cast()), z);
+                _mm512_storeu_si512(piece.as_mut_ptr().cast(), fine);
+                bit += taken;
+            }
+        }
+        bytes.iter().for_each(|piece| out.extend_from_slice(piece));
+        i += STEP16 * LANES;
+    }
+    (i, bit)
+}
+
+/// `z` of the 32 elements of symbols `s` (one per 16-bit lane), whose raw bits start `skip`
+/// bits into `window`; and how many raw bits they take.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi")]
+fn z_of_16(s: __m512i, window: __m512i, skip: usize) -> (__m512i, usize) {
+    let one = _mm512_set1_epi16(1);
+    let nbits = _mm512_sub_epi16(_mm512_max_epu16(_mm512_srli_epi16::<2>(s), one), one);
+    let top = _mm512_sub_epi16(s, _mm512_slli_epi16::<2>(nbits));
+    let (end, total) = running_sum_16(nbits);
+    let from = _mm512_add_epi16(_mm512_set1_epi16(skip as i16), _mm512_sub_epi16(end, nbits));
+    // Byte indices `b, b + 1` in each lane's two bytes, then `b + 2, b + 3`: the lane's first
+    // two bytes and the two after them, little-endian.
+    let byte = _mm512_srli_epi16::<3>(from);
+    let first_two = _mm512_or_si512(byte, _mm512_slli_epi16::<8>(_mm512_add_epi16(byte, one)));
+    let next_two = _mm512_add_epi16(first_two, _mm512_set1_epi16(0x0202));
+    let shift = _mm512_and_si512(from, _mm512_set1_epi16(7));
+    let low = _mm512_srlv_epi16(_mm512_permutexvar_epi8(first_two, window), shift);
+    // Up to 13 bits from bit 7 of a byte reach into a third byte (shifted out entirely where
+    // `shift` is 0, as a shift by 16 clears the lane).
+    let high =
+        _mm512_sllv_epi16(_mm512_permutexvar_epi8(next_two, window), _mm512_sub_epi16(_mm512_set1_epi16(16), shift));
+    let raw = _mm512_and_si512(_mm512_or_si512(low, high), _mm512_sub_epi16(_mm512_sllv_epi16(one, nbits), one));
+    (_mm512_or_si512(_mm512_sllv_epi16(top, nbits), raw), total)
+}
+
+/// The running sum of 32 16-bit lanes, each lane's own included, and the sum of all. Pairs
+/// are summed inside their 32-bit lane, then the pairs' totals run across the 32-bit lanes
+/// (whole-vector shifts come in 32-bit steps); sums stay far below 2^16, so no lane carries.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi")]
+fn running_sum_16(v: __m512i) -> (__m512i, usize) {
+    let zero = _mm512_setzero_si512();
+    // Low half: the pair's first; high half: both.
+    let pairs = _mm512_add_epi16(v, _mm512_slli_epi32::<16>(v));
+    // The pair's total in both halves.
+    let totals = _mm512_or_si512(_mm512_srli_epi32::<16>(pairs), _mm512_and_si512(pairs, _mm512_set1_epi32(-65536)));
+    let mut sum = totals;
+    sum = _mm512_add_epi16(sum, _mm512_alignr_epi32::<15>(sum, zero));
+    sum = _mm512_add_epi16(sum, _mm512_alignr_epi32::<14>(sum, zero));
+    sum = _mm512_add_epi16(sum, _mm512_alignr_epi32::<12>(sum, zero));
+    sum = _mm512_add_epi16(sum, _mm512_alignr_epi32::<8>(sum, zero));
+    let all = _mm_extract_epi16::<7>(_mm512_extracti32x4_epi32::<3>(sum)) as usize;
+    (_mm512_add_epi16(pairs, _mm512_sub_epi16(sum, totals)), all)
+}
+
 /// `unsymbolise` in every lane: the raw-bit length and the leading bits (symbols below 8 have
 /// no raw bits and are `z`).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi")]
@@ -210,6 +294,23 @@ fn add_difference_16<const FLOAT: bool>(base: __m256i, z: __m256i) -> __m256i {
     let k = _mm256_add_epi16(key, d);
     let flip = _mm256_or_si256(_mm256_xor_si256(_mm256_srai_epi16::<15>(k), _mm256_set1_epi16(-1)), sign);
     _mm256_xor_si256(k, flip)
+}
+
+/// [`add_difference_16`] for 32 elements.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi")]
+fn add_difference_16_wide<const FLOAT: bool>(base: __m512i, z: __m512i) -> __m512i {
+    let d = _mm512_xor_si512(
+        _mm512_srli_epi16::<1>(z),
+        _mm512_sub_epi16(_mm512_setzero_si512(), _mm512_and_si512(z, _mm512_set1_epi16(1))),
+    );
+    if !FLOAT {
+        return _mm512_add_epi16(base, d);
+    }
+    let sign = _mm512_set1_epi16(i16::MIN);
+    let key = _mm512_xor_si512(base, _mm512_or_si512(_mm512_srai_epi16::<15>(base), sign));
+    let k = _mm512_add_epi16(key, d);
+    let flip = _mm512_or_si512(_mm512_xor_si512(_mm512_srai_epi16::<15>(k), _mm512_set1_epi16(-1)), sign);
+    _mm512_xor_si512(k, flip)
 }
 
 /// [`add_difference_16`] for 32-bit elements.
