@@ -1,5 +1,6 @@
 //! The difference rebuild of 16- and 32-bit elements (BF16, FP16, FP32; codec
-//! `bitx-diff-ctx`) with AVX-512, 16 elements per vector. Each element's raw-bit length comes
+//! `bitx-diff-ctx`) with AVX-512, 16 elements per vector in 32-bit lanes, or 32 per vector in
+//! 16-bit lanes for 2-byte elements of codec 3 ([`rebuild_16`]). Each element's raw-bit length comes
 //! from its symbol, a prefix sum of the lengths gives each its bit offset, and one byte
 //! permutation of the 64 bytes where a vector's raw bits start fetches them all (a gather
 //! measured no faster than the scalar loop): elements with raw bits cost no more than those
@@ -7,7 +8,7 @@
 
 use std::arch::x86_64::*;
 
-/// Elements per vector.
+/// Elements per vector in 32-bit lanes.
 const WIDTH: usize = 16;
 
 /// Raw bits of a `W`-byte element at most: those of the largest symbol `check_symbols` lets
