@@ -91,8 +91,10 @@ pub(super) fn rebuild<const W: usize, const FLOAT: bool>(
                 };
                 let b = base.as_ptr().add(W * at);
                 if W == 2 {
-                    let fine = add_difference_16::<FLOAT>(_mm256_loadu_si256(b.cast()), _mm512_cvtepi32_epi16(z));
-                    _mm256_storeu_si256(piece.as_mut_ptr().cast(), fine);
+                    // The low half of a 32-element vector: the upper lanes are left unused.
+                    let (base, z) = (_mm256_loadu_si256(b.cast()), _mm512_cvtepi32_epi16(z));
+                    let fine = add_difference_16::<FLOAT>(_mm512_castsi256_si512(base), _mm512_castsi256_si512(z));
+                    _mm256_storeu_si256(piece.as_mut_ptr().cast(), _mm512_castsi512_si256(fine));
                 } else {
                     _mm512_storeu_si512(
                         piece.as_mut_ptr().cast(),
@@ -142,7 +144,7 @@ pub(super) fn rebuild_16<const FLOAT: bool>(
                 let s = _mm512_cvtepu8_epi16(_mm256_loadu_si256(symbols.as_ptr().add(at).cast()));
                 let window = _mm512_loadu_si512(raw_bits.as_ptr().add(bit / 8).cast());
                 let (z, taken) = z_of_16(s, window, bit % 8);
-                let fine = add_difference_16_wide::<FLOAT>(_mm512_loadu_si512(base.as_ptr().add(2 * at).cast()), z);
+                let fine = add_difference_16::<FLOAT>(_mm512_loadu_si512(base.as_ptr().add(2 * at).cast()), z);
                 _mm512_storeu_si512(piece.as_mut_ptr().cast(), fine);
                 bit += taken;
             }
@@ -278,28 +280,11 @@ fn raw_values<const W: usize>(len: __m512i, window: __m512i, first: usize, at_bi
     _mm512_and_si512(raw, _mm512_sub_epi32(_mm512_sllv_epi32(one, len), one))
 }
 
-/// The fine elements from their base and `z`: the base plus the unzigzagged `z`, in the
+/// The 32 fine 16-bit elements from their base and `z`: the base plus the unzigzagged `z`, in the
 /// order-preserving keys of `Keying` for floats (negative floats have every bit flipped, the
 /// others only the sign).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi")]
-fn add_difference_16<const FLOAT: bool>(base: __m256i, z: __m256i) -> __m256i {
-    let d = _mm256_xor_si256(
-        _mm256_srli_epi16::<1>(z),
-        _mm256_sub_epi16(_mm256_setzero_si256(), _mm256_and_si256(z, _mm256_set1_epi16(1))),
-    );
-    if !FLOAT {
-        return _mm256_add_epi16(base, d);
-    }
-    let sign = _mm256_set1_epi16(i16::MIN);
-    let key = _mm256_xor_si256(base, _mm256_or_si256(_mm256_srai_epi16::<15>(base), sign));
-    let k = _mm256_add_epi16(key, d);
-    let flip = _mm256_or_si256(_mm256_xor_si256(_mm256_srai_epi16::<15>(k), _mm256_set1_epi16(-1)), sign);
-    _mm256_xor_si256(k, flip)
-}
-
-/// [`add_difference_16`] for 32 elements.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi")]
-fn add_difference_16_wide<const FLOAT: bool>(base: __m512i, z: __m512i) -> __m512i {
+fn add_difference_16<const FLOAT: bool>(base: __m512i, z: __m512i) -> __m512i {
     let d = _mm512_xor_si512(
         _mm512_srli_epi16::<1>(z),
         _mm512_sub_epi16(_mm512_setzero_si512(), _mm512_and_si512(z, _mm512_set1_epi16(1))),
@@ -314,7 +299,7 @@ fn add_difference_16_wide<const FLOAT: bool>(base: __m512i, z: __m512i) -> __m51
     _mm512_xor_si512(k, flip)
 }
 
-/// [`add_difference_16`] for 32-bit elements.
+/// [`add_difference_16`] for 16 32-bit elements.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi")]
 fn add_difference_32<const FLOAT: bool>(base: __m512i, z: __m512i) -> __m512i {
     let d = _mm512_xor_si512(

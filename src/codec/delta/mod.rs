@@ -831,21 +831,27 @@ mod tests {
         }
     }
 
+    /// A small deterministic generator of 32-bit values (a 64-bit LCG's high bits).
+    fn lcg(seed: u64) -> impl FnMut() -> u32 {
+        let mut state = seed;
+        move || {
+            state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            (state >> 33) as u32
+        }
+    }
+
     /// On a CPU with AVX-512 the vector rebuild does take valid low bytes (a lane that only
     /// fell back to the scalar loop would go unseen by the comparisons above), and gets them
     /// right.
     #[test]
     #[cfg(target_arch = "x86_64")]
     fn the_vector_rebuild_takes_the_low_bytes_it_can() {
-        let mut state = 0x9E37_79B9_7F4A_7C15u64;
-        let mut next = move || {
-            state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
-            (state >> 33) as u32
-        };
+        let mut next = lcg(0x9E37_79B9_7F4A_7C15);
         for dtype in [DType::F32, DType::BF16] {
             let (n, w, largest) = (4096, dtype.width(), u32::from(max_symbol(8 * dtype.width() as u32)));
-            let symbols: Vec<u8> =
-                (0..n).map(|_| if next() % 4 == 0 { next() % 8 } else { 8 + next() % (largest - 7) } as u8).collect();
+            let symbols: Vec<u8> = (0..n)
+                .map(|_| if next().is_multiple_of(4) { next() % 8 } else { 8 + next() % (largest - 7) } as u8)
+                .collect();
             let base: Vec<u8> = (0..n).flat_map(|_| next().to_le_bytes()[..w].to_vec()).collect();
             let lows: Vec<u8> = symbols
                 .iter()
@@ -874,16 +880,12 @@ mod tests {
     #[test]
     #[cfg(target_arch = "x86_64")]
     fn the_16_bit_lane_rebuild_takes_the_elements_it_can() {
-        let mut state = 0x2545_F491_4F6C_DD1Du64;
-        let mut next = move || {
-            state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
-            (state >> 33) as u32
-        };
+        let mut next = lcg(0x2545_F491_4F6C_DD1D);
         let (n, largest) = (4096, u32::from(max_symbol(16)));
         for dtype in [DType::BF16, DType::I16] {
             // Every raw-bit length, most of all the longest, so the windows are tested full.
             let symbols: Vec<u8> = (0..n)
-                .map(|_| if next() % 4 == 0 { next() % 8 } else { largest - next() % (largest - 7) } as u8)
+                .map(|_| if next().is_multiple_of(4) { next() % 8 } else { largest - next() % (largest - 7) } as u8)
                 .collect();
             let base: Vec<u8> = (0..2 * n).map(|_| next() as u8).collect();
             let raw_bits: Vec<u8> = (0..2 * n).map(|_| next() as u8).collect();
