@@ -164,8 +164,8 @@ const RANKS: [usize; 6] = [1, 2, 4, 8, 16, 32];
 
 /// Factors for a chunk of `fine` on `base` (`dtype` elements, same length), if a low-rank
 /// prediction looks smaller than the plain difference: the rank is the one whose factors plus
-/// codec 3 of the held-out rows on their prediction, scaled to the chunk, is least. None quickly when the difference is not low
-/// rank (one small eigenproblem on a few rows).
+/// codec 3 of the held-out rows on their prediction, scaled to the chunk, is least. None
+/// quickly when the difference is not low rank (one small eigenproblem on a few rows).
 pub fn fit(dtype: DType, fine: &[u8], base: &[u8], geometry: Geometry) -> Option<Factors> {
     let (w, cols) = (dtype.width(), geometry.cols);
     let n = fine.len() / w;

@@ -643,7 +643,7 @@ impl Odb {
         if let Some(hit) = self.cache.get(id, i, as_dtype) {
             return Ok(hit);
         }
-        Ok(self.cache.insert(*id, i, as_dtype, self.decode_with(id, i, as_dtype, false, depth)?))
+        Ok(self.cache.insert(*id, i, as_dtype, self.decode_with(id, i, as_dtype, depth)?))
     }
 
     /// Offers `hints` for delta bases from now on (None withdraws them).
@@ -693,19 +693,13 @@ impl Odb {
     /// chunk, kept, would only take fresh memory (MiniLM ft-a-v2: 5% fewer CPU seconds, peak
     /// RSS 64 → 57 MiB).
     pub fn decode_chunk(&self, id: &ObjectId, i: u64) -> Result<Vec<u8>, StoreError> {
-        self.decode_with(id, i, None, false, 0)
+        self.decode_with(id, i, None, 0)
     }
 
     /// Decodes chunk `i` (converted to `as_dtype`, if given), `depth` links down a delta chain,
-    /// reading its base's chunks through the cache or not.
-    fn decode_with(
-        &self,
-        id: &ObjectId,
-        i: u64,
-        as_dtype: Option<DType>,
-        cache_bases: bool,
-        depth: usize,
-    ) -> Result<Vec<u8>, StoreError> {
+    /// using its bases' chunks from the cache when they are there, never adding them: a chunk
+    /// that is cached is not decoded again, so neither are its bases.
+    fn decode_with(&self, id: &ObjectId, i: u64, as_dtype: Option<DType>, depth: usize) -> Result<Vec<u8>, StoreError> {
         if depth > MAX_DECODE_DEPTH {
             let what = format!("delta chain longer than {MAX_DECODE_DEPTH} links (a cycle of bases?)");
             return Err(StoreError::corrupt(*id, what));
@@ -727,14 +721,14 @@ impl Odb {
         }
         if as_dtype.is_none()
             && let Some(base_id) = view.base
-            && let Some(chain) = self.part_base(&base_id, &entry.header, (start, end), cache_bases, depth)?
+            && let Some(chain) = self.part_base(&base_id, &entry.header, (start, end), depth)?
         {
             return chain.decode(*id, &view, entry.header.meta.dtype);
         }
         let base = match view.base {
             Some(base_id) => {
                 let range = (start, end);
-                Some(self.base_range(&base_id, &entry.header, range, cache_bases, depth + 1)?)
+                Some(self.base_range(&base_id, &entry.header, range, depth + 1)?)
             }
             None => None,
         };
@@ -756,13 +750,12 @@ impl Odb {
     /// cache, and is a difference chunk of the same dtype (then again for that chunk's base)
     /// or a standalone byte-grouped F32 chunk under BF16. A chain of fine-tunes (each a
     /// difference on the one before) is then decoded without any link whole in memory. The
-    /// lowest link's base, if not F32, is decoded the usual way (`cached`, `depth` as there).
+    /// lowest link's base, if not F32, is decoded the usual way (`depth` as there).
     fn part_base(
         &self,
         base: &ObjectId,
         fine: &EntryHeader,
         range: (u64, u64),
-        cached: bool,
         depth: usize,
     ) -> Result<Option<PartBase>, StoreError> {
         let (mut links, mut id, mut header) = (Vec::new(), *base, fine.clone());
@@ -781,7 +774,7 @@ impl Odb {
         if links.is_empty() {
             return Ok(None);
         }
-        let elements = self.base_range(&id, &header, range, cached, depth + links.len() + 1)?;
+        let elements = self.base_range(&id, &header, range, depth + links.len() + 1)?;
         Ok(Some(PartBase { links, bottom: PartBottom::Elements(id, elements) }))
     }
 
@@ -834,20 +827,20 @@ impl Odb {
         Ok(grouped.then_some(chunk))
     }
 
-    /// The base's elements matching bytes `start..end` of `fine`, converted to the fine dtype.
+    /// The base's elements matching bytes `start..end` of `fine`, converted to the fine dtype,
+    /// from the cache where it has them, not added to it.
     fn base_range(
         &self,
         base: &ObjectId,
         fine: &EntryHeader,
         (start, end): (u64, u64),
-        cached: bool,
         depth: usize,
     ) -> Result<Arc<Vec<u8>>, StoreError> {
         let bh = self.header(base)?;
         if !convert::can_convert(bh.meta.dtype, fine.meta.dtype) {
             return Err(incompatible(base, bh.meta.dtype, fine.meta.dtype));
         }
-        self.read_range_with(base, &bh, (start, end), Some(fine.meta.dtype), cached, depth)
+        self.read_range_with(base, &bh, (start, end), Some(fine.meta.dtype), false, depth)
     }
 
     /// Bytes `start..end` of an object's data, decoding only the chunks that cover them
@@ -897,7 +890,7 @@ impl Odb {
             let chunk = match (cached, self.cache.get(id, i, as_dtype)) {
                 (true, _) => self.cached_chunk(id, i, as_dtype, depth)?,
                 (false, Some(hit)) => hit,
-                (false, None) => Arc::new(self.decode_with(id, i, as_dtype, false, depth)?),
+                (false, None) => Arc::new(self.decode_with(id, i, as_dtype, depth)?),
             };
             let offset = (pos - i * chunk_bytes) as usize;
             let take = ((end - pos) as usize).min(chunk.len().saturating_sub(offset));

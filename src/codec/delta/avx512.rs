@@ -1,7 +1,7 @@
 //! The difference rebuild of 16- and 32-bit elements (BF16, FP16, FP32; codec
 //! `bitx-diff-ctx`) with AVX-512, 16 elements per vector in 32-bit lanes, or 32 per vector in
-//! 16-bit lanes for 2-byte elements of codec 3 ([`rebuild_16`]). Each element's raw-bit length comes
-//! from its symbol, a prefix sum of the lengths gives each its bit offset, and one byte
+//! 16-bit lanes for 2-byte elements of codec 3 ([`rebuild_16`]). Each element's raw-bit length
+//! comes from its symbol, a prefix sum of the lengths gives each its bit offset, and one byte
 //! permutation of the 64 bytes where a vector's raw bits start fetches them all (a gather
 //! measured no faster than the scalar loop): elements with raw bits cost no more than those
 //! without, where the scalar loop reads them one by one.
@@ -122,7 +122,7 @@ pub(super) fn rebuild<const W: usize, const FLOAT: bool>(
 /// a step runs only while the 64 bytes from the byte of each of its vectors' first raw bit
 /// (at most `STEP16 * 32 * 13` bits on) lie inside `raw_bits`. A lane's raw bits start at most
 /// `31 * 13 + 7` bits into its window and take at most three bytes, byte 52 at the latest; the
-/// fourth byte fetched with them is byte 55 at the latest.
+/// fourth byte fetched with them is byte 54 at the latest.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi")]
 pub(super) fn rebuild_16<const FLOAT: bool>(
     symbols: &[u8],
@@ -280,9 +280,9 @@ fn raw_values<const W: usize>(len: __m512i, window: __m512i, first: usize, at_bi
     _mm512_and_si512(raw, _mm512_sub_epi32(_mm512_sllv_epi32(one, len), one))
 }
 
-/// The 32 fine 16-bit elements from their base and `z`: the base plus the unzigzagged `z`, in the
-/// order-preserving keys of `Keying` for floats (negative floats have every bit flipped, the
-/// others only the sign).
+/// The 32 fine 16-bit elements from their base and `z`: the base plus the unzigzagged `z`, in
+/// the order-preserving keys of `Keying` for floats (negative floats have every bit flipped,
+/// the others only the sign).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi")]
 fn add_difference_16<const FLOAT: bool>(base: __m512i, z: __m512i) -> __m512i {
     let d = _mm512_xor_si512(
