@@ -51,29 +51,34 @@ fn is_set(mask: &[u8], block: usize) -> bool {
 /// The blocks of `data` (`width`-byte elements) that `mask` sets, back to back.
 pub fn gather(data: &[u8], mask: &[u8], width: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(data.len());
-    for (i, block) in data.chunks(BLOCK * width).enumerate() {
-        if is_set(mask, i) {
-            out.extend_from_slice(block);
-        }
-    }
+    gather_into(data, mask, 0, width, &mut out);
     out
 }
 
-/// `base` with the blocks that `mask` sets taken, in order, from `kept` instead; None when
-/// `kept` does not hold exactly those blocks.
-pub fn scatter(base: &[u8], mask: &[u8], kept: &[u8], width: usize) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(base.len());
+/// Appends to `out` the blocks of `data` that `mask` sets, `data` being the blocks from
+/// block `first` on.
+pub fn gather_into(data: &[u8], mask: &[u8], first: usize, width: usize, out: &mut Vec<u8>) {
+    for (i, block) in data.chunks(BLOCK * width).enumerate() {
+        if is_set(mask, first + i) {
+            out.extend_from_slice(block);
+        }
+    }
+}
+
+/// Appends to `out` the blocks of `base` (the blocks from block `first` on), those that `mask`
+/// sets taken, in order, from `kept` instead; false when `kept` does not hold exactly those.
+pub fn scatter_into(base: &[u8], mask: &[u8], first: usize, kept: &[u8], width: usize, out: &mut Vec<u8>) -> bool {
     let mut from = kept;
     for (i, block) in base.chunks(BLOCK * width).enumerate() {
-        if is_set(mask, i) {
-            let (mine, rest) = from.split_at_checked(block.len())?;
+        if is_set(mask, first + i) {
+            let Some((mine, rest)) = from.split_at_checked(block.len()) else { return false };
             out.extend_from_slice(mine);
             from = rest;
         } else {
             out.extend_from_slice(block);
         }
     }
-    from.is_empty().then_some(out)
+    from.is_empty()
 }
 
 #[cfg(test)]
@@ -81,12 +86,18 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    fn scatter(base: &[u8], mask: &[u8], kept: &[u8], width: usize) -> Option<Vec<u8>> {
+        let mut out = Vec::new();
+        scatter_into(base, mask, 0, kept, width, &mut out).then_some(out)
+    }
+
     proptest! {
         #[test]
         fn gather_and_scatter_invert_and_count_what_they_keep(
             base in proptest::collection::vec(any::<u8>(), 0..600),
             changes in proptest::collection::vec((any::<usize>(), 1u8..), 0..20),
             width_pick in 0usize..4,
+            part_blocks in 1usize..5,
         ) {
             let width = [1, 2, 4, 8][width_pick];
             let base = &base[..base.len() / width * width];
@@ -100,6 +111,16 @@ mod tests {
             let kept_fine = gather(&fine, &mask, width);
             prop_assert_eq!(kept(&mask, n), Ok(kept_fine.len() / width));
             prop_assert_eq!(scatter(base, &mask, &kept_fine, width), Some(fine.clone()));
+            // Part by part, as a chain decodes, each part's kept blocks gathered and scattered.
+            let (mut by_parts, mut kept_from) = (Vec::new(), 0);
+            for (k, part) in base.chunks(part_blocks * BLOCK * width).enumerate() {
+                let mut kept_base = Vec::new();
+                gather_into(part, &mask, k * part_blocks, width, &mut kept_base);
+                let mine = &kept_fine[kept_from..kept_from + kept_base.len()];
+                prop_assert!(scatter_into(part, &mask, k * part_blocks, mine, width, &mut by_parts));
+                kept_from += kept_base.len();
+            }
+            prop_assert_eq!(by_parts, fine.clone());
             // Every block left out is the base's own.
             let left_out = (0..n.div_ceil(BLOCK)).filter(|&i| !is_set(&mask, i));
             for i in left_out {

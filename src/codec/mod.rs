@@ -57,7 +57,7 @@ impl Base<'_> {
             Base::Elements(_) => true,
             Base::GroupedF32(b) => dtype == DType::BF16 && b.codec == Codec::Grouped && b.raw_len == 2 * raw_len,
             Base::Difference(v, below) => {
-                v.codec == Codec::DiffContext && v.raw_len == raw_len && below.in_parts(dtype, raw_len)
+                v.codec.is_difference() && v.raw_len == raw_len && below.in_parts(dtype, raw_len)
             }
         }
     }
@@ -83,7 +83,7 @@ enum BaseParts<'b> {
         rounded: Vec<u8>,
     },
     /// A difference chunk rebuilt a part at a time on its own base's parts.
-    Difference(Box<(PartDecoder<'b>, BaseParts<'b>)>),
+    Difference(Box<(LinkDecoder<'b>, BaseParts<'b>)>),
 }
 
 impl BaseParts<'_> {
@@ -144,6 +144,76 @@ impl<'s> PartDecoder<'s> {
     fn finish(self) -> Result<Vec<u8>, CodecError> {
         self.symbols.finish()?;
         Ok(self.rebuild.finish())
+    }
+}
+
+/// A difference chunk decoded a part at a time, each part on the same elements of its base.
+enum LinkDecoder<'s> {
+    /// `bitx-diff-ctx`.
+    Context(PartDecoder<'s>),
+    /// `bitx-diff-mask`.
+    Masked(MaskedDecoder<'s>),
+}
+
+impl LinkDecoder<'_> {
+    fn part(&mut self, base: &[u8]) -> Result<&[u8], CodecError> {
+        match self {
+            LinkDecoder::Context(d) => d.part(base),
+            LinkDecoder::Masked(d) => d.part(base),
+        }
+    }
+}
+
+/// A `bitx-diff-mask` chunk decoded a part at a time: the blocks of each part its mask sets
+/// are a part of a `bitx-diff-ctx` difference on the same blocks of the base, the others the
+/// base's own. Parts begin on block boundaries.
+struct MaskedDecoder<'s> {
+    mask: &'s [u8],
+    kept: PartDecoder<'s>,
+    width: usize,
+    /// The block the next part begins with.
+    block: usize,
+    base_kept: Vec<u8>,
+    out: Vec<u8>,
+}
+
+impl<'s> MaskedDecoder<'s> {
+    /// A decoder of `n` elements of `dtype` from a chunk's symbols, raw bits and mask.
+    fn new(
+        dtype: DType,
+        n: usize,
+        (coded, raw_bits, mask): (&'s [u8], &'s [u8], &'s [u8]),
+    ) -> Result<Self, CodecError> {
+        let kept = mask::kept(mask, n).map_err(CodecError::Corrupt)?;
+        Ok(MaskedDecoder {
+            mask,
+            kept: PartDecoder::new(dtype, kept, (coded, raw_bits), false)?,
+            width: dtype.width(),
+            block: 0,
+            base_kept: Vec::new(),
+            out: Vec::new(),
+        })
+    }
+
+    /// The next elements, as many as `base` holds (a whole number of blocks but for the
+    /// chunk's last part), rebuilt on it.
+    fn part(&mut self, base: &[u8]) -> Result<&[u8], CodecError> {
+        let (mask, width) = (self.mask, self.width);
+        self.base_kept.clear();
+        mask::gather_into(base, mask, self.block, width, &mut self.base_kept);
+        let fine = self.kept.part(&self.base_kept)?;
+        self.out.clear();
+        if fine.len() != self.base_kept.len() || !mask::scatter_into(base, mask, self.block, fine, width, &mut self.out)
+        {
+            return Err(CodecError::Corrupt("the masked blocks decoded to another length".into()));
+        }
+        self.block += (base.len() / width).div_ceil(mask::BLOCK);
+        Ok(&self.out)
+    }
+
+    /// Checks that every symbol was decoded and the streams are used up.
+    fn finish(self) -> Result<(), CodecError> {
+        self.kept.finish().map(drop)
     }
 }
 
@@ -208,6 +278,12 @@ impl Codec {
         matches!(self, Codec::Xor | Codec::DiffContext | Codec::DiffLow | Codec::DiffMasked | Codec::LowRank)
     }
 
+    /// Whether the chunk is the difference coder's (`bitx-diff-ctx`, or `bitx-diff-mask` on
+    /// the blocks it keeps), which a chain decodes a part at a time.
+    pub fn is_difference(self) -> bool {
+        matches!(self, Codec::DiffContext | Codec::DiffMasked)
+    }
+
     /// Name for output.
     pub fn name(self) -> &'static str {
         match self {
@@ -256,6 +332,8 @@ pub const MAX_CHUNK_BYTES: usize = 64 << 20;
 /// Elements decoded together in a part of a delta chunk: with their base, contexts and
 /// symbols about 100 KB for 16-bit elements, well within a core's second-level cache.
 const PART_ELEMENTS: usize = 256 * rans::PART;
+// Parts of a masked chunk begin on its blocks.
+const _: () = assert!(PART_ELEMENTS.is_multiple_of(mask::BLOCK));
 
 impl<'a> ChunkView<'a> {
     /// Parses a stored chunk without decoding it.
@@ -295,7 +373,7 @@ impl<'a> ChunkView<'a> {
     /// Decodes the chunk on `base` (None for chunks that have none).
     pub fn decode_on(&self, dtype: DType, base: Option<Base<'_>>) -> Result<Vec<u8>, CodecError> {
         let n = self.elements(dtype)?;
-        if self.codec == Codec::DiffContext
+        if self.codec.is_difference()
             && let Some(base) = base.as_ref().filter(|b| b.in_parts(dtype, self.raw_len))
         {
             return self.decode_in_parts(dtype, n, base);
@@ -324,7 +402,11 @@ impl<'a> ChunkView<'a> {
                 let rest_bits = self.stream(2, usize::MAX)?;
                 (delta::unsymbolise_diff_low(dtype, &symbols, &lows, &rest_bits, base)?, None)
             }
-            Codec::DiffMasked => (self.rebuild_masked(dtype, n, self.base_bytes(base.as_deref())?)?, None),
+            Codec::DiffMasked => {
+                let base = self.base_bytes(base.as_deref())?;
+                let (out, checksum) = self.rebuild_masked(dtype, n, &mut BaseParts::Elements(base))?;
+                (out, Some(checksum))
+            }
             Codec::LowRank => {
                 let (out, checksum) = self.rebuild_low_rank(dtype, n, self.base_bytes(base.as_deref())?)?;
                 (out, Some(checksum))
@@ -363,16 +445,29 @@ impl<'a> ChunkView<'a> {
                 }
             }
         };
-        let streams: Vec<_> = links
-            .iter()
-            .map(|v| Ok((v.stream(0, usize::MAX)?, v.stream(1, usize::MAX)?)))
-            .collect::<Result<_, CodecError>>()?;
-        for (coded, raw_bits) in streams.iter().rev() {
-            let decoder = PartDecoder::new(dtype, n, (coded, raw_bits), false)?;
+        let streams: Vec<_> = links.iter().map(|v| v.link_streams(n)).collect::<Result<_, CodecError>>()?;
+        for (view, [coded, raw_bits, mask]) in links.iter().zip(&streams).rev() {
+            let decoder = match view.codec {
+                Codec::DiffMasked => LinkDecoder::Masked(MaskedDecoder::new(dtype, n, (coded, raw_bits, mask))?),
+                _ => LinkDecoder::Context(PartDecoder::new(dtype, n, (coded, raw_bits), false)?),
+            };
             parts = BaseParts::Difference(Box::new((decoder, parts)));
         }
-        let (out, checksum) = self.rebuild_difference(dtype, n, &mut parts)?;
+        let (out, checksum) = match self.codec {
+            Codec::DiffMasked => self.rebuild_masked(dtype, n, &mut parts)?,
+            _ => self.rebuild_difference(dtype, n, &mut parts)?,
+        };
         self.checked(out, Some(checksum))
+    }
+
+    /// The streams a difference chunk of `n` elements is decoded from a part at a time:
+    /// symbols, raw bits, and the mask of `bitx-diff-mask` (empty for others).
+    fn link_streams(&self, n: usize) -> Result<[std::borrow::Cow<'a, [u8]>; 3], CodecError> {
+        let mask = match self.codec {
+            Codec::DiffMasked => self.stream(2, mask::len_for(n))?,
+            _ => std::borrow::Cow::Borrowed(&[][..]),
+        };
+        Ok([self.stream(0, usize::MAX)?, self.stream(1, usize::MAX)?, mask])
     }
 
     /// `out`, if it has the chunk's length and checksum (`hashed`, or taken now).
@@ -405,16 +500,22 @@ impl<'a> ChunkView<'a> {
         Ok((decoder.finish()?, std::hash::Hasher::finish(&hasher)))
     }
 
-    /// Rebuilds a `bitx-diff-mask` chunk of `n` elements: the blocks its mask sets as a
-    /// `bitx-diff-ctx` difference on the same blocks of `base`, the others `base`'s own.
-    fn rebuild_masked(&self, dtype: DType, n: usize, base: &[u8]) -> Result<Vec<u8>, CodecError> {
-        let mask = self.stream(2, mask::len_for(n))?;
-        let kept = mask::kept(&mask, n).map_err(CodecError::Corrupt)?;
-        let width = dtype.width();
-        let base_kept = mask::gather(base, &mask, width);
-        let (fine_kept, _) = self.rebuild_difference(dtype, kept, &mut BaseParts::Elements(&base_kept))?;
-        mask::scatter(base, &mask, &fine_kept, width)
-            .ok_or_else(|| CodecError::Corrupt("the masked blocks decoded to another length".into()))
+    /// Rebuilds a `bitx-diff-mask` chunk of `n` elements on `base` a part at a time: the
+    /// blocks its mask sets as a `bitx-diff-ctx` difference on the same blocks of `base`, the
+    /// others `base`'s own; returns the elements and their XXH3-64.
+    fn rebuild_masked(&self, dtype: DType, n: usize, base: &mut BaseParts<'_>) -> Result<(Vec<u8>, u64), CodecError> {
+        let [coded, raw_bits, mask] = self.link_streams(n)?;
+        let mut decoder = MaskedDecoder::new(dtype, n, (&coded, &raw_bits, &mask))?;
+        let mut out = Vec::with_capacity(self.raw_len);
+        let mut hasher = XxHash3_64::new();
+        for start in (0..n).step_by(PART_ELEMENTS) {
+            let part_base = base.part(start..(start + PART_ELEMENTS).min(n), dtype.width())?;
+            let part = decoder.part(part_base)?;
+            std::hash::Hasher::write(&mut hasher, part);
+            out.extend_from_slice(part);
+        }
+        decoder.finish()?;
+        Ok((out, std::hash::Hasher::finish(&hasher)))
     }
 
     /// Rebuilds a `bitx-lowrank` chunk of `n` elements: a `bitx-diff-ctx` difference on the
@@ -757,7 +858,7 @@ pub fn encode_chunk(dtype: DType, data: &[u8], base: Option<(ObjectId, &[u8])>, 
     let mut best = encode_with(winner, dtype, data, base, opts);
     // The difference coder with and without a mask differ by what the sample measures well
     // (the zeros left out and the mask's bits): a close call between them is not tried twice.
-    let mut others = ranked.iter().skip(1).filter(|r| !(is_difference(r.0) && is_difference(winner)));
+    let mut others = ranked.iter().skip(1).filter(|r| !(r.0.is_difference() && winner.is_difference()));
     if let (Some(&(_, first)), Some(&(second, size))) = (ranked.first(), others.next())
         && size as f64 <= first as f64 * (1.0 + CLOSE_CALL)
     {
@@ -767,11 +868,6 @@ pub fn encode_chunk(dtype: DType, data: &[u8], base: Option<(ObjectId, &[u8])>, 
         }
     }
     if best.len() > data.len() + RAW_OVERHEAD { encode_with(Codec::Raw, dtype, data, None, opts) } else { best }
-}
-
-/// The difference coder, with a block mask or without.
-fn is_difference(codec: Codec) -> bool {
-    matches!(codec, Codec::DiffContext | Codec::DiffMasked)
 }
 
 /// Header bytes of a raw chunk with one stream: codec, count, length, checksum, stream header.

@@ -96,6 +96,52 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+    /// A chain whose links keep only the rows that changed (`bitx-diff-mask`), alone or mixed
+    /// with plain differences, decodes a part at a time as it does whole: the parts' kept
+    /// blocks end inside the rANS decoder's groups of 64.
+    #[test]
+    fn a_chain_of_masked_differences_decodes_a_part_at_a_time(
+        words in proptest::collection::vec(any::<u32>(), 1..60_000),
+        rows in proptest::collection::vec(proptest::collection::vec(any::<bool>(), 1..1300), 3),
+        codecs in proptest::collection::vec(any::<bool>(), 3),
+        seed in any::<u64>(),
+    ) {
+        let base: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+        let rounded = convert::convert(&base, DType::F32, DType::BF16).unwrap();
+        let opts = EncodeOptions::default();
+        let mut next = xorshift(seed | 1);
+        let mut chain = vec![rounded.clone()];
+        for changed in &rows {
+            let previous = chain.last().map_or(&[][..], |c| &c[..]);
+            let changes: Vec<(usize, u16)> = (0..words.len())
+                .filter(|k| changed.get(k / 48).copied().unwrap_or(false))
+                // Wide enough that the larger links' symbols need wide rANS blocks.
+                .map(|k| (k, (next() % 61) as u16))
+                .collect();
+            chain.push(nudged(previous, &changes));
+        }
+        let stored: Vec<Vec<u8>> = chain
+            .windows(2)
+            .zip(&codecs)
+            .map(|(pair, &masked)| {
+                let codec = if masked { Codec::DiffMasked } else { Codec::DiffContext };
+                encode_with(codec, DType::BF16, &pair[1], Some((id(), &pair[0])), opts)
+            })
+            .collect();
+        let views: Vec<ChunkView<'_>> = stored.iter().map(|s| ChunkView::parse(s).unwrap()).collect();
+        let grouped = encode_with(Codec::Grouped, DType::F32, &base, None, opts);
+        let planes = ChunkView::parse(&grouped).unwrap();
+        for bottom in [Base::GroupedF32(&planes), Base::Elements(&rounded)] {
+            prop_assert_eq!(views[0].decode_on(DType::BF16, Some(bottom.clone())).unwrap(), chain[1].clone());
+            let below = Base::Difference(&views[1], Box::new(Base::Difference(&views[0], Box::new(bottom))));
+            prop_assert!(below.in_parts(DType::BF16, chain[3].len()));
+            prop_assert_eq!(views[2].decode_on(DType::BF16, Some(below)).unwrap(), chain[3].clone());
+        }
+    }
+}
+
 /// A chain of three fine-tunes of weights over many exponents, each changing every weight by
 /// a few units in the last place: their differences code under tables per exponent, so each
 /// link must be decoded on the one below it, in order.

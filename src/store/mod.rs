@@ -796,7 +796,7 @@ impl Odb {
             return Ok(None);
         }
         let (_, chunk) = self.stored_chunk(base, i)?;
-        let below = chunk.view().ok().filter(|v| v.codec == crate::codec::Codec::DiffContext).and_then(|v| v.base);
+        let below = chunk.view().ok().filter(|v| v.codec.is_difference()).and_then(|v| v.base);
         Ok(below.map(|below| (chunk, below, bh)))
     }
 

@@ -189,8 +189,8 @@ pub fn decode(data: &[u8], contexts: &[u8], out: &mut [u8]) -> Result<(), RansEr
     decoder.finish()
 }
 
-/// Symbols of a part that [`Decoder::decode`] may end inside the block: a whole number of
-/// groups of the wide block's lanes (and so of the narrow block's).
+/// Symbols of a part that [`Decoder::decode`] decodes fastest: a whole number of groups of
+/// the wide block's lanes (and so of the narrow block's).
 pub const PART: usize = 64;
 
 /// A block decoded a part at a time, so that a caller can compute each part's contexts just
@@ -203,7 +203,14 @@ pub struct Decoder<'d> {
 }
 
 enum Lanes<'d> {
-    Narrow { tables: Vec<DecTable>, states: [u64; LANES], words: Words<'d>, used: usize },
+    /// `next`: the lane of the group under way that decodes the next symbol.
+    Narrow {
+        tables: Vec<DecTable>,
+        states: [u64; LANES],
+        words: Words<'d>,
+        used: usize,
+        next: usize,
+    },
     Wide(Box<wide::Lanes<'d>>),
 }
 
@@ -215,7 +222,8 @@ impl<'d> Decoder<'d> {
             TAG => {
                 let used = n.min(LANES);
                 let (states, rest) = read_initial_states(stream, used)?;
-                Lanes::Narrow { tables: model.narrow_tables(), states, words: Words { rest, overrun: false }, used }
+                let (tables, words) = (model.narrow_tables(), Words { rest, overrun: false });
+                Lanes::Narrow { tables, states, words, used, next: 0 }
             }
             _ => Lanes::Wide(Box::new(wide::Lanes::new(
                 wide::DecTables::new(&model.parsed, &model.table_of),
@@ -226,22 +234,20 @@ impl<'d> Decoder<'d> {
         Ok(Decoder { model, lanes, left: n })
     }
 
-    /// Decodes the next `out.len()` symbols under `contexts` (as many). Every part but the
-    /// one that ends the block must be a multiple of [`PART`] symbols.
+    /// Decodes the next `out.len()` symbols under `contexts` (as many). Parts may be of any
+    /// length; those of a multiple of [`PART`] symbols decode fastest.
     pub fn decode(&mut self, contexts: &[u8], out: &mut [u8]) -> Result<(), RansError> {
         if contexts.len() != out.len() || out.len() > self.left {
             return Err(RansError::LengthMismatch { symbols: out.len(), contexts: contexts.len() });
         }
-        if out.len() < self.left && !out.len().is_multiple_of(PART) {
-            return Err(RansError::Corrupt("a part ends inside a group"));
-        }
         self.model.check_contexts(contexts)?;
         self.left -= out.len();
+        let ends = self.left == 0;
         match &mut self.lanes {
-            Lanes::Narrow { tables, states, words, .. } => {
-                decode_lanes(&self.model.by_context(tables), states, words, contexts, out);
+            Lanes::Narrow { tables, states, words, next, .. } => {
+                decode_lanes(&self.model.by_context(tables), states, words, next, ends, contexts, out);
             }
-            Lanes::Wide(lanes) => lanes.decode(contexts, out),
+            Lanes::Wide(lanes) => lanes.decode(contexts, out, ends),
         }
         Ok(())
     }
@@ -1153,7 +1159,8 @@ fn read_initial_states(stream: &[u8], used: usize) -> Result<([u64; LANES], &[u8
     Ok((states, rest))
 }
 
-/// Runs the lanes forward over a part of the stream section (see [`Decoder::decode`]).
+/// Runs the lanes forward over a part of the stream section (see [`Decoder::decode`]), lane
+/// `*next` first.
 ///
 /// Kept out of line so that its register allocation, which decides its speed, does not depend on
 /// the caller.
@@ -1162,9 +1169,17 @@ fn decode_lanes(
     by_ctx: &[&DecTable; 256],
     states: &mut [u64; LANES],
     words: &mut Words,
+    next: &mut usize,
+    ends: bool,
     contexts: &[u8],
     out: &mut [u8],
 ) {
+    let step = |x: &mut u64, c: u8| dec_get(x, by_ctx[usize::from(c)]);
+    // A group a part before this one began, then whole groups, then the start of the next.
+    let head = out.len().min((LANES - *next) % LANES);
+    let (head_out, out) = out.split_at_mut(head);
+    let (head_contexts, contexts) = contexts.split_at(head);
+    step_lanes(states, next, head_contexts, head_out, false, step, |x| dec_renorm(x, words));
     let (out_chunks, out_tail) = out.as_chunks_mut::<LANES>();
     let (ctx_chunks, ctx_tail) = contexts.as_chunks::<LANES>();
     for (o, c) in out_chunks.iter_mut().zip(ctx_chunks) {
@@ -1175,9 +1190,34 @@ fn decode_lanes(
             dec_renorm(x, words);
         }
     }
-    for ((x, o), &c) in states.iter_mut().zip(out_tail).zip(ctx_tail) {
-        *o = dec_get(x, by_ctx[usize::from(c)]);
-        dec_renorm(x, words);
+    step_lanes(states, next, ctx_tail, out_tail, ends, step, |x| dec_renorm(x, words));
+}
+
+/// Decodes one symbol per lane from lane `*next` on, as [`Decoder::decode`]'s lanes do: a
+/// group's lanes renormalise in lane order once its last lane has decoded, or, in the block's
+/// shorter last group, once the block ends (`ends`). Parts that end inside a group thus
+/// decode exactly what whole groups do.
+pub(super) fn step_lanes<S, const N: usize>(
+    states: &mut [S; N],
+    next: &mut usize,
+    contexts: &[u8],
+    out: &mut [u8],
+    ends: bool,
+    mut step: impl FnMut(&mut S, u8) -> u8,
+    mut renorm: impl FnMut(&mut S),
+) {
+    for (o, &c) in out.iter_mut().zip(contexts) {
+        let Some(x) = states.get_mut(*next) else { return };
+        *o = step(x, c);
+        *next += 1;
+        if *next == N {
+            states.iter_mut().for_each(&mut renorm);
+            *next = 0;
+        }
+    }
+    if ends {
+        states.iter_mut().take(*next).for_each(renorm);
+        *next = 0;
     }
 }
 
@@ -1238,29 +1278,32 @@ mod tests {
         encoded
     }
 
-    /// Decodes `encoded` in parts of `part` symbols through [`Decoder`].
-    fn decode_in_parts(encoded: &[u8], contexts: &[u8], part: usize) -> Result<Vec<u8>, RansError> {
+    /// Decodes `encoded` through [`Decoder`] in parts of the lengths `parts` gives, in turn.
+    fn decode_in_parts(encoded: &[u8], contexts: &[u8], parts: &[usize]) -> Result<Vec<u8>, RansError> {
         let mut decoder = Decoder::new(encoded, contexts.len())?;
         let mut out = vec![0u8; contexts.len()];
-        for (o, c) in out.chunks_mut(part).zip(contexts.chunks(part)) {
-            decoder.decode(c, o)?;
+        let (mut at, mut k) = (0, 0);
+        while at < out.len() {
+            let end = (at + parts[k % parts.len()]).min(out.len());
+            decoder.decode(&contexts[at..end], &mut out[at..end])?;
+            (at, k) = (end, k + 1);
         }
         decoder.finish().map(|()| out)
     }
 
     #[test]
     fn parts_decode_as_the_whole_block_does() {
-        // A narrow and a wide block, each with a last part shorter than the others.
+        // A narrow and a wide block, each with a last part shorter than the others; parts of
+        // whole groups, and parts that end inside groups (of 8 lanes and of 64).
         for (n, tag) in [(5_000, TAG), (300_001, TAG_WIDE)] {
             let (symbols, contexts) = synthetic(n, 9, 3);
             let encoded = encode(&symbols, &contexts);
             assert_eq!(encoded[0], tag);
-            for part in [PART, 7 * PART, 16_384] {
-                assert_eq!(decode_in_parts(&encoded, &contexts, part).expect("decodes"), symbols, "{n} by {part}");
+            for parts in [&[PART][..], &[7 * PART], &[16_384], &[PART + 1], &[1, 3, 60, 200, 0, 7_000, 64, 4_095]] {
+                let decoded = decode_in_parts(&encoded, &contexts, parts).expect("decodes");
+                assert_eq!(decoded, symbols, "{n} by {parts:?}");
             }
-            // A part ending inside a group, before the end, is refused rather than misread.
-            assert!(matches!(decode_in_parts(&encoded, &contexts, PART + 1), Err(RansError::Corrupt(_))));
-            // So is finishing early.
+            // Finishing early is refused.
             let mut decoder = Decoder::new(&encoded, n).expect("parses");
             let mut out = vec![0u8; PART];
             decoder.decode(&contexts[..PART], &mut out).expect("decodes");
@@ -1467,6 +1510,18 @@ mod tests {
             let contexts: Vec<u8> =
                 (0..len).map(|_| (u32::from(rng.geometric(0.9)) % nctx) as u8).collect();
             roundtrip(&symbols, &contexts);
+        }
+
+        #[test]
+        fn parts_of_any_length_decode_as_the_whole(
+            len in 0usize..40_000,
+            parts in vec(0usize..300, 1..6),
+            seed in any::<u64>(),
+        ) {
+            // Long skewed blocks are wide, short ones narrow.
+            let (symbols, contexts) = synthetic(len, 9, seed);
+            let encoded = encode(&symbols, &contexts);
+            prop_assert_eq!(decode_in_parts(&encoded, &contexts, &parts).ok(), Some(symbols));
         }
 
         #[test]

@@ -261,6 +261,8 @@ pub(super) struct Lanes<'d> {
     states: [u32; LANES],
     words: Words<'d>,
     used: usize,
+    /// The lane of the group under way that decodes the next symbol.
+    next: usize,
     vector: Option<VectorDecoder>,
 }
 
@@ -287,29 +289,29 @@ impl<'d> Lanes<'d> {
                 return Err(RansError::Corrupt("initial state out of range"));
             }
         }
-        Ok(Lanes { tables, states, words: Words { rest, overrun: false }, used, vector })
+        Ok(Lanes { tables, states, words: Words { rest, overrun: false }, used, next: 0, vector })
     }
 
-    /// Decodes the next `out.len()` symbols under `contexts` (as many). A part that ends inside
-    /// a group must be the last.
-    pub(super) fn decode(&mut self, contexts: &[u8], out: &mut [u8]) {
+    /// Decodes the next `out.len()` symbols under `contexts` (as many); `ends` if they are the
+    /// block's last (see [`super::step_lanes`]).
+    pub(super) fn decode(&mut self, contexts: &[u8], out: &mut [u8], ends: bool) {
+        let Lanes { tables, states, words, next, .. } = self;
+        // A group a part before this one began, then whole groups, then whatever is left.
+        let head = out.len().min((LANES - *next) % LANES);
+        let (head_out, out) = out.split_at_mut(head);
+        let (head_contexts, contexts) = contexts.split_at(head);
+        let step = |x: &mut u32, c: u8| tables.step(x, c);
+        super::step_lanes(states, next, head_contexts, head_out, false, step, |x| words.refill(x));
         // The vector decoder needs at least one whole table to gather from.
         let done = match self.vector {
             // SAFETY: `vector_decoders` lists only decoders whose features this CPU has.
-            Some(decode_groups) if self.tables.entries.len() >= M as usize => unsafe {
-                decode_groups(&self.tables, &mut self.states, &mut self.words.rest, contexts, out)
+            Some(decode_groups) if *next == 0 && tables.entries.len() >= M as usize => unsafe {
+                decode_groups(tables, states, &mut words.rest, contexts, out)
             },
             _ => 0,
         };
-        let groups = out[done..].chunks_mut(LANES).zip(contexts[done..].chunks(LANES));
-        for (group, group_contexts) in groups {
-            for ((x, o), &c) in self.states.iter_mut().zip(group.iter_mut()).zip(group_contexts) {
-                *o = self.tables.step(x, c);
-            }
-            for x in &mut self.states[..group.len()] {
-                self.words.refill(x);
-            }
-        }
+        let (rest_contexts, rest_out) = (&contexts[done..], &mut out[done..]);
+        super::step_lanes(states, next, rest_contexts, rest_out, ends, step, |x| words.refill(x));
     }
 
     /// Checks that the stream section was consumed exactly.
@@ -844,7 +846,7 @@ mod tests {
             let mut out = vec![0u8; contexts.len()];
             let tables = DecTables::new(&model.parsed, &model.table_of);
             let mut lanes = Lanes::with_vector(tables, stream, contexts.len(), vector)?;
-            lanes.decode(contexts, &mut out);
+            lanes.decode(contexts, &mut out, true);
             lanes.finish().map(|()| out)
         };
         let scalar = decode(None);
