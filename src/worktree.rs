@@ -613,12 +613,13 @@ impl crate::store::BaseHints for WorktreeBases {
         })
     }
 
-    fn read_range(&self, id: &ObjectId, start: u64, out: &mut [u8]) -> bool {
+    fn read_range(&self, id: &ObjectId, start: u64, len: usize, out: &mut Vec<u8>) -> bool {
         use std::os::unix::fs::FileExt;
-        let n = out.len() as u64;
+        let n = len as u64;
         let Some((base, from)) = start.checked_add(n).and_then(|end| self.locate(id, start, end)) else {
             return false;
         };
+        out.resize(len, 0);
         if base.file.read_exact_at(out, from).is_err() {
             return false;
         }

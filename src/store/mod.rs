@@ -351,9 +351,10 @@ pub trait BaseHints: Send + Sync {
     /// before are to be dropped).
     fn with_range(&self, id: &ObjectId, start: u64, end: u64, use_piece: &mut dyn FnMut(&[u8])) -> bool;
 
-    /// Reads bytes `start..start + out.len()` of object `id`'s data into `out`, if this source
-    /// has them; false if it has not (and `out` holds anything).
-    fn read_range(&self, id: &ObjectId, start: u64, out: &mut [u8]) -> bool;
+    /// Reads bytes `start..start + len` of object `id`'s data into `out`, made `len` long, if
+    /// this source has them; false if it has not (and `out` holds anything). `out` is only
+    /// grown once the source is known to have them: growing zeroes fresh pages.
+    fn read_range(&self, id: &ObjectId, start: u64, len: usize, out: &mut Vec<u8>) -> bool;
 }
 
 impl Odb {
@@ -675,8 +676,7 @@ impl Odb {
             }
             // Read straight into the buffer the chunk is decoded on, without a copy.
             return SAME.with_borrow_mut(|buf| {
-                buf.resize(usize::try_from(end - start).ok()?, 0);
-                let read = hints.read_range(&base, start, buf);
+                let read = hints.read_range(&base, start, usize::try_from(end - start).ok()?, buf);
                 read.then(|| view.decode(fine.meta.dtype, Some(buf)).ok()).flatten()
             });
         }
