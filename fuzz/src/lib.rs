@@ -164,14 +164,17 @@ pub fn chunk_decode(data: &[u8]) {
 const RANS_MAX_SYMBOLS: usize = 1 << 16;
 
 /// `u16 n`, `u8 context mode`, `u8 context parameter`, then an rANS block of `n` symbols whose
-/// contexts the mode generates. The same bytes also go through the encoder as symbol and
-/// context pairs, which must decode back exactly.
+/// contexts the mode generates, decoded whole and in parts of lengths the parameter picks
+/// (which must agree). The same bytes also go through the encoder as symbol and context
+/// pairs, which must decode back exactly.
 pub fn rans(data: &[u8]) {
     if let Some((head, block)) = data.split_first_chunk::<4>() {
         let n = usize::from(u16::from_le_bytes([head[0], head[1]])).min(RANS_MAX_SYMBOLS);
         let contexts = rans_contexts(n, head[2], head[3]);
         let mut out = vec![0u8; n];
-        let _ = rans::decode(block, &contexts, &mut out);
+        let whole = rans::decode(block, &contexts, &mut out).map(|()| out);
+        let in_parts = rans_in_parts(block, &contexts, head[3]);
+        assert_eq!(whole.ok(), in_parts, "a block decoded in parts differs from the whole");
     }
     let (symbols, contexts) = data.split_at(data.len() / 2);
     let symbols = &symbols[..contexts.len().min(symbols.len())];
@@ -180,6 +183,21 @@ pub fn rans(data: &[u8]) {
     let mut out = vec![0u8; symbols.len()];
     rans::decode(&encoded, contexts, &mut out).expect("an encoded block decodes");
     assert_eq!(out, symbols);
+}
+
+/// `block` decoded through [`rans::Decoder`] in parts of 1 to 200 symbols, their lengths
+/// drawn from `seed`; None if any step fails.
+fn rans_in_parts(block: &[u8], contexts: &[u8], seed: u8) -> Option<Vec<u8>> {
+    let mut decoder = rans::Decoder::new(block, contexts.len()).ok()?;
+    let mut out = vec![0u8; contexts.len()];
+    let lengths = fake_base(64, seed);
+    let (mut at, mut k) = (0, 0);
+    while at < out.len() {
+        let end = (at + 1 + usize::from(lengths[k % lengths.len()]) % 200).min(out.len());
+        decoder.decode(&contexts[at..end], &mut out[at..end]).ok()?;
+        (at, k) = (end, k + 1);
+    }
+    decoder.finish().ok().map(|()| out)
 }
 
 /// The contexts of `n` symbols: one constant, a cycle, a pseudo-random walk, or a few
