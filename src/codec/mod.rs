@@ -203,8 +203,8 @@ impl<'s> MaskedDecoder<'s> {
         mask::gather_into(base, mask, self.block, width, &mut self.base_kept);
         let fine = self.kept.part(&self.base_kept)?;
         self.out.clear();
-        if fine.len() != self.base_kept.len() || !mask::scatter_into(base, mask, self.block, fine, width, &mut self.out)
-        {
+        // Refuses `fine` unless it holds exactly the part's kept blocks, as long as `base_kept`.
+        if !mask::scatter_into(base, mask, self.block, fine, width, &mut self.out) {
             return Err(CodecError::Corrupt("the masked blocks decoded to another length".into()));
         }
         self.block += (base.len() / width).div_ceil(mask::BLOCK);
