@@ -436,13 +436,15 @@ pub fn write_content(
     Ok(written)
 }
 
-/// Writes a file atomically (temporary file in the same directory, then rename), verified
-/// against its object id while writing. Work-tree files are not fsynced, as in git; one that
-/// replaces another has its writeback started as it is written (see [`Writeback`]).
+/// Writes a file of `size` bytes atomically (temporary file in the same directory, then
+/// rename), verified against its object id while writing. Work-tree files are not fsynced, as
+/// in git; one that replaces another has its writeback started as it is written (see
+/// [`Writeback`]).
 pub fn checkout_file(
     odb: &Odb,
     kind: EntryKind,
     id: &ObjectId,
+    size: u64,
     dest: &Path,
     executable: bool,
     progress: &dyn Progress,
@@ -456,6 +458,7 @@ pub fn checkout_file(
     }
     let tmp = tempfile::Builder::new().prefix(".mlv-tmp-").tempfile_in(dir).map_err(io_err(dir))?;
     let replaces = dest.symlink_metadata().is_ok_and(|m| m.is_file());
+    crate::fsutil::preallocate(tmp.as_file(), size);
     let file = Writeback { file: tmp.as_file(), written: 0, started: 0, early: replaces };
     // Smaller than a chunk of decoded data, which then goes to the file without a copy;
     // only small tensors and headers are gathered.

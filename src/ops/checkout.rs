@@ -244,7 +244,7 @@ fn write_files(
     for (path, e) in todo {
         refuse_symlinked_parents(&repo.root, path)?;
         let dest = repo.root.join(path);
-        report.bytes += worktree::checkout_file(&repo.odb, e.kind, &e.id, &dest, e.executable, progress)?;
+        report.bytes += worktree::checkout_file(&repo.odb, e.kind, &e.id, e.size, &dest, e.executable, progress)?;
         let meta = std::fs::metadata(&dest).map_err(|err| crate::fsutil::with_path(&dest, err))?;
         index.entries.insert(path.clone(), IndexEntry { kind: e.kind, id: e.id, stat: Stat::of(&meta) });
         report.written.push(path.clone());
