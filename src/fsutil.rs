@@ -217,14 +217,16 @@ pub fn start_writeback(file: &std::fs::File, start: u64, len: u64) {
     let _ = (file, start, len);
 }
 
-/// Reserves `len` bytes of disk for `file` before it is written, leaving its size as it is.
-/// Only advice: ext4 then skips the delayed-allocation bookkeeping of every page written
-/// (a 1 GB checkout spent 0.12 s less system time here). Where the filesystem cannot, or the
-/// disk is full, nothing happens, and the writes themselves report what goes wrong.
+/// Reserves `len` bytes of disk for `file` before it is written, leaving its size as it is,
+/// where that was measured to help: on ext4, which then skips the delayed-allocation
+/// bookkeeping of every page written (a 1 GB checkout spent 0.12 s less system time). On tmpfs
+/// the same call allocates and zeroes every page up front (0.6 s more), so other filesystems
+/// are left alone. Only advice: errors (a full disk) are left for the writes to report.
 pub fn preallocate(file: &std::fs::File, len: u64) {
     #[cfg(target_os = "linux")]
     if let Ok(len) = i64::try_from(len)
         && len > 0
+        && is_ext4(file)
     {
         use std::os::fd::AsRawFd;
         // SAFETY: the call reads no memory of this process; the descriptor is open throughout.
@@ -232,6 +234,25 @@ pub fn preallocate(file: &std::fs::File, len: u64) {
     }
     #[cfg(not(target_os = "linux"))]
     let _ = (file, len);
+}
+
+/// True if `file` lies on an ext4 filesystem.
+#[cfg(target_os = "linux")]
+fn is_ext4(file: &std::fs::File) -> bool {
+    filesystem_magic(file).is_some_and(|m| u64::try_from(libc::EXT4_SUPER_MAGIC).ok() == Some(m))
+}
+
+/// The magic number that tells the kind of filesystem `file` lies on (`statfs(2)`).
+#[cfg(target_os = "linux")]
+fn filesystem_magic(file: &std::fs::File) -> Option<u64> {
+    use std::os::fd::AsRawFd;
+    let mut stat = std::mem::MaybeUninit::<libc::statfs>::uninit();
+    // SAFETY: `stat` is a valid place for the call to write one `statfs` into.
+    if unsafe { libc::fstatfs(file.as_raw_fd(), stat.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: the call succeeded, so it filled `stat` in.
+    u64::try_from(unsafe { stat.assume_init() }.f_type).ok()
 }
 
 /// Attaches the path to an I/O error so messages say which file failed.
@@ -242,6 +263,35 @@ pub fn with_path(path: &Path, e: io::Error) -> io::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn preallocation_keeps_the_size_and_reserves_blocks_on_ext4_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = File::create(dir.path().join("f")).unwrap();
+        preallocate(&file, 1 << 20);
+        let meta = file.metadata().unwrap();
+        assert_eq!(meta.len(), 0, "preallocation changed the file's size");
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::unix::fs::MetadataExt;
+            assert_eq!(meta.blocks() >= 2048, is_ext4(&file), "blocks: {}", meta.blocks());
+        }
+    }
+
+    /// tmpfs would allocate and zero the pages up front: nothing is reserved there.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn nothing_is_preallocated_on_tmpfs() {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(dir) = tempfile::tempdir_in("/dev/shm") else { return };
+        let file = File::create(dir.path().join("f")).unwrap();
+        if filesystem_magic(&file) != u64::try_from(libc::TMPFS_MAGIC).ok() {
+            return;
+        }
+        assert!(!is_ext4(&file));
+        preallocate(&file, 1 << 20);
+        assert_eq!(file.metadata().unwrap().blocks(), 0);
+    }
 
     #[test]
     fn an_empty_directory_tree_is_removed_but_a_file_in_it_is_kept() {
