@@ -176,6 +176,19 @@ fn merged(mut ranges: Vec<Pending>, gap: u64) -> Vec<Pending> {
     out
 }
 
+/// Asks that the pages of a file mapping read from disk come into the page cache in
+/// huge-page-sized folios (`MADV_HUGEPAGE`): a fault then maps a whole folio. Once the packs
+/// were read so, a checkout of the large ft-2 took 6,300 page faults instead of 26,000 and
+/// half the system time; an add of ft-1 with its file and the packs out of the page cache
+/// spent 0.3-0.4 s in the kernel instead of 0.9-1.5 s. Only advice, ignored where transparent
+/// huge pages are off; pages already cached keep their size.
+pub fn prefer_large_folios(map: &memmap2::Mmap) {
+    #[cfg(target_os = "linux")]
+    let _ = map.advise(memmap2::Advice::HugePage);
+    #[cfg(not(target_os = "linux"))]
+    let _ = map;
+}
+
 /// Drops resident pages of a read-only file mapping so peak memory stays flat.
 pub fn release_pages(map: &memmap2::Mmap, start: u64, len: u64) {
     let page = 4096u64;

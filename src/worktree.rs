@@ -212,6 +212,7 @@ fn map_file(path: &Path) -> Result<(File, Mmap), WorktreeError> {
     // SAFETY: mapped read-only; a file truncated by another program while mapped could fault,
     // which mlv cannot prevent without reading every file into memory.
     let map = unsafe { Mmap::map(&file) }.map_err(io_err(path))?;
+    crate::fsutil::prefer_large_folios(&map);
     Ok((file, map))
 }
 

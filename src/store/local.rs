@@ -104,6 +104,7 @@ impl LocalPacks {
         // SAFETY: packs are never modified after they are renamed into place; a concurrent
         // truncation by another program could fault, which no checked read can prevent.
         let map = Arc::new(unsafe { Mmap::map(&file) }.map_err(|e| PackError::io(&path, e))?);
+        crate::fsutil::prefer_large_folios(&map);
         check_header(&path, &map)?;
         let trailer = map.len().saturating_sub(TRAILER_LEN as usize);
         if map[trailer..] != pack.0 {
