@@ -466,6 +466,11 @@ pub fn checkout_file(
     let mut out = BufWriter::with_capacity(1 << 20, file);
     let written = write_content(odb, kind, id, &mut out, progress)?;
     out.flush().map_err(io_err(dest))?;
+    if written < size {
+        // A tree that claims more than its content holds: give back the disk reserved past the
+        // end (truncating to the length a file has frees the blocks beyond it).
+        tmp.as_file().set_len(written).map_err(io_err(dest))?;
+    }
     out.get_mut().start_rest();
     drop(out);
     // Temporary files are created 0600; checked-out files get ordinary permissions.
@@ -635,6 +640,22 @@ impl crate::store::BaseHints for WorktreeBases {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tree_claiming_more_than_the_content_leaves_no_disk_reserved() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = crate::repo::Repository::init(dir.path()).unwrap();
+        let mut w = repo.writer().unwrap();
+        let blob = w.put(ObjectKind::Blob, b"hello").unwrap();
+        w.finish().unwrap();
+        let dest = dir.path().join("f");
+        let claimed = 64 << 20;
+        checkout_file(&repo.odb, EntryKind::Blob, &blob, claimed, &dest, false, &crate::progress::Silent).unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), b"hello");
+        use std::os::unix::fs::MetadataExt;
+        let bytes_held = std::fs::metadata(&dest).unwrap().blocks() * 512;
+        assert!(bytes_held < 1 << 20, "{bytes_held} bytes of disk held by a 5-byte file");
+    }
 
     #[test]
     fn a_file_written_with_early_writeback_holds_exactly_what_was_written() {
