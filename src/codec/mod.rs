@@ -155,11 +155,30 @@ enum LinkDecoder<'s> {
     Masked(MaskedDecoder<'s>),
 }
 
-impl LinkDecoder<'_> {
+impl<'s> LinkDecoder<'s> {
+    /// A decoder of `n` elements of a `codec` chunk from its [`ChunkView::link_streams`]; with
+    /// `keep`, the elements are gathered for [`LinkDecoder::finish`], otherwise each part
+    /// replaces the last.
+    fn new(codec: Codec, dtype: DType, n: usize, streams: [&'s [u8]; 3], keep: bool) -> Result<Self, CodecError> {
+        let [coded, raw_bits, mask] = streams;
+        Ok(match codec {
+            Codec::DiffMasked => LinkDecoder::Masked(MaskedDecoder::new(dtype, n, (coded, raw_bits, mask), keep)?),
+            _ => LinkDecoder::Context(PartDecoder::new(dtype, n, (coded, raw_bits), keep)?),
+        })
+    }
+
     fn part(&mut self, base: &[u8]) -> Result<&[u8], CodecError> {
         match self {
             LinkDecoder::Context(d) => d.part(base),
             LinkDecoder::Masked(d) => d.part(base),
+        }
+    }
+
+    /// The elements kept, once every symbol was decoded and the streams are used up.
+    fn finish(self) -> Result<Vec<u8>, CodecError> {
+        match self {
+            LinkDecoder::Context(d) => d.finish(),
+            LinkDecoder::Masked(d) => d.finish(),
         }
     }
 }
@@ -174,15 +193,19 @@ struct MaskedDecoder<'s> {
     /// The block the next part begins with.
     block: usize,
     base_kept: Vec<u8>,
+    /// Every part so far with `keep`, else the last.
     out: Vec<u8>,
+    keep: bool,
 }
 
 impl<'s> MaskedDecoder<'s> {
-    /// A decoder of `n` elements of `dtype` from a chunk's symbols, raw bits and mask.
+    /// A decoder of `n` elements of `dtype` from a chunk's symbols, raw bits and mask; `keep`
+    /// as for [`LinkDecoder::new`].
     fn new(
         dtype: DType,
         n: usize,
         (coded, raw_bits, mask): (&'s [u8], &'s [u8], &'s [u8]),
+        keep: bool,
     ) -> Result<Self, CodecError> {
         let kept = mask::kept(mask, n).map_err(CodecError::Corrupt)?;
         Ok(MaskedDecoder {
@@ -191,7 +214,8 @@ impl<'s> MaskedDecoder<'s> {
             width: dtype.width(),
             block: 0,
             base_kept: Vec::new(),
-            out: Vec::new(),
+            out: Vec::with_capacity(if keep { n * dtype.width() } else { 0 }),
+            keep,
         })
     }
 
@@ -202,18 +226,22 @@ impl<'s> MaskedDecoder<'s> {
         self.base_kept.clear();
         mask::gather_into(base, mask, self.block, width, &mut self.base_kept);
         let fine = self.kept.part(&self.base_kept)?;
-        self.out.clear();
+        if !self.keep {
+            self.out.clear();
+        }
+        let from = self.out.len();
         // Refuses `fine` unless it holds exactly the part's kept blocks, as long as `base_kept`.
         if !mask::scatter_into(base, mask, self.block, fine, width, &mut self.out) {
             return Err(CodecError::Corrupt("the masked blocks decoded to another length".into()));
         }
         self.block += (base.len() / width).div_ceil(mask::BLOCK);
-        Ok(&self.out)
+        Ok(&self.out[from..])
     }
 
-    /// Checks that every symbol was decoded and the streams are used up.
-    fn finish(self) -> Result<(), CodecError> {
-        self.kept.finish().map(drop)
+    /// The elements kept, once every symbol was decoded and the streams are used up.
+    fn finish(self) -> Result<Vec<u8>, CodecError> {
+        self.kept.finish()?;
+        Ok(self.out)
     }
 }
 
@@ -388,7 +416,7 @@ impl<'a> ChunkView<'a> {
                 out.iter_mut().zip(base).for_each(|(o, b)| *o ^= b);
                 (out, None)
             }
-            Codec::DiffContext => {
+            Codec::DiffContext | Codec::DiffMasked => {
                 let base = self.base_bytes(base.as_deref())?;
                 let (out, checksum) = self.rebuild_difference(dtype, n, &mut BaseParts::Elements(base))?;
                 (out, Some(checksum))
@@ -401,11 +429,6 @@ impl<'a> ChunkView<'a> {
                 rans::decode(&self.stream(1, usize::MAX)?, &low_contexts, &mut lows)?;
                 let rest_bits = self.stream(2, usize::MAX)?;
                 (delta::unsymbolise_diff_low(dtype, &symbols, &lows, &rest_bits, base)?, None)
-            }
-            Codec::DiffMasked => {
-                let base = self.base_bytes(base.as_deref())?;
-                let (out, checksum) = self.rebuild_masked(dtype, n, &mut BaseParts::Elements(base))?;
-                (out, Some(checksum))
             }
             Codec::LowRank => {
                 let (out, checksum) = self.rebuild_low_rank(dtype, n, self.base_bytes(base.as_deref())?)?;
@@ -446,17 +469,11 @@ impl<'a> ChunkView<'a> {
             }
         };
         let streams: Vec<_> = links.iter().map(|v| v.link_streams(n)).collect::<Result<_, CodecError>>()?;
-        for (view, [coded, raw_bits, mask]) in links.iter().zip(&streams).rev() {
-            let decoder = match view.codec {
-                Codec::DiffMasked => LinkDecoder::Masked(MaskedDecoder::new(dtype, n, (coded, raw_bits, mask))?),
-                _ => LinkDecoder::Context(PartDecoder::new(dtype, n, (coded, raw_bits), false)?),
-            };
+        for (view, streams) in links.iter().zip(&streams).rev() {
+            let decoder = LinkDecoder::new(view.codec, dtype, n, streams.each_ref().map(|s| &s[..]), false)?;
             parts = BaseParts::Difference(Box::new((decoder, parts)));
         }
-        let (out, checksum) = match self.codec {
-            Codec::DiffMasked => self.rebuild_masked(dtype, n, &mut parts)?,
-            _ => self.rebuild_difference(dtype, n, &mut parts)?,
-        };
+        let (out, checksum) = self.rebuild_difference(dtype, n, &mut parts)?;
         self.checked(out, Some(checksum))
     }
 
@@ -481,41 +498,24 @@ impl<'a> ChunkView<'a> {
         Ok(out)
     }
 
-    /// Rebuilds a `bitx-diff-ctx` chunk of `n` elements on `base` a part at a time (base,
-    /// contexts, symbols, elements, checksum), so that each part's intermediate bytes stay in
-    /// the core's cache; returns the elements and their XXH3-64.
+    /// Rebuilds a difference chunk (`bitx-diff-ctx`, `bitx-diff-mask`, or the difference of
+    /// `bitx-lowrank`) of `n` elements on `base` a part at a time (base, contexts, symbols,
+    /// elements, checksum), so that each part's intermediate bytes stay in the core's cache;
+    /// returns the elements and their XXH3-64.
     fn rebuild_difference(
         &self,
         dtype: DType,
         n: usize,
         base: &mut BaseParts<'_>,
     ) -> Result<(Vec<u8>, u64), CodecError> {
-        let (coded, raw_bits) = (self.stream(0, usize::MAX)?, self.stream(1, usize::MAX)?);
-        let mut decoder = PartDecoder::new(dtype, n, (&coded, &raw_bits), true)?;
+        let streams = self.link_streams(n)?;
+        let mut decoder = LinkDecoder::new(self.codec, dtype, n, streams.each_ref().map(|s| &s[..]), true)?;
         let mut hasher = XxHash3_64::new();
         for start in (0..n).step_by(PART_ELEMENTS) {
             let part_base = base.part(start..(start + PART_ELEMENTS).min(n), dtype.width())?;
             std::hash::Hasher::write(&mut hasher, decoder.part(part_base)?);
         }
         Ok((decoder.finish()?, std::hash::Hasher::finish(&hasher)))
-    }
-
-    /// Rebuilds a `bitx-diff-mask` chunk of `n` elements on `base` a part at a time: the
-    /// blocks its mask sets as a `bitx-diff-ctx` difference on the same blocks of `base`, the
-    /// others `base`'s own; returns the elements and their XXH3-64.
-    fn rebuild_masked(&self, dtype: DType, n: usize, base: &mut BaseParts<'_>) -> Result<(Vec<u8>, u64), CodecError> {
-        let [coded, raw_bits, mask] = self.link_streams(n)?;
-        let mut decoder = MaskedDecoder::new(dtype, n, (&coded, &raw_bits, &mask))?;
-        let mut out = Vec::with_capacity(self.raw_len);
-        let mut hasher = XxHash3_64::new();
-        for start in (0..n).step_by(PART_ELEMENTS) {
-            let part_base = base.part(start..(start + PART_ELEMENTS).min(n), dtype.width())?;
-            let part = decoder.part(part_base)?;
-            std::hash::Hasher::write(&mut hasher, part);
-            out.extend_from_slice(part);
-        }
-        decoder.finish()?;
-        Ok((out, std::hash::Hasher::finish(&hasher)))
     }
 
     /// Rebuilds a `bitx-lowrank` chunk of `n` elements: a `bitx-diff-ctx` difference on the
