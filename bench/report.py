@@ -317,7 +317,8 @@ ZSIZE_HEADER = ["member", "ZipLLM stores it as", "safetensors MiB", "mlv stored 
 ZSPEED_HEADER = ["member", "ingest MB/s mlv", "ZipLLM", "mlv/ZipLLM",
                  "ingest RSS MiB mlv", "ZipLLM", "mlv/ZipLLM",
                  "restore MB/s mlv", "ZipLLM", "mlv/ZipLLM",
-                 "restore RSS MiB mlv", "ZipLLM", "mlv/ZipLLM", "cp MB/s"]
+                 "restore RSS MiB mlv", "ZipLLM", "mlv/ZipLLM",
+                 "checkout over previous MB/s mlv", "mlv over previous/ZipLLM restore", "cp MB/s"]
 
 
 ZCPU_HEADER = ["member", "ingest CPU s mlv", "ZipLLM", "mlv/ZipLLM",
@@ -339,6 +340,15 @@ def zipllm_how(z):
     return ", ".join(parts) or "—"
 
 
+def over_previous(m, z):
+    """mlv's checkout over the member before, and its ratio to ZipLLM's restore (which has no
+    such case: it always writes into an empty folder)."""
+    over = m["checkout_over"]
+    if not over:
+        return ["—", "—"]
+    return [num(over["MBps"]), ratio(over["MBps"], z["restore"]["MBps"])]
+
+
 def zipllm_rows(fam):
     size_rows, speed_rows, cpu_rows = [], [], []
     for n in fam["order"]:
@@ -356,6 +366,7 @@ def zipllm_rows(fam):
                            ratio(m["checkout"]["MBps"], z["restore"]["MBps"]),
                            mib0(m["checkout"]["peak_rss_bytes"]), mib0(z["restore"]["peak_rss_bytes"]),
                            ratio(m["checkout"]["peak_rss_bytes"], z["restore"]["peak_rss_bytes"]),
+                           *over_previous(m, z),
                            num(m["cp"]["MBps"])])
         cpu_rows.append([n, num(cpu_s(m["ingest"]), "%.2f"), num(cpu_s(z["ingest"]), "%.2f"),
                          ratio(cpu_s(m["ingest"]), cpu_s(z["ingest"])),
@@ -374,6 +385,7 @@ def zipllm_rows(fam):
                        ratio(t["mlv_checkout_MBps"], t["restore_MBps"]),
                        mib0(t["mlv_checkout_peak_rss_bytes"]), mib0(t["restore_peak_rss_bytes"]),
                        ratio(t["mlv_checkout_peak_rss_bytes"], t["restore_peak_rss_bytes"]),
+                       "", "",
                        num(t["cp_MBps"])])
     cpu_rows.append(["**total**", num(t["mlv_ingest_cpu_s"], "%.2f"), num(t["ingest_cpu_s"], "%.2f"),
                      ratio(t["mlv_ingest_cpu_s"], t["ingest_cpu_s"]),
