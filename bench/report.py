@@ -513,7 +513,8 @@ def render(results):
         " (for ingest, the larger of the two processes). Page cache warm, nothing dropped; what setting"
         " up a run wrote is synced before it, and no timed command syncs what it writes."
         " Every checkout, checkout over previous and cp (and ZipLLM restore) is timed %s times, the"
-        " fastest kept (its wall time, CPU and RSS); ingest runs once." % mc["tries"],
+        " fastest kept (its wall time, CPU and RSS); an ingest (mlv's and ZipLLM's) as often,"
+        " each try from a copy of the store as it was before it." % mc["tries"],
         "",
     ]
     lines += render_zipllm(results)

@@ -9,8 +9,9 @@
 #   --zipllm DIR  also measure the paper's reference implementation (a checkout
 #                 of github.com/ds2-lab/ZipLLM; default: $ZIPLLM_DIR; built
 #                 into target/zipllm-build) on the same files; skipped if unset
-#   --tries N     time every checkout, restore and cp N times and keep the
-#                 fastest (default 3; ingest runs once, as it changes the store)
+#   --tries N     time every ingest, checkout, restore and cp N times and keep
+#                 the fastest (default 3; each ingest from a copy of the store as
+#                 it was before it)
 #   --no-heavy-tests  skip `cargo test --release -- --ignored` at the end
 #   env ZIPLLM_MAPPING=chain (default): each fine-tune is given to ZipLLM with
 #                 the member before it as its base, as mlv sees it; =base: the
@@ -265,8 +266,11 @@ bench_family() {
         cp -r "$src/$m" "$work/ckpt"
         before="$(tree_bytes "$work/.mlv")"
         log "$family/$m: add + commit"
-        (cd "$work" && timed "$raw/$m/ingest" sh -c \
+        # An ingest changes the repository: every try starts from a copy of it as it was.
+        cp -a "$work/.mlv" "$work/.mlv-before"
+        (cd "$work" && best_of "$raw/$m/ingest" 'rm -rf .mlv && cp -a .mlv-before .mlv' sh -c \
             "'$MLV' add --json ckpt > '$raw/$m/add.json' && '$MLV' commit -m '$m' > '$raw/$m/commit.txt'")
+        rm -rf "$work/.mlv-before"
         after="$(tree_bytes "$work/.mlv")"
         echo $((after - before)) > "$raw/$m/stored_bytes"
         (cd "$work" && "$MLV" tag "$m" >&2)
@@ -362,8 +366,12 @@ EOF
         before="$(tree_bytes "$store")"
         rbefore="$(tree_bytes "$store/tensors")"
         log "$family/$m: zipllm ingest"
-        (cd "$zw" && timed "$raw/$m/zipllm_ingest" sh -c 'RUST_LOG=info exec "$0" "$1" 2> "$2"' \
+        # As for mlv: every try from a copy of the storage as it was before the member.
+        cp -a "$store" "$zw/storage-before"
+        (cd "$zw" && best_of "$raw/$m/zipllm_ingest" 'rm -rf "$store" && cp -a "$zw/storage-before" "$store"' \
+            sh -c 'RUST_LOG=info exec "$0" "$1" 2> "$2"' \
             "$ZIPLLM_BIN/zipllm" "$zw/config.json" "$raw/$m/zipllm_ingest.log")
+        rm -rf "$zw/storage-before"
         # It logs most failures and carries on with exit status 0.
         if grep -q ' ERROR ' "$raw/$m/zipllm_ingest.log"; then
             grep ' ERROR ' "$raw/$m/zipllm_ingest.log" | head -n 5 >&2
