@@ -42,7 +42,10 @@ pub fn print_report(r: &CheckoutReport, json: bool) -> anyhow::Result<()> {
     if json {
         return print_json(r);
     }
-    outln!("{} written ({}), {} removed", count(r.written.len(), "file"), human(r.bytes), r.removed.len())?;
+    // A switch between branches on one commit writes nothing, and then says only where HEAD is.
+    if !r.written.is_empty() || !r.removed.is_empty() {
+        outln!("{} written ({}), {} removed", count(r.written.len(), "file"), human(r.bytes), r.removed.len())?;
+    }
     match (&r.branch, &r.commit) {
         (Some(b), _) => outln!("Switched to branch '{b}'")?,
         (None, Some(c)) => {

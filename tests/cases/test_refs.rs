@@ -81,6 +81,9 @@ fn branch_create_list_switch_and_delete() {
     let listing = r.ok(&["branch"]);
     assert!(listing.lines().any(|l| l.starts_with("* main")), "{listing}");
     r.fail(&["branch", "exp"]);
+    // Nothing to write: only where HEAD went is said.
+    assert_eq!(r.ok(&["switch", "exp"]).trim(), "Switched to branch 'exp'");
+    r.ok(&["switch", "main"]);
 
     let out = r.ok(&["switch", "old"]);
     assert!(out.contains("Switched to branch 'old'"), "{out}");
