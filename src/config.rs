@@ -33,6 +33,9 @@ pub struct Config {
     /// Garbage collection.
     #[serde(default)]
     pub gc: GcConfig,
+    /// Checkout.
+    #[serde(default)]
+    pub checkout: CheckoutConfig,
     /// Remotes by name: `[remote.origin]`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub remote: BTreeMap<String, RemoteConfig>,
@@ -52,6 +55,20 @@ pub struct GcConfig {
 impl Default for GcConfig {
     fn default() -> Self {
         GcConfig { auto_packs: 50 }
+    }
+}
+
+/// `[checkout]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckoutConfig {
+    /// Keep the disk of replaced files for the next checkout to write into ([`crate::spare`]).
+    pub keep_spares: bool,
+}
+
+impl Default for CheckoutConfig {
+    fn default() -> Self {
+        CheckoutConfig { keep_spares: true }
     }
 }
 

@@ -27,6 +27,7 @@ pub mod refs;
 pub mod repo;
 pub mod safetensors;
 pub mod serve;
+pub mod spare;
 pub mod store;
 pub mod sync;
 pub mod transport;

@@ -156,6 +156,12 @@ impl Repository {
         Ok(LockedIndex::open(&self.index_path(), INDEX_LOCK_PATIENCE)?)
     }
 
+    /// The spare files a checkout writes into and keeps ([`crate::spare`]); call with the
+    /// staging index locked.
+    pub fn spares(&self) -> crate::spare::Spares {
+        crate::spare::Spares::open(&self.dir, self.config.checkout.keep_spares)
+    }
+
     /// The commit HEAD points at, if any.
     pub fn head_commit(&self) -> Result<Option<ObjectId>> {
         Ok(match self.refs.head()? {

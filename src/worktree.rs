@@ -11,6 +11,7 @@ use crate::index::Stat;
 use crate::object::{ChunkedFile, DType, EntryKind, IdHasher, ObjectId, ObjectKind, Segment, TensorFile, TensorMeta};
 use crate::progress::Progress;
 use crate::safetensors::{self as st, Span, TensorSpan};
+use crate::spare::{Spare, Spares};
 use crate::store::{BaseChoice, NewObject, ObjectWriter, Odb, StoreError, TensorSource};
 
 /// Name of the per-directory ignore file (gitignore syntax).
@@ -437,10 +438,11 @@ pub fn write_content(
     Ok(written)
 }
 
-/// Writes a file of `size` bytes atomically (temporary file in the same directory, then
-/// rename), verified against its object id while writing. Work-tree files are not fsynced, as
-/// in git; one that replaces another has its writeback started as it is written (see
-/// [`Writeback`]).
+/// Writes a file of `size` bytes atomically (a temporary file in the same directory, or a
+/// spare of `spares`, then rename), verified against its object id while writing. Work-tree
+/// files are not fsynced, as in git; one that replaces another has its writeback started as it
+/// is written where that helps (see [`Writeback`]), and its disk kept as a spare.
+#[allow(clippy::too_many_arguments)]
 pub fn checkout_file(
     odb: &Odb,
     kind: EntryKind,
@@ -448,6 +450,7 @@ pub fn checkout_file(
     size: u64,
     dest: &Path,
     executable: bool,
+    spares: &Spares,
     progress: &dyn Progress,
 ) -> Result<u64, WorktreeError> {
     let dir = dest.parent().unwrap_or(Path::new("."));
@@ -457,30 +460,64 @@ pub fn checkout_file(
     if dest.symlink_metadata().is_ok_and(|m| m.is_dir()) {
         crate::fsutil::remove_empty_dir_tree(dest).map_err(io_err(dest))?;
     }
-    let tmp = tempfile::Builder::new().prefix(".mlv-tmp-").tempfile_in(dir).map_err(io_err(dir))?;
+    let staging = match spares.take(dir, size) {
+        Some(spare) => Staging::Spare(spare),
+        None => Staging::Fresh(tempfile::Builder::new().prefix(".mlv-tmp-").tempfile_in(dir).map_err(io_err(dir))?),
+    };
     let replaces = dest.symlink_metadata().is_ok_and(|m| m.is_file());
-    // A file whose disk is reserved has no delayed blocks for the rename to flush; writeback
-    // started early would only make the index's fsync wait for it (17 ms of MiniLM's 72).
-    let reserved = crate::fsutil::preallocate(tmp.as_file(), size);
-    let file = Writeback { file: tmp.as_file(), written: 0, started: 0, early: replaces && !reserved };
+    // A file whose disk is reserved (or a spare's, allocated already) has no delayed blocks
+    // for the rename to flush; writeback started early would only make the index's fsync
+    // wait for it (17 ms of MiniLM's 72).
+    let reserved = crate::fsutil::preallocate(staging.file(), size) || matches!(staging, Staging::Spare(_));
+    let file = Writeback { file: staging.file(), written: 0, started: 0, early: replaces && !reserved };
     // Smaller than a chunk of decoded data, which then goes to the file without a copy;
     // only small tensors and headers are gathered.
     let mut out = BufWriter::with_capacity(1 << 20, file);
     let written = write_content(odb, kind, id, &mut out, progress)?;
     out.flush().map_err(io_err(dest))?;
-    if written < size {
-        // A tree that claims more than its content holds: give back the disk reserved past the
-        // end (truncating to the length a file has frees the blocks beyond it).
-        tmp.as_file().set_len(written).map_err(io_err(dest))?;
+    let len = staging.file().metadata().map_err(io_err(dest))?.len();
+    if written < size || len != written {
+        // A tree that claims more than its content holds, or a longer spare: cut the file to
+        // what was written and give back the disk reserved past the end (truncating to the
+        // length a file has frees the blocks beyond it).
+        staging.file().set_len(written).map_err(io_err(dest))?;
     }
     out.get_mut().start_rest();
     drop(out);
-    // Temporary files are created 0600; checked-out files get ordinary permissions.
+    // Temporary files are created 0600, spares have their old mode; checked-out files get
+    // ordinary permissions.
     use std::os::unix::fs::PermissionsExt;
     let mode = if executable { 0o755 } else { 0o644 };
-    tmp.as_file().set_permissions(std::fs::Permissions::from_mode(mode)).map_err(io_err(dest))?;
-    tmp.persist(dest).map_err(|e| WorktreeError::Io { path: dest.to_path_buf(), source: e.error })?;
+    staging.file().set_permissions(std::fs::Permissions::from_mode(mode)).map_err(io_err(dest))?;
+    if replaces {
+        spares.keep(dest);
+    }
+    staging.persist(dest).map_err(io_err(dest))?;
     Ok(written)
+}
+
+/// Where a checked-out file is written before it is renamed over its destination.
+enum Staging {
+    /// A new temporary file beside the destination.
+    Fresh(tempfile::NamedTempFile),
+    /// A spare file, written over.
+    Spare(Spare),
+}
+
+impl Staging {
+    fn file(&self) -> &File {
+        match self {
+            Staging::Fresh(tmp) => tmp.as_file(),
+            Staging::Spare(spare) => &spare.file,
+        }
+    }
+
+    fn persist(self, dest: &Path) -> std::io::Result<()> {
+        match self {
+            Staging::Fresh(tmp) => tmp.persist(dest).map(drop).map_err(|e| e.error),
+            Staging::Spare(spare) => std::fs::rename(&spare.path, dest),
+        }
+    }
 }
 
 /// A file being written, whose writeback is started every [`WRITEBACK_STEP`] bytes when it
@@ -652,7 +689,9 @@ mod tests {
         w.finish().unwrap();
         let dest = dir.path().join("f");
         let claimed = 64 << 20;
-        checkout_file(&repo.odb, EntryKind::Blob, &blob, claimed, &dest, false, &crate::progress::Silent).unwrap();
+        let spares = Spares::open(&repo.dir, false);
+        checkout_file(&repo.odb, EntryKind::Blob, &blob, claimed, &dest, false, &spares, &crate::progress::Silent)
+            .unwrap();
         assert_eq!(std::fs::read(&dest).unwrap(), b"hello");
         use std::os::unix::fs::MetadataExt;
         let bytes_held = std::fs::metadata(&dest).unwrap().blocks() * 512;

@@ -58,8 +58,12 @@ mod test_symlinks;
 
 #[path = "cases/test_chunking.rs"]
 mod test_chunking;
+
 #[path = "cases/test_diff.rs"]
 mod test_diff;
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[path = "cases/test_spares.rs"]
+mod test_spares;
 
 #[path = "cases/test_config.rs"]
 mod test_config;

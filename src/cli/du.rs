@@ -83,6 +83,9 @@ fn print_usage(u: &Usage, tensors: bool) -> std::io::Result<()> {
         human(u.stored),
         human(u.repository_stored)
     )?;
+    if u.spare_bytes > 0 {
+        outln!("spare files kept by checkout for the next: {} (`mlv gc` frees them)", human(u.spare_bytes))?;
+    }
     let name_header = if tensors { "path / tensor" } else { "path" };
     let width = u
         .files

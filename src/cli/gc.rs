@@ -14,6 +14,7 @@ use super::{count, human, open_remote_anywhere, open_repo_any, print_json, progr
 /// few packs (entries as stored), and deletes the old ones. Unreachable objects are kept for a
 /// grace period (two weeks) in case a command is about to use them. Deltas whose chain is
 /// longer than `delta.max_chain` are re-encoded without a base. Commands may run meanwhile.
+/// The spare files checkout keeps for the next one (`.mlv/spare/`, see `mlv du`) are freed.
 ///
 /// With --remote, gc runs on a shared repository (a path, `mlv serve`, or S3) that others
 /// push to meanwhile, in two phases: packs it retires are only marked, and deleted by a
@@ -81,8 +82,12 @@ pub fn summary(r: &GcReport) -> String {
         0 => String::new(),
         n => format!("; {} encoded again, {} with another base", count(n, "tensor"), r.bases_changed),
     };
+    let spares = match r.spare_bytes_freed {
+        0 => String::new(),
+        n => format!("; {} of spare files freed", human(n)),
+    };
     format!(
-        "packs {} -> {}, {} -> {}; {} kept, {} dropped, {} cut{rebased} ({:.1} s)",
+        "packs {} -> {}, {} -> {}; {} kept, {} dropped, {} cut{rebased}{spares} ({:.1} s)",
         r.packs_before,
         r.packs_after,
         human(r.bytes_before),

@@ -15,6 +15,7 @@ use crate::object::ObjectId;
 use crate::progress::Progress;
 use crate::refs::{HEADS, Head};
 use crate::repo::{FlatEntry, FlatTree, Repository};
+use crate::spare::Spares;
 use crate::worktree;
 
 /// What a checkout did.
@@ -100,8 +101,10 @@ pub fn checkout(
     // (a damaged object) leaves them in place; first only those whose path changes between
     // file and directory.
     let (first, last): (Vec<String>, Vec<String>) = doomed.into_iter().partition(|p| reshaped(p, &wanted));
+    let spares = repo.spares();
     let mut removed = Vec::new();
     let mut remove = |path: String, index: &mut crate::index::Index| -> Result<()> {
+        spares.keep(&repo.root.join(&path));
         remove_file_and_empty_dirs(&repo.root, &path)?;
         index.entries.remove(&path);
         removed.push(path);
@@ -114,10 +117,11 @@ pub fn checkout(
     for path in &in_the_way {
         remove_file_and_empty_dirs(&repo.root, path)?;
     }
-    let mut report = write_files(repo, &mut index, &wanted, &last, force, progress)?;
+    let mut report = write_files(repo, &mut index, &wanted, &last, force, &spares, progress)?;
     for path in last {
         remove(path, &mut index)?;
     }
+    spares.finish();
     report.removed = removed;
     if commit.is_none() {
         // An unborn branch starts with nothing staged; kept files stay, untracked.
@@ -194,7 +198,9 @@ pub fn checkout_paths(
         }
     }
     let mut index = repo.lock_index()?;
-    let mut report = write_files(repo, &mut index, &selected, &[], true, progress)?;
+    let spares = repo.spares();
+    let mut report = write_files(repo, &mut index, &selected, &[], true, &spares, progress)?;
+    spares.finish();
     index.save()?;
     report.commit = Some(commit);
     Ok(report)
@@ -224,6 +230,7 @@ fn write_files(
     files: &FlatTree,
     deleted_after: &[String],
     force: bool,
+    spares: &Spares,
     progress: &dyn Progress,
 ) -> Result<CheckoutReport> {
     let mut report = CheckoutReport::default();
@@ -244,7 +251,8 @@ fn write_files(
     for (path, e) in todo {
         refuse_symlinked_parents(&repo.root, path)?;
         let dest = repo.root.join(path);
-        report.bytes += worktree::checkout_file(&repo.odb, e.kind, &e.id, e.size, &dest, e.executable, progress)?;
+        report.bytes +=
+            worktree::checkout_file(&repo.odb, e.kind, &e.id, e.size, &dest, e.executable, spares, progress)?;
         let meta = std::fs::metadata(&dest).map_err(|err| crate::fsutil::with_path(&dest, err))?;
         index.entries.insert(path.clone(), IndexEntry { kind: e.kind, id: e.id, stat: Stat::of(&meta) });
         report.written.push(path.clone());

@@ -79,6 +79,11 @@ const FIELDS: &[Field] = &[
         about: "commit runs gc when there are more packs than this (0: never)",
     },
     Field {
+        pattern: "checkout.keep_spares",
+        kind: Kind::Bool,
+        about: "keep the disk of files a checkout replaces, for the next to write into (`mlv gc` frees it)",
+    },
+    Field {
         pattern: "remote.<name>.url",
         kind: Kind::Text,
         about: "where the remote is: a path, file://, http(s):// or s3://bucket/prefix",

@@ -114,6 +114,8 @@ pub struct Usage {
     pub stored: u64,
     /// Stored bytes of the whole repository (every pack).
     pub repository_stored: u64,
+    /// Bytes of spare files kept by checkout for the next ([`crate::spare`]), not counted above.
+    pub spare_bytes: u64,
     /// Files.
     pub files: Vec<FileUsage>,
 }
@@ -245,5 +247,6 @@ pub fn du(repo: &Repository, commit: ObjectId, tensors: bool) -> Result<Usage> {
     let logical = files.iter().map(|f| f.logical).sum();
     let stored = super::log::stored_added(repo, &commit)?;
     let repository_stored = repo.odb.packs().iter().map(|p| p.len).sum();
-    Ok(Usage { commit, logical, stored, repository_stored, files })
+    let spare_bytes = crate::spare::held(&repo.dir);
+    Ok(Usage { commit, logical, stored, repository_stored, spare_bytes, files })
 }

@@ -68,6 +68,8 @@ pub struct GcReport {
     pub tensors_rewritten: usize,
     /// Of those, the ones whose base changed.
     pub bases_changed: usize,
+    /// Bytes of spare files freed ([`crate::spare`]).
+    pub spare_bytes_freed: u64,
     /// Seconds spent.
     pub seconds: f64,
 }
@@ -108,6 +110,12 @@ pub fn gc(repo: &mut Repository, opts: &GcOptions, progress: &dyn Progress) -> R
     let old = repo.odb.packs();
     let mut report =
         GcReport { packs_before: old.len(), bytes_before: old.iter().map(|p| p.len).sum(), ..GcReport::default() };
+    // Spares are taken under the index's lock; while a checkout holds it they are its own.
+    if !repo.bare
+        && let Ok(_index) = Lock::acquire(&repo.index_path())
+    {
+        report.spare_bytes_freed = crate::spare::free_all(&repo.dir);
+    }
     if !repo.odb.broken().is_empty() {
         return Err(Error::Usage("some packs cannot be read: run `mlv fsck` and repair them before gc".into()));
     }
