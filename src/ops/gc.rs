@@ -211,7 +211,8 @@ pub(super) fn write_packs(
     // Bases not rewritten here keep the depth their pack records.
     let mut depth: HashMap<ObjectId, u8> = HashMap::new();
     let mut names = Vec::new();
-    let mut writer = PackWriter::new(&odb.staging_dir())?;
+    let new_pack = || PackWriter::new(&odb.staging_dir()).map(PackWriter::bypassing_cache);
+    let mut writer = new_pack()?;
     progress.start("repacking", ids.iter().filter_map(|id| odb.stored_len(id)).sum());
     for (k, id) in ids.iter().enumerate() {
         if progress.cancelled() {
@@ -231,7 +232,7 @@ pub(super) fn write_packs(
         }
         progress.advance(writer.offset() - before);
         if writer.offset() >= max_pack_bytes || k + 1 == ids.len() {
-            let full = std::mem::replace(&mut writer, PackWriter::new(&odb.staging_dir())?);
+            let full = std::mem::replace(&mut writer, new_pack()?);
             if let Some(sealed) = full.finish()? {
                 names.push(odb.install(sealed)?);
             }

@@ -4,6 +4,7 @@
 //! content, so a pack can travel between repositories as it is and be verified whole. Byte
 //! layouts are in `docs/FORMAT.md`.
 
+mod append;
 mod entry;
 mod index;
 mod writer;

@@ -1,10 +1,10 @@
 //! Streaming pack writer: entries go to a temporary file that becomes a sealed pack, ready to
 //! be installed in a store, only when finished.
 
-use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use super::append::Appender;
 use super::{EntryHeader, IndexRecord, PACK_MAGIC, PackError, PackIndex, PackName, VERSION};
 use crate::encoding::Writer as _;
 use crate::object::ObjectId;
@@ -61,7 +61,7 @@ impl Write for RawSink<'_> {
 pub struct PackWriter {
     dir: PathBuf,
     tmp: tempfile::TempPath,
-    out: BufWriter<File>,
+    out: Appender,
     hasher: blake3::Hasher,
     offset: u64,
     records: Vec<Indexed>,
@@ -83,7 +83,7 @@ impl PackWriter {
         let mut w = PackWriter {
             dir: dir.to_path_buf(),
             tmp,
-            out: BufWriter::with_capacity(1 << 20, file),
+            out: Appender::new(file),
             hasher: blake3::Hasher::new(),
             offset: 0,
             records: Vec::new(),
@@ -96,6 +96,14 @@ impl PackWriter {
         header.put_u32(0);
         w.write(&header)?;
         Ok(w)
+    }
+
+    /// Writes this pack past the page cache where the filesystem allows it: for a pack that
+    /// no step of this command reads back (a commit's, a repack's), not one about to be sent
+    /// or verified.
+    pub fn bypassing_cache(mut self) -> Self {
+        self.out.bypass_cache();
+        self
     }
 
     fn write(&mut self, bytes: &[u8]) -> Result<(), PackError> {
@@ -212,7 +220,7 @@ impl PackWriter {
         let io = |e| PackError::io(&dir, e);
         self.out.write_all(&name.0).map_err(io)?;
         self.out.flush().map_err(io)?;
-        self.out.get_ref().sync_all().map_err(io)?;
+        self.out.file().sync_all().map_err(io)?;
         Ok((self.tmp, name, self.offset + 32, self.records))
     }
 }

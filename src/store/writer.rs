@@ -79,7 +79,7 @@ impl<'a> ObjectWriter<'a> {
     pub fn new(odb: &'a Odb, opts: EncodeOptions, chunk_elems: u64, max_chain: u8) -> Result<Self, StoreError> {
         Ok(ObjectWriter {
             odb,
-            pack: PackWriter::new(&odb.staging_dir())?,
+            pack: PackWriter::new(&odb.staging_dir())?.bypassing_cache(),
             opts,
             chunk_elems: chunk_elems.max(1),
             max_chain,
