@@ -77,7 +77,8 @@ impl Base<'_> {
 /// The base of a delta chunk decoded a part at a time.
 enum BaseParts<'b> {
     Elements(&'b [u8]),
-    /// Byte planes of F32 elements, rounded to BF16 into `rounded` a part at a time.
+    /// Byte planes of F32 elements, rounded to BF16 into `rounded` a part at a time (parts of
+    /// one length, so that it is written over in place).
     F32Planes {
         planes: [&'b [u8]; 4],
         rounded: Vec<u8>,
@@ -93,9 +94,11 @@ impl BaseParts<'_> {
         match self {
             BaseParts::Elements(b) => Ok(b.get(range.start * width..range.end * width).unwrap_or_default()),
             BaseParts::F32Planes { planes, rounded } => {
-                rounded.clear();
-                if let [Some(e), Some(p0), Some(p1), Some(p2)] = planes.map(|p| p.get(range.clone())) {
-                    planes::round_f32_planes_to_bf16_into([e, p0, p1, p2], rounded);
+                match planes.map(|p| p.get(range.clone())) {
+                    [Some(e), Some(p0), Some(p1), Some(p2)] => {
+                        planes::round_f32_planes_to_bf16([e, p0, p1, p2], rounded)
+                    }
+                    _ => rounded.clear(),
                 }
                 Ok(rounded)
             }

@@ -237,7 +237,7 @@ const ROUND_BLOCK: usize = 4096;
 fn join_f32_as_bf16_hashing(planes: [&[u8]; 4], hasher: &mut twox_hash::XxHash3_64, out: &mut Vec<u8>) {
     let n = planes.iter().map(|p| p.len()).min().unwrap_or(0);
     let mut words: Vec<[u8; 4]> = Vec::with_capacity(ROUND_BLOCK.min(n));
-    let mut rounded = Vec::with_capacity(ROUND_BLOCK.min(n));
+    let mut rounded = vec![[0; 2]; ROUND_BLOCK.min(n)];
     // Appended a block at a time rather than zero-filled first: the fill was a pass of its own.
     out.reserve(2 * n);
     for start in (0..n).step_by(ROUND_BLOCK) {
@@ -245,37 +245,34 @@ fn join_f32_as_bf16_hashing(planes: [&[u8]; 4], hasher: &mut twox_hash::XxHash3_
         words.clear();
         words.extend(join_f32_words(block));
         std::hash::Hasher::write(hasher, words.as_flattened());
-        round_block(block, &mut rounded, out);
+        let rounded = &mut rounded[..block[0].len()];
+        round_block(block, rounded);
+        out.extend_from_slice(rounded.as_flattened());
     }
 }
 
 /// F32 byte planes rounded to BF16 exactly as [`super::convert::bf16_of_f32`] rounds their
-/// words, appended to `out`: in 16-bit arithmetic straight from the planes, so a vector holds
-/// twice the elements it would as words, and no words are built (2.2x faster than through
-/// them).
+/// words, into `out`, made as long as they need: in 16-bit arithmetic straight from the
+/// planes, so a vector holds twice the elements it would as words, and no words are built (2.2x
+/// faster than through them). Written in place, so that a buffer reused for parts of one
+/// length is neither filled nor copied into first.
 #[multiversion::multiversion(targets = "simd")]
-pub fn round_f32_planes_to_bf16_into(planes: [&[u8]; 4], out: &mut Vec<u8>) {
+pub fn round_f32_planes_to_bf16(planes: [&[u8]; 4], out: &mut Vec<u8>) {
     let n = planes.iter().map(|p| p.len()).min().unwrap_or(0);
-    let mut rounded = Vec::with_capacity(ROUND_BLOCK.min(n));
-    out.reserve(2 * n);
-    for start in (0..n).step_by(ROUND_BLOCK) {
-        round_block(planes.map(|p| &p[start..(start + ROUND_BLOCK).min(n)]), &mut rounded, out);
-    }
+    out.resize(2 * n, 0);
+    round_block(planes.map(|p| &p[..n]), out.as_chunks_mut::<2>().0);
 }
 
-/// Rounds one block of planes (at least as long as the first) through `rounded`, appending to
-/// `out`. A plain index loop: iterator adapters here were left to a generic copy of their
+/// Rounds the planes' elements (each plane at least as long as the first) into `out` (as
+/// long). A plain index loop: iterator adapters here were left to a generic copy of their
 /// `fold` that a multiversioned caller's features did not reach, and did not vectorise.
 #[inline(always)]
-fn round_block([e, p0, p1, p2]: [&[u8]; 4], rounded: &mut Vec<[u8; 2]>, out: &mut Vec<u8>) {
+fn round_block([e, p0, p1, p2]: [&[u8]; 4], out: &mut [[u8; 2]]) {
     let n = e.len();
-    let (p0, p1, p2) = (&p0[..n], &p1[..n], &p2[..n]);
-    rounded.clear();
-    rounded.resize(n, [0; 2]);
+    let (p0, p1, p2, out) = (&p0[..n], &p1[..n], &p2[..n], &mut out[..n]);
     for i in 0..n {
-        rounded[i] = bf16_of_f32_bytes(e[i], p0[i], p1[i], p2[i]).to_le_bytes();
+        out[i] = bf16_of_f32_bytes(e[i], p0[i], p1[i], p2[i]).to_le_bytes();
     }
-    out.extend_from_slice(rounded.as_flattened());
 }
 
 /// The BF16 of the F32 with exponent byte `e`, mantissa bytes `p0` (lowest) and `p1`, and
@@ -363,8 +360,9 @@ mod tests {
     /// Rounds F32 `words` to BF16 both ways: from their planes, and word by word.
     fn rounded_both_ways(words: &[u8]) -> (Vec<u8>, Vec<u8>) {
         let planes = Grouping::of(DType::F32).split(words);
-        let mut from_planes = Vec::new();
-        round_f32_planes_to_bf16_into(std::array::from_fn(|k| &planes[k][..]), &mut from_planes);
+        // Stale bytes in the buffer, which the rounding must replace.
+        let mut from_planes = vec![0xA5; 2 * words.len() / 4 + 3];
+        round_f32_planes_to_bf16(std::array::from_fn(|k| &planes[k][..]), &mut from_planes);
         let by_word = words
             .as_chunks::<4>()
             .0
@@ -413,14 +411,16 @@ mod tests {
             let t = std::time::Instant::now();
             for _ in 0..rounds {
                 for start in (0..n).step_by(4096) {
-                    out.clear();
                     round(std::array::from_fn(|k| &planes[k][start..start + 4096]), &mut out);
                 }
             }
             t.elapsed().as_secs_f64() * 1e9 / (rounds * n) as f64
         };
-        let hashing = time(|p, out| join_f32_as_bf16_hashing(p, &mut twox_hash::XxHash3_64::new(), out));
-        let from_planes = time(round_f32_planes_to_bf16_into);
+        let hashing = time(|p, out| {
+            out.clear();
+            join_f32_as_bf16_hashing(p, &mut twox_hash::XxHash3_64::new(), out)
+        });
+        let from_planes = time(round_f32_planes_to_bf16);
         println!("ns per element: joined, hashed and rounded {hashing:.3}, rounded from planes {from_planes:.3}");
     }
 
