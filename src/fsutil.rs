@@ -107,9 +107,10 @@ impl<'r> ReleaseBehind<'r> {
 
 /// Bytes of read ranges a [`PageReleaser`] gathers before it gives them back. A BF16
 /// fine-tune's checkout on an F32 base reads four bytes of the base's planes for every two it
-/// writes: at 16 MiB, MiniLM's made five releases, and spent 2% more CPU than at 64 MiB (which
-/// raised the peak RSS of the 1 GB ft-1's checkout from 60 to 94-107 MiB).
-const RELEASE_BATCH: u64 = 64 << 20;
+/// writes: at 16 MiB, MiniLM's spent 2-3% more CPU than at 32 or 64. Every batch stays
+/// resident until it is given back: `fsck` and `clone` of a 192 MB pack peaked at 37-41 MiB
+/// with 16, 55-57 with 32, 88-92 with 64.
+const RELEASE_BATCH: u64 = 32 << 20;
 /// Gathered ranges at most this far apart are given back in one call, with the bytes between.
 const RELEASE_MERGE_GAP: u64 = 64 << 10;
 
